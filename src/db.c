@@ -1,0 +1,118 @@
+/*
+ * db.c - the PostgreSQL connection
+ */
+#include "config.h"
+
+#include "db.h"
+
+#include "log.h"
+#include "mem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct db {
+	PGconn *conn;
+	char *schema_ident;
+};
+
+/* libpq's messages end in a newline and may span lines: keep the first. */
+static const char *
+first_line(const char *msg, char *out, size_t outsz)
+{
+	size_t n = strcspn(msg, "\n");
+
+	if (n >= outsz)
+		n = outsz - 1;
+	memcpy(out, msg, n);
+	out[n] = '\0';
+	return out;
+}
+
+static void
+ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+struct db *
+db_open(const char *conninfo, const char *schema)
+{
+	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *const values[] = {conninfo, "chatsyncd", NULL};
+	struct db *db = xcalloc(1, sizeof(*db));
+	char msg[512], *ident, *sql;
+	bool ok;
+
+	db->conn = PQconnectdbParams(keys, values, 1);
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		log_error("could not connect to the database: %s",
+			  first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
+		db_close(db);
+		return NULL;
+	}
+	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
+	ident = PQescapeIdentifier(db->conn, schema, strlen(schema));
+	db->schema_ident = xstrdup(ident);
+	PQfreemem(ident);
+	sql = xasprintf("SET search_path TO %s", db->schema_ident);
+	ok = db_exec(db, sql);
+	free(sql);
+	if (!ok) {
+		db_close(db);
+		return NULL;
+	}
+	return db;
+}
+
+void
+db_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	PQfinish(db->conn);
+	free(db->schema_ident);
+	free(db);
+}
+
+PGconn *
+db_conn(struct db *db)
+{
+	return db->conn;
+}
+
+const char *
+db_schema_ident(const struct db *db)
+{
+	return db->schema_ident;
+}
+
+bool
+db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const char *what)
+{
+	char msg[512];
+
+	if (res != NULL && PQresultStatus(res) == want)
+		return true;
+	log_error("%s failed: %s", what,
+		  first_line(res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn), msg,
+			     sizeof(msg)));
+	return false;
+}
+
+bool
+db_exec(struct db *db, const char *sql)
+{
+	PGresult *res = PQexec(db->conn, sql);
+	bool ok = db_result_ok(db, res, PGRES_COMMAND_OK, "database command");
+
+	PQclear(res);
+	return ok;
+}
+
+bool
+db_connected(struct db *db)
+{
+	return PQstatus(db->conn) == CONNECTION_OK;
+}

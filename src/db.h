@@ -1,0 +1,36 @@
+/*
+ * db.h - the PostgreSQL connection
+ */
+#ifndef CHATSYNC_DB_H
+#define CHATSYNC_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+struct db;
+
+/*
+ * Connects with conninfo (empty: libpq's PG* environment) and sets
+ * search_path to schema.  Returns a connection the caller owns, or NULL
+ * after logging why.
+ */
+struct db *db_open(const char *conninfo, const char *schema) __attribute__((warn_unused_result));
+void db_close(struct db *db);
+
+/* The libpq connection (borrowed). */
+PGconn *db_conn(struct db *db);
+
+/* The schema, already quoted as an SQL identifier (borrowed). */
+const char *db_schema_ident(const struct db *db);
+
+/* Runs a command that returns no rows; logs and returns false on error. */
+bool db_exec(struct db *db, const char *sql) __attribute__((warn_unused_result));
+
+/* True if res is a successful result of the expected kind; otherwise logs what with the error. */
+bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const char *what)
+	__attribute__((warn_unused_result));
+
+/* True while the connection is usable. */
+bool db_connected(struct db *db);
+
+#endif

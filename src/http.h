@@ -1,0 +1,58 @@
+/*
+ * http.h - HTTP GETs over libcurl's multi interface
+ *
+ * Any number of transfers run at once in the calling thread; http_run()
+ * drives them and calls back as body data arrives and when each ends.
+ * Only 2xx bodies reach the body callback; an error body is kept (capped)
+ * to explain the failure.
+ */
+#ifndef CHATSYNC_HTTP_H
+#define CHATSYNC_HTTP_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct http_options {
+	const char *username; /* HTTP basic auth user (the Account SID) */
+	const char *password; /* borrowed; must outlive the struct http */
+	long timeout;	      /* seconds for a whole transfer */
+	long connect_timeout; /* seconds */
+	/* When this becomes non-zero every transfer is aborted. */
+	const volatile sig_atomic_t *abort_flag;
+};
+
+struct http_result {
+	long status;	      /* HTTP status, 0 if none was received */
+	bool transport_error; /* connection, TLS, timeout or truncated transfer */
+	bool aborted;	      /* stopped by the abort flag or by the body callback */
+	long retry_after;     /* seconds from Retry-After, -1 if absent */
+	long twilio_code;     /* "code" of a Twilio error body, 0 if none */
+	char error[320];      /* human-readable reason when status is not 2xx */
+};
+
+/* Return false to abort the transfer. */
+typedef bool (*http_body_fn)(void *arg, const char *data, size_t len);
+/* res is borrowed for the duration of the call; the callback may start new transfers. */
+typedef void (*http_done_fn)(void *arg, const struct http_result *res);
+
+struct http;
+
+/* Returns a client the caller owns, or NULL (logged). */
+struct http *http_new(const struct http_options *opts) __attribute__((warn_unused_result));
+void http_free(struct http *h);
+
+/* Starts a GET of url; on_done is always called exactly once if this returns true. */
+bool http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done,
+	      void *arg) __attribute__((warn_unused_result));
+
+/* Transfers started and not yet reported done. */
+int http_pending(const struct http *h);
+
+/* Waits up to timeout_ms for activity, moves transfers on, reports those that ended. */
+void http_run(struct http *h, int timeout_ms);
+
+/* Number of requests started since http_new. */
+unsigned long http_requests(const struct http *h);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * log.h - leveled logging to stderr
+ */
+#ifndef CHATSYNC_LOG_H
+#define CHATSYNC_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum log_level {
+	LOG_LEVEL_ERROR = 0,
+	LOG_LEVEL_WARNING,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG,
+};
+
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+/* Parses "error", "warning", "info" or "debug". */
+bool log_level_parse(const char *name, enum log_level *out) __attribute__((warn_unused_result));
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+/*
+ * Copies s into out (of size outsz, at least 4) so that it is safe to print
+ * inside double quotes: control characters, quotes and backslashes are
+ * escaped, and a value too long is cut with "...".  Returns out.
+ */
+const char *log_escape(char *out, size_t outsz, const char *s);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * migrate.h - schema migrations
+ */
+#ifndef CHATSYNC_MIGRATE_H
+#define CHATSYNC_MIGRATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct db;
+
+struct migration {
+	int version;
+	const char *name;
+	const char *sql;
+};
+
+/* Built from the files sql/NNN_name.sql (see build-aux/embed-sql.sh), in version order. */
+extern const struct migration migrations[];
+extern const size_t n_migrations;
+
+/*
+ * Creates the schema if needed and applies every pending migration, in
+ * order, in one transaction under an advisory lock, recording each in
+ * schema_migrations.  Logs and returns false on failure (nothing applied).
+ * *applied, if not NULL, receives the number applied.
+ */
+bool migrate_apply(struct db *db, int *applied) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,579 @@
+/*
+ * page_parser.c - streaming parser for one page of a user's channel list
+ *
+ * yajl calls back for every token.  A small stack records which container
+ * each nesting level is (the top object, the channels array, an entry, its
+ * links, meta, or something being skipped) and `target` records what the
+ * next value is for, as set by the key before it.
+ */
+#include "config.h"
+
+#include "page_parser.h"
+
+#include "mem.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+enum ctx {
+	CTX_TOP,      /* the response object */
+	CTX_CHANNELS, /* the "channels" array */
+	CTX_ROW,      /* one channel entry */
+	CTX_LINKS,    /* an entry's "links" */
+	CTX_META,     /* "meta" */
+	CTX_SKIP,     /* a container we ignore */
+};
+
+enum target {
+	T_SKIP,
+	T_TOP,
+	T_CHANNELS,
+	T_META,
+	T_ROW,
+	T_LINKS,
+	T_NEXT_URL,
+	T_META_KEY,
+	T_STR_FIRST, /* string fields of an entry, index into row_str[] */
+	T_INT_LCMI = T_STR_FIRST + 8,
+	T_INT_UNREAD,
+};
+
+enum row_str {
+	RS_CHANNEL,
+	RS_ACCOUNT,
+	RS_SERVICE,
+	RS_MEMBER,
+	RS_STATUS,
+	RS_CHANNEL_URL,
+	RS_MEMBER_URL,
+	RS_COUNT,
+};
+
+static const struct {
+	const char *key;
+	enum target target;
+} row_keys[] = {
+	{"channel_sid", T_STR_FIRST + RS_CHANNEL},
+	{"account_sid", T_STR_FIRST + RS_ACCOUNT},
+	{"service_sid", T_STR_FIRST + RS_SERVICE},
+	{"member_sid", T_STR_FIRST + RS_MEMBER},
+	{"status", T_STR_FIRST + RS_STATUS},
+	{"last_consumed_message_index", T_INT_LCMI},
+	{"unread_messages_count", T_INT_UNREAD},
+	{"links", T_LINKS},
+};
+
+#define MAX_STACK 64
+
+struct page_parser {
+	struct page_parser_limits limits;
+	page_row_fn on_row;
+	void *arg;
+
+	yajl_handle yajl;
+	size_t offset; /* bytes fed before the current chunk */
+	enum ctx stack[MAX_STACK];
+	unsigned depth;
+	unsigned skip_depth; /* nesting inside a skipped container */
+	enum target target;
+	bool done_top;
+
+	/* the entry being parsed */
+	struct buf str[RS_COUNT];
+	bool str_set[RS_COUNT];
+	struct membership row;
+	const char *row_reject;
+
+	bool saw_channels, saw_meta, meta_key_ok;
+	struct buf next_url;
+	bool has_next_url;
+	size_t rows;
+
+	char error[256];
+	bool failed;
+	bool finishing;
+};
+
+bool
+page_sid_valid(const char *s, const char *prefix)
+{
+	if (s == NULL || strlen(s) != 34 || s[0] != prefix[0] || s[1] != prefix[1])
+		return false;
+	for (size_t i = 2; i < 34; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static int
+fail(struct page_parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+fail(struct page_parser *p, const char *fmt, ...)
+{
+	size_t at = p->offset;
+	char what[200];
+	va_list ap;
+
+	if (p->failed)
+		return 0;
+	if (!p->finishing)
+		at += yajl_get_bytes_consumed(p->yajl);
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(p->error, sizeof(p->error), "%s at byte %zu", what, at);
+	p->failed = true;
+	return 0;
+}
+
+static void
+row_clear(struct page_parser *p)
+{
+	for (int i = 0; i < RS_COUNT; i++) {
+		buf_reset(&p->str[i]);
+		p->str_set[i] = false;
+	}
+	memset(&p->row, 0, sizeof(p->row));
+	p->row_reject = NULL;
+}
+
+static const char *
+row_string(struct page_parser *p, enum row_str i)
+{
+	return p->str_set[i] ? buf_str(&p->str[i]) : NULL;
+}
+
+static int
+emit_row(struct page_parser *p)
+{
+	const char *reject = p->row_reject;
+
+	p->row.channel_sid = row_string(p, RS_CHANNEL);
+	p->row.account_sid = row_string(p, RS_ACCOUNT);
+	p->row.service_sid = row_string(p, RS_SERVICE);
+	p->row.member_sid = row_string(p, RS_MEMBER);
+	p->row.status = row_string(p, RS_STATUS);
+	p->row.channel_url = row_string(p, RS_CHANNEL_URL);
+	p->row.member_url = row_string(p, RS_MEMBER_URL);
+	if (reject == NULL && p->row.channel_sid == NULL)
+		reject = "channel_sid is missing or null";
+	else if (reject == NULL && !page_sid_valid(p->row.channel_sid, "CH"))
+		reject = "channel_sid is not a Channel SID";
+	if (++p->rows > p->limits.max_rows)
+		return fail(p, "more than %zu entries in one page", p->limits.max_rows);
+	if (!p->on_row(p->arg, &p->row, reject))
+		return fail(p, "stopped by the caller");
+	return 1;
+}
+
+/* Which container does a value opening here start, given the target? */
+static enum ctx
+ctx_for(enum target t, bool is_map)
+{
+	if (t == T_TOP && is_map)
+		return CTX_TOP;
+	if (t == T_CHANNELS && !is_map)
+		return CTX_CHANNELS;
+	if (t == T_ROW && is_map)
+		return CTX_ROW;
+	if (t == T_LINKS && is_map)
+		return CTX_LINKS;
+	if (t == T_META && is_map)
+		return CTX_META;
+	return CTX_SKIP;
+}
+
+/* A value of the wrong type for its target: reject the entry or the page. */
+static int
+wrong_type(struct page_parser *p, const char *what)
+{
+	switch (p->target) {
+	case T_TOP:
+		return fail(p, "the response is %s, not an object", what);
+	case T_CHANNELS:
+		return fail(p, "\"channels\" is %s, not an array", what);
+	case T_META:
+		return fail(p, "\"meta\" is %s, not an object", what);
+	case T_ROW:
+		return fail(p, "an entry of \"channels\" is %s, not an object", what);
+	case T_NEXT_URL:
+		return fail(p, "meta.next_page_url is %s, not a string", what);
+	case T_SKIP:
+	case T_META_KEY:
+		return 1;
+	default:
+		if (p->row_reject == NULL)
+			p->row_reject = "a field has the wrong type";
+		return 1;
+	}
+}
+
+/* The target for a value in the current container (arrays have no keys). */
+static void
+set_array_target(struct page_parser *p)
+{
+	if (p->skip_depth > 0)
+		p->target = T_SKIP;
+	else if (p->depth > 0 && p->stack[p->depth - 1] == CTX_CHANNELS)
+		p->target = T_ROW;
+	else if (p->depth == 0)
+		p->target = T_TOP;
+}
+
+static int
+on_null(void *ctx)
+{
+	struct page_parser *p = ctx;
+
+	set_array_target(p);
+	if (p->target == T_NEXT_URL) {
+		p->has_next_url = false;
+		return 1;
+	}
+	if (p->target == T_TOP || p->target == T_CHANNELS || p->target == T_META ||
+	    p->target == T_ROW)
+		return wrong_type(p, "null");
+	/* any entry field may be null */
+	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
+		p->str_set[p->target - T_STR_FIRST] = false;
+	else if (p->target == T_INT_LCMI)
+		p->row.has_last_consumed_message_index = false;
+	else if (p->target == T_INT_UNREAD)
+		p->row.has_unread_messages_count = false;
+	return 1;
+}
+
+static int
+on_bool(void *ctx, int v)
+{
+	(void)v;
+	set_array_target(ctx);
+	return wrong_type(ctx, "a boolean");
+}
+
+static int
+on_double(void *ctx, double v)
+{
+	(void)v;
+	set_array_target(ctx);
+	return wrong_type(ctx, "a number");
+}
+
+static int
+on_integer(void *ctx, long long v)
+{
+	struct page_parser *p = ctx;
+
+	set_array_target(p);
+	if (p->target == T_INT_LCMI) {
+		p->row.has_last_consumed_message_index = true;
+		p->row.last_consumed_message_index = v;
+		return 1;
+	}
+	if (p->target == T_INT_UNREAD) {
+		p->row.has_unread_messages_count = true;
+		p->row.unread_messages_count = v;
+		return 1;
+	}
+	return wrong_type(p, "a number");
+}
+
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	struct page_parser *p = ctx;
+	struct buf *dst = NULL;
+
+	set_array_target(p);
+	if (len > p->limits.max_string)
+		return fail(p, "a string is longer than %zu bytes", p->limits.max_string);
+	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT) {
+		enum row_str i = (enum row_str)(p->target - T_STR_FIRST);
+
+		dst = &p->str[i];
+		p->str_set[i] = true;
+	} else if (p->target == T_NEXT_URL) {
+		dst = &p->next_url;
+		p->has_next_url = true;
+	} else if (p->target == T_META_KEY) {
+		p->meta_key_ok = len == 8 && memcmp(s, "channels", 8) == 0;
+		return 1;
+	} else {
+		return wrong_type(p, "a string");
+	}
+	buf_reset(dst);
+	if (memchr(s, '\0', len) != NULL || !buf_append(dst, s, len))
+		return fail(p, "a string holds a NUL character");
+	return 1;
+}
+
+static int
+open_container(struct page_parser *p, bool is_map)
+{
+	enum ctx c;
+
+	set_array_target(p);
+	if (p->depth >= p->limits.max_depth || p->depth >= MAX_STACK)
+		return fail(p, "JSON nested deeper than %u levels", p->limits.max_depth);
+	c = ctx_for(p->target, is_map);
+	if (c == CTX_SKIP && p->target != T_SKIP) {
+		if (!wrong_type(p, is_map ? "an object" : "an array"))
+			return 0;
+	}
+	if (c == CTX_SKIP || p->skip_depth > 0)
+		p->skip_depth++;
+	if (c == CTX_ROW && p->skip_depth == 0)
+		row_clear(p);
+	if (c == CTX_CHANNELS)
+		p->saw_channels = true;
+	if (c == CTX_META)
+		p->saw_meta = true;
+	p->stack[p->depth++] = c;
+	p->target = T_SKIP;
+	return 1;
+}
+
+static int
+close_container(struct page_parser *p)
+{
+	enum ctx c = p->stack[--p->depth];
+
+	if (p->skip_depth > 0) {
+		p->skip_depth--;
+		return 1;
+	}
+	if (c == CTX_ROW)
+		return emit_row(p);
+	if (c == CTX_TOP)
+		p->done_top = true;
+	return 1;
+}
+
+static int
+on_start_map(void *ctx)
+{
+	return open_container(ctx, true);
+}
+
+static int
+on_end_map(void *ctx)
+{
+	return close_container(ctx);
+}
+
+static int
+on_start_array(void *ctx)
+{
+	return open_container(ctx, false);
+}
+
+static int
+on_end_array(void *ctx)
+{
+	return close_container(ctx);
+}
+
+static enum target
+row_key_target(const unsigned char *key, size_t len)
+{
+	for (size_t i = 0; i < sizeof(row_keys) / sizeof(row_keys[0]); i++) {
+		if (strlen(row_keys[i].key) == len && memcmp(row_keys[i].key, key, len) == 0)
+			return row_keys[i].target;
+	}
+	return T_SKIP;
+}
+
+static bool
+key_is(const unsigned char *key, size_t len, const char *want)
+{
+	return strlen(want) == len && memcmp(key, want, len) == 0;
+}
+
+static int
+on_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+	struct page_parser *p = ctx;
+
+	if (len > p->limits.max_string)
+		return fail(p, "a key is longer than %zu bytes", p->limits.max_string);
+	p->target = T_SKIP;
+	if (p->skip_depth > 0)
+		return 1;
+	switch (p->stack[p->depth - 1]) {
+	case CTX_TOP:
+		if (key_is(key, len, "channels"))
+			p->target = p->saw_channels ? T_SKIP : T_CHANNELS;
+		else if (key_is(key, len, "meta"))
+			p->target = p->saw_meta ? T_SKIP : T_META;
+		break;
+	case CTX_ROW:
+		p->target = row_key_target(key, len);
+		break;
+	case CTX_LINKS:
+		if (key_is(key, len, "channel"))
+			p->target = T_STR_FIRST + RS_CHANNEL_URL;
+		else if (key_is(key, len, "member"))
+			p->target = T_STR_FIRST + RS_MEMBER_URL;
+		break;
+	case CTX_META:
+		if (key_is(key, len, "next_page_url"))
+			p->target = T_NEXT_URL;
+		else if (key_is(key, len, "key"))
+			p->target = T_META_KEY;
+		break;
+	default:
+		break;
+	}
+	return 1;
+}
+
+static const yajl_callbacks callbacks = {
+	.yajl_null = on_null,
+	.yajl_boolean = on_bool,
+	.yajl_integer = on_integer,
+	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end_map,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end_array,
+};
+
+struct page_parser *
+page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row, void *arg)
+{
+	struct page_parser *p = xcalloc(1, sizeof(*p));
+
+	p->limits = *limits;
+	p->on_row = on_row;
+	p->arg = arg;
+	for (int i = 0; i < RS_COUNT; i++)
+		buf_init(&p->str[i], limits->max_string);
+	buf_init(&p->next_url, limits->max_string);
+	page_parser_reset(p);
+	return p;
+}
+
+void
+page_parser_free(struct page_parser *p)
+{
+	if (p == NULL)
+		return;
+	if (p->yajl != NULL)
+		yajl_free(p->yajl);
+	for (int i = 0; i < RS_COUNT; i++)
+		buf_free(&p->str[i]);
+	buf_free(&p->next_url);
+	free(p);
+}
+
+void
+page_parser_reset(struct page_parser *p)
+{
+	if (p->yajl != NULL)
+		yajl_free(p->yajl);
+	p->yajl = yajl_alloc(&callbacks, NULL, p);
+	if (p->yajl == NULL) {
+		fprintf(stderr, "chatsyncd: out of memory\n");
+		exit(70);
+	}
+	p->offset = 0;
+	p->depth = 0;
+	p->skip_depth = 0;
+	p->target = T_TOP;
+	p->done_top = false;
+	p->saw_channels = p->saw_meta = false;
+	p->meta_key_ok = true;
+	p->has_next_url = false;
+	buf_reset(&p->next_url);
+	p->rows = 0;
+	p->error[0] = '\0';
+	p->failed = false;
+	p->finishing = false;
+	row_clear(p);
+}
+
+static void
+syntax_error(struct page_parser *p, yajl_status st, const unsigned char *data, size_t len)
+{
+	unsigned char *msg;
+	char *nl;
+
+	if (st == yajl_status_client_canceled || p->failed)
+		return;
+	msg = yajl_get_error(p->yajl, 0, data, len);
+	nl = strchr((char *)msg, '\n');
+	if (nl != NULL)
+		*nl = '\0';
+	fail(p, "invalid JSON (%s)", (const char *)msg);
+	yajl_free_error(p->yajl, msg);
+}
+
+bool
+page_parser_feed(struct page_parser *p, const char *data, size_t len)
+{
+	yajl_status st;
+
+	if (p->failed)
+		return false;
+	if (len > p->limits.max_bytes || p->offset > p->limits.max_bytes - len) {
+		fail(p, "response body larger than %zu bytes", p->limits.max_bytes);
+		return false;
+	}
+	st = yajl_parse(p->yajl, (const unsigned char *)data, len);
+	if (st != yajl_status_ok) {
+		syntax_error(p, st, (const unsigned char *)data, len);
+		return false;
+	}
+	p->offset += len;
+	return true;
+}
+
+bool
+page_parser_finish(struct page_parser *p)
+{
+	yajl_status st;
+
+	if (p->failed)
+		return false;
+	p->finishing = true;
+	st = yajl_complete_parse(p->yajl);
+	if (st != yajl_status_ok) {
+		syntax_error(p, st, NULL, 0);
+		return fail(p, "invalid JSON (truncated)");
+	}
+	if (!p->done_top)
+		return fail(p, "the response is not a JSON object");
+	if (!p->saw_meta)
+		return fail(p, "the response has no \"meta\" object");
+	if (!p->meta_key_ok)
+		return fail(p, "meta.key is not \"channels\"");
+	if (!p->saw_channels)
+		return fail(p, "the response has no \"channels\" array");
+	return true;
+}
+
+const char *
+page_parser_error(const struct page_parser *p)
+{
+	return p->error;
+}
+
+const char *
+page_parser_next_url(const struct page_parser *p)
+{
+	return p->has_next_url ? buf_str(&p->next_url) : NULL;
+}
+
+size_t
+page_parser_rows(const struct page_parser *p)
+{
+	return p->rows;
+}

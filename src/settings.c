@@ -1,0 +1,491 @@
+/*
+ * settings.c - the configuration file: load, validate, free
+ *
+ * Every scalar key is described once in setting_defs[]: its group, name,
+ * type, default and bounds.  Loading fills a fresh struct settings from the
+ * defaults, overlays the file, and validates all of it; the caller only ever
+ * sees a complete, valid configuration or NULL.
+ */
+#include "config.h"
+
+#include "settings.h"
+
+#include "mem.h"
+#include "url.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libconfig.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_TOKEN_FILE 4096
+
+enum setting_type {
+	SETTING_STRING,
+	SETTING_INT,
+};
+
+struct setting_def {
+	const char *group;
+	const char *name;
+	enum setting_type type;
+	size_t offset;
+	const char *default_string;
+	long long default_int;
+	long long min, max;
+};
+
+#define STR(g, n, field, def) {g, n, SETTING_STRING, offsetof(struct settings, field), def, 0, 0, 0}
+#define INT(g, n, field, def, lo, hi)                                                              \
+	{g, n, SETTING_INT, offsetof(struct settings, field), NULL, def, lo, hi}
+
+static const struct setting_def setting_defs[] = {
+	STR("twilio", "base_url", base_url, "https://ip-messaging.twilio.com"),
+	STR("twilio", "account_sid", account_sid, NULL),
+	STR("twilio", "auth_token", auth_token, NULL),
+	STR("twilio", "auth_token_file", auth_token_file, NULL),
+	INT("twilio", "page_size", page_size, 1000, 1, 1000),
+	INT("twilio", "timeout", timeout, 30, 1, 3600),
+	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600),
+	INT("twilio", "concurrency", concurrency, 8, 1, 64),
+	STR("database", "conninfo", conninfo, ""),
+	STR("database", "schema", schema, "chatsync"),
+	INT("sync", "interval", interval, 300, 1, 7 * 86400),
+	STR("log", "level", log_level_name, "info"),
+};
+
+/* Keys that are not scalars of setting_defs[] but are still allowed. */
+static const char *const list_keys[] = {"sync.services"};
+
+struct loader {
+	const char *path;
+	struct settings *s;
+	bool token_in_file;
+};
+
+static void
+fail_at(const struct loader *l, const config_setting_t *at, const char *key, const char *fmt,
+	...) __attribute__((format(printf, 4, 5)));
+
+static void
+fail_at(const struct loader *l, const config_setting_t *at, const char *key, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (at != NULL && config_setting_source_line(at) > 0)
+		log_error("%s:%d: %s: %s", l->path, config_setting_source_line(at), key, msg);
+	else
+		log_error("%s: %s: %s", l->path, key, msg);
+}
+
+static bool
+sid_ok(const char *s, const char *prefix)
+{
+	if (strlen(s) != 34 || strncmp(s, prefix, 2) != 0)
+		return false;
+	for (int i = 2; i < 34; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static const struct setting_def *
+find_def(const char *group, const char *name)
+{
+	for (size_t i = 0; i < sizeof(setting_defs) / sizeof(setting_defs[0]); i++) {
+		if (strcmp(setting_defs[i].group, group) == 0 &&
+		    strcmp(setting_defs[i].name, name) == 0)
+			return &setting_defs[i];
+	}
+	return NULL;
+}
+
+static bool
+is_list_key(const char *group, const char *name)
+{
+	char key[128];
+
+	snprintf(key, sizeof(key), "%s.%s", group, name);
+	for (size_t i = 0; i < sizeof(list_keys) / sizeof(list_keys[0]); i++) {
+		if (strcmp(list_keys[i], key) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+is_known_group(const char *group)
+{
+	for (size_t i = 0; i < sizeof(setting_defs) / sizeof(setting_defs[0]); i++) {
+		if (strcmp(setting_defs[i].group, group) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+apply_defaults(struct settings *s)
+{
+	for (size_t i = 0; i < sizeof(setting_defs) / sizeof(setting_defs[0]); i++) {
+		const struct setting_def *d = &setting_defs[i];
+		void *field = (char *)s + d->offset;
+
+		if (d->type == SETTING_STRING)
+			*(char **)field = xstrdup(d->default_string);
+		else
+			*(int *)field = (int)d->default_int;
+	}
+}
+
+static bool
+load_scalar(struct loader *l, const struct setting_def *d, const config_setting_t *cs)
+{
+	void *field = (char *)l->s + d->offset;
+	char key[128];
+	long long v;
+
+	snprintf(key, sizeof(key), "%s.%s", d->group, d->name);
+	if (d->type == SETTING_STRING) {
+		if (config_setting_type(cs) != CONFIG_TYPE_STRING) {
+			fail_at(l, cs, key, "must be a string");
+			return false;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(config_setting_get_string(cs));
+		return true;
+	}
+	if (config_setting_type(cs) == CONFIG_TYPE_INT)
+		v = config_setting_get_int(cs);
+	else if (config_setting_type(cs) == CONFIG_TYPE_INT64)
+		v = config_setting_get_int64(cs);
+	else {
+		fail_at(l, cs, key, "must be an integer");
+		return false;
+	}
+	if (v < d->min || v > d->max) {
+		fail_at(l, cs, key, "%lld is out of range (%lld..%lld)", v, d->min, d->max);
+		return false;
+	}
+	*(int *)field = (int)v;
+	return true;
+}
+
+static bool
+load_users(struct loader *l, struct settings_service *svc, const config_setting_t *users,
+	   const char *key)
+{
+	int n;
+
+	if (users == NULL || !config_setting_is_aggregate(users) ||
+	    config_setting_type(users) == CONFIG_TYPE_GROUP) {
+		fail_at(l, users, key, "must be a list of user strings");
+		return false;
+	}
+	n = config_setting_length(users);
+	if (n == 0) {
+		fail_at(l, users, key, "must name at least one user");
+		return false;
+	}
+	svc->users = xcalloc((size_t)n, sizeof(char *));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *u = config_setting_get_elem(users, (unsigned)i);
+		const char *v = config_setting_get_string(u);
+
+		if (v == NULL || v[0] == '\0') {
+			fail_at(l, u, key, "user %d must be a non-empty string", i + 1);
+			return false;
+		}
+		for (size_t j = 0; j < svc->n_users; j++) {
+			if (strcmp(svc->users[j], v) == 0) {
+				fail_at(l, u, key, "user \"%s\" is listed twice", v);
+				return false;
+			}
+		}
+		svc->users[svc->n_users++] = xstrdup(v);
+	}
+	return true;
+}
+
+static bool
+load_service(struct loader *l, const config_setting_t *cs, size_t index)
+{
+	struct settings_service *svc = &l->s->services[l->s->n_services];
+	const char *sid = NULL;
+	char key[64];
+
+	snprintf(key, sizeof(key), "sync.services[%zu]", index);
+	if (config_setting_type(cs) != CONFIG_TYPE_GROUP) {
+		fail_at(l, cs, key, "must be a group { sid = \"IS...\"; users = [ ... ]; }");
+		return false;
+	}
+	for (int i = 0; i < config_setting_length(cs); i++) {
+		const char *name = config_setting_name(config_setting_get_elem(cs, (unsigned)i));
+
+		if (strcmp(name, "sid") != 0 && strcmp(name, "users") != 0) {
+			fail_at(l, config_setting_get_elem(cs, (unsigned)i), key, "unknown key \"%s\"",
+				name);
+			return false;
+		}
+	}
+	if (!config_setting_lookup_string(cs, "sid", &sid) || !sid_ok(sid, "IS")) {
+		fail_at(l, cs, key, "sid must be a Service SID (IS followed by 32 hex digits)");
+		return false;
+	}
+	for (size_t i = 0; i < l->s->n_services; i++) {
+		if (strcmp(l->s->services[i].sid, sid) == 0) {
+			fail_at(l, cs, key, "service %s is listed twice", sid);
+			return false;
+		}
+	}
+	svc->sid = xstrdup(sid);
+	l->s->n_services++;
+	return load_users(l, svc, config_setting_get_member(cs, "users"), key);
+}
+
+static bool
+load_services(struct loader *l, const config_setting_t *list)
+{
+	int n;
+
+	if (config_setting_type(list) != CONFIG_TYPE_LIST) {
+		fail_at(l, list, "sync.services", "must be a list ( { ... }, ... )");
+		return false;
+	}
+	n = config_setting_length(list);
+	l->s->services = xcalloc((size_t)n, sizeof(struct settings_service));
+	for (int i = 0; i < n; i++) {
+		if (!load_service(l, config_setting_get_elem(list, (unsigned)i), (size_t)i))
+			return false;
+	}
+	return true;
+}
+
+static bool
+load_group(struct loader *l, const config_setting_t *group)
+{
+	const char *gname = config_setting_name(group);
+
+	if (gname == NULL || !is_known_group(gname) ||
+	    config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		fail_at(l, group, gname ? gname : "(top level)",
+			"unknown setting (expected groups twilio, database, sync, log)");
+		return false;
+	}
+	for (int i = 0; i < config_setting_length(group); i++) {
+		const config_setting_t *cs = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(cs);
+		const struct setting_def *d = find_def(gname, name);
+		char key[128];
+
+		snprintf(key, sizeof(key), "%s.%s", gname, name);
+		if (d != NULL) {
+			if (!load_scalar(l, d, cs))
+				return false;
+			if (strcmp(key, "twilio.auth_token") == 0)
+				l->token_in_file = true;
+		} else if (is_list_key(gname, name)) {
+			if (!load_services(l, cs))
+				return false;
+		} else {
+			fail_at(l, cs, key, "unknown key");
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+read_token_file(struct loader *l, const char *file)
+{
+	char buf[MAX_TOKEN_FILE + 1];
+	ssize_t n;
+	int fd;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fail_at(l, NULL, "twilio.auth_token_file", "could not open \"%s\": %s", file,
+			strerror(errno));
+		return false;
+	}
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < 0 || n > MAX_TOKEN_FILE) {
+		fail_at(l, NULL, "twilio.auth_token_file", "could not read \"%s\": %s", file,
+			n < 0 ? strerror(errno) : "file too large");
+		return false;
+	}
+	while (n > 0 && isspace((unsigned char)buf[n - 1]))
+		n--;
+	buf[n] = '\0';
+	free(l->s->auth_token);
+	l->s->auth_token = xstrdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return true;
+}
+
+static bool
+resolve_token(struct loader *l)
+{
+	const char *env = getenv("TWILIO_AUTH_TOKEN");
+	struct stat st;
+
+	if (env != NULL && env[0] != '\0') {
+		free(l->s->auth_token);
+		l->s->auth_token = xstrdup(env);
+	} else if (l->s->auth_token_file != NULL) {
+		if (l->s->auth_token != NULL) {
+			fail_at(l, NULL, "twilio.auth_token_file",
+				"give either auth_token or auth_token_file, not both");
+			return false;
+		}
+		if (!read_token_file(l, l->s->auth_token_file))
+			return false;
+	}
+	if (l->s->auth_token == NULL || l->s->auth_token[0] == '\0') {
+		fail_at(l, NULL, "twilio.auth_token",
+			"no auth token (set auth_token, auth_token_file or TWILIO_AUTH_TOKEN)");
+		return false;
+	}
+	if (l->token_in_file && stat(l->path, &st) == 0 && (st.st_mode & 077) != 0)
+		log_warning("%s holds twilio.auth_token and is readable by group or others; "
+			    "chmod 600 it or use auth_token_file",
+			    l->path);
+	return true;
+}
+
+static bool
+schema_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 63 || !(islower((unsigned char)s[0]) || s[0] == '_'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_')
+			return false;
+	}
+	return true;
+}
+
+static bool
+validate(struct loader *l, const config_t *cf)
+{
+	struct settings *s = l->s;
+	char err[256];
+
+	if (!url_check_base(s->base_url, err, sizeof(err))) {
+		fail_at(l, config_lookup(cf, "twilio.base_url"), "twilio.base_url", "%s", err);
+		return false;
+	}
+	if (s->account_sid == NULL || !sid_ok(s->account_sid, "AC")) {
+		fail_at(l, config_lookup(cf, "twilio.account_sid"), "twilio.account_sid",
+			"must be an Account SID (AC followed by 32 hex digits)");
+		return false;
+	}
+	if (!schema_ok(s->schema)) {
+		fail_at(l, config_lookup(cf, "database.schema"), "database.schema",
+			"must be a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63)");
+		return false;
+	}
+	if (!log_level_parse(s->log_level_name, &s->log_level)) {
+		fail_at(l, config_lookup(cf, "log.level"), "log.level",
+			"must be one of error, warning, info, debug");
+		return false;
+	}
+	if (s->n_services == 0) {
+		fail_at(l, config_lookup(cf, "sync.services"), "sync.services",
+			"must list at least one service");
+		return false;
+	}
+	return resolve_token(l);
+}
+
+static bool
+load_file(struct loader *l, config_t *cf)
+{
+	const config_setting_t *root;
+
+	if (!config_read_file(cf, l->path)) {
+		if (config_error_type(cf) == CONFIG_ERR_FILE_IO)
+			log_error("could not read configuration file \"%s\": %s", l->path,
+				  strerror(errno));
+		else
+			log_error("%s:%d: syntax error: %s",
+				  config_error_file(cf) ? config_error_file(cf) : l->path,
+				  config_error_line(cf), config_error_text(cf));
+		return false;
+	}
+	root = config_root_setting(cf);
+	for (int i = 0; i < config_setting_length(root); i++) {
+		if (!load_group(l, config_setting_get_elem(root, (unsigned)i)))
+			return false;
+	}
+	return validate(l, cf);
+}
+
+struct settings *
+settings_load(const char *path)
+{
+	struct settings *s = xcalloc(1, sizeof(*s));
+	struct loader l = {.path = path, .s = s};
+	config_t cf;
+	bool ok;
+
+	s->path = xstrdup(path);
+	apply_defaults(s);
+	config_init(&cf);
+	ok = load_file(&l, &cf);
+	config_destroy(&cf);
+	if (!ok) {
+		settings_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+settings_free(struct settings *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(setting_defs) / sizeof(setting_defs[0]); i++) {
+		if (setting_defs[i].type == SETTING_STRING) {
+			char **field = (char **)((char *)s + setting_defs[i].offset);
+
+			if (*field != NULL && field == &s->auth_token)
+				explicit_bzero(*field, strlen(*field));
+			free(*field);
+		}
+	}
+	for (size_t i = 0; i < s->n_services; i++) {
+		for (size_t j = 0; j < s->services[i].n_users; j++)
+			free(s->services[i].users[j]);
+		free(s->services[i].users);
+		free(s->services[i].sid);
+	}
+	free(s->services);
+	free(s->path);
+	free(s);
+}
+
+size_t
+settings_user_count(const struct settings *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_services; i++)
+		n += s->services[i].n_users;
+	return n;
+}

@@ -1,0 +1,54 @@
+/*
+ * settings.h - the configuration file: load, validate, free
+ */
+#ifndef CHATSYNC_SETTINGS_H
+#define CHATSYNC_SETTINGS_H
+
+#include "log.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct settings_service {
+	char *sid;
+	char **users; /* as written in the file: a User SID or an identity */
+	size_t n_users;
+};
+
+/* Plain data: everything a sweep needs, validated. */
+struct settings {
+	char *path;
+
+	char *base_url;
+	char *account_sid;
+	char *auth_token; /* secret: never log it */
+	char *auth_token_file;
+	int page_size;
+	int timeout;
+	int connect_timeout;
+	int concurrency;
+
+	char *conninfo;
+	char *schema;
+
+	int interval;
+	struct settings_service *services;
+	size_t n_services;
+
+	char *log_level_name;
+	enum log_level log_level;
+};
+
+/*
+ * Reads and validates path.  On success returns settings the caller owns
+ * (free with settings_free); on failure logs one line naming the file, the
+ * line and the key, and returns NULL.  The environment variable
+ * TWILIO_AUTH_TOKEN, when set, wins over auth_token and auth_token_file.
+ */
+struct settings *settings_load(const char *path) __attribute__((warn_unused_result));
+void settings_free(struct settings *s);
+
+/* Total number of configured users over every service. */
+size_t settings_user_count(const struct settings *s);
+
+#endif

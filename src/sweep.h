@@ -1,0 +1,31 @@
+/*
+ * sweep.h - one sweep over every configured user
+ *
+ * The only module that knows all the others: it fetches each user's pages,
+ * feeds them to the parser, commits each to the database, and decides what
+ * a failure means.
+ */
+#ifndef CHATSYNC_SWEEP_H
+#define CHATSYNC_SWEEP_H
+
+#include <signal.h>
+
+struct settings;
+struct db;
+struct http;
+
+enum sweep_result {
+	SWEEP_OK,	    /* every user's listing completed */
+	SWEEP_USERS_FAILED, /* the sweep finished, some users failed */
+	SWEEP_DB_FAILED,    /* the database went away; the sweep stays unfinished */
+	SWEEP_INTERRUPTED,  /* *stop was set; the sweep stays unfinished */
+};
+
+/*
+ * Runs a sweep, resuming an unfinished one where it stopped.  Returns when
+ * it is over or as soon as *stop becomes non-zero.
+ */
+enum sweep_result sweep_run(const struct settings *s, struct db *db, struct http *http,
+			    const volatile sig_atomic_t *stop);
+
+#endif

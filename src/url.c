@@ -1,0 +1,247 @@
+/*
+ * url.c - building and checking the API's URLs
+ */
+#include "config.h"
+
+#include "url.h"
+
+#include "mem.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static bool
+is_unreserved(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+char *
+url_encode_segment(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t len = strlen(s), o = 0;
+	char *out = xmalloc(len * 3 + 1);
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (is_unreserved(c)) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *
+url_decode_segment(const char *s)
+{
+	size_t len = strlen(s), o = 0;
+	char *out = xmalloc(len + 1);
+
+	for (size_t i = 0; i < len; i++) {
+		int hi, lo;
+
+		if (s[i] != '%') {
+			out[o++] = s[i];
+			continue;
+		}
+		hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
+		lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
+		if (lo < 0 || (hi == 0 && lo == 0)) {
+			free(out);
+			return NULL;
+		}
+		out[o++] = (char)(hi << 4 | lo);
+		i += 2;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+bool
+url_is_loopback_host(const char *host)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+	char bare[64];
+	size_t len = strlen(host);
+
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (len >= 2 && len < sizeof(bare) && host[0] == '[' && host[len - 1] == ']') {
+		memcpy(bare, host + 1, len - 2);
+		bare[len - 2] = '\0';
+		host = bare;
+	}
+	if (inet_pton(AF_INET6, host, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return false;
+}
+
+static bool
+base_parts_ok(CURLU *u, char *err, size_t errsz)
+{
+	char *scheme = NULL, *host = NULL, *path = NULL, *part = NULL;
+	bool ok = false;
+
+	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		snprintf(err, errsz, "no scheme or host");
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK) {
+		snprintf(err, errsz, "user information is not allowed in the URL");
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK) {
+		snprintf(err, errsz, "a query or fragment is not allowed");
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) {
+		snprintf(err, errsz, "a path is not allowed (give scheme, host and port only)");
+		goto out;
+	}
+	if (strcmp(scheme, "https") == 0) {
+		ok = true;
+	} else if (strcmp(scheme, "http") == 0) {
+		ok = url_is_loopback_host(host);
+		if (!ok)
+			snprintf(err, errsz, "http:// is allowed only to a loopback host; use https://");
+	} else {
+		snprintf(err, errsz, "scheme must be https");
+	}
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(path);
+	curl_free(part);
+	return ok;
+}
+
+bool
+url_check_base(const char *base, char *err, size_t errsz)
+{
+	CURLU *u = curl_url();
+	bool ok;
+
+	if (u == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return false;
+	}
+	if (curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK) {
+		snprintf(err, errsz, "not a valid absolute URL");
+		ok = false;
+	} else {
+		ok = base_parts_ok(u, err, errsz);
+	}
+	curl_url_cleanup(u);
+	return ok;
+}
+
+char *
+url_first_page(const char *base, const char *service_sid, const char *user, int page_size)
+{
+	size_t base_len = strlen(base);
+	char *enc = url_encode_segment(user);
+	char *url;
+
+	if (base_len > 0 && base[base_len - 1] == '/')
+		base_len--;
+	url = xasprintf("%.*s/v1/Services/%s/Users/%s/Channels?PageSize=%d", (int)base_len, base,
+			service_sid, enc, page_size);
+	free(enc);
+	return url;
+}
+
+struct url_parts {
+	char *scheme, *host, *port, *path;
+};
+
+static bool
+split_url(const char *url, struct url_parts *out)
+{
+	CURLU *u = curl_url();
+	bool ok;
+
+	memset(out, 0, sizeof(*out));
+	if (u == NULL)
+		return false;
+	ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_SCHEME, &out->scheme, 0) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_HOST, &out->host, 0) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_PORT, &out->port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_PATH, &out->path, 0) == CURLUE_OK;
+	curl_url_cleanup(u);
+	return ok;
+}
+
+static void
+free_parts(struct url_parts *p)
+{
+	curl_free(p->scheme);
+	curl_free(p->host);
+	curl_free(p->port);
+	curl_free(p->path);
+}
+
+/* Compares two paths segment by segment, each percent-decoded. */
+static bool
+same_path(const char *a, const char *b)
+{
+	while (*a != '\0' || *b != '\0') {
+		size_t la = strcspn(a, "/"), lb = strcspn(b, "/");
+		char *sa = xstrndup(a, la), *sb = xstrndup(b, lb);
+		char *da = url_decode_segment(sa), *db = url_decode_segment(sb);
+		bool same = da != NULL && db != NULL && strcmp(da, db) == 0;
+
+		free(sa);
+		free(sb);
+		free(da);
+		free(db);
+		if (!same || (a[la] == '/') != (b[lb] == '/'))
+			return false;
+		a += la + (a[la] == '/');
+		b += lb + (b[lb] == '/');
+	}
+	return true;
+}
+
+bool
+url_same_listing(const char *next, const char *first)
+{
+	struct url_parts n = {0}, f = {0};
+	bool ok;
+
+	ok = split_url(next, &n) && split_url(first, &f) && strcmp(n.scheme, f.scheme) == 0 &&
+	     strcasecmp(n.host, f.host) == 0 && strcmp(n.port, f.port) == 0 &&
+	     same_path(n.path, f.path);
+	free_parts(&n);
+	free_parts(&f);
+	return ok;
+}

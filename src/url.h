@@ -1,0 +1,48 @@
+/*
+ * url.h - building and checking the API's URLs
+ */
+#ifndef CHATSYNC_URL_H
+#define CHATSYNC_URL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Percent-encodes s as one URL path segment: every byte but the unreserved
+ * characters (A-Z a-z 0-9 - . _ ~) becomes %XX.  Returns a string the caller
+ * owns.
+ */
+char *url_encode_segment(const char *s);
+
+/*
+ * Reverses url_encode_segment.  Returns a string the caller owns, or NULL if
+ * s holds a malformed escape or an encoded NUL.
+ */
+char *url_decode_segment(const char *s);
+
+/* True for localhost, ::1 / [::1] and any address in 127.0.0.0/8. */
+bool url_is_loopback_host(const char *host);
+
+/*
+ * Checks that base is fit to receive the account's credentials: https://,
+ * or http:// to a loopback host; no user info, query or fragment; an empty
+ * path.  On failure writes the reason into err.
+ */
+bool url_check_base(const char *base, char *err, size_t errsz) __attribute__((warn_unused_result));
+
+/*
+ * The first page of a user's channel list:
+ * BASE/v1/Services/SERVICE/Users/USER/Channels?PageSize=N with USER encoded.
+ * base must have passed url_check_base (a trailing '/' is tolerated).
+ * Returns a string the caller owns.
+ */
+char *url_first_page(const char *base, const char *service_sid, const char *user, int page_size);
+
+/*
+ * True if next is a page of the same listing as first: same scheme, host
+ * and port, and the same path segment by segment once percent-decoded.
+ * This keeps credentials from following a next_page_url anywhere else.
+ */
+bool url_same_listing(const char *next, const char *first) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * writer.c - writes one page of memberships and advances the cursor
+ *
+ * A page goes to the server as one call of the sync_page() function (see
+ * sql/), its columns as array literals, so a page costs one round trip.
+ */
+#include "config.h"
+
+#include "writer.h"
+
+#include "db.h"
+#include "log.h"
+#include "mem.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum column {
+	COL_CHANNEL,
+	COL_ACCOUNT,
+	COL_MEMBER,
+	COL_STATUS,
+	COL_LCMI,
+	COL_UNREAD,
+	COL_CHANNEL_URL,
+	COL_MEMBER_URL,
+	COL_COUNT,
+};
+
+/* Each column is an array literal under construction: "{a,b,NULL". */
+struct page_batch {
+	struct buf col[COL_COUNT];
+	size_t rows;
+};
+
+static const char sync_page_sql[] =
+	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
+	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
+	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
+	"$14::integer, $15::integer, $16::integer)";
+
+struct page_batch *
+page_batch_new(void)
+{
+	struct page_batch *b = xcalloc(1, sizeof(*b));
+
+	/* A page of at most 1000 entries of bounded strings: far below this cap. */
+	for (int i = 0; i < COL_COUNT; i++)
+		buf_init(&b->col[i], (size_t)1 << 30);
+	page_batch_reset(b);
+	return b;
+}
+
+void
+page_batch_free(struct page_batch *b)
+{
+	if (b == NULL)
+		return;
+	for (int i = 0; i < COL_COUNT; i++)
+		buf_free(&b->col[i]);
+	free(b);
+}
+
+void
+page_batch_reset(struct page_batch *b)
+{
+	for (int i = 0; i < COL_COUNT; i++) {
+		buf_reset(&b->col[i]);
+		if (!buf_append(&b->col[i], "{", 1))
+			abort();
+	}
+	b->rows = 0;
+}
+
+size_t
+page_batch_rows(const struct page_batch *b)
+{
+	return b->rows;
+}
+
+static void
+append_checked(struct buf *col, const char *data, size_t len)
+{
+	/* The cap is far beyond any page the parser lets through. */
+	if (!buf_append(col, data, len)) {
+		log_error("page batch overflow");
+		abort();
+	}
+}
+
+static void
+add_text(struct page_batch *b, enum column c, const char *s)
+{
+	struct buf *col = &b->col[c];
+	const char *run = s;
+
+	if (b->rows > 0)
+		append_checked(col, ",", 1);
+	if (s == NULL) {
+		append_checked(col, "NULL", 4);
+		return;
+	}
+	append_checked(col, "\"", 1);
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\') {
+			append_checked(col, run, (size_t)(p - run));
+			append_checked(col, "\\", 1);
+			run = p;
+		}
+	}
+	append_checked(col, run, strlen(run));
+	append_checked(col, "\"", 1);
+}
+
+static void
+add_int(struct page_batch *b, enum column c, bool has, long long v)
+{
+	char num[32];
+	int n;
+
+	if (b->rows > 0)
+		append_checked(&b->col[c], ",", 1);
+	if (!has) {
+		append_checked(&b->col[c], "NULL", 4);
+		return;
+	}
+	n = snprintf(num, sizeof(num), "%lld", v);
+	append_checked(&b->col[c], num, (size_t)n);
+}
+
+void
+page_batch_add(struct page_batch *b, const struct membership *m)
+{
+	add_text(b, COL_CHANNEL, m->channel_sid);
+	add_text(b, COL_ACCOUNT, m->account_sid);
+	add_text(b, COL_MEMBER, m->member_sid);
+	add_text(b, COL_STATUS, m->status);
+	add_int(b, COL_LCMI, m->has_last_consumed_message_index, m->last_consumed_message_index);
+	add_int(b, COL_UNREAD, m->has_unread_messages_count, m->unread_messages_count);
+	add_text(b, COL_CHANNEL_URL, m->channel_url);
+	add_text(b, COL_MEMBER_URL, m->member_url);
+	b->rows++;
+}
+
+static void
+read_counts(const PGresult *res, struct writer_counts *out)
+{
+	out->inserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	out->updated = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+	out->unchanged = strtol(PQgetvalue(res, 0, 2), NULL, 10);
+	out->deleted = strtol(PQgetvalue(res, 0, 3), NULL, 10);
+}
+
+bool
+writer_commit_page(struct db *db, struct page_batch *b, const struct writer_page *page,
+		   struct writer_counts *out)
+{
+	char run_id[24], rejected[16], requests[16], retries[16];
+	const char *params[16];
+	PGresult *res;
+	bool ok;
+
+	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
+	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
+	snprintf(requests, sizeof(requests), "%u", page->requests);
+	snprintf(retries, sizeof(retries), "%u", page->retries);
+	/* Close each array literal for the call, and reopen it afterwards. */
+	for (int i = 0; i < COL_COUNT; i++)
+		append_checked(&b->col[i], "}", 1);
+	params[0] = run_id;
+	params[1] = page->service_sid;
+	params[2] = page->user;
+	params[3] = page->first_page ? "t" : "f";
+	params[4] = page->next_url;
+	for (int i = 0; i < COL_COUNT; i++)
+		params[5 + i] = buf_str(&b->col[i]);
+	params[13] = rejected;
+	params[14] = requests;
+	params[15] = retries;
+	res = PQexecParams(db_conn(db), sync_page_sql, 16, NULL, params, NULL, NULL, 0);
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "writing a page");
+	if (ok)
+		read_counts(res, out);
+	PQclear(res);
+	for (int i = 0; i < COL_COUNT; i++)
+		b->col[i].data[--b->col[i].len] = '\0';
+	return ok;
+}

@@ -1,0 +1,48 @@
+/*
+ * writer.h - writes one page of memberships and advances the cursor
+ *
+ * Rows are gathered into a page_batch as they are parsed; committing the
+ * batch applies them, the deletions a last page implies, the cursor's
+ * advance and the run's counters in a single transaction.  It knows nothing
+ * of JSON or HTTP.
+ */
+#ifndef CHATSYNC_WRITER_H
+#define CHATSYNC_WRITER_H
+
+#include "membership.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+struct page_batch;
+
+/* Returns an empty batch the caller owns. */
+struct page_batch *page_batch_new(void);
+void page_batch_free(struct page_batch *b);
+void page_batch_reset(struct page_batch *b);
+/* Copies m into the batch. */
+void page_batch_add(struct page_batch *b, const struct membership *m);
+size_t page_batch_rows(const struct page_batch *b);
+
+struct writer_page {
+	int64_t run_id;
+	const char *service_sid;
+	const char *user;
+	bool first_page;      /* the first page of the user's listing */
+	const char *next_url; /* NULL: the listing's last page */
+	unsigned rejected;    /* entries of this page that could not be stored */
+	unsigned requests;    /* HTTP requests to count in the run */
+	unsigned retries;
+};
+
+struct writer_counts {
+	long inserted, updated, unchanged, deleted;
+};
+
+/* Commits the batch as described by page.  Logs and returns false on failure (nothing written). */
+bool writer_commit_page(struct db *db, struct page_batch *b, const struct writer_page *page,
+			struct writer_counts *out) __attribute__((warn_unused_result));
+
+#endif

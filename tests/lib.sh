@@ -1,0 +1,222 @@
+# tests/lib.sh - shared harness for the integration tests (sourced by bash).
+#
+# Gives each test a throwaway PostgreSQL cluster on a private unix socket, the
+# fake Twilio API on loopback, a config writer, and TAP output.
+
+set -u
+
+: "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${top_builddir:=$top_srcdir}"
+CHATSYNCD="$top_builddir/src/chatsyncd"
+FAKE_TWILIO="$top_builddir/tests/fake_twilio"
+ACCOUNT_SID=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+AUTH_TOKEN=test-token-$RANDOM$RANDOM
+SERVICE_SID=IS0123456789abcdef0123456789ABCDEF
+
+tap_n=0
+tap_failed=0
+
+ok() { # ok COND-EXIT-STATUS DESCRIPTION
+	local status=$1
+	shift
+	tap_n=$((tap_n + 1))
+	if [ "$status" -eq 0 ]; then
+		echo "ok $tap_n - $*"
+	else
+		echo "not ok $tap_n - $*"
+		tap_failed=$((tap_failed + 1))
+	fi
+}
+
+is() { # is GOT WANT DESCRIPTION
+	local got=$1 want=$2
+	shift 2
+	if [ "$got" = "$want" ]; then
+		ok 0 "$*"
+	else
+		ok 1 "$*"
+		printf '#   got:  %s\n#   want: %s\n' "$got" "$want"
+	fi
+}
+
+skip_all() {
+	echo "1..0 # SKIP $*"
+	exit 0
+}
+
+done_testing() {
+	echo "1..$tap_n"
+	[ "$tap_failed" -eq 0 ]
+}
+
+diag() { printf '# %s\n' "$@"; }
+
+# ------------------------------------------------------------ scratch space
+
+TEST_TMP=$(mktemp -d /tmp/chatsync-test.XXXXXX)
+chmod 755 "$TEST_TMP"
+FAKE_PIDS=()
+PG_DIR=
+
+cleanup() {
+	local pid
+	for pid in "${FAKE_PIDS[@]}"; do
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	if [ -n "$PG_DIR" ] && [ -f "$PG_DIR/data/postmaster.pid" ]; then
+		as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1
+	fi
+	if [ -n "${KEEP_TEST_TMP:-}" ]; then
+		echo "# kept $TEST_TMP" >&2
+	else
+		rm -rf "$TEST_TMP"
+	fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------ PostgreSQL
+
+# PostgreSQL refuses to run as root: as root, run the server as "postgres".
+as_pg_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+need_tools() {
+	[ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] ||
+		skip_all "PostgreSQL server binaries not found (install postgresql-15; PG_BINDIR='${PG_BINDIR:-}')"
+	[ -x "$FAKE_TWILIO" ] || skip_all "tests/fake_twilio not built (needs libmicrohttpd-dev)"
+	[ -x "$CHATSYNCD" ] || skip_all "src/chatsyncd not built"
+	if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+		skip_all "running as root and there is no postgres user to run the server"
+	fi
+}
+
+pg_start() {
+	PG_DIR="$TEST_TMP/pg"
+	mkdir -p "$PG_DIR"
+	[ "$(id -u)" -eq 0 ] && chown postgres: "$PG_DIR"
+	as_pg_user "$PG_BINDIR/initdb" -D "$PG_DIR/data" -A trust -N -U postgres --no-instructions \
+		>"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c full_page_writes=off" \
+		start >/dev/null || { cat "$PG_DIR/server.log" >&2; return 1; }
+	export PGHOST="$PG_DIR" PGUSER=postgres PGDATABASE=chatsync
+	export PGOPTIONS="-c client_min_messages=warning"
+	"$PG_BINDIR/createdb" -h "$PG_DIR" -U postgres chatsync
+}
+
+pg_stop() {
+	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -m "${1:-fast}" -w stop >/dev/null
+}
+
+pg_restart() {
+	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c full_page_writes=off" \
+		start >/dev/null
+}
+
+# sql QUERY: prints the result unaligned, tuples only, '|' between fields.
+sql() {
+	psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# ------------------------------------------------------------ fake Twilio API
+
+# fake_start NAME ARGS...: starts the fake API; sets FAKE_URL and FAKE_LOG.
+fake_start() {
+	local name=$1
+	shift
+	FAKE_LOG="$TEST_TMP/$name.requests"
+	: >"$FAKE_LOG"
+	rm -f "$TEST_TMP/$name.port"
+	"$FAKE_TWILIO" --listen 127.0.0.1:0 --port-file "$TEST_TMP/$name.port" \
+		--account-sid "$ACCOUNT_SID" --auth-token "$AUTH_TOKEN" --log "$FAKE_LOG" "$@" \
+		>"$TEST_TMP/$name.out" 2>&1 &
+	FAKE_PIDS+=($!)
+	FAKE_PID=$!
+	local i
+	for i in $(seq 100); do
+		[ -s "$TEST_TMP/$name.port" ] && break
+		sleep 0.05
+	done
+	[ -s "$TEST_TMP/$name.port" ] || { cat "$TEST_TMP/$name.out" >&2; return 1; }
+	FAKE_URL="http://127.0.0.1:$(cat "$TEST_TMP/$name.port")"
+}
+
+fake_stop() {
+	kill "$FAKE_PID" 2>/dev/null
+	wait "$FAKE_PID" 2>/dev/null
+}
+
+# ------------------------------------------------------------ chatsyncd
+
+# write_config FILE USER...: a config for SERVICE_SID with those users.
+# Extra settings come from the environment: PAGE_SIZE, CONCURRENCY, SCHEMA.
+write_config() {
+	local file=$1 u users=""
+	shift
+	for u in "$@"; do
+		users+="${users:+, }\"$u\""
+	done
+	cat >"$file" <<CONF
+twilio: {
+  base_url = "$FAKE_URL";
+  account_sid = "$ACCOUNT_SID";
+  page_size = ${PAGE_SIZE:-50};
+  timeout = 10;
+  concurrency = ${CONCURRENCY:-1};
+};
+database: { conninfo = ""; schema = "${SCHEMA:-chatsync}"; };
+sync: {
+  interval = 1;
+  services = ( { sid = "$SERVICE_SID"; users = [ $users ]; } );
+};
+log: { level = "info"; };
+CONF
+}
+
+# run_once CONFIG [ARGS]: runs one sweep; stderr goes to $TEST_TMP/chatsyncd.log.
+run_once() {
+	local conf=$1
+	shift
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$conf" --once "$@" \
+		2>>"$TEST_TMP/chatsyncd.log"
+}
+
+# expected_rows FAKE-ARGS -- USER...: loads the fake's data set into table expected.
+load_expected() {
+	local args=() u
+	while [ "$1" != "--" ]; do
+		args+=("$1")
+		shift
+	done
+	shift
+	sql "DROP TABLE IF EXISTS public.expected;
+	     CREATE TABLE public.expected (service_sid text, user_sid text, channel_sid text,
+	       account_sid text, member_sid text, status text, last_consumed_message_index bigint,
+	       unread_messages_count bigint, channel_url text, member_url text)"
+	for u in "$@"; do
+		"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" "${args[@]}" --dump "$u" |
+			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.expected FROM STDIN"
+	done
+}
+
+# Rows of the live (not deleted) table that differ from public.expected, both ways.
+diff_expected() {
+	sql "SELECT count(*) FROM (
+	       (SELECT service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+	               last_consumed_message_index, unread_messages_count, channel_url, member_url
+	          FROM ${SCHEMA:-chatsync}.user_channels WHERE deleted_at IS NULL
+	        EXCEPT ALL SELECT * FROM public.expected)
+	       UNION ALL
+	       (SELECT * FROM public.expected
+	        EXCEPT ALL
+	        SELECT service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+	               last_consumed_message_index, unread_messages_count, channel_url, member_url
+	          FROM ${SCHEMA:-chatsync}.user_channels WHERE deleted_at IS NULL)) d"
+}
