@@ -4,6 +4,7 @@
 # fake Twilio API on loopback, a config writer, and TAP output.
 
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 
 : "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 : "${top_builddir:=$top_srcdir}"
@@ -64,8 +65,8 @@ cleanup() {
 		kill "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	done
-	if [ -n "$PG_DIR" ] && [ -f "$PG_DIR/data/postmaster.pid" ]; then
-		as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1
+	if [ -n "$PG_DIR" ]; then
+		cluster_stop "$PG_DIR" immediate 2>/dev/null
 	fi
 	if [ -n "${KEEP_TEST_TMP:-}" ]; then
 		echo "# kept $TEST_TMP" >&2
@@ -76,15 +77,6 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------ PostgreSQL
-
-# PostgreSQL refuses to run as root: as root, run the server as "postgres".
-as_pg_user() {
-	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u postgres -- "$@"
-	else
-		"$@"
-	fi
-}
 
 need_tools() {
 	[ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] ||
@@ -98,26 +90,15 @@ need_tools() {
 
 pg_start() {
 	PG_DIR="$TEST_TMP/pg"
-	mkdir -p "$PG_DIR"
-	[ "$(id -u)" -eq 0 ] && chown postgres: "$PG_DIR"
-	as_pg_user "$PG_BINDIR/initdb" -D "$PG_DIR/data" -A trust -N -U postgres --no-instructions \
-		>"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
-	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c full_page_writes=off" \
-		start >/dev/null || { cat "$PG_DIR/server.log" >&2; return 1; }
-	export PGHOST="$PG_DIR" PGUSER=postgres PGDATABASE=chatsync
-	export PGOPTIONS="-c client_min_messages=warning"
-	"$PG_BINDIR/createdb" -h "$PG_DIR" -U postgres chatsync
+	cluster_start "$PG_DIR"
 }
 
 pg_stop() {
-	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -m "${1:-fast}" -w stop >/dev/null
+	cluster_stop "$PG_DIR" "${1:-fast}"
 }
 
 pg_restart() {
-	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c full_page_writes=off" \
-		start >/dev/null
+	cluster_restart "$PG_DIR"
 }
 
 # sql QUERY: prints the result unaligned, tuples only, '|' between fields.
@@ -127,25 +108,15 @@ sql() {
 
 # ------------------------------------------------------------ fake Twilio API
 
-# fake_start NAME ARGS...: starts the fake API; sets FAKE_URL and FAKE_LOG.
+# fake_start NAME ARGS...: starts the fake API; sets FAKE_URL, FAKE_PID and FAKE_LOG.
 fake_start() {
 	local name=$1
 	shift
 	FAKE_LOG="$TEST_TMP/$name.requests"
 	: >"$FAKE_LOG"
-	rm -f "$TEST_TMP/$name.port"
-	"$FAKE_TWILIO" --listen 127.0.0.1:0 --port-file "$TEST_TMP/$name.port" \
-		--account-sid "$ACCOUNT_SID" --auth-token "$AUTH_TOKEN" --log "$FAKE_LOG" "$@" \
-		>"$TEST_TMP/$name.out" 2>&1 &
-	FAKE_PIDS+=($!)
-	FAKE_PID=$!
-	local i
-	for i in $(seq 100); do
-		[ -s "$TEST_TMP/$name.port" ] && break
-		sleep 0.05
-	done
-	[ -s "$TEST_TMP/$name.port" ] || { cat "$TEST_TMP/$name.out" >&2; return 1; }
-	FAKE_URL="http://127.0.0.1:$(cat "$TEST_TMP/$name.port")"
+	fake_api_start "$FAKE_TWILIO" "$TEST_TMP" "$name" --account-sid "$ACCOUNT_SID" \
+		--auth-token "$AUTH_TOKEN" --log "$FAKE_LOG" "$@" || return 1
+	FAKE_PIDS+=("$FAKE_PID")
 }
 
 fake_stop() {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A first sweep lands exactly what the API lists; a resync of unchanged data writes nothing.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+USERS=(US0123456789abcdef0123456789abcdef "alice b/c@x+y%z?#é" "日本 user")
+CHANNELS=45
+fake_start api --channels $CHANNELS --extra-fields
+
+# --- many small pages -------------------------------------------------------
+PAGE_SIZE=7 write_config "$TEST_TMP/small.conf" "${USERS[@]}"
+run_once "$TEST_TMP/small.conf"
+is "$?" 0 "first sweep exits 0"
+
+load_expected --channels $CHANNELS -- "${USERS[@]}"
+is "$(sql 'SELECT count(*) FROM public.expected')" $((CHANNELS * 3)) "the fake lists $CHANNELS channels per user"
+is "$(diff_expected)" 0 "user_channels equals the API's data, every field, NULLs included"
+is "$(sql 'SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NOT NULL')" 0 "nothing marked deleted"
+is "$(sql "SELECT count(DISTINCT user_sid) FROM chatsync.user_channels")" 3 \
+	"identities are stored verbatim (3 distinct users)"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE user_sid = 'alice b/c@x+y%z?#é'")" $CHANNELS \
+	"an identity with space, /, @, +, %, ?, # and UTF-8 survives the round trip"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE channel_sid ~ '^CH[0-9A-F]{32}$' AND substr(channel_sid, 3) ~ '[A-F]'")" \
+	"$(sql "SELECT count(*) FROM public.expected WHERE channel_sid ~ '^CH[0-9A-F]{32}$' AND substr(channel_sid, 3) ~ '[A-F]'")" \
+	"upper-case SIDs are kept as received"
+
+pages=$(( (CHANNELS + 6) / 7 ))
+is "$(wc -l <"$FAKE_LOG")" $((pages * 3)) "one request per page ($pages pages per user)"
+is "$(awk -F'\t' '$1 != 200' "$FAKE_LOG" | wc -l)" 0 "every request authenticated (HTTP 200)"
+is "$(awk -F'\t' '$3 == 0 && $4 !~ /PageSize=7$/' "$FAKE_LOG" | wc -l)" 0 "first pages ask for PageSize=7"
+is "$(sql "SELECT string_agg(DISTINCT state || ':' || pages_done || ':' || coalesce(next_page_url, 'null'), ',') FROM chatsync.sync_cursors")" \
+	"complete:$pages:null" "every cursor is complete after $pages pages"
+is "$(sql 'SELECT count(*) FROM chatsync.sync_cursors WHERE last_complete_at IS NULL OR last_error IS NOT NULL')" 0 \
+	"cursors record the completed listing and no error"
+is "$(sql 'SELECT users_ok, users_failed, pages, rows_received, rows_inserted, rows_updated, rows_unchanged, rows_deleted, rows_rejected, http_requests, finished_at IS NOT NULL FROM chatsync.sync_runs')" \
+	"3|0|$((pages * 3))|$((CHANNELS * 3))|$((CHANNELS * 3))|0|0|0|0|$((pages * 3))|t" "sync_runs counts the sweep"
+is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_history')" \
+	"$((CHANNELS * 3))|$((CHANNELS * 3))" "history opens one version per membership"
+is "$(sql 'SELECT count(*) FROM chatsync.sync_seen')" 0 "no listing state is left behind"
+
+# --- unchanged resync costs no write ----------------------------------------
+writes() {
+	sql "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'chatsync' AND relname = '$1'"
+}
+before=$(writes user_channels)
+hist_before=$(writes user_channel_history)
+run_once "$TEST_TMP/small.conf"
+is "$?" 0 "resync exits 0"
+sleep 0.5
+is "$(writes user_channels)" "$before" "an unchanged resync inserts and updates no row of user_channels"
+is "$(writes user_channel_history)" "$hist_before" "and writes no history"
+is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
+	"0|0|$((CHANNELS * 3))|0" "the run counts every row unchanged"
+
+# --- one page per user ------------------------------------------------------
+: >"$FAKE_LOG"
+PAGE_SIZE=1000 write_config "$TEST_TMP/big.conf" "${USERS[@]}"
+run_once "$TEST_TMP/big.conf"
+is "$?" 0 "sweep with PageSize=1000 exits 0"
+is "$(wc -l <"$FAKE_LOG")" 3 "one request per user when a page holds the whole listing"
+is "$(diff_expected)" 0 "still equal to the API's data"
+is "$(writes user_channels)" "$before" "still no write for unchanged rows"
+
+done_testing

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Changes, removals and reappearances: current table, soft deletes and SCD-2 history.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+USERS=(US00000000000000000000000000000aaa "bob@example.com")
+CHANNELS=40
+
+sweep_variant() { # sweep_variant V PAGE_SIZE
+	fake_start "api$1" --channels $CHANNELS --variant "$1"
+	PAGE_SIZE=$2 write_config "$TEST_TMP/c.conf" "${USERS[@]}"
+	run_once "$TEST_TMP/c.conf"
+	local rc=$?
+	fake_stop
+	load_expected --channels $CHANNELS --variant "$1" -- "${USERS[@]}"
+	return $rc
+}
+
+live() { sql "SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NULL"; }
+gone() { sql "SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NOT NULL"; }
+open_versions() { sql "SELECT count(*) FROM chatsync.user_channel_history WHERE valid_to IS NULL"; }
+
+for page_size in 1000 9; do
+	SCHEMA=chatsync
+	sql "DROP SCHEMA IF EXISTS chatsync CASCADE"
+	diag "page size $page_size"
+
+	sweep_variant 0 $page_size
+	is "$?" 0 "[$page_size] variant 0 synced"
+	is "$(diff_expected)" 0 "[$page_size] variant 0 equals the API"
+
+	# Variant 1 drops slots 1, 11, 21, 31 and changes slots 1, 8, 15, ...
+	sweep_variant 1 $page_size
+	is "$?" 0 "[$page_size] variant 1 synced"
+	is "$(diff_expected)" 0 "[$page_size] variant 1: live rows equal the API"
+	is "$(gone)" 8 "[$page_size] 4 memberships per user are marked deleted"
+	is "$(live)" $((2 * CHANNELS - 8)) "[$page_size] the others stay live"
+	is "$(sql 'SELECT rows_inserted, rows_deleted FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
+		"0|8" "[$page_size] the run counts 8 deletions"
+	changed=$(sql 'SELECT rows_updated FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')
+	ok $([ "$changed" -gt 0 ] && echo 0 || echo 1) "[$page_size] changed memberships are counted as updated ($changed)"
+	is "$(open_versions)" "$(live)" "[$page_size] one open history version per live membership"
+	is "$(sql "SELECT count(*) FROM chatsync.user_channels uc WHERE deleted_at IS NOT NULL AND EXISTS (SELECT 1 FROM chatsync.user_channel_history h WHERE (h.service_sid, h.user_sid, h.channel_sid) = (uc.service_sid, uc.user_sid, uc.channel_sid) AND h.valid_to IS NULL)")" \
+		0 "[$page_size] a deleted membership has its history closed"
+	is "$(sql 'SELECT count(*) FROM chatsync.user_channel_history')" \
+		$((2 * CHANNELS + changed)) "[$page_size] a change opens exactly one new version"
+	is "$(sql "SELECT count(*) FROM chatsync.user_channel_history h JOIN chatsync.user_channels uc USING (service_sid, user_sid, channel_sid) WHERE h.valid_to IS NULL AND (h.unread_messages_count, h.status) IS DISTINCT FROM (uc.unread_messages_count, uc.status)")" \
+		0 "[$page_size] the open version carries the current values"
+
+	# Variant 2 drops slots 2, 12, ... and brings 1, 11, ... back.
+	sweep_variant 2 $page_size
+	is "$?" 0 "[$page_size] variant 2 synced"
+	is "$(diff_expected)" 0 "[$page_size] variant 2: live rows equal the API"
+	is "$(gone)" 8 "[$page_size] the newly removed are deleted, the revived are not"
+	is "$(sql "SELECT count(*) FROM chatsync.user_channels uc WHERE deleted_at IS NULL AND (SELECT count(*) FROM chatsync.user_channel_history h WHERE (h.service_sid, h.user_sid, h.channel_sid) = (uc.service_sid, uc.user_sid, uc.channel_sid)) >= 2 AND first_seen_at < updated_at")" \
+		"$(sql "SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NULL AND first_seen_at < updated_at")" \
+		"[$page_size] every revived or changed membership has several versions"
+	is "$(open_versions)" "$(live)" "[$page_size] open versions still match live memberships"
+	is "$(sql "SELECT count(*) FROM (SELECT service_sid, user_sid, channel_sid FROM chatsync.user_channel_history WHERE valid_to IS NULL GROUP BY 1, 2, 3 HAVING count(*) > 1) d")" \
+		0 "[$page_size] never two open versions of one membership"
+
+	sweep_variant 0 $page_size
+	is "$(diff_expected)" 0 "[$page_size] back to variant 0"
+	is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NOT NULL")" 0 "[$page_size] everything revived"
+done
+
+# A listing that fails part-way must not delete what its later pages would have listed.
+sql "DROP SCHEMA IF EXISTS chatsync CASCADE"
+sweep_variant 0 9 >/dev/null
+fake_start partial --channels $CHANNELS --variant 1 --fault "500:${USERS[1]}:1000"
+PAGE_SIZE=9 write_config "$TEST_TMP/c.conf" "${USERS[@]}"
+run_once "$TEST_TMP/c.conf"
+is "$?" 3 "a sweep with a failing user exits 3"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '${USERS[1]}' AND deleted_at IS NOT NULL")" 0 \
+	"no deletion is marked for a user whose listing did not complete"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '${USERS[0]}' AND deleted_at IS NOT NULL")" 4 \
+	"the user whose listing completed gets its deletions"
+
+done_testing
