@@ -95,7 +95,7 @@ struct page_parser {
 
 	char error[256];
 	bool failed;
-	bool finishing;
+	bool parsing; /* inside yajl_parse of the current chunk */
 };
 
 bool
@@ -122,7 +122,7 @@ fail(struct page_parser *p, const char *fmt, ...)
 
 	if (p->failed)
 		return 0;
-	if (!p->finishing)
+	if (p->parsing)
 		at += yajl_get_bytes_consumed(p->yajl);
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
@@ -496,7 +496,7 @@ page_parser_reset(struct page_parser *p)
 	p->rows = 0;
 	p->error[0] = '\0';
 	p->failed = false;
-	p->finishing = false;
+	p->parsing = false;
 	row_clear(p);
 }
 
@@ -527,11 +527,13 @@ page_parser_feed(struct page_parser *p, const char *data, size_t len)
 		fail(p, "response body larger than %zu bytes", p->limits.max_bytes);
 		return false;
 	}
+	p->parsing = true;
 	st = yajl_parse(p->yajl, (const unsigned char *)data, len);
-	if (st != yajl_status_ok) {
+	if (st != yajl_status_ok)
 		syntax_error(p, st, (const unsigned char *)data, len);
+	p->parsing = false;
+	if (st != yajl_status_ok)
 		return false;
-	}
 	p->offset += len;
 	return true;
 }
@@ -543,7 +545,6 @@ page_parser_finish(struct page_parser *p)
 
 	if (p->failed)
 		return false;
-	p->finishing = true;
 	st = yajl_complete_parse(p->yajl);
 	if (st != yajl_status_ok) {
 		syntax_error(p, st, NULL, 0);

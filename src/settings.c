@@ -183,13 +183,17 @@ load_scalar(struct loader *l, const struct setting_def *d, const config_setting_
 }
 
 static bool
-load_users(struct loader *l, struct settings_service *svc, const config_setting_t *users,
+load_users(struct loader *l, struct settings_service *svc, const config_setting_t *service,
 	   const char *key)
 {
+	const config_setting_t *users = config_setting_get_member(service, "users");
 	int n;
 
-	if (users == NULL || !config_setting_is_aggregate(users) ||
-	    config_setting_type(users) == CONFIG_TYPE_GROUP) {
+	if (users == NULL) {
+		fail_at(l, service, key, "users is missing (a list of user strings)");
+		return false;
+	}
+	if (!config_setting_is_aggregate(users) || config_setting_type(users) == CONFIG_TYPE_GROUP) {
 		fail_at(l, users, key, "must be a list of user strings");
 		return false;
 	}
@@ -251,7 +255,7 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 	}
 	svc->sid = xstrdup(sid);
 	l->s->n_services++;
-	return load_users(l, svc, config_setting_get_member(cs, "users"), key);
+	return load_users(l, svc, cs, key);
 }
 
 static bool
@@ -307,7 +311,7 @@ load_group(struct loader *l, const config_setting_t *group)
 }
 
 static bool
-read_token_file(struct loader *l, const char *file)
+read_token_file(struct loader *l, const config_setting_t *at, const char *file)
 {
 	char buf[MAX_TOKEN_FILE + 1];
 	ssize_t n;
@@ -315,14 +319,14 @@ read_token_file(struct loader *l, const char *file)
 
 	fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		fail_at(l, NULL, "twilio.auth_token_file", "could not open \"%s\": %s", file,
+		fail_at(l, at, "twilio.auth_token_file", "could not open \"%s\": %s", file,
 			strerror(errno));
 		return false;
 	}
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
 	if (n < 0 || n > MAX_TOKEN_FILE) {
-		fail_at(l, NULL, "twilio.auth_token_file", "could not read \"%s\": %s", file,
+		fail_at(l, at, "twilio.auth_token_file", "could not read \"%s\": %s", file,
 			n < 0 ? strerror(errno) : "file too large");
 		return false;
 	}
@@ -336,8 +340,10 @@ read_token_file(struct loader *l, const char *file)
 }
 
 static bool
-resolve_token(struct loader *l)
+resolve_token(struct loader *l, const config_t *cf)
 {
+	const config_setting_t *file_at = config_lookup(cf, "twilio.auth_token_file");
+	const config_setting_t *token_at = config_lookup(cf, "twilio.auth_token");
 	const char *env = getenv("TWILIO_AUTH_TOKEN");
 	struct stat st;
 
@@ -346,15 +352,17 @@ resolve_token(struct loader *l)
 		l->s->auth_token = xstrdup(env);
 	} else if (l->s->auth_token_file != NULL) {
 		if (l->s->auth_token != NULL) {
-			fail_at(l, NULL, "twilio.auth_token_file",
+			fail_at(l, file_at, "twilio.auth_token_file",
 				"give either auth_token or auth_token_file, not both");
 			return false;
 		}
-		if (!read_token_file(l, l->s->auth_token_file))
+		if (!read_token_file(l, file_at, l->s->auth_token_file))
 			return false;
 	}
 	if (l->s->auth_token == NULL || l->s->auth_token[0] == '\0') {
-		fail_at(l, NULL, "twilio.auth_token",
+		const config_setting_t *at = file_at ? file_at : token_at;
+
+		fail_at(l, at ? at : config_lookup(cf, "twilio"), at == file_at && at ? "twilio.auth_token_file" : "twilio.auth_token",
 			"no auth token (set auth_token, auth_token_file or TWILIO_AUTH_TOKEN)");
 		return false;
 	}
@@ -409,7 +417,7 @@ validate(struct loader *l, const config_t *cf)
 			"must list at least one service");
 		return false;
 	}
-	return resolve_token(l);
+	return resolve_token(l, cf);
 }
 
 static bool

@@ -27,11 +27,13 @@ url_encode_segment(const char *s)
 	static const char hex[] = "0123456789ABCDEF";
 	size_t len = strlen(s), o = 0;
 	char *out = xmalloc(len * 3 + 1);
+	/* "." and ".." would be taken as dot-segments and squashed away. */
+	bool only_dots = len <= 2 && strspn(s, ".") == len;
 
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (is_unreserved(c)) {
+		if (is_unreserved(c) && !only_dots) {
 			out[o++] = (char)c;
 		} else {
 			out[o++] = '%';

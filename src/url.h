@@ -9,8 +9,9 @@
 
 /*
  * Percent-encodes s as one URL path segment: every byte but the unreserved
- * characters (A-Z a-z 0-9 - . _ ~) becomes %XX.  Returns a string the caller
- * owns.
+ * characters (A-Z a-z 0-9 - . _ ~) becomes %XX, and so do the dots of a
+ * segment made only of dots ("." or ".."), which would otherwise be removed
+ * as dot-segments.  Returns a string the caller owns.
  */
 char *url_encode_segment(const char *s);
 
