@@ -67,7 +67,8 @@ static const struct {
 	{"links", T_LINKS},
 };
 
-#define MAX_STACK 64
+/* top, channels, an entry, its links: the deepest nesting we keep state for */
+#define MAX_STACK 4
 
 struct page_parser {
 	struct page_parser_limits limits;
@@ -319,35 +320,37 @@ open_container(struct page_parser *p, bool is_map)
 	enum ctx c;
 
 	set_array_target(p);
-	if (p->depth >= p->limits.max_depth || p->depth >= MAX_STACK)
+	if (p->depth + p->skip_depth >= p->limits.max_depth)
 		return fail(p, "JSON nested deeper than %u levels", p->limits.max_depth);
 	c = ctx_for(p->target, is_map);
-	if (c == CTX_SKIP && p->target != T_SKIP) {
-		if (!wrong_type(p, is_map ? "an object" : "an array"))
-			return 0;
-	}
-	if (c == CTX_SKIP || p->skip_depth > 0)
+	if (c == CTX_SKIP && p->target != T_SKIP && !wrong_type(p, is_map ? "an object" : "an array"))
+		return 0;
+	p->target = T_SKIP;
+	/* Containers we ignore are only counted, so any depth costs no memory. */
+	if (c == CTX_SKIP || p->skip_depth > 0) {
 		p->skip_depth++;
-	if (c == CTX_ROW && p->skip_depth == 0)
+		return 1;
+	}
+	if (c == CTX_ROW)
 		row_clear(p);
 	if (c == CTX_CHANNELS)
 		p->saw_channels = true;
 	if (c == CTX_META)
 		p->saw_meta = true;
 	p->stack[p->depth++] = c;
-	p->target = T_SKIP;
 	return 1;
 }
 
 static int
 close_container(struct page_parser *p)
 {
-	enum ctx c = p->stack[--p->depth];
+	enum ctx c;
 
 	if (p->skip_depth > 0) {
 		p->skip_depth--;
 		return 1;
 	}
+	c = p->stack[--p->depth];
 	if (c == CTX_ROW)
 		return emit_row(p);
 	if (c == CTX_TOP)

@@ -1,0 +1,355 @@
+#!/bin/bash
+# tests/sync_resume.sh - a sweep killed at any moment resumes without losing,
+# duplicating or re-fetching anything.
+#
+# One fake Twilio API (fixed data, 20 ms per response) serves everything:
+#
+#   ref        one undisturbed --once sweep: the reference tables and the
+#              undisturbed request count.
+#   chatsync   chatsyncd --once is killed with SIGKILL at $KILLS random moments
+#              of one sweep (each process starting from what the previous one
+#              left), then one last process finishes the sweep.  The committed
+#              cursors are recorded at every kill and checked against the
+#              requests the next process makes (fake request log); the final
+#              tables must equal ref's and the fake's data.
+#   pgrestart  PostgreSQL itself stops (immediate) and restarts while
+#              chatsyncd --once sweeps; a last run finishes the sweep; the
+#              tables must equal ref's.
+#
+# Kill moments are random (the seed is printed); every assertion holds for
+# every moment.  Concurrency is 1, so at most one page is in flight at a kill.
+
+. "$(dirname "$0")/lib.sh"
+
+need_tools
+export LC_ALL=C
+
+TEST_SEED=${TEST_SEED:-$$$RANDOM}
+RANDOM=$TEST_SEED
+diag "random seed $TEST_SEED (set TEST_SEED to repeat the kill moments)"
+
+PAGE=7
+KILLS=4
+FAKE_ARGS=(--seed 11 --channels 60 --variant 0)
+USERS=(
+	US0123456789abcdef0123456789abcdef
+	"ann lee"
+	"ops/team@example.com"
+	"b/c@x+y%z?#é"
+	"Zoë Ωmega straße"
+	"carol.o'neil@example.org"
+)
+
+pg_start || { echo "Bail out! could not start PostgreSQL"; exit 1; }
+fake_start fake "${FAKE_ARGS[@]}" --latency-ms 20 || { echo "Bail out! could not start fake_twilio"; exit 1; }
+load_expected "${FAKE_ARGS[@]}" -- "${USERS[@]}"
+
+# ------------------------------------------------------------ helpers
+
+CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
+
+# Fork-free helpers (forks are slow on a busy machine; the kill loop polls).
+mkfifo "$TEST_TMP/nap"
+exec {NAP_FD}<>"$TEST_TMP/nap"
+nap() { read -r -t "$1" -u "$NAP_FD" _ || :; } # sleep without a fork
+count_lines() { mapfile -t _lines <"$FAKE_LOG"; LINES_N=${#_lines[@]}; }
+log_lines() { count_lines; echo "$LINES_N"; }
+
+# sqlt QUERY: like sql, with a tab between fields.
+sqlt() { psql -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
+
+table_exists() { [ "$(sql "SELECT to_regclass('$1') IS NOT NULL")" = t ]; }
+
+# start_bg CONF: chatsyncd --once in the background, its pid in BG_PID.
+start_bg() {
+	echo "----- $(date +%T.%N) start $1" >>"$CHATSYNCD_LOG"
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$1" --once 2>>"$CHATSYNCD_LOG" &
+	BG_PID=$!
+}
+
+# wait_bg SECONDS: waits for BG_PID; its exit status in BG_RC (124: timed out, killed).
+wait_bg() {
+	local i
+	for ((i = 0; i < $1 * 20; i++)); do
+		kill -0 "$BG_PID" 2>/dev/null || break
+		nap 0.05
+	done
+	if kill -0 "$BG_PID" 2>/dev/null; then
+		kill -9 "$BG_PID"
+		wait "$BG_PID" 2>/dev/null
+		BG_RC=124
+		diag "chatsyncd $BG_PID still running after $1 s: killed"
+	else
+		wait "$BG_PID"
+		BG_RC=$?
+	fi
+}
+
+# run_to_end CONF: one chatsyncd --once, at most 30 s; status in BG_RC.
+run_to_end() {
+	start_bg "$1"
+	wait_bg 30
+}
+
+# Until nothing of a killed chatsyncd can still land: its backend may still
+# be committing the statement it was running, and the fake logs a request
+# only once its latency has passed.
+settle() {
+	local i n
+	for ((i = 0; i < 100; i++)); do
+		count_lines
+		n=$LINES_N
+		nap 0.1
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsyncd'")" = 0 ] &&
+			count_lines && [ "$LINES_N" = "$n" ] && return 0
+	done
+	diag "settle: still busy after 10 s"
+}
+
+# wait_log TARGET: until the request log has TARGET lines or BG_PID is gone.
+wait_log() {
+	while count_lines && [ "$LINES_N" -lt "$1" ] && kill -0 "$BG_PID" 2>/dev/null; do
+		nap 0.003
+	done
+}
+
+# Sleeps a random 0..29 ms; the delay in DELAY_MS.
+random_delay() {
+	DELAY_MS=$((RANDOM % 30))
+	((DELAY_MS == 0)) || nap "$(printf '0.%03d' "$DELAY_MS")"
+}
+
+# Pages committed so far in SCHEMA (0 before the daemon created it).
+committed_pages() {
+	if table_exists "$1.sync_runs"; then
+		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
+	else
+		echo 0
+	fi
+}
+
+# snapshot SCHEMA FILE: the cursors of the sweep a new process would resume
+# (the newest unfinished run): user, state, pages_done, next_page_url.
+snapshot() {
+	: >"$2"
+	table_exists "$1.sync_cursors" || return 0
+	sqlt "SELECT user_sid, state, pages_done, coalesce(next_page_url, '')
+	        FROM $1.sync_cursors
+	       WHERE run_id = (SELECT max(run_id) FROM $1.sync_runs WHERE finished_at IS NULL)
+	       ORDER BY user_sid" >"$2"
+}
+
+# first_requests FROM TO: per user with requests in log lines FROM+1..TO:
+# user, number of requests, page and target of the first.
+first_requests() {
+	awk -F'\t' -v a="$1" -v b="$2" '
+		NR > a && NR <= b { if (!($2 in n)) { order[++k] = $2; page[$2] = $3; target[$2] = $4 }; n[$2]++ }
+		END { for (i = 1; i <= k; i++) { u = order[i]; print u "\t" n[u] "\t" page[u] "\t" target[u] } }
+	' "$FAKE_LOG"
+}
+
+# check_resume LABEL SNAPSHOT FROM TO FINAL: for every user, the first request
+# the next process made (log lines FROM+1..TO) is where the snapshot says its
+# listing stood: the next uncommitted page of a running listing, page 0 of a
+# listing not started in this sweep, nothing for a complete one.  FINAL=1
+# when that process ran to the end (so it must have asked for every listing
+# that was not complete).
+check_resume() {
+	local label=$1 snap=$2 from=$3 to=$4 final=$5 u a b c state pages next n first target want got
+	local -A s_state=() s_pages=() s_next=() r_n=() r_page=() r_target=()
+	while IFS=$'\t' read -r u a b c; do
+		s_state[$u]=$a s_pages[$u]=$b s_next[$u]=$c
+	done <"$snap"
+	while IFS=$'\t' read -r u a b c; do
+		r_n[$u]=$a r_page[$u]=$b r_target[$u]=$c
+	done < <(first_requests "$from" "$to")
+	for u in "${USERS[@]}"; do
+		state=${s_state[$u]:-new} pages=${s_pages[$u]:-0} next=${s_next[$u]:-}
+		n=${r_n[$u]:-0} first=${r_page[$u]:-} target=${r_target[$u]:-}
+		case $state in
+		complete | failed)
+			want="no request"
+			if [ "$n" -eq 0 ]; then got="no request"; else got="$n requests, first page $first"; fi
+			;;
+		running)
+			want="first page $pages at ${next#"$FAKE_URL"}"
+			if [ "$n" -gt 0 ]; then
+				got="first page $first at $target"
+			elif [ "$final" -eq 0 ]; then
+				got=$want # that process was killed before it got there
+			else
+				got="no request"
+			fi
+			;;
+		*)
+			want="first page 0"
+			if [ "$n" -gt 0 ]; then
+				got="first page $first"
+			elif [ "$final" -eq 0 ]; then
+				got=$want
+			else
+				got="no request"
+			fi
+			;;
+		esac
+		is "$got" "$want" "$label: user \"$u\" ($state, $pages pages done): next process resumes it right"
+	done
+}
+
+VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+            last_consumed_message_index, unread_messages_count, channel_url, member_url"
+
+# rows_differ A B COLUMNS FROM-WHERE: rows of A and B that differ, both ways (EXCEPT ALL).
+rows_differ() {
+	sql "SELECT count(*) FROM (
+	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
+	       UNION ALL
+	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
+}
+
+# check_final SCHEMA LABEL: SCHEMA's tables after a finished sweep equal ref's.
+check_final() {
+	local s=$1 label=$2
+	is "$(rows_differ "$s" ref "$VALUE_COLS, deleted_at IS NULL" user_channels)" 0 \
+		"$label: user_channels equals ref's (EXCEPT ALL both ways)"
+	is "$(SCHEMA=$s diff_expected)" 0 "$label: live user_channels equal the fake's data"
+	is "$(sql "SELECT count(*) FROM $s.user_channels")" "$(sql "SELECT count(*) FROM ref.user_channels")" \
+		"$label: as many user_channels rows as ref"
+	is "$(sql "SELECT count(*) FROM $s.user_channels uc
+	            WHERE (uc.deleted_at IS NULL) <> ((SELECT count(*) FROM $s.user_channel_history h
+	                    WHERE (h.service_sid, h.user_sid, h.channel_sid)
+	                        = (uc.service_sid, uc.user_sid, uc.channel_sid)
+	                      AND h.valid_to IS NULL) = 1)
+	               OR (SELECT count(*) FROM $s.user_channel_history h
+	                    WHERE (h.service_sid, h.user_sid, h.channel_sid)
+	                        = (uc.service_sid, uc.user_sid, uc.channel_sid)
+	                      AND h.valid_to IS NULL) > 1")|$(sql "SELECT count(*) FROM $s.user_channel_history h
+	            WHERE h.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM $s.user_channels uc
+	                    WHERE (h.service_sid, h.user_sid, h.channel_sid)
+	                        = (uc.service_sid, uc.user_sid, uc.channel_sid)
+	                      AND uc.deleted_at IS NULL)")" "0|0" \
+		"$label: exactly one open history version per live row, none for others"
+	is "$(sql "SELECT count(*) FROM $s.user_channel_history")" \
+		"$(sql "SELECT count(*) FROM ref.user_channel_history")" \
+		"$label: as many history rows as ref (no version written twice)"
+	is "$(rows_differ "$s" ref "$VALUE_COLS, valid_to IS NULL" user_channel_history)" 0 \
+		"$label: history versions equal ref's (EXCEPT ALL both ways)"
+	is "$(sqlt "SELECT count(*), count(finished_at), sum(users_ok), sum(users_failed), sum(pages),
+	                   sum(rows_received), sum(rows_inserted), sum(rows_updated), sum(rows_deleted),
+	                   sum(rows_rejected)
+	              FROM $s.sync_runs")" \
+		"$(sqlt "SELECT 1, 1, ${#USERS[@]}, 0, $REF_PAGES, rows_received, rows_inserted,
+	                   rows_updated, rows_deleted, rows_rejected FROM ref.sync_runs")" \
+		"$label: one sync_runs row, finished, users_ok = ${#USERS[@]}, every page committed once"
+	is "$(sqlt "SELECT string_agg(user_sid || ':' || state || ':' || pages_done || ':' ||
+	                              (next_page_url IS NULL) || ':' ||
+	                              (run_id = (SELECT max(run_id) FROM $s.sync_runs)),
+	                              ' ' ORDER BY user_sid) FROM $s.sync_cursors")" \
+		"$(sqlt "SELECT string_agg(user_sid || ':complete:' || pages_done || ':true:true',
+	                              ' ' ORDER BY user_sid) FROM ref.sync_cursors")" \
+		"$label: every cursor complete in that run, pages_done = the listing's page count"
+	is "$(sql "SELECT count(*) FROM $s.sync_seen")" 0 "$label: sync_seen empty"
+}
+
+# ------------------------------------------------------------ 1. reference
+
+REF_CONF="$TEST_TMP/ref.conf"
+PAGE_SIZE=$PAGE SCHEMA=ref write_config "$REF_CONF" "${USERS[@]}"
+t0=$SECONDS
+run_to_end "$REF_CONF"
+REF_LINES=$(log_lines)
+is "$BG_RC" 0 "ref: undisturbed sweep exits 0"
+REF_PAGES=$(sql "SELECT pages FROM ref.sync_runs")
+is "$REF_LINES" "$REF_PAGES" "ref: one request per page ($REF_PAGES pages)"
+is "$(SCHEMA=ref diff_expected)" 0 "ref: user_channels equal the fake's data"
+is "$(sqlt "SELECT count(*), count(*) FILTER (WHERE state = 'complete' AND pages_done = 9) FROM ref.sync_cursors")" \
+	"${#USERS[@]}	${#USERS[@]}" "ref: every cursor complete after 9 pages (60 channels, $PAGE a page)"
+diag "ref sweep: $REF_PAGES pages"
+
+# Which (user, page) pairs a sweep asks for, from log lines FROM+1..TO.
+pairs() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u; }
+REF_PAIRS=$(pairs 0 "$REF_LINES")
+
+# ------------------------------------------------------------ 2. kill -9 rounds
+
+CONF="$TEST_TMP/chatsync.conf"
+PAGE_SIZE=$PAGE SCHEMA=chatsync write_config "$CONF" "${USERS[@]}"
+MARK=("$REF_LINES") # MARK[k]: log lines after process k (k = 0: before the first)
+for ((k = 1; k <= KILLS; k++)); do
+	done_pages=$(committed_pages chatsync)
+	room=$((REF_PAGES - done_pages - 6)) # leave >= 6 pages (120 ms) so the kill lands inside the sweep
+	((room > 12)) && room=12
+	((room < 0)) && room=0
+	r=$((RANDOM % (room + 1)))
+	start_bg "$CONF"
+	wait_log $((MARK[k - 1] + r))
+	random_delay
+	kill -0 "$BG_PID" 2>/dev/null
+	ok $? "kill $k: chatsyncd still sweeping when killed ($r requests + $DELAY_MS ms in)"
+	kill -9 "$BG_PID" 2>/dev/null
+	wait "$BG_PID" 2>/dev/null
+	rc=$?
+	settle
+	snapshot chatsync "$TEST_TMP/snap.$k"
+	MARK[k]=$(log_lines)
+	diag "kill $k (rc $rc) after $r requests + $DELAY_MS ms: $(committed_pages chatsync) pages committed;" \
+		"cursors: $(tr '\t\n' ' ;' <"$TEST_TMP/snap.$k" | sed "s|$FAKE_URL||g")"
+done
+t1=$SECONDS
+run_to_end "$CONF"
+is "$BG_RC" 0 "final run after $KILLS kills exits 0"
+END=$(log_lines)
+MARK[KILLS + 1]=$END
+
+for ((k = 1; k <= KILLS; k++)); do
+	check_resume "after kill $k" "$TEST_TMP/snap.$k" "${MARK[k]}" "${MARK[k + 1]}" $((k == KILLS))
+done
+
+total=$((END - REF_LINES))
+extra=$((total - REF_PAGES))
+((extra >= 0 && extra <= KILLS))
+ok $? "requests over the $KILLS kills and the final run: $total = $REF_PAGES pages + $extra (at most one in flight per kill)"
+is "$(pairs "$REF_LINES" "$END")" "$REF_PAIRS" "every page of every listing fetched, none other"
+is "$(awk -F'\t' 'NR > 0 && $1 != 200' "$FAKE_LOG" | wc -l)" 0 "the fake answered every request with 200"
+check_final chatsync "chatsync"
+diag "kill rounds + final run: $((SECONDS - t1)) s after the kills, $((SECONDS - t0)) s since ref"
+
+# ------------------------------------------------------------ 3. PostgreSQL restart
+
+PG_CONF="$TEST_TMP/pgrestart.conf"
+PAGE_SIZE=$PAGE SCHEMA=pgrestart write_config "$PG_CONF" "${USERS[@]}"
+P0=$(log_lines)
+r=$((3 + RANDOM % (REF_PAGES - 12)))
+start_bg "$PG_CONF"
+wait_log $((P0 + r))
+random_delay
+kill -0 "$BG_PID" 2>/dev/null
+ok $? "pgrestart: chatsyncd still sweeping when PostgreSQL stops ($r requests + $DELAY_MS ms in)"
+pg_stop immediate
+ok $? "pgrestart: PostgreSQL stopped (immediate)"
+pg_restart
+ok $? "pgrestart: PostgreSQL restarted"
+wait_bg 30
+case $BG_RC in 0 | 2) rc_ok=0 ;; *) rc_ok=1 ;; esac
+ok $rc_ok "pgrestart: interrupted chatsyncd exits 0 or 2 (got $BG_RC)"
+settle
+snapshot pgrestart "$TEST_TMP/snap.pg"
+P1=$(log_lines)
+diag "pgrestart: stopped after $r requests + $DELAY_MS ms, rc $BG_RC: $(committed_pages pgrestart) pages committed;" \
+	"cursors: $(tr '\t\n' ' ;' <"$TEST_TMP/snap.pg" | sed "s|$FAKE_URL||g")"
+run_to_end "$PG_CONF"
+is "$BG_RC" 0 "pgrestart: final run exits 0"
+P2=$(log_lines)
+check_resume "pgrestart" "$TEST_TMP/snap.pg" "$P1" "$P2" 1
+extra=$((P2 - P0 - REF_PAGES))
+((extra >= 0 && extra <= 1))
+ok $? "pgrestart: $((P2 - P0)) requests = $REF_PAGES pages + $extra (at most the page whose commit was lost)"
+is "$(pairs "$P0" "$P2")" "$REF_PAIRS" "pgrestart: every page of every listing fetched, none other"
+check_final pgrestart "pgrestart"
+diag "total $((SECONDS - t0)) s"
+
+if [ "$tap_failed" -ne 0 ]; then
+	diag "chatsyncd log:"
+	sed 's/^/#   /' "$CHATSYNCD_LOG"
+fi
+done_testing
