@@ -36,14 +36,27 @@ ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
+/* Every new session: quiet notices, our schema first. */
+static bool
+session_setup(struct db *db)
+{
+	char *sql;
+	bool ok;
+
+	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
+	sql = xasprintf("SET search_path TO %s", db->schema_ident);
+	ok = db_exec(db, sql);
+	free(sql);
+	return ok;
+}
+
 struct db *
 db_open(const char *conninfo, const char *schema)
 {
 	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *const values[] = {conninfo, "chatsyncd", NULL};
 	struct db *db = xcalloc(1, sizeof(*db));
-	char msg[512], *ident, *sql;
-	bool ok;
+	char msg[512], *ident;
 
 	db->conn = PQconnectdbParams(keys, values, 1);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
@@ -52,18 +65,29 @@ db_open(const char *conninfo, const char *schema)
 		db_close(db);
 		return NULL;
 	}
-	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
 	ident = PQescapeIdentifier(db->conn, schema, strlen(schema));
 	db->schema_ident = xstrdup(ident);
 	PQfreemem(ident);
-	sql = xasprintf("SET search_path TO %s", db->schema_ident);
-	ok = db_exec(db, sql);
-	free(sql);
-	if (!ok) {
+	if (!session_setup(db)) {
 		db_close(db);
 		return NULL;
 	}
 	return db;
+}
+
+bool
+db_reconnect(struct db *db)
+{
+	char msg[512];
+
+	PQreset(db->conn);
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		log_warning("could not reconnect to the database: %s",
+			    first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
+		return false;
+	}
+	log_info("reconnected to the database");
+	return session_setup(db);
 }
 
 void

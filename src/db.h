@@ -33,4 +33,7 @@ bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const
 /* True while the connection is usable. */
 bool db_connected(struct db *db);
 
+/* Reopens a lost connection with the same parameters.  Logs and returns false on failure. */
+bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
+
 #endif

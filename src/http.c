@@ -338,7 +338,8 @@ http_run(struct http *h, int timeout_ms)
 	int running, left;
 
 	curl_multi_perform(h->multi, &running);
-	if (running > 0 && !(h->opts.abort_flag && *h->opts.abort_flag))
+	/* With no transfer running this simply sleeps for timeout_ms. */
+	if (!(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
 		curl_multi_poll(h->multi, NULL, 0, timeout_ms, NULL);
 	curl_multi_perform(h->multi, &running);
 	for (msg = curl_multi_info_read(h->multi, &left); msg != NULL;

@@ -49,7 +49,10 @@ bool http_get(struct http *h, const char *url, http_body_fn on_body, http_done_f
 /* Transfers started and not yet reported done. */
 int http_pending(const struct http *h);
 
-/* Waits up to timeout_ms for activity, moves transfers on, reports those that ended. */
+/*
+ * Waits up to timeout_ms for activity (or just sleeps that long when no
+ * transfer is running), moves transfers on, reports those that ended.
+ */
 void http_run(struct http *h, int timeout_ms);
 
 /* Number of requests started since http_new. */

@@ -169,6 +169,8 @@ exit_code_for(enum sweep_result r)
 		return EXIT_OK;
 	case SWEEP_USERS_FAILED:
 		return EXIT_USERS_FAILED;
+	case SWEEP_AUTH_FAILED:
+		return EXIT_USAGE;
 	case SWEEP_DB_FAILED:
 		return EXIT_DATABASE;
 	}

@@ -55,6 +55,13 @@ static const struct setting_def setting_defs[] = {
 	INT("twilio", "timeout", timeout, 30, 1, 3600),
 	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600),
 	INT("twilio", "concurrency", concurrency, 8, 1, 64),
+	INT("twilio", "max_retries", max_retries, 5, 0, 100),
+	INT("twilio", "max_backoff", max_backoff, 60, 1, 3600),
+	INT("twilio", "backoff_base_ms", backoff_base_ms, 500, 1, 60000),
+	INT("limits", "max_body", max_body, 16 << 20, 1024, 1 << 30),
+	INT("limits", "max_string", max_string, 65536, 256, 16 << 20),
+	INT("limits", "max_depth", max_depth, 32, 4, 1000),
+	INT("limits", "max_pages", max_pages, 10000, 1, 10000000),
 	STR("database", "conninfo", conninfo, ""),
 	STR("database", "schema", schema, "chatsync"),
 	INT("sync", "interval", interval, 300, 1, 7 * 86400),
@@ -284,7 +291,7 @@ load_group(struct loader *l, const config_setting_t *group)
 	if (gname == NULL || !is_known_group(gname) ||
 	    config_setting_type(group) != CONFIG_TYPE_GROUP) {
 		fail_at(l, group, gname ? gname : "(top level)",
-			"unknown setting (expected groups twilio, database, sync, log)");
+			"unknown setting (expected groups twilio, database, sync, log, limits)");
 		return false;
 	}
 	for (int i = 0; i < config_setting_length(group); i++) {

@@ -27,6 +27,15 @@ struct settings {
 	int timeout;
 	int connect_timeout;
 	int concurrency;
+	int max_retries;
+	int max_backoff;     /* seconds */
+	int backoff_base_ms; /* first retry waits between this and twice this */
+
+	/* Limits on what one response may hold; past them the page is refused. */
+	int max_body;	/* bytes */
+	int max_string; /* bytes of one JSON string */
+	int max_depth;	/* JSON nesting */
+	int max_pages;	/* pages of one user's listing */
 
 	char *conninfo;
 	char *schema;

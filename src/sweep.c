@@ -10,6 +10,7 @@
 
 #include "sweep.h"
 
+#include "backoff.h"
 #include "cursor.h"
 #include "db.h"
 #include "http.h"
@@ -26,27 +27,46 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-#define MAX_BODY (16u << 20)
-#define MAX_STRING 8192
-#define MAX_DEPTH 32
+/* The API never sends more than 1000 entries a page (PageSize's maximum). */
 #define MAX_ROWS_PER_PAGE 1000
+
+/* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
+#define LOOP_MEMORY 1024
+
+/* Reconnecting to a lost database: attempts, and the backoff between them. */
+#define DB_RECONNECT_TRIES 30
+#define DB_BACKOFF_BASE_MS 200
+#define DB_BACKOFF_MAX_MS 5000
 
 struct sweep;
 
+enum job_state {
+	JOB_IDLE,
+	JOB_FETCHING, /* a request is in flight */
+	JOB_WAITING,  /* backing off before retrying the page */
+};
+
+/* One user's listing in progress. */
 struct job {
 	struct sweep *sw;
-	bool busy;
+	enum job_state state;
 	const char *service_sid;
 	const char *user;
 	char user_esc[160]; /* for log lines */
 	char *url;	    /* the page being fetched */
 	char *first_url;    /* the listing's first page */
-	bool first_page;
-	unsigned page_no; /* 1-based number of the page being fetched */
-	unsigned requests;
-	unsigned retries;
+	bool first_page;    /* url is the listing's first page */
+	bool restarted;	    /* already restarted from page 1 once */
+	unsigned page_no;   /* 1-based number of the page being fetched */
+	unsigned attempts;  /* retries spent on this page */
+	struct timespec retry_at;
+	unsigned requests; /* not yet counted in the run */
+	unsigned retries;  /* not yet counted in the run */
 	unsigned rejected;
+	uint64_t *fetched; /* hashes of the pages fetched in this listing */
+	size_t n_fetched;
 	struct page_parser *parser;
 	struct page_batch *batch;
 };
@@ -60,8 +80,10 @@ struct sweep {
 	size_t next_service, next_user;
 	struct job *jobs;
 	size_t n_jobs;
-	bool db_failed;
+	bool db_lost;
+	bool auth_failed;
 	unsigned uncounted_requests;
+	uint64_t rng;
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -107,25 +129,60 @@ on_body(void *arg, const char *data, size_t len)
 
 static void on_done(void *arg, const struct http_result *res);
 
+static bool
+job_busy(const struct job *j)
+{
+	return j->state != JOB_IDLE;
+}
+
+/* Ends the job's part in this sweep; what it has not counted yet is kept for the run. */
 static void
 job_release(struct job *j)
 {
+	j->sw->uncounted_requests += j->requests;
+	j->requests = j->retries = 0;
 	free(j->url);
 	free(j->first_url);
 	j->url = j->first_url = NULL;
-	j->busy = false;
+	j->n_fetched = 0;
+	j->state = JOB_IDLE;
+}
+
+static uint64_t
+url_hash(const char *url)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	return h;
+}
+
+static bool
+already_fetched(const struct job *j, const char *url)
+{
+	uint64_t h = url_hash(url);
+
+	for (size_t i = 0; i < j->n_fetched; i++) {
+		if (j->fetched[i] == h)
+			return true;
+	}
+	return false;
 }
 
 static void
-fetch_page(struct job *j)
+now_monotonic(struct timespec *ts)
 {
-	page_parser_reset(j->parser);
-	page_batch_reset(j->batch);
-	j->rejected = 0;
-	if (!http_get(j->sw->http, j->url, on_body, on_done, j)) {
-		/* Logged by http; retried at the next sweep from the same cursor. */
-		job_release(j);
-	}
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static long
+ms_until(const struct timespec *t)
+{
+	struct timespec now;
+
+	now_monotonic(&now);
+	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
 static void
@@ -142,14 +199,33 @@ fail_user(struct job *j, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	log_warning("service %s user \"%s\": %s", j->service_sid, j->user_esc, reason);
-	if (!cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, reason, j->requests,
-			 j->retries)) {
-		if (!db_connected(sw->db))
-			sw->db_failed = true;
-		sw->uncounted_requests += j->requests;
-	}
-	j->requests = j->retries = 0;
+	if (cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, reason, j->requests,
+			j->retries))
+		j->requests = j->retries = 0;
+	else if (!db_connected(sw->db))
+		sw->db_lost = true;
 	job_release(j);
+}
+
+static void
+fetch_page(struct job *j)
+{
+	const struct settings *s = j->sw->s;
+
+	if (j->page_no > (unsigned)s->max_pages) {
+		fail_user(j, "listing has more than %d pages (limits.max_pages)", s->max_pages);
+		return;
+	}
+	if (j->n_fetched < LOOP_MEMORY)
+		j->fetched[j->n_fetched++] = url_hash(j->url);
+	page_parser_reset(j->parser);
+	page_batch_reset(j->batch);
+	j->rejected = 0;
+	j->state = JOB_FETCHING;
+	if (!http_get(j->sw->http, j->url, on_body, on_done, j)) {
+		/* Logged by http; the next sweep resumes from the same cursor. */
+		job_release(j);
+	}
 }
 
 static bool
@@ -177,26 +253,44 @@ commit_page(struct job *j, const char *next)
 	return true;
 }
 
+/* Checks the next page's URL before the page is committed. */
+static bool
+next_url_ok(struct job *j, const char *next)
+{
+	char esc[256];
+
+	if (next == NULL)
+		return true;
+	if (!url_same_listing(next, j->first_url)) {
+		fail_user(j, "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
+			  j->page_no, log_escape(esc, sizeof(esc), next), j->sw->s->base_url);
+		return false;
+	}
+	if (already_fetched(j, next)) {
+		fail_user(j, "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
+			  j->page_no, log_escape(esc, sizeof(esc), next));
+		return false;
+	}
+	return true;
+}
+
 /* A page arrived whole: check it, store it, move on. */
 static void
 page_received(struct job *j)
 {
 	const char *next;
-	char esc[256];
 
 	if (!page_parser_finish(j->parser)) {
 		fail_user(j, "could not parse page %u: %s", j->page_no, page_parser_error(j->parser));
 		return;
 	}
 	next = page_parser_next_url(j->parser);
-	if (next != NULL && !url_same_listing(next, j->first_url)) {
-		fail_user(j, "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
-			  j->page_no, log_escape(esc, sizeof(esc), next), j->sw->s->base_url);
+	if (!next_url_ok(j, next))
 		return;
-	}
 	if (!commit_page(j, next)) {
 		if (!db_connected(j->sw->db)) {
-			j->sw->db_failed = true;
+			/* Rolled back; the page is fetched again once the database is back. */
+			j->sw->db_lost = true;
 			job_release(j);
 			return;
 		}
@@ -211,30 +305,96 @@ page_received(struct job *j)
 	j->url = xstrdup(next);
 	j->first_page = false;
 	j->page_no++;
+	j->attempts = 0;
 	fetch_page(j);
+}
+
+static bool
+retryable(const struct http_result *res)
+{
+	return res->transport_error || res->status == 429 || (res->status >= 500 && res->status < 600);
+}
+
+static void
+schedule_retry(struct job *j, const struct http_result *res)
+{
+	const struct settings *s = j->sw->s;
+	long delay = backoff_delay_ms(++j->attempts, s->backoff_base_ms, s->max_backoff * 1000L,
+				      res->retry_after, &j->sw->rng);
+
+	j->retries++;
+	log_info("service %s user \"%s\" page %u: %s; retry %u of %d in %.1f s", j->service_sid,
+		 j->user_esc, j->page_no, res->error, j->attempts, s->max_retries, delay / 1000.0);
+	now_monotonic(&j->retry_at);
+	j->retry_at.tv_sec += delay / 1000;
+	j->retry_at.tv_nsec += (delay % 1000) * 1000000;
+	if (j->retry_at.tv_nsec >= 1000000000) {
+		j->retry_at.tv_sec++;
+		j->retry_at.tv_nsec -= 1000000000;
+	}
+	j->state = JOB_WAITING;
+}
+
+/* The API refused a resumed page URL (expired page token): list again from page 1, once. */
+static void
+restart_listing(struct job *j, const struct http_result *res)
+{
+	log_warning("service %s user \"%s\" page %u: %s for a resumed page; restarting the listing "
+		    "from page 1",
+		    j->service_sid, j->user_esc, j->page_no, res->error);
+	j->restarted = true;
+	free(j->url);
+	j->url = xstrdup(j->first_url);
+	j->first_page = true;
+	j->page_no = 1;
+	j->attempts = 0;
+	j->n_fetched = 0;
+	fetch_page(j);
+}
+
+static void
+auth_failed(struct job *j, const struct http_result *res)
+{
+	struct sweep *sw = j->sw;
+
+	log_error("authentication failed (%s): check twilio.account_sid and the auth token; "
+		  "stopping this sweep",
+		  res->error);
+	sw->auth_failed = true;
+	if (!cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed",
+			 j->requests, j->retries) &&
+	    !db_connected(sw->db))
+		sw->db_lost = true;
+	j->requests = j->retries = 0;
+	job_release(j);
 }
 
 static void
 on_done(void *arg, const struct http_result *res)
 {
 	struct job *j = arg;
+	const struct settings *s = j->sw->s;
 
 	j->requests++;
-	if (*j->sw->stop || j->sw->db_failed) {
-		j->sw->uncounted_requests += j->requests;
-		j->requests = 0;
+	if (*j->sw->stop || j->sw->db_lost || j->sw->auth_failed)
 		job_release(j);
-		return;
-	}
-	if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted) {
+	else if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted)
 		page_received(j);
-		return;
-	}
-	if (res->aborted && page_parser_error(j->parser)[0] != '\0') {
+	else if (res->aborted && page_parser_error(j->parser)[0] != '\0')
 		fail_user(j, "could not parse page %u: %s", j->page_no, page_parser_error(j->parser));
-		return;
-	}
-	fail_user(j, "could not fetch page %u: %s", j->page_no, res->error);
+	else if (res->status == 401 || res->status == 403)
+		auth_failed(j, res);
+	else if (retryable(res) && j->attempts < (unsigned)s->max_retries)
+		schedule_retry(j, res);
+	else if (retryable(res))
+		fail_user(j, "could not fetch page %u after %u retries: %s", j->page_no, j->attempts,
+			  res->error);
+	else if ((res->status == 400 || res->status == 404) && !j->first_page && !j->restarted)
+		restart_listing(j, res);
+	else if (res->status == 404 && j->page_no == 1)
+		fail_user(j, "user not found: could not fetch page 1: %s", res->error);
+	else
+		fail_user(j, "could not fetch page %u: %s", j->page_no, res->error);
 }
 
 /* Starts user's listing on j, or returns false if it has nothing to do now. */
@@ -245,12 +405,11 @@ start_user(struct job *j, const char *service_sid, const char *user)
 	struct cursor_position pos;
 
 	if (!cursor_position(sw->db, sw->run_id, service_sid, user, &pos)) {
-		sw->db_failed = !db_connected(sw->db);
+		sw->db_lost = !db_connected(sw->db);
 		return false;
 	}
 	if (pos.start == CURSOR_SKIP)
 		return false;
-	j->busy = true;
 	j->service_sid = service_sid;
 	j->user = user;
 	log_escape(j->user_esc, sizeof(j->user_esc), user);
@@ -258,12 +417,20 @@ start_user(struct job *j, const char *service_sid, const char *user)
 	j->first_page = pos.start == CURSOR_FIRST_PAGE;
 	j->url = j->first_page ? xstrdup(j->first_url) : pos.next_url;
 	j->page_no = pos.pages_done + 1;
-	j->requests = j->retries = 0;
+	j->requests = j->retries = j->attempts = 0;
+	j->restarted = false;
+	j->n_fetched = 0;
 	if (!j->first_page)
 		log_info("service %s user \"%s\": resuming at page %u", service_sid, j->user_esc,
 			 j->page_no);
 	fetch_page(j);
 	return true;
+}
+
+static bool
+may_start_work(const struct sweep *sw)
+{
+	return !*sw->stop && !sw->db_lost && !sw->auth_failed;
 }
 
 /* Gives idle jobs the next users that have work in this sweep. */
@@ -275,7 +442,7 @@ fill_jobs(struct sweep *sw)
 	for (size_t i = 0; i < sw->n_jobs; i++) {
 		struct job *j = &sw->jobs[i];
 
-		while (!j->busy && !*sw->stop && !sw->db_failed && sw->next_service < s->n_services) {
+		while (!job_busy(j) && may_start_work(sw) && sw->next_service < s->n_services) {
 			const struct settings_service *svc = &s->services[sw->next_service];
 			const char *user = svc->users[sw->next_user];
 
@@ -286,6 +453,77 @@ fill_jobs(struct sweep *sw)
 			start_user(j, svc->sid, user);
 		}
 	}
+}
+
+/* Sends the retries whose backoff is over; returns ms until the next one (or max_ms). */
+static long
+run_due_retries(struct sweep *sw, long max_ms)
+{
+	long next = max_ms;
+
+	for (size_t i = 0; i < sw->n_jobs; i++) {
+		struct job *j = &sw->jobs[i];
+		long wait;
+
+		if (j->state != JOB_WAITING)
+			continue;
+		if (!may_start_work(sw)) {
+			job_release(j);
+			continue;
+		}
+		wait = ms_until(&j->retry_at);
+		if (wait <= 0)
+			fetch_page(j);
+		else if (wait < next)
+			next = wait;
+	}
+	return next;
+}
+
+static bool
+any_busy(const struct sweep *sw)
+{
+	for (size_t i = 0; i < sw->n_jobs; i++) {
+		if (job_busy(&sw->jobs[i]))
+			return true;
+	}
+	return false;
+}
+
+/* Waits out a backoff in short naps, so a stop request is seen at once. */
+static void
+nap(const struct sweep *sw, long ms)
+{
+	while (ms > 0 && !*sw->stop) {
+		long step = ms < 100 ? ms : 100;
+		struct timespec ts = {0, step * 1000000L};
+
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+/*
+ * The database went away mid-sweep: whatever was uncommitted is rolled
+ * back.  Reconnect with backoff, then go over the users again: the cursors
+ * say who is done and where each listing stands.
+ */
+static bool
+recover_database(struct sweep *sw)
+{
+	log_warning("lost the database connection; uncommitted pages will be fetched again");
+	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->stop; attempt++) {
+		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->rng));
+		if (*sw->stop)
+			break;
+		if (db_reconnect(sw->db)) {
+			sw->db_lost = false;
+			sw->next_service = sw->next_user = 0;
+			return true;
+		}
+	}
+	log_error("could not reconnect to the database after %d attempts", DB_RECONNECT_TRIES);
+	return false;
 }
 
 static void
@@ -306,10 +544,12 @@ finish(struct sweep *sw, const struct timespec *t0)
 
 	if (*sw->stop)
 		return SWEEP_INTERRUPTED;
-	if (sw->db_failed ||
+	if (sw->auth_failed)
+		return SWEEP_AUTH_FAILED;
+	if (sw->db_lost ||
 	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, 0, &totals))
 		return SWEEP_DB_FAILED;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	now_monotonic(&t1);
 	log_totals(&totals, (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9);
 	return totals.users_failed > 0 ? SWEEP_USERS_FAILED : SWEEP_OK;
 }
@@ -317,19 +557,23 @@ finish(struct sweep *sw, const struct timespec *t0)
 static void
 jobs_init(struct sweep *sw)
 {
+	const struct settings *s = sw->s;
 	const struct page_parser_limits limits = {
-		.max_bytes = MAX_BODY,
-		.max_string = MAX_STRING,
-		.max_depth = MAX_DEPTH,
+		.max_bytes = (size_t)s->max_body,
+		.max_string = (size_t)s->max_string,
+		.max_depth = (unsigned)s->max_depth,
 		.max_rows = MAX_ROWS_PER_PAGE,
 	};
 
-	sw->n_jobs = (size_t)sw->s->concurrency;
+	sw->n_jobs = (size_t)s->concurrency;
 	sw->jobs = xcalloc(sw->n_jobs, sizeof(struct job));
 	for (size_t i = 0; i < sw->n_jobs; i++) {
-		sw->jobs[i].sw = sw;
-		sw->jobs[i].parser = page_parser_new(&limits, on_row, &sw->jobs[i]);
-		sw->jobs[i].batch = page_batch_new();
+		struct job *j = &sw->jobs[i];
+
+		j->sw = sw;
+		j->parser = page_parser_new(&limits, on_row, j);
+		j->batch = page_batch_new();
+		j->fetched = xcalloc(LOOP_MEMORY, sizeof(uint64_t));
 	}
 }
 
@@ -340,6 +584,7 @@ jobs_free(struct sweep *sw)
 		job_release(&sw->jobs[i]);
 		page_parser_free(sw->jobs[i].parser);
 		page_batch_free(sw->jobs[i].batch);
+		free(sw->jobs[i].fetched);
 	}
 	free(sw->jobs);
 }
@@ -353,17 +598,23 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	struct timespec t0;
 	bool resumed;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	now_monotonic(&t0);
+	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
 	if (!cursor_begin_run(db, &sw.run_id, &resumed))
 		return SWEEP_DB_FAILED;
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting", sw.run_id,
 		 settings_user_count(s));
 	jobs_init(&sw);
 	for (;;) {
-		fill_jobs(&sw);
-		if (http_pending(http) == 0)
+		long wait;
+
+		if (sw.db_lost && !*stop && http_pending(http) == 0 && !recover_database(&sw))
 			break;
-		http_run(http, 200);
+		fill_jobs(&sw);
+		wait = run_due_retries(&sw, 200);
+		if (!any_busy(&sw) && http_pending(http) == 0 && !(sw.db_lost && !*stop))
+			break;
+		http_run(http, (int)(wait > 0 ? wait : 0));
 	}
 	result = finish(&sw, &t0);
 	jobs_free(&sw);

@@ -19,6 +19,7 @@ enum sweep_result {
 	SWEEP_USERS_FAILED, /* the sweep finished, some users failed */
 	SWEEP_DB_FAILED,    /* the database went away; the sweep stays unfinished */
 	SWEEP_INTERRUPTED,  /* *stop was set; the sweep stays unfinished */
+	SWEEP_AUTH_FAILED,  /* the API refused the credentials; the sweep stays unfinished */
 };
 
 /*

@@ -127,7 +127,8 @@ fake_stop() {
 # ------------------------------------------------------------ chatsyncd
 
 # write_config FILE USER...: a config for SERVICE_SID with those users.
-# Extra settings come from the environment: PAGE_SIZE, CONCURRENCY, SCHEMA.
+# Extra settings come from the environment: PAGE_SIZE, CONCURRENCY, SCHEMA,
+# MAX_RETRIES, BACKOFF_BASE_MS, MAX_BACKOFF, EXTRA (more groups, verbatim).
 write_config() {
 	local file=$1 u users=""
 	shift
@@ -141,6 +142,9 @@ twilio: {
   page_size = ${PAGE_SIZE:-50};
   timeout = 10;
   concurrency = ${CONCURRENCY:-1};
+  max_retries = ${MAX_RETRIES:-2};
+  backoff_base_ms = ${BACKOFF_BASE_MS:-10};
+  max_backoff = ${MAX_BACKOFF:-1};
 };
 database: { conninfo = ""; schema = "${SCHEMA:-chatsync}"; };
 sync: {
@@ -148,6 +152,7 @@ sync: {
   services = ( { sid = "$SERVICE_SID"; users = [ $users ]; } );
 };
 log: { level = "info"; };
+${EXTRA:-}
 CONF
 }
 
