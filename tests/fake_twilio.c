@@ -47,6 +47,9 @@
 #define FOREIGN_HOST "127.0.0.2"
 #define ERROR_INFO_BASE "https://www.twilio.com/docs/errors/"
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 #define MAX_CHANNELS 100000
 #define MAX_PAGE_SIZE 1000
 #define DEFAULT_PAGE_SIZE 50
@@ -61,6 +64,9 @@
 /* Rough sizes of one channel entry in JSON, to size a page body once. */
 #define ENTRY_JSON_ESTIMATE 640
 #define EXTRA_JSON_ESTIMATE 400
+/* The deep and longstr faults: beyond chatsyncd's default limits.max_depth (32) and max_string (65536). */
+#define DEEP_NESTING 100
+#define LONG_STRING_BYTES 100000
 
 /* Unknown fields added by --extra-fields; a client must skip all of them. */
 #define EXTRA_ENTRY_HEAD                                                                   \
@@ -411,15 +417,20 @@ enum fault_kind {
 	FAULT_429R,
 	FAULT_500,
 	FAULT_503,
+	FAULT_403,
 	FAULT_404,
 	FAULT_MALFORMED,
 	FAULT_SHAPE,
 	FAULT_NOMETA,
 	FAULT_TRUNCATE,
+	FAULT_CUT,
+	FAULT_REDIRECT,
 	FAULT_BADROW,
 	FAULT_ODDSTATUS,
 	FAULT_LOOP,
 	FAULT_FOREIGN,
+	FAULT_DEEP,
+	FAULT_LONGSTR,
 };
 
 /* How a fault kind is matched: by a request counter, always, or by page. */
@@ -439,15 +450,20 @@ static const struct {
 	{ "429r", FAULT_429R, MATCH_COUNT, false },
 	{ "500", FAULT_500, MATCH_COUNT, false },
 	{ "503", FAULT_503, MATCH_COUNT, false },
+	{ "403", FAULT_403, MATCH_COUNT, false },
+	{ "cut", FAULT_CUT, MATCH_COUNT, false },
 	{ "404", FAULT_404, MATCH_ALWAYS, false },
 	{ "malformed", FAULT_MALFORMED, MATCH_PAGE, false },
 	{ "shape", FAULT_SHAPE, MATCH_PAGE, false },
 	{ "nometa", FAULT_NOMETA, MATCH_PAGE, false },
 	{ "truncate", FAULT_TRUNCATE, MATCH_PAGE, false },
+	{ "redirect", FAULT_REDIRECT, MATCH_PAGE, false },
 	{ "badrow", FAULT_BADROW, MATCH_PAGE, true },
 	{ "oddstatus", FAULT_ODDSTATUS, MATCH_PAGE, true },
 	{ "loop", FAULT_LOOP, MATCH_PAGE, true },
 	{ "foreign", FAULT_FOREIGN, MATCH_PAGE, true },
+	{ "deep", FAULT_DEEP, MATCH_PAGE, true },
+	{ "longstr", FAULT_LONGSTR, MATCH_PAGE, true },
 };
 
 #define N_FAULT_KINDS (sizeof(fault_kinds) / sizeof(fault_kinds[0]))
@@ -459,6 +475,8 @@ struct fault {
 	char *user;    /* "*" matches every user */
 	bool any_page; /* ARG was "*" */
 	uint64_t arg;  /* request count or page index */
+	bool on_page;  /* a count fault given as N@PAGE: counts requests for that page only */
+	uint64_t page;
 };
 
 struct fault_rate {
@@ -533,9 +551,14 @@ usage(FILE *out)
 	      "  --threads N             worker threads when latency is 0 (default 4)\n"
 	      "  --log FILE              append status, user, page, target per request\n"
 	      "  --fault KIND:USER:ARG   inject a fault (repeatable; USER may be '*'):\n"
-	      "                          429, 429r, 500, 503 with ARG = number of requests;\n"
+	      "                          429, 429r, 500, 503, 403, cut with ARG = number of\n"
+	      "                          requests, or N@PAGE for the first N requests of PAGE;\n"
 	      "                          404 (ARG ignored); malformed, shape, nometa, truncate,\n"
-	      "                          badrow, oddstatus, loop, foreign with ARG = page or '*'\n"
+	      "                          redirect, badrow, oddstatus, loop, foreign, deep,\n"
+	      "                          longstr with ARG = page or '*'\n"
+	      "                          (cut: truncate by count; redirect: 302 to " FOREIGN_HOST "\n"
+	      "                          on the same port; deep: an entry nested " STR(DEEP_NESTING) "\n"
+	      "                          levels; longstr: an entry with a " STR(LONG_STRING_BYTES) "-byte string)\n"
 	      "  --fault-rate KIND=P[,KIND=P]  random 429/500/503 with probability P\n"
 	      "  --fault-seed N          seed of the random faults (default 0)\n"
 	      "  --extra-fields          add unknown fields to entries and meta\n"
@@ -571,6 +594,19 @@ lookup_fault_kind(const char *name, size_t len, struct fault *f)
 	return false;
 }
 
+/* Parses the N@PAGE argument of a count fault. */
+static bool
+parse_count_on_page(const char *arg, struct fault *f)
+{
+	const char *at = strchr(arg, '@');
+	char *count = xstrndup(arg, (size_t)(at - arg));
+	bool ok = parse_u64(count, MAX_PAGE, &f->arg) && parse_u64(at + 1, MAX_PAGE, &f->page);
+
+	free(count);
+	f->on_page = true;
+	return ok;
+}
+
 /* Parses KIND:USER:ARG; USER is everything between the first and last colon. */
 static bool
 parse_fault(const char *spec, struct fault *f)
@@ -578,6 +614,7 @@ parse_fault(const char *spec, struct fault *f)
 	const char *first = strchr(spec, ':');
 	const char *last = strrchr(spec, ':');
 	const char *arg;
+	bool ok;
 
 	memset(f, 0, sizeof(*f));
 	if (first == NULL || first == last || last == first + 1)
@@ -587,7 +624,11 @@ parse_fault(const char *spec, struct fault *f)
 	arg = last + 1;
 	if (f->match == MATCH_PAGE && strcmp(arg, "*") == 0)
 		f->any_page = true;
-	else if (!parse_u64(arg, MAX_PAGE, &f->arg))
+	else if (f->match == MATCH_COUNT && strchr(arg, '@') != NULL)
+		ok = parse_count_on_page(arg, f);
+	else
+		ok = parse_u64(arg, MAX_PAGE, &f->arg);
+	if (!ok)
 		goto bad;
 	f->user = xstrndup(first + 1, (size_t)(last - first - 1));
 	return true;
@@ -942,6 +983,8 @@ struct entry {
 	bool member_null;
 	bool index_null;
 	bool links_null;
+	bool deep;    /* carries attributes nested DEEP_NESTING levels */
+	bool longstr; /* carries a friendly_name of LONG_STRING_BYTES bytes */
 	uint64_t last_consumed;
 	uint64_t unread;
 };
@@ -1216,6 +1259,8 @@ struct page_plan {
 	bool oddstatus;
 	bool loop;
 	bool foreign;
+	bool deep;
+	bool longstr;
 };
 
 static void
@@ -1369,6 +1414,8 @@ respond_status_fault(struct exchange *ex, unsigned status, bool retry_after)
 				     retry_after ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, "1");
 	case MHD_HTTP_SERVICE_UNAVAILABLE:
 		return respond_error(ex, status, 20500, "Service Unavailable", NULL, NULL);
+	case MHD_HTTP_FORBIDDEN:
+		return respond_error(ex, status, 20403, "Forbidden", NULL, NULL);
 	default:
 		return respond_error(ex, status, 20500, "Internal Server Error", NULL, NULL);
 	}
@@ -1551,6 +1598,8 @@ fault_fires(struct exchange *ex, size_t index)
 		return false;
 	switch (f->match) {
 	case MATCH_COUNT:
+		if (f->on_page && ex->page != f->page)
+			return false;
 		return counter_next(&ex->srv->counters, (long)index, ex->user) < f->arg;
 	case MATCH_PAGE:
 		return fault_page_matches(f, ex->page);
@@ -1579,6 +1628,8 @@ plan_modifiers(struct exchange *ex, struct page_plan *plan)
 	plan->oddstatus = has_modifier(cfg, FAULT_ODDSTATUS, ex->user, ex->page);
 	plan->loop = has_modifier(cfg, FAULT_LOOP, ex->user, ex->page);
 	plan->foreign = has_modifier(cfg, FAULT_FOREIGN, ex->user, ex->page);
+	plan->deep = has_modifier(cfg, FAULT_DEEP, ex->user, ex->page);
+	plan->longstr = has_modifier(cfg, FAULT_LONGSTR, ex->user, ex->page);
 }
 
 static const char *
@@ -1658,6 +1709,26 @@ add_extra_entry_tail(struct buf *b, const struct exchange *ex, const struct entr
 	buf_adds(b, EXTRA_ENTRY_ATTRIBUTES);
 }
 
+/* The unknown fields of the deep and longstr faults: well-formed JSON, beyond the client's limits. */
+static void
+add_hostile_fields(struct buf *b, const struct entry *e)
+{
+	if (e->deep) {
+		buf_adds(b, ",\"attributes\":");
+		for (int i = 0; i < DEEP_NESTING; i++)
+			buf_addc(b, '[');
+		for (int i = 0; i < DEEP_NESTING; i++)
+			buf_addc(b, ']');
+	}
+	if (e->longstr) {
+		buf_adds(b, ",\"friendly_name\":\"");
+		buf_reserve(b, LONG_STRING_BYTES + 1);
+		memset(b->data + b->len, 'x', LONG_STRING_BYTES);
+		b->len += LONG_STRING_BYTES;
+		buf_addc(b, '"');
+	}
+}
+
 static void
 add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 {
@@ -1682,6 +1753,7 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 	add_links(b, ex, e);
 	if (extra)
 		add_extra_entry_tail(b, ex, e);
+	add_hostile_fields(b, e);
 	buf_addc(b, '}');
 }
 
@@ -1731,6 +1803,8 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 		make_entry(ds, dataset_slot(ds, first + j), &e);
 		if (plan->oddstatus && j == 0)
 			e.status = "archived";
+		e.deep = plan->deep && j == 0;
+		e.longstr = plan->longstr && j == 0;
 		add_separator(b, &items);
 		add_entry_json(b, ex, &e);
 	}
@@ -1864,6 +1938,26 @@ respond_malformed(struct exchange *ex)
 	return respond_buf(ex, MHD_HTTP_OK, &b);
 }
 
+/* A 302 to the same target on another loopback address, where no request may ever arrive. */
+static enum MHD_Result
+respond_redirect(struct exchange *ex)
+{
+	struct buf location = { 0 };
+	struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+	char origin[48];
+
+	if (resp == NULL)
+		return MHD_NO;
+	snprintf(origin, sizeof(origin), "http://" FOREIGN_HOST ":%u", ex->srv->port);
+	buf_adds(&location, origin);
+	buf_adds(&location, ex->target);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location.data);
+	ret = respond(ex, MHD_HTTP_FOUND, resp);
+	buf_free(&location);
+	return ret;
+}
+
 static enum MHD_Result
 serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 {
@@ -1875,6 +1969,10 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 		return respond_status_fault(ex, MHD_HTTP_INTERNAL_SERVER_ERROR, false);
 	case FAULT_503:
 		return respond_status_fault(ex, MHD_HTTP_SERVICE_UNAVAILABLE, false);
+	case FAULT_403:
+		return respond_status_fault(ex, MHD_HTTP_FORBIDDEN, false);
+	case FAULT_REDIRECT:
+		return respond_redirect(ex);
 	case FAULT_404:
 		return respond_not_found(ex);
 	case FAULT_MALFORMED:
@@ -1884,6 +1982,8 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 	case FAULT_NOMETA:
 		plan->nometa = true;
 		return serve_page(ex, plan);
+	case FAULT_TRUNCATE:
+	case FAULT_CUT:
 	default:
 		plan->truncate = true;
 		return serve_page(ex, plan);

@@ -56,6 +56,13 @@ diag() { printf '# %s\n' "$@"; }
 
 TEST_TMP=$(mktemp -d /tmp/chatsync-test.XXXXXX)
 chmod 755 "$TEST_TMP"
+
+# CHATSYNCD_WRAPPER (e.g. a valgrind command line) runs every chatsyncd through it.
+if [ -n "${CHATSYNCD_WRAPPER:-}" ]; then
+	printf '#!/bin/sh\nexec %s %q "$@"\n' "$CHATSYNCD_WRAPPER" "$CHATSYNCD" >"$TEST_TMP/chatsyncd"
+	chmod 755 "$TEST_TMP/chatsyncd"
+	CHATSYNCD=$TEST_TMP/chatsyncd
+fi
 FAKE_PIDS=()
 PG_DIR=
 
