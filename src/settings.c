@@ -317,10 +317,27 @@ load_group(struct loader *l, const config_setting_t *group)
 	return true;
 }
 
+/*
+ * A relative auth_token_file names a systemd credential: it is looked up in
+ * $CREDENTIALS_DIRECTORY (LoadCredential=), or else relative to the working
+ * directory.  Returns a path the caller owns.
+ */
+static char *
+token_path(const char *file)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+
+	if (file[0] != '/' && dir != NULL && dir[0] != '\0')
+		return xasprintf("%s/%s", dir, file);
+	return xstrdup(file);
+}
+
 static bool
-read_token_file(struct loader *l, const config_setting_t *at, const char *file)
+read_token_file(struct loader *l, const config_setting_t *at, const char *name)
 {
 	char buf[MAX_TOKEN_FILE + 1];
+	char *file = token_path(name);
+	bool ok = false;
 	ssize_t n;
 	int fd;
 
@@ -328,22 +345,25 @@ read_token_file(struct loader *l, const config_setting_t *at, const char *file)
 	if (fd < 0) {
 		fail_at(l, at, "twilio.auth_token_file", "could not open \"%s\": %s", file,
 			strerror(errno));
-		return false;
+		goto out;
 	}
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
 	if (n < 0 || n > MAX_TOKEN_FILE) {
 		fail_at(l, at, "twilio.auth_token_file", "could not read \"%s\": %s", file,
 			n < 0 ? strerror(errno) : "file too large");
-		return false;
+		goto out;
 	}
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';
 	free(l->s->auth_token);
 	l->s->auth_token = xstrdup(buf);
+	ok = true;
+out:
 	explicit_bzero(buf, sizeof(buf));
-	return true;
+	free(file);
+	return ok;
 }
 
 static bool

@@ -657,6 +657,23 @@ test_token(void)
 	if (s != NULL)
 		is_str(s->auth_token, TOKEN, "auth_token is used without the environment");
 	settings_free(s);
+
+	/* a relative auth_token_file is a systemd credential (LoadCredential=) */
+	{
+		char cred[PATH_MAX];
+
+		path_in_tmp(cred, sizeof(cred), "twilio-token");
+		write_file(cred, FILE_TOKEN "\n", 0600);
+		setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
+		s = accepted("a credential name",
+			     &(struct conf){.token = "auth_token_file = \"twilio-token\";"});
+		if (s != NULL)
+			is_str(s->auth_token, FILE_TOKEN,
+			       "a relative auth_token_file is read from $CREDENTIALS_DIRECTORY");
+		settings_free(s);
+		unsetenv("CREDENTIALS_DIRECTORY");
+		unlink(cred);
+	}
 }
 
 static void
