@@ -10,10 +10,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct db {
 	PGconn *conn;
 	char *schema_ident;
+	const volatile sig_atomic_t *lock_stop; /* set once the writer lock is wanted */
 };
 
 /* libpq's messages end in a newline and may span lines: keep the first. */
@@ -87,7 +89,46 @@ db_reconnect(struct db *db)
 		return false;
 	}
 	log_info("reconnected to the database");
-	return session_setup(db);
+	if (!session_setup(db))
+		return false;
+	return db->lock_stop == NULL || db_lock_writer(db, db->lock_stop);
+}
+
+/* 1: locked, 0: held by another session, -1: error. */
+static int
+try_writer_lock(struct db *db)
+{
+	static const char sql[] =
+		"SELECT pg_try_advisory_lock(hashtext('chatsync.writer.' || current_setting('search_path')))";
+	PGresult *res = PQexec(db->conn, sql);
+	int got = -1;
+
+	if (db_result_ok(db, res, PGRES_TUPLES_OK, "taking the writer lock"))
+		got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return got;
+}
+
+bool
+db_lock_writer(struct db *db, const volatile sig_atomic_t *stop)
+{
+	bool said = false;
+
+	db->lock_stop = stop;
+	while (!*stop) {
+		struct timespec second = {1, 0};
+		int got = try_writer_lock(db);
+
+		if (got != 0)
+			return got == 1;
+		if (!said) {
+			log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
+				    db->schema_ident);
+			said = true;
+		}
+		nanosleep(&second, NULL);
+	}
+	return false;
 }
 
 void

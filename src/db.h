@@ -5,6 +5,7 @@
 #define CHATSYNC_DB_H
 
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdbool.h>
 
 struct db;
@@ -33,7 +34,19 @@ bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const
 /* True while the connection is usable. */
 bool db_connected(struct db *db);
 
-/* Reopens a lost connection with the same parameters.  Logs and returns false on failure. */
+/*
+ * Reopens a lost connection with the same parameters, and takes the writer
+ * lock again if it was held.  Logs and returns false on failure.
+ */
 bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
+
+/*
+ * Takes the session's advisory lock that makes this process the only
+ * chatsyncd writing to the schema.  While another holds it, logs once and
+ * waits, checking every second, until it is free or *stop is set.  Returns
+ * false if stopped or the database failed.
+ */
+bool db_lock_writer(struct db *db, const volatile sig_atomic_t *stop)
+	__attribute__((warn_unused_result));
 
 #endif

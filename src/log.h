@@ -1,5 +1,9 @@
 /*
- * log.h - leveled logging to stderr
+ * log.h - leveled logging
+ *
+ * Lines go to stderr: with "<N>" priority prefixes and no timestamp when
+ * stderr is connected to the systemd journal, with timestamps otherwise; or
+ * to syslog when asked to.
  */
 #ifndef CHATSYNC_LOG_H
 #define CHATSYNC_LOG_H
@@ -13,6 +17,9 @@ enum log_level {
 	LOG_LEVEL_INFO,
 	LOG_LEVEL_DEBUG,
 };
+
+/* Chooses the destination: syslog (facility daemon) or stderr. */
+void log_init(bool use_syslog);
 
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);

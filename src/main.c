@@ -3,20 +3,26 @@
  */
 #include "config.h"
 
+#include "backoff.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "notify.h"
 #include "settings.h"
+#include "status.h"
 #include "sweep.h"
 
+#include <curl/curl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -34,6 +40,7 @@ enum mode {
 	MODE_ONCE,
 	MODE_CHECK_CONFIG,
 	MODE_MIGRATE,
+	MODE_STATUS,
 };
 
 struct options {
@@ -43,12 +50,20 @@ struct options {
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 
 static void
 on_stop_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+static void
+on_reload_signal(int sig)
+{
+	(void)sig;
+	reload_requested = 1;
 }
 
 static void
@@ -62,24 +77,30 @@ usage(FILE *out)
 		"      --once          sweep every configured user once, then exit\n"
 		"      --check-config  validate the configuration, print \"configuration OK\"\n"
 		"      --migrate       apply pending schema migrations, then exit\n"
+		"      --status        show each user's last sync and the recent sweeps\n"
 		"  -v, --verbose       log more (repeat for debug)\n"
 		"      --help          show this help\n"
 		"      --version       show the version\n"
 		"\n"
-		"Exit status: 0 all users synced; 1 usage or configuration error;\n"
-		"2 database unreachable or migration failed; 3 some users failed.\n",
+		"Without --once, sweeps every sync.interval seconds until SIGTERM or SIGINT;\n"
+		"SIGHUP reloads the configuration.\n"
+		"\n"
+		"Exit status: 0 all users synced; 1 usage or configuration error (or the\n"
+		"API refused the credentials, or --status found a stale user); 2 database\n"
+		"unreachable or migration failed; 3 some users failed.\n",
 		SYSCONFDIR);
 }
 
 static bool
 parse_args(int argc, char **argv, struct options *o, int *exit_now)
 {
-	enum { OPT_ONCE = 256, OPT_CHECK, OPT_MIGRATE, OPT_HELP, OPT_VERSION };
+	enum { OPT_ONCE = 256, OPT_CHECK, OPT_MIGRATE, OPT_STATUS, OPT_HELP, OPT_VERSION };
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
 		{"once", no_argument, NULL, OPT_ONCE},
 		{"check-config", no_argument, NULL, OPT_CHECK},
 		{"migrate", no_argument, NULL, OPT_MIGRATE},
+		{"status", no_argument, NULL, OPT_STATUS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, OPT_HELP},
 		{"version", no_argument, NULL, OPT_VERSION},
@@ -109,6 +130,9 @@ parse_args(int argc, char **argv, struct options *o, int *exit_now)
 		case OPT_MIGRATE:
 			o->mode = MODE_MIGRATE;
 			break;
+		case OPT_STATUS:
+			o->mode = MODE_STATUS;
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			*exit_now = EXIT_OK;
@@ -137,27 +161,14 @@ install_signals(void)
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
 	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stop_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_reload_signal;
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
-}
-
-/* Sleeps until deadline (CLOCK_MONOTONIC) or a stop request, whichever is first. */
-static void
-wait_until(const struct timespec *deadline)
-{
-	while (!stop_requested) {
-		struct timespec now, nap = {0, 100 * 1000 * 1000};
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > deadline->tv_sec ||
-		    (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec))
-			return;
-		nanosleep(&nap, NULL);
-	}
 }
 
 static int
@@ -177,6 +188,174 @@ exit_code_for(enum sweep_result r)
 	return EXIT_DATABASE;
 }
 
+static void
+apply_log_settings(const struct settings *s, int verbose)
+{
+	int level = (int)s->log_level + verbose;
+
+	log_set_level(level > LOG_LEVEL_DEBUG ? LOG_LEVEL_DEBUG : (enum log_level)level);
+}
+
+/* Everything a running daemon holds; settings and http are swapped on reload. */
+struct daemon {
+	const struct options *o;
+	struct settings *s;
+	struct db *db;
+	struct http *http;
+	struct timespec last_status;
+};
+
+static struct http *
+http_for(const struct settings *s)
+{
+	const struct http_options hopts = {
+		.username = s->account_sid,
+		.password = s->auth_token,
+		.timeout = s->timeout,
+		.connect_timeout = s->connect_timeout,
+		.abort_flag = &stop_requested,
+	};
+
+	return http_new(&hopts);
+}
+
+static double
+seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* During a sweep: watchdog pings, and the progress as systemd's STATUS= once a second. */
+static void
+on_tick(void *arg, const struct sweep_progress *p)
+{
+	struct daemon *d = arg;
+
+	notify_watchdog();
+	if (seconds_since(&d->last_status) < 1.0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &d->last_status);
+	notify_status("sweep %" PRId64 ": %zu of %zu users started, %lu pages", p->run_id,
+		      p->users_started, p->users_total, p->pages);
+}
+
+static enum sweep_result
+sweep_once(struct daemon *d)
+{
+	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d};
+
+	memset(&d->last_status, 0, sizeof(d->last_status));
+	return sweep_run(d->s, d->db, d->http, &stop_requested, &hooks);
+}
+
+/* SIGHUP: a fresh, valid configuration replaces the old one; a bad one changes nothing. */
+static void
+reload(struct daemon *d)
+{
+	struct settings *fresh;
+	struct http *http;
+
+	notify_reloading();
+	log_info("reloading %s", d->o->config_path);
+	fresh = settings_load(d->o->config_path);
+	if (fresh == NULL) {
+		log_error("keeping the running configuration: %s is not valid", d->o->config_path);
+		notify_ready();
+		return;
+	}
+	settings_keep_fixed(fresh, d->s);
+	http = http_for(fresh);
+	if (http == NULL) {
+		settings_free(fresh);
+		notify_ready();
+		return;
+	}
+	http_free(d->http);
+	settings_free(d->s);
+	d->http = http;
+	d->s = fresh;
+	apply_log_settings(d->s, d->o->verbose);
+	log_info("configuration reloaded: %zu users, sweeping every %d s",
+		 settings_user_count(d->s), d->s->interval);
+	notify_ready();
+}
+
+/* The start of the next sweep: one interval after this one's, plus up to 5% jitter (max 10 s). */
+static struct timespec
+next_sweep_time(const struct timespec *start, int interval, uint64_t *rng)
+{
+	struct timespec next = *start;
+	long jitter_ms = interval * 50L;
+
+	if (jitter_ms > 10000)
+		jitter_ms = 10000;
+	jitter_ms = jitter_ms > 0 ? (long)(backoff_random(rng) % (uint64_t)(jitter_ms + 1)) : 0;
+	next.tv_sec += interval + jitter_ms / 1000;
+	next.tv_nsec += (jitter_ms % 1000) * 1000000L;
+	if (next.tv_nsec >= 1000000000L) {
+		next.tv_sec++;
+		next.tv_nsec -= 1000000000L;
+	}
+	return next;
+}
+
+static bool
+reached(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/* Waits for the next sweep; a reload meanwhile re-times it with the new interval. */
+static void
+wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rng)
+{
+	struct timespec next = next_sweep_time(start, d->s->interval, rng);
+
+	if (reached(&next) && !stop_requested)
+		log_info("the sweep took longer than sync.interval (%d s); starting the next now",
+			 d->s->interval);
+	notify_status("idle; next sweep in %.0f s", -seconds_since(&next));
+	while (!stop_requested && !reached(&next)) {
+		struct timespec nap = {0, 100 * 1000 * 1000};
+
+		if (reload_requested) {
+			reload_requested = 0;
+			reload(d);
+			next = next_sweep_time(start, d->s->interval, rng);
+		}
+		notify_watchdog();
+		nanosleep(&nap, NULL);
+	}
+}
+
+static int
+run_daemon(struct daemon *d)
+{
+	uint64_t rng = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+
+	log_info("chatsyncd %s started: %zu users, sweeping every %d s", PACKAGE_VERSION,
+		 settings_user_count(d->s), d->s->interval);
+	while (!stop_requested) {
+		struct timespec start;
+
+		if (reload_requested) {
+			reload_requested = 0;
+			reload(d);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		if (db_connected(d->db) || db_reconnect(d->db))
+			sweep_once(d);
+		wait_for_next_sweep(d, &start, &rng);
+	}
+	return EXIT_OK;
+}
+
 static struct db *
 connect_and_migrate(const struct settings *s)
 {
@@ -191,60 +370,43 @@ connect_and_migrate(const struct settings *s)
 	return db;
 }
 
-/* Sweeps every interval until stopped.  A lost database is reopened at the next interval. */
 static int
-run_daemon(const struct settings *s, struct db **db, struct http *http)
+run_sync(struct daemon *d)
 {
-	log_info("chatsyncd %s started: %zu users, sweeping every %d s", PACKAGE_VERSION,
-		 settings_user_count(s), s->interval);
-	while (!stop_requested) {
-		struct timespec next;
+	int code;
 
-		clock_gettime(CLOCK_MONOTONIC, &next);
-		next.tv_sec += s->interval;
-		if (*db == NULL || !db_connected(*db)) {
-			db_close(*db);
-			*db = connect_and_migrate(s);
-		}
-		if (*db != NULL)
-			sweep_run(s, *db, http, &stop_requested);
-		wait_until(&next);
-	}
+	if (!db_lock_writer(d->db, &stop_requested))
+		return stop_requested ? EXIT_OK : EXIT_DATABASE;
+	d->http = http_for(d->s);
+	if (d->http == NULL)
+		return EXIT_DATABASE;
+	notify_ready();
+	if (d->o->mode == MODE_ONCE)
+		code = exit_code_for(sweep_once(d));
+	else
+		code = run_daemon(d);
 	log_info("stopping");
-	return EXIT_OK;
+	notify_stopping();
+	return code;
 }
 
 static int
-run(const struct options *o, const struct settings *s)
+run(struct daemon *d)
 {
-	const struct http_options hopts = {
-		.username = s->account_sid,
-		.password = s->auth_token,
-		.timeout = s->timeout,
-		.connect_timeout = s->connect_timeout,
-		.abort_flag = &stop_requested,
-	};
-	struct db *db = connect_and_migrate(s);
-	struct http *http;
 	int code;
 
-	if (db == NULL)
+	d->db = d->o->mode == MODE_STATUS ? db_open(d->s->conninfo, d->s->schema)
+					   : connect_and_migrate(d->s);
+	if (d->db == NULL)
 		return EXIT_DATABASE;
-	if (o->mode == MODE_MIGRATE) {
-		db_close(db);
-		return EXIT_OK;
-	}
-	http = http_new(&hopts);
-	if (http == NULL) {
-		db_close(db);
-		return EXIT_DATABASE;
-	}
-	if (o->mode == MODE_ONCE)
-		code = exit_code_for(sweep_run(s, db, http, &stop_requested));
+	if (d->o->mode == MODE_MIGRATE)
+		code = EXIT_OK;
+	else if (d->o->mode == MODE_STATUS)
+		code = status_print(d->db, d->s, stdout);
 	else
-		code = run_daemon(s, &db, http);
-	http_free(http);
-	db_close(db);
+		code = run_sync(d);
+	http_free(d->http);
+	db_close(d->db);
 	return code;
 }
 
@@ -252,24 +414,25 @@ int
 main(int argc, char **argv)
 {
 	struct options o;
-	struct settings *s;
+	struct daemon d = {.o = &o};
 	int exit_now, code;
-	enum log_level level;
 
 	if (!parse_args(argc, argv, &o, &exit_now))
 		return exit_now;
 	install_signals();
-	s = settings_load(o.config_path);
-	if (s == NULL)
+	d.s = settings_load(o.config_path);
+	if (d.s == NULL)
 		return EXIT_USAGE;
-	level = s->log_level + o.verbose;
-	log_set_level(level > LOG_LEVEL_DEBUG ? LOG_LEVEL_DEBUG : level);
+	log_init(d.s->log_syslog);
+	apply_log_settings(d.s, o.verbose);
 	if (o.mode == MODE_CHECK_CONFIG) {
 		printf("configuration OK\n");
-		settings_free(s);
+		settings_free(d.s);
 		return EXIT_OK;
 	}
-	code = run(&o, s);
-	settings_free(s);
+	notify_init();
+	code = run(&d);
+	settings_free(d.s);
+	curl_global_cleanup();
 	return code;
 }

@@ -30,8 +30,13 @@
 enum setting_type {
 	SETTING_STRING,
 	SETTING_INT,
+	SETTING_BOOL,
 };
 
+/*
+ * One key of the file.  A key that is not reloadable keeps its old value
+ * when SIGHUP brings a new one (see settings_keep_fixed).
+ */
 struct setting_def {
 	const char *group;
 	const char *name;
@@ -40,32 +45,36 @@ struct setting_def {
 	const char *default_string;
 	long long default_int;
 	long long min, max;
+	bool reloadable;
 };
 
-#define STR(g, n, field, def) {g, n, SETTING_STRING, offsetof(struct settings, field), def, 0, 0, 0}
-#define INT(g, n, field, def, lo, hi)                                                              \
-	{g, n, SETTING_INT, offsetof(struct settings, field), NULL, def, lo, hi}
+#define FIELD(f) offsetof(struct settings, f)
+#define STR(g, n, f, def, rl) {g, n, SETTING_STRING, FIELD(f), def, 0, 0, 0, rl}
+#define INT(g, n, f, def, lo, hi, rl) {g, n, SETTING_INT, FIELD(f), NULL, def, lo, hi, rl}
+#define BOOL(g, n, f, def, rl) {g, n, SETTING_BOOL, FIELD(f), NULL, def, 0, 1, rl}
 
 static const struct setting_def setting_defs[] = {
-	STR("twilio", "base_url", base_url, "https://ip-messaging.twilio.com"),
-	STR("twilio", "account_sid", account_sid, NULL),
-	STR("twilio", "auth_token", auth_token, NULL),
-	STR("twilio", "auth_token_file", auth_token_file, NULL),
-	INT("twilio", "page_size", page_size, 1000, 1, 1000),
-	INT("twilio", "timeout", timeout, 30, 1, 3600),
-	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600),
-	INT("twilio", "concurrency", concurrency, 8, 1, 64),
-	INT("twilio", "max_retries", max_retries, 5, 0, 100),
-	INT("twilio", "max_backoff", max_backoff, 60, 1, 3600),
-	INT("twilio", "backoff_base_ms", backoff_base_ms, 500, 1, 60000),
-	INT("limits", "max_body", max_body, 16 << 20, 1024, 1 << 30),
-	INT("limits", "max_string", max_string, 65536, 256, 16 << 20),
-	INT("limits", "max_depth", max_depth, 32, 4, 1000),
-	INT("limits", "max_pages", max_pages, 10000, 1, 10000000),
-	STR("database", "conninfo", conninfo, ""),
-	STR("database", "schema", schema, "chatsync"),
-	INT("sync", "interval", interval, 300, 1, 7 * 86400),
-	STR("log", "level", log_level_name, "info"),
+	STR("twilio", "base_url", base_url, "https://ip-messaging.twilio.com", true),
+	STR("twilio", "account_sid", account_sid, NULL, true),
+	STR("twilio", "auth_token", auth_token, NULL, true),
+	STR("twilio", "auth_token_file", auth_token_file, NULL, true),
+	INT("twilio", "page_size", page_size, 1000, 1, 1000, true),
+	INT("twilio", "timeout", timeout, 30, 1, 3600, true),
+	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600, true),
+	INT("twilio", "concurrency", concurrency, 8, 1, 64, true),
+	INT("twilio", "max_retries", max_retries, 5, 0, 100, true),
+	INT("twilio", "max_backoff", max_backoff, 60, 1, 3600, true),
+	INT("twilio", "backoff_base_ms", backoff_base_ms, 500, 1, 60000, true),
+	INT("limits", "max_body", max_body, 16 << 20, 1024, 1 << 30, true),
+	INT("limits", "max_string", max_string, 65536, 256, 16 << 20, true),
+	INT("limits", "max_depth", max_depth, 32, 4, 1000, true),
+	INT("limits", "max_pages", max_pages, 10000, 1, 10000000, true),
+	STR("database", "conninfo", conninfo, "", false),
+	STR("database", "schema", schema, "chatsync", false),
+	INT("sync", "interval", interval, 300, 1, 7 * 86400, true),
+	STR("log", "level", log_level_name, "info", true),
+	BOOL("log", "syslog", log_syslog, false, false),
+	STR("metrics", "listen", metrics_listen, "", false),
 };
 
 /* Keys that are not scalars of setting_defs[] but are still allowed. */
@@ -151,6 +160,8 @@ apply_defaults(struct settings *s)
 
 		if (d->type == SETTING_STRING)
 			*(char **)field = xstrdup(d->default_string);
+		else if (d->type == SETTING_BOOL)
+			*(bool *)field = d->default_int != 0;
 		else
 			*(int *)field = (int)d->default_int;
 	}
@@ -171,6 +182,14 @@ load_scalar(struct loader *l, const struct setting_def *d, const config_setting_
 		}
 		free(*(char **)field);
 		*(char **)field = xstrdup(config_setting_get_string(cs));
+		return true;
+	}
+	if (d->type == SETTING_BOOL) {
+		if (config_setting_type(cs) != CONFIG_TYPE_BOOL) {
+			fail_at(l, cs, key, "must be true or false");
+			return false;
+		}
+		*(bool *)field = config_setting_get_bool(cs) != 0;
 		return true;
 	}
 	if (config_setting_type(cs) == CONFIG_TYPE_INT)
@@ -291,7 +310,7 @@ load_group(struct loader *l, const config_setting_t *group)
 	if (gname == NULL || !is_known_group(gname) ||
 	    config_setting_type(group) != CONFIG_TYPE_GROUP) {
 		fail_at(l, group, gname ? gname : "(top level)",
-			"unknown setting (expected groups twilio, database, sync, log, limits)");
+			"unknown setting (expected groups twilio, database, sync, log, limits, metrics)");
 		return false;
 	}
 	for (int i = 0; i < config_setting_length(group); i++) {
@@ -523,4 +542,46 @@ settings_user_count(const struct settings *s)
 	for (size_t i = 0; i < s->n_services; i++)
 		n += s->services[i].n_users;
 	return n;
+}
+
+static bool
+same_value(const struct setting_def *d, const struct settings *a, const struct settings *b)
+{
+	const void *fa = (const char *)a + d->offset, *fb = (const char *)b + d->offset;
+
+	if (d->type == SETTING_STRING) {
+		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+
+		return (sa == NULL && sb == NULL) || (sa != NULL && sb != NULL && strcmp(sa, sb) == 0);
+	}
+	if (d->type == SETTING_BOOL)
+		return *(const bool *)fa == *(const bool *)fb;
+	return *(const int *)fa == *(const int *)fb;
+}
+
+size_t
+settings_keep_fixed(struct settings *fresh, const struct settings *old)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < sizeof(setting_defs) / sizeof(setting_defs[0]); i++) {
+		const struct setting_def *d = &setting_defs[i];
+		void *dst = (char *)fresh + d->offset;
+		const void *src = (const char *)old + d->offset;
+
+		if (d->reloadable || same_value(d, fresh, old))
+			continue;
+		log_warning("%s.%s changed, but takes effect only when chatsyncd restarts", d->group,
+			    d->name);
+		if (d->type == SETTING_STRING) {
+			free(*(char **)dst);
+			*(char **)dst = xstrdup(*(char *const *)src);
+		} else if (d->type == SETTING_BOOL) {
+			*(bool *)dst = *(const bool *)src;
+		} else {
+			*(int *)dst = *(const int *)src;
+		}
+		kept++;
+	}
+	return kept;
 }

@@ -46,6 +46,9 @@ struct settings {
 
 	char *log_level_name;
 	enum log_level log_level;
+	bool log_syslog;
+
+	char *metrics_listen; /* "" when off */
 };
 
 /*
@@ -56,6 +59,13 @@ struct settings {
  */
 struct settings *settings_load(const char *path) __attribute__((warn_unused_result));
 void settings_free(struct settings *s);
+
+/*
+ * For a reload: every key that cannot change while running (database.*,
+ * log.syslog, metrics.listen) gets old's value back in fresh, with a warning
+ * for each that differed.  Returns how many were kept.
+ */
+size_t settings_keep_fixed(struct settings *fresh, const struct settings *old);
 
 /* Total number of configured users over every service. */
 size_t settings_user_count(const struct settings *s);

@@ -84,6 +84,8 @@ struct sweep {
 	bool auth_failed;
 	unsigned uncounted_requests;
 	uint64_t rng;
+	const struct sweep_hooks *hooks;
+	struct sweep_progress progress;
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -245,6 +247,7 @@ commit_page(struct job *j, const char *next)
 
 	if (!writer_commit_page(j->sw->db, j->batch, &page, &counts))
 		return false;
+	j->sw->progress.pages++;
 	j->requests = j->retries = 0;
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
 		  "%ld unchanged, %ld deleted, %u rejected",
@@ -423,6 +426,7 @@ start_user(struct job *j, const char *service_sid, const char *user)
 	if (!j->first_page)
 		log_info("service %s user \"%s\": resuming at page %u", service_sid, j->user_esc,
 			 j->page_no);
+	sw->progress.users_started++;
 	fetch_page(j);
 	return true;
 }
@@ -490,9 +494,16 @@ any_busy(const struct sweep *sw)
 	return false;
 }
 
+static void
+tick(struct sweep *sw)
+{
+	if (sw->hooks != NULL && sw->hooks->tick != NULL)
+		sw->hooks->tick(sw->hooks->arg, &sw->progress);
+}
+
 /* Waits out a backoff in short naps, so a stop request is seen at once. */
 static void
-nap(const struct sweep *sw, long ms)
+nap(struct sweep *sw, long ms)
 {
 	while (ms > 0 && !*sw->stop) {
 		long step = ms < 100 ? ms : 100;
@@ -500,6 +511,7 @@ nap(const struct sweep *sw, long ms)
 
 		nanosleep(&ts, NULL);
 		ms -= step;
+		tick(sw);
 	}
 }
 
@@ -591,9 +603,9 @@ jobs_free(struct sweep *sw)
 
 enum sweep_result
 sweep_run(const struct settings *s, struct db *db, struct http *http,
-	  const volatile sig_atomic_t *stop)
+	  const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
 {
-	struct sweep sw = {.s = s, .db = db, .http = http, .stop = stop};
+	struct sweep sw = {.s = s, .db = db, .http = http, .stop = stop, .hooks = hooks};
 	enum sweep_result result;
 	struct timespec t0;
 	bool resumed;
@@ -602,8 +614,10 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
 	if (!cursor_begin_run(db, &sw.run_id, &resumed))
 		return SWEEP_DB_FAILED;
+	sw.progress.run_id = sw.run_id;
+	sw.progress.users_total = settings_user_count(s);
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting", sw.run_id,
-		 settings_user_count(s));
+		 sw.progress.users_total);
 	jobs_init(&sw);
 	for (;;) {
 		long wait;
@@ -615,6 +629,7 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 		if (!any_busy(&sw) && http_pending(http) == 0 && !(sw.db_lost && !*stop))
 			break;
 		http_run(http, (int)(wait > 0 ? wait : 0));
+		tick(&sw);
 	}
 	result = finish(&sw, &t0);
 	jobs_free(&sw);

@@ -9,6 +9,8 @@
 #define CHATSYNC_SWEEP_H
 
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct settings;
 struct db;
@@ -22,11 +24,25 @@ enum sweep_result {
 	SWEEP_AUTH_FAILED,  /* the API refused the credentials; the sweep stays unfinished */
 };
 
+struct sweep_progress {
+	int64_t run_id;
+	size_t users_total;
+	size_t users_started; /* listings started by this process in this sweep */
+	unsigned long pages;  /* pages committed by this process in this sweep */
+};
+
+/* What the caller learns while a sweep runs; every member may be NULL. */
+struct sweep_hooks {
+	/* Called at least every 200 ms, for watchdog pings and status lines. */
+	void (*tick)(void *arg, const struct sweep_progress *progress);
+	void *arg;
+};
+
 /*
  * Runs a sweep, resuming an unfinished one where it stopped.  Returns when
- * it is over or as soon as *stop becomes non-zero.
+ * it is over or as soon as *stop becomes non-zero.  hooks may be NULL.
  */
 enum sweep_result sweep_run(const struct settings *s, struct db *db, struct http *http,
-			    const volatile sig_atomic_t *stop);
+			    const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks);
 
 #endif

@@ -1,0 +1,86 @@
+/*
+ * metrics.h - a Prometheus endpoint (text format 0.0.4) for the daemon
+ *
+ * metrics_new() starts a libmicrohttpd listener on its own thread that
+ * answers GET /metrics.  Every other function is called from the daemon's
+ * main thread to count what happened; they are cheap (atomic adds, or a
+ * short mutex hold for the per-service table) and never block on a scrape.
+ *
+ * Every function accepts a NULL struct metrics * and then does nothing, so
+ * callers call them unconditionally and metrics are off when
+ * metrics.listen is "".
+ *
+ * Strings passed in are copied when kept; the caller keeps ownership.
+ */
+#ifndef CHATSYNC_METRICS_H
+#define CHATSYNC_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Services tracked by the per-service families; later ones are dropped with one warning. */
+#define METRICS_MAX_SERVICES 10000
+
+struct metrics;
+
+/*
+ * listen is "ADDR:PORT" ("127.0.0.1:9187", "[::1]:9187"; port 0 picks any
+ * free port).  Returns a listener the caller owns (free with metrics_free),
+ * or NULL after logging why if listen is invalid or cannot be bound.
+ */
+struct metrics *metrics_new(const char *listen) __attribute__((warn_unused_result));
+
+/* Stops the listener (waiting for its thread) and frees m; NULL is a no-op. */
+void metrics_free(struct metrics *m);
+
+/* The TCP port actually listened on (useful with port 0); 0 for NULL. */
+unsigned metrics_port(const struct metrics *m);
+
+/*
+ * Parses "ADDR:PORT" for the config loader: true if ADDR is a numeric IPv4
+ * address, or a numeric IPv6 address in brackets, and PORT is 0..65535 in
+ * at most 5 decimal digits.  On success fills *addr and *len (the length of
+ * the sockaddr_in or sockaddr_in6 inside); on failure leaves them alone.
+ * Logs nothing: the caller says which key was wrong.
+ */
+bool metrics_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len)
+	__attribute__((warn_unused_result));
+
+/*
+ * One response from the API: counted by class 2xx..5xx; status 0 (no
+ * response: connection, TLS, timeout) or anything outside 200..599 counts
+ * as "error".
+ */
+void metrics_http_response(struct metrics *m, long status);
+
+/* A retry was scheduled after status; after a 429 it also counts in chatsync_http_429_total. */
+void metrics_retry(struct metrics *m, long status);
+
+/*
+ * A page of service_sid was committed with these row counts.  Negative
+ * counts are ignored (counters never go down); a NULL service_sid is ignored.
+ */
+void metrics_page(struct metrics *m, const char *service_sid, long received, long inserted,
+		  long updated, long unchanged, long deleted, long rejected);
+
+/* A user's listing ended in a sweep, successfully or not. */
+void metrics_user_done(struct metrics *m, const char *service_sid, bool ok);
+
+/* Sets chatsync_sweep_in_progress to 1. */
+void metrics_sweep_started(struct metrics *m);
+
+/*
+ * A sweep finished after seconds with users_failed users failing: counts
+ * it, clears chatsync_sweep_in_progress and sets the last-sweep gauges.
+ * ok_services (n_ok_services borrowed strings) are the services all of
+ * whose users succeeded in this sweep: their last-success timestamp becomes
+ * now and their sweep duration seconds.
+ */
+void metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
+			    const char *const *ok_services, size_t n_ok_services);
+
+/* The connection to PostgreSQL was re-established. */
+void metrics_db_reconnect(struct metrics *m);
+
+#endif
