@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Running as a service: the systemd notify protocol, reload, the writer lock,
+# --status, the interval, and journald-style logging.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+fake_start api --channels 5
+LISTENER="$top_builddir/tests/notify_listener"
+[ -x "$LISTENER" ] || skip_all "tests/notify_listener not built"
+
+U1=US00000000000000000000000000000001
+U2="dora@example.com"
+U3="eve new"
+
+# wait_for CONDITION-COMMAND [SECONDS]: polls every 0.1 s.
+wait_for() {
+	local i limit=$(( ${2:-10} * 10 ))
+	for ((i = 0; i < limit; i++)); do
+		eval "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start_daemon() { # start_daemon CONF LOG [ENV...]: sets DAEMON_PID
+	local conf=$1 log=$2
+	shift 2
+	env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$@" "$CHATSYNCD" -c "$conf" 2>"$log" &
+	DAEMON_PID=$!
+}
+
+stop_daemon() {
+	kill -TERM "$DAEMON_PID" 2>/dev/null
+	wait "$DAEMON_PID"
+}
+
+# --- systemd notify protocol ------------------------------------------------
+SOCK="$TEST_TMP/notify.sock"
+"$LISTENER" "$SOCK" >"$TEST_TMP/notify.out" &
+LISTENER_PID=$!
+wait_for '[ -S "$SOCK" ]'
+INTERVAL=2 write_config "$TEST_TMP/d.conf" "$U1" "$U2"
+sed -i 's/interval = 1;/interval = 2;/' "$TEST_TMP/d.conf"
+start_daemon "$TEST_TMP/d.conf" "$TEST_TMP/d.log" NOTIFY_SOCKET="$SOCK" WATCHDOG_USEC=400000
+wait_for 'grep -q "^READY=1" "$TEST_TMP/notify.out"'
+ok $? "READY=1 is sent"
+is "$(sql "SELECT count(*) FROM chatsync.schema_migrations")" 1 "only after the migrations are in place"
+wait_for '[ "$(sql "SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL")" -ge 2 ]' 15
+ok $? "the daemon sweeps again"
+grep -q '^STATUS=' "$TEST_TMP/notify.out"
+ok $? "STATUS= lines report progress ($(grep -m1 '^STATUS=' "$TEST_TMP/notify.out"))"
+pings=$(grep -c '^WATCHDOG=1$' "$TEST_TMP/notify.out")
+ok $([ "$pings" -ge 4 ] && echo 0 || echo 1) "WATCHDOG=1 pings at half of WATCHDOG_USEC ($pings in the test so far)"
+starts=$(sql "SELECT string_agg(extract(epoch FROM started_at)::numeric(20,3)::text, ' ' ORDER BY run_id) FROM chatsync.sync_runs")
+gap=$(echo "$starts" | awk '{ printf "%.3f", $2 - $1 }')
+ok $(awk -v g="$gap" 'BEGIN { exit !(g >= 2.0 && g < 2.6) }'; echo $?) \
+	"sweeps start sync.interval (2 s) apart, plus a little jitter (${gap} s)"
+
+# --- reload -----------------------------------------------------------------
+INTERVAL=2 write_config "$TEST_TMP/d.conf" "$U1" "$U2" "$U3"
+sed -i 's/interval = 1;/interval = 2;/' "$TEST_TMP/d.conf"
+kill -HUP "$DAEMON_PID"
+wait_for 'grep -q "^RELOADING=1" "$TEST_TMP/notify.out"'
+ok $? "SIGHUP sends RELOADING=1"
+grep -A1 '^RELOADING=1' "$TEST_TMP/notify.out" | grep -q '^READY=1'
+ok $? "then READY=1 once reloaded"
+wait_for "[ \"\$(sql \"SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '$U3'\")\" -eq 5 ]" 10
+ok $? "a user added to the file is synced after the reload"
+grep -q 'configuration reloaded: 3 users' "$TEST_TMP/d.log"
+ok $? "the reload is logged"
+
+echo 'twilio: { page_size = "lots"; };' >>"$TEST_TMP/d.conf"
+runs=$(sql "SELECT count(*) FROM chatsync.sync_runs")
+kill -HUP "$DAEMON_PID"
+wait_for 'grep -q "keeping the running configuration" "$TEST_TMP/d.log"'
+ok $? "a bad file on reload is refused with one clear line"
+grep -q 'd.conf:[0-9]*: .*page_size\|d.conf:[0-9]*: syntax error\|d.conf:[0-9]*: twilio' "$TEST_TMP/d.log"
+ok $? "naming the file and line"
+wait_for "[ \"\$(sql 'SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL')\" -gt $runs ]" 10
+ok $? "and the daemon goes on sweeping with the old configuration"
+kill -0 "$DAEMON_PID"
+ok $? "still running"
+
+# --- one writer per schema --------------------------------------------------
+write_config "$TEST_TMP/d2.conf" "$U1" "$U2" "$U3"
+run_once "$TEST_TMP/d2.conf" &
+second=$!
+wait_for 'grep -q "another chatsyncd is writing to schema" "$TEST_TMP/chatsyncd.log"' 10
+ok $? "a second chatsyncd on the same schema waits, saying why"
+kill -0 $second
+ok $? "it is still waiting while the first runs"
+stop_daemon
+is "$?" 0 "the first stops with exit 0 on SIGTERM"
+wait_for 'grep -q "^STOPPING=1" "$TEST_TMP/notify.out"'
+ok $? "STOPPING=1 is sent"
+wait $second
+is "$?" 0 "the second then takes over and finishes its sweep"
+kill "$LISTENER_PID"
+
+# --- --status ---------------------------------------------------------------
+status_out=$(TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/d2.conf" --status 2>&1)
+is "$?" 0 "--status exits 0 when every user is fresh"
+echo "$status_out" | grep -q "^$SERVICE_SID  $U1 .* complete"
+ok $? "one line per user, with its state"
+echo "$status_out" | grep -q "Recent sweeps"
+ok $? "and the recent sweeps"
+write_config "$TEST_TMP/s.conf" "$U1" "never synced"
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/s.conf" --status >"$TEST_TMP/status.out" 2>&1
+is "$?" 1 "--status exits 1 when a configured user has never completed"
+grep -q 'never synced .* never' "$TEST_TMP/status.out"
+ok $? "and shows that user as never synced"
+sql "UPDATE chatsync.sync_cursors SET last_complete_at = now() - interval '10 seconds', last_error = 'HTTP 500 (Twilio error 20500: oops)'"
+write_config "$TEST_TMP/s.conf" "$U1"
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/s.conf" --status >"$TEST_TMP/status.out" 2>&1
+is "$?" 1 "--status exits 1 when a user's last complete listing is older than 2 x interval"
+grep -q 'HTTP 500 (Twilio error 20500: oops)' "$TEST_TMP/status.out"
+ok $? "the last error is shown"
+sed "s|conninfo = \"\"|conninfo = \"host=$TEST_TMP/nowhere\"|" "$TEST_TMP/s.conf" >"$TEST_TMP/nodb.conf"
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/nodb.conf" --status >/dev/null 2>&1
+is "$?" 2 "--status exits 2 when the database is unreachable"
+
+# --- logging ----------------------------------------------------------------
+exec 7>"$TEST_TMP/journal.log"
+stream=$(stat -c '%d:%i' "$TEST_TMP/journal.log")
+JOURNAL_STREAM=$stream TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/s.conf" --once 2>&7
+exec 7>&-
+head -n 1 "$TEST_TMP/journal.log" | grep -q '^<6>info: '
+ok $? "under journald (JOURNAL_STREAM) lines carry <N> priorities and no timestamp"
+grep -q '^<6>info: sweep finished in [0-9.]* s: 1 users ok, 0 failed, 1 pages, 5 rows received, 0 inserted, 0 updated, 5 unchanged, 0 deleted' "$TEST_TMP/journal.log"
+ok $? "one summary line per sweep"
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/s.conf" --once 2>"$TEST_TMP/plain.log"
+grep -q '^20[0-9-]*T[0-9:.]*Z info: ' "$TEST_TMP/plain.log"
+ok $? "otherwise lines start with a UTC timestamp"
+sed -i 's/log: { level = "info"; };/log: { level = "info"; syslog = true; };/' "$TEST_TMP/s.conf"
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/s.conf" --once 2>"$TEST_TMP/syslog.log"
+is "$?" 0 "log.syslog = true runs"
+is "$(wc -l <"$TEST_TMP/syslog.log")" 0 "and writes nothing to stderr"
+
+done_testing
