@@ -336,19 +336,26 @@ load_group(struct loader *l, const config_setting_t *group)
 	return true;
 }
 
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
 /*
- * A relative auth_token_file names a systemd credential: it is looked up in
- * $CREDENTIALS_DIRECTORY (LoadCredential=), or else relative to the working
- * directory.  Returns a path the caller owns.
+ * A relative auth_token_file names a credential: under systemd it is read
+ * from $CREDENTIALS_DIRECTORY (LoadCredential=), otherwise from
+ * SYSCONFDIR/chatsync/, where the unit's LoadCredential= takes it from.
+ * Returns a path the caller owns.
  */
 static char *
 token_path(const char *file)
 {
 	const char *dir = getenv("CREDENTIALS_DIRECTORY");
 
-	if (file[0] != '/' && dir != NULL && dir[0] != '\0')
+	if (file[0] == '/')
+		return xstrdup(file);
+	if (dir != NULL && dir[0] != '\0')
 		return xasprintf("%s/%s", dir, file);
-	return xstrdup(file);
+	return xasprintf("%s/chatsync/%s", SYSCONFDIR, file);
 }
 
 static bool
