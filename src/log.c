@@ -19,7 +19,8 @@ enum log_target {
 	TARGET_SYSLOG,
 };
 
-static enum log_level current_level = LOG_LEVEL_INFO;
+/* Read by the metrics server's thread too. */
+static _Atomic int current_level = LOG_LEVEL_INFO;
 static enum log_target target = TARGET_STDERR;
 
 static const int priorities[] = {
@@ -69,7 +70,7 @@ log_set_level(enum log_level level)
 enum log_level
 log_get_level(void)
 {
-	return current_level;
+	return (enum log_level)current_level;
 }
 
 bool
@@ -93,7 +94,7 @@ log_msg(enum log_level level, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (level > current_level)
+	if ((int)level > current_level)
 		return;
 	if (target == TARGET_STDERR) {
 		clock_gettime(CLOCK_REALTIME, &ts);

@@ -7,6 +7,7 @@
 #include "db.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "notify.h"
 #include "settings.h"
@@ -202,6 +203,7 @@ struct daemon {
 	struct settings *s;
 	struct db *db;
 	struct http *http;
+	struct metrics *metrics; /* NULL when metrics.listen is empty */
 	struct timespec last_status;
 };
 
@@ -245,7 +247,7 @@ on_tick(void *arg, const struct sweep_progress *p)
 static enum sweep_result
 sweep_once(struct daemon *d)
 {
-	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d};
+	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
 
 	memset(&d->last_status, 0, sizeof(d->last_status));
 	return sweep_run(d->s, d->db, d->http, &stop_requested, &hooks);
@@ -380,6 +382,12 @@ run_sync(struct daemon *d)
 	d->http = http_for(d->s);
 	if (d->http == NULL)
 		return EXIT_DATABASE;
+	if (d->s->metrics_listen[0] != '\0') {
+		d->metrics = metrics_new(d->s->metrics_listen);
+		if (d->metrics == NULL)
+			return EXIT_USAGE;
+		log_info("serving metrics on http://%s/metrics", d->s->metrics_listen);
+	}
 	notify_ready();
 	if (d->o->mode == MODE_ONCE)
 		code = exit_code_for(sweep_once(d));
@@ -405,6 +413,7 @@ run(struct daemon *d)
 		code = status_print(d->db, d->s, stdout);
 	else
 		code = run_sync(d);
+	metrics_free(d->metrics);
 	http_free(d->http);
 	db_close(d->db);
 	return code;

@@ -11,6 +11,7 @@
 #include "settings.h"
 
 #include "mem.h"
+#include "metrics.h"
 #include "url.h"
 
 #include <ctype.h>
@@ -444,6 +445,8 @@ static bool
 validate(struct loader *l, const config_t *cf)
 {
 	struct settings *s = l->s;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
 	char err[256];
 
 	if (!url_check_base(s->base_url, err, sizeof(err))) {
@@ -463,6 +466,11 @@ validate(struct loader *l, const config_t *cf)
 	if (!log_level_parse(s->log_level_name, &s->log_level)) {
 		fail_at(l, config_lookup(cf, "log.level"), "log.level",
 			"must be one of error, warning, info, debug");
+		return false;
+	}
+	if (s->metrics_listen[0] != '\0' && !metrics_parse_listen(s->metrics_listen, &addr, &addr_len)) {
+		fail_at(l, config_lookup(cf, "metrics.listen"), "metrics.listen",
+			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:9187 or [::1]:9187)");
 		return false;
 	}
 	if (s->n_services == 0) {

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "page_parser.h"
 #include "settings.h"
 #include "url.h"
@@ -52,6 +53,7 @@ enum job_state {
 struct job {
 	struct sweep *sw;
 	enum job_state state;
+	size_t service_index;
 	const char *service_sid;
 	const char *user;
 	char user_esc[160]; /* for log lines */
@@ -85,7 +87,9 @@ struct sweep {
 	unsigned uncounted_requests;
 	uint64_t rng;
 	const struct sweep_hooks *hooks;
+	struct metrics *metrics;
 	struct sweep_progress progress;
+	bool *service_failed; /* per configured service, in this process's part of the sweep */
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -201,6 +205,8 @@ fail_user(struct job *j, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	log_warning("service %s user \"%s\": %s", j->service_sid, j->user_esc, reason);
+	sw->service_failed[j->service_index] = true;
+	metrics_user_done(sw->metrics, j->service_sid, false);
 	if (cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, reason, j->requests,
 			j->retries))
 		j->requests = j->retries = 0;
@@ -248,6 +254,8 @@ commit_page(struct job *j, const char *next)
 	if (!writer_commit_page(j->sw->db, j->batch, &page, &counts))
 		return false;
 	j->sw->progress.pages++;
+	metrics_page(j->sw->metrics, j->service_sid, (long)(page_batch_rows(j->batch) + j->rejected),
+		     counts.inserted, counts.updated, counts.unchanged, counts.deleted, j->rejected);
 	j->requests = j->retries = 0;
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
 		  "%ld unchanged, %ld deleted, %u rejected",
@@ -301,6 +309,7 @@ page_received(struct job *j)
 		return;
 	}
 	if (next == NULL) {
+		metrics_user_done(j->sw->metrics, j->service_sid, true);
 		job_release(j);
 		return;
 	}
@@ -326,6 +335,7 @@ schedule_retry(struct job *j, const struct http_result *res)
 				      res->retry_after, &j->sw->rng);
 
 	j->retries++;
+	metrics_retry(j->sw->metrics, res->status);
 	log_info("service %s user \"%s\" page %u: %s; retry %u of %d in %.1f s", j->service_sid,
 		 j->user_esc, j->page_no, res->error, j->attempts, s->max_retries, delay / 1000.0);
 	now_monotonic(&j->retry_at);
@@ -364,6 +374,7 @@ auth_failed(struct job *j, const struct http_result *res)
 		  "stopping this sweep",
 		  res->error);
 	sw->auth_failed = true;
+	sw->service_failed[j->service_index] = true;
 	if (!cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed",
 			 j->requests, j->retries) &&
 	    !db_connected(sw->db))
@@ -379,6 +390,8 @@ on_done(void *arg, const struct http_result *res)
 	const struct settings *s = j->sw->s;
 
 	j->requests++;
+	if (!res->aborted)
+		metrics_http_response(j->sw->metrics, res->transport_error ? 0 : res->status);
 	if (*j->sw->stop || j->sw->db_lost || j->sw->auth_failed)
 		job_release(j);
 	else if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted)
@@ -402,7 +415,7 @@ on_done(void *arg, const struct http_result *res)
 
 /* Starts user's listing on j, or returns false if it has nothing to do now. */
 static bool
-start_user(struct job *j, const char *service_sid, const char *user)
+start_user(struct job *j, size_t service_index, const char *service_sid, const char *user)
 {
 	struct sweep *sw = j->sw;
 	struct cursor_position pos;
@@ -413,6 +426,7 @@ start_user(struct job *j, const char *service_sid, const char *user)
 	}
 	if (pos.start == CURSOR_SKIP)
 		return false;
+	j->service_index = service_index;
 	j->service_sid = service_sid;
 	j->user = user;
 	log_escape(j->user_esc, sizeof(j->user_esc), user);
@@ -447,14 +461,15 @@ fill_jobs(struct sweep *sw)
 		struct job *j = &sw->jobs[i];
 
 		while (!job_busy(j) && may_start_work(sw) && sw->next_service < s->n_services) {
-			const struct settings_service *svc = &s->services[sw->next_service];
+			size_t service_index = sw->next_service;
+			const struct settings_service *svc = &s->services[service_index];
 			const char *user = svc->users[sw->next_user];
 
 			if (++sw->next_user == svc->n_users) {
 				sw->next_user = 0;
 				sw->next_service++;
 			}
-			start_user(j, svc->sid, user);
+			start_user(j, service_index, svc->sid, user);
 		}
 	}
 }
@@ -529,6 +544,7 @@ recover_database(struct sweep *sw)
 		if (*sw->stop)
 			break;
 		if (db_reconnect(sw->db)) {
+			metrics_db_reconnect(sw->metrics);
 			sw->db_lost = false;
 			sw->next_service = sw->next_user = 0;
 			return true;
@@ -548,11 +564,27 @@ log_totals(const struct run_totals *t, double seconds)
 		 t->updated, t->unchanged, t->deleted, t->rejected, t->requests, t->retries);
 }
 
+/* Tells the metrics which services had every user succeed in this sweep. */
+static void
+report_services(struct sweep *sw, double seconds, long users_failed)
+{
+	const char **ok = xcalloc(sw->s->n_services, sizeof(char *));
+	size_t n_ok = 0;
+
+	for (size_t i = 0; i < sw->s->n_services; i++) {
+		if (!sw->service_failed[i])
+			ok[n_ok++] = sw->s->services[i].sid;
+	}
+	metrics_sweep_finished(sw->metrics, seconds, users_failed, ok, n_ok);
+	free(ok);
+}
+
 static enum sweep_result
 finish(struct sweep *sw, const struct timespec *t0)
 {
 	struct run_totals totals;
 	struct timespec t1;
+	double seconds;
 
 	if (*sw->stop)
 		return SWEEP_INTERRUPTED;
@@ -562,7 +594,9 @@ finish(struct sweep *sw, const struct timespec *t0)
 	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, 0, &totals))
 		return SWEEP_DB_FAILED;
 	now_monotonic(&t1);
-	log_totals(&totals, (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9);
+	seconds = (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
+	log_totals(&totals, seconds);
+	report_services(sw, seconds, totals.users_failed);
 	return totals.users_failed > 0 ? SWEEP_USERS_FAILED : SWEEP_OK;
 }
 
@@ -610,6 +644,7 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	struct timespec t0;
 	bool resumed;
 
+	sw.metrics = hooks != NULL ? hooks->metrics : NULL;
 	now_monotonic(&t0);
 	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
 	if (!cursor_begin_run(db, &sw.run_id, &resumed))
@@ -619,6 +654,8 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting", sw.run_id,
 		 sw.progress.users_total);
 	jobs_init(&sw);
+	sw.service_failed = xcalloc(s->n_services, sizeof(bool));
+	metrics_sweep_started(sw.metrics);
 	for (;;) {
 		long wait;
 
@@ -633,5 +670,6 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	}
 	result = finish(&sw, &t0);
 	jobs_free(&sw);
+	free(sw.service_failed);
 	return result;
 }

@@ -15,6 +15,7 @@
 struct settings;
 struct db;
 struct http;
+struct metrics;
 
 enum sweep_result {
 	SWEEP_OK,	    /* every user's listing completed */
@@ -36,6 +37,7 @@ struct sweep_hooks {
 	/* Called at least every 200 ms, for watchdog pings and status lines. */
 	void (*tick)(void *arg, const struct sweep_progress *progress);
 	void *arg;
+	struct metrics *metrics; /* counters to update, or NULL */
 };
 
 /*

@@ -1,0 +1,775 @@
+/*
+ * metrics.c - a Prometheus endpoint (text format 0.0.4) for the daemon
+ *
+ * Two threads touch a struct metrics: the daemon's main thread updates it
+ * and libmicrohttpd's internal thread renders it.  Plain counters are C11
+ * atomics (relaxed: each is independent); the per-service table and the
+ * floating-point gauges sit behind one mutex.  A scrape copies the table
+ * under the mutex and renders the copy without it.  Service SIDs and their
+ * escaped labels are never freed before metrics_free, which stops the
+ * listener first, so the copy may borrow them.
+ */
+#include "config.h"
+
+#include "metrics.h"
+
+#include "log.h"
+#include "mem.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define ERROR_CONTENT_TYPE "text/plain; charset=utf-8"
+
+/* A scrape larger than this (far beyond METRICS_MAX_SERVICES services) is refused. */
+#define EXPOSITION_CAP (64 * 1024 * 1024)
+
+/* Keep the listener cheap to hold open: it is only ever scraped. */
+#define MAX_CONNECTIONS 16
+#define CONNECTION_TIMEOUT_S 30
+
+enum http_class { CLASS_2XX, CLASS_3XX, CLASS_4XX, CLASS_5XX, CLASS_ERROR, N_CLASSES };
+
+static const char *const class_names[N_CLASSES] = {"2xx", "3xx", "4xx", "5xx", "error"};
+
+enum row_outcome {
+	ROW_RECEIVED,
+	ROW_INSERTED,
+	ROW_UPDATED,
+	ROW_UNCHANGED,
+	ROW_DELETED,
+	ROW_REJECTED,
+	N_OUTCOMES
+};
+
+static const char *const outcome_names[N_OUTCOMES] = {
+	"received", "inserted", "updated", "unchanged", "deleted", "rejected",
+};
+
+struct service_stats {
+	char *sid;   /* owned; the lookup key */
+	char *label; /* owned; sid escaped for a label value */
+	uint64_t pages;
+	uint64_t rows[N_OUTCOMES];
+	uint64_t users_ok, users_failed;
+	bool succeeded; /* sweep_seconds and last_success are set */
+	double sweep_seconds;
+	double last_success; /* unix time */
+};
+
+struct metrics {
+	struct MHD_Daemon *daemon;
+	unsigned port;
+	double start_time; /* unix time; written before the listener starts */
+
+	/* Zeroed by xcalloc, a valid initial value for lock-free atomics. */
+	_Atomic uint64_t http[N_CLASSES];
+	_Atomic uint64_t retries;
+	_Atomic uint64_t http_429;
+	_Atomic uint64_t sweeps;
+	_Atomic uint64_t db_reconnects;
+	_Atomic uint64_t users_failing;
+	atomic_bool sweep_in_progress;
+
+	pthread_mutex_t lock; /* guards everything below */
+	bool swept;	      /* last_sweep_seconds is set */
+	double last_sweep_seconds;
+	struct service_stats *services; /* in first-seen order */
+	size_t n_services, alloc_services;
+	uint32_t *index; /* open addressing: 1 + position in services, 0 = empty */
+	size_t index_size;
+	bool cap_warned;
+};
+
+/* Rendering state: a capped buffer that remembers whether anything failed to fit. */
+struct render {
+	struct buf out;
+	bool failed;
+};
+
+static double
+now_unix(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------ listen address */
+
+static bool
+parse_port(const char *s, unsigned *port)
+{
+	unsigned v = 0;
+	size_t n;
+
+	for (n = 0; isdigit((unsigned char)s[n]); n++) {
+		if (n == 5)
+			return false;
+		v = v * 10 + (unsigned)(s[n] - '0');
+	}
+	if (n == 0 || s[n] != '\0' || v > 65535)
+		return false;
+	*port = v;
+	return true;
+}
+
+/* Splits "1.2.3.4:P" or "[v6]:P" into host (copied into host) and the port's text. */
+static bool
+split_listen(const char *listen, char *host, size_t hostsz, const char **port, bool *v6)
+{
+	const char *start = listen, *end;
+
+	*v6 = listen[0] == '[';
+	if (*v6) {
+		start = listen + 1;
+		end = strchr(start, ']');
+		if (end == NULL || end[1] != ':')
+			return false;
+		*port = end + 2;
+	} else {
+		end = strchr(listen, ':');
+		/* A second colon means an unbracketed IPv6 address. */
+		if (end == NULL || strchr(end + 1, ':') != NULL)
+			return false;
+		*port = end + 1;
+	}
+	if (end == start || (size_t)(end - start) >= hostsz)
+		return false;
+	memcpy(host, start, (size_t)(end - start));
+	host[end - start] = '\0';
+	return true;
+}
+
+bool
+metrics_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	struct sockaddr_storage ss;
+	const char *port_text;
+	unsigned port;
+	bool v6;
+
+	if (listen == NULL || !split_listen(listen, host, sizeof(host), &port_text, &v6) ||
+	    !parse_port(port_text, &port))
+		return false;
+	memset(&ss, 0, sizeof(ss));
+	if (v6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return false;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return false;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		*len = sizeof(*sin);
+	}
+	*addr = ss;
+	return true;
+}
+
+/* ------------------------------------------------------------ the service table */
+
+static uint64_t
+sid_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	return h;
+}
+
+/* The slot holding sid, or the empty slot where it belongs; index_size must be > 0. */
+static size_t
+index_slot(const struct metrics *m, const char *sid)
+{
+	size_t mask = m->index_size - 1;
+	size_t i = (size_t)sid_hash(sid) & mask;
+
+	while (m->index[i] != 0 && strcmp(m->services[m->index[i] - 1].sid, sid) != 0)
+		i = (i + 1) & mask;
+	return i;
+}
+
+/* Keeps the index at most half full. */
+static void
+index_grow(struct metrics *m)
+{
+	if ((m->n_services + 1) * 2 <= m->index_size)
+		return;
+	free(m->index);
+	m->index_size = m->index_size ? m->index_size * 2 : 16;
+	m->index = xcalloc(m->index_size, sizeof(*m->index));
+	for (size_t i = 0; i < m->n_services; i++)
+		m->index[index_slot(m, m->services[i].sid)] = (uint32_t)(i + 1);
+}
+
+/* Escapes a label value as the text format requires: backslash, double quote, line feed. */
+static bool
+needs_escape(char c)
+{
+	return c == '\\' || c == '"' || c == '\n';
+}
+
+static char *
+label_escape(const char *s)
+{
+	size_t n = 0, o = 0;
+	char *out;
+
+	for (const char *p = s; *p != '\0'; p++)
+		n += needs_escape(*p) ? 2 : 1;
+	out = xmalloc(n + 1);
+	for (; *s != '\0'; s++) {
+		if (needs_escape(*s))
+			out[o++] = '\\';
+		out[o++] = *s == '\n' ? 'n' : *s;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static struct service_stats *
+service_add(struct metrics *m, const char *sid, size_t slot)
+{
+	struct service_stats *st;
+
+	if (m->n_services == m->alloc_services) {
+		m->alloc_services = m->alloc_services ? m->alloc_services * 2 : 8;
+		m->services = xrealloc(m->services, m->alloc_services * sizeof(*m->services));
+	}
+	st = &m->services[m->n_services++];
+	memset(st, 0, sizeof(*st));
+	st->sid = xstrdup(sid);
+	st->label = label_escape(sid);
+	m->index[slot] = (uint32_t)m->n_services;
+	return st;
+}
+
+/* Finds or adds sid's entry; NULL past METRICS_MAX_SERVICES.  Call with the lock held. */
+static struct service_stats *
+service_get(struct metrics *m, const char *sid)
+{
+	size_t slot;
+
+	if (m->index_size > 0) {
+		slot = index_slot(m, sid);
+		if (m->index[slot] != 0)
+			return &m->services[m->index[slot] - 1];
+	}
+	if (m->n_services >= METRICS_MAX_SERVICES) {
+		if (!m->cap_warned) {
+			char esc[128];
+
+			log_warning("metrics: more than %d services; not tracking service \"%s\" "
+				    "or any further one",
+				    METRICS_MAX_SERVICES, log_escape(esc, sizeof(esc), sid));
+			m->cap_warned = true;
+		}
+		return NULL;
+	}
+	index_grow(m);
+	return service_add(m, sid, index_slot(m, sid));
+}
+
+/* ------------------------------------------------------------ updates */
+
+static uint64_t
+nonnegative(long v)
+{
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+static void
+count(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+void
+metrics_http_response(struct metrics *m, long status)
+{
+	enum http_class c = CLASS_ERROR;
+
+	if (m == NULL)
+		return;
+	if (status >= 200 && status < 600)
+		c = (enum http_class)(CLASS_2XX + (status / 100 - 2));
+	count(&m->http[c]);
+}
+
+void
+metrics_retry(struct metrics *m, long status)
+{
+	if (m == NULL)
+		return;
+	count(&m->retries);
+	if (status == 429)
+		count(&m->http_429);
+}
+
+void
+metrics_page(struct metrics *m, const char *service_sid, long received, long inserted,
+	     long updated, long unchanged, long deleted, long rejected)
+{
+	const long rows[N_OUTCOMES] = {
+		[ROW_RECEIVED] = received,   [ROW_INSERTED] = inserted, [ROW_UPDATED] = updated,
+		[ROW_UNCHANGED] = unchanged, [ROW_DELETED] = deleted,   [ROW_REJECTED] = rejected,
+	};
+	struct service_stats *st;
+
+	if (m == NULL || service_sid == NULL)
+		return;
+	pthread_mutex_lock(&m->lock);
+	st = service_get(m, service_sid);
+	if (st != NULL) {
+		st->pages++;
+		for (size_t i = 0; i < N_OUTCOMES; i++)
+			st->rows[i] += nonnegative(rows[i]);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
+metrics_user_done(struct metrics *m, const char *service_sid, bool ok)
+{
+	struct service_stats *st;
+
+	if (m == NULL || service_sid == NULL)
+		return;
+	pthread_mutex_lock(&m->lock);
+	st = service_get(m, service_sid);
+	if (st != NULL && ok)
+		st->users_ok++;
+	else if (st != NULL)
+		st->users_failed++;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
+metrics_sweep_started(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	atomic_store_explicit(&m->sweep_in_progress, true, memory_order_relaxed);
+}
+
+void
+metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
+		       const char *const *ok_services, size_t n_ok_services)
+{
+	double now;
+
+	if (m == NULL)
+		return;
+	now = now_unix();
+	pthread_mutex_lock(&m->lock);
+	m->swept = true;
+	m->last_sweep_seconds = seconds;
+	for (size_t i = 0; i < n_ok_services; i++) {
+		struct service_stats *st =
+			ok_services[i] != NULL ? service_get(m, ok_services[i]) : NULL;
+
+		if (st == NULL)
+			continue;
+		st->succeeded = true;
+		st->sweep_seconds = seconds;
+		st->last_success = now;
+	}
+	pthread_mutex_unlock(&m->lock);
+	atomic_store_explicit(&m->users_failing, nonnegative(users_failed), memory_order_relaxed);
+	count(&m->sweeps);
+	atomic_store_explicit(&m->sweep_in_progress, false, memory_order_relaxed);
+}
+
+void
+metrics_db_reconnect(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	count(&m->db_reconnects);
+}
+
+/* ------------------------------------------------------------ rendering */
+
+static void emit(struct render *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+emit(struct render *r, const char *fmt, ...)
+{
+	char line[512], *big = NULL;
+	const char *text = line;
+	va_list ap;
+	int n;
+
+	if (r->failed)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		r->failed = true;
+		return;
+	}
+	if ((size_t)n >= sizeof(line)) {
+		big = xmalloc((size_t)n + 1);
+		va_start(ap, fmt);
+		vsnprintf(big, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		text = big;
+	}
+	if (!buf_append(&r->out, text, (size_t)n))
+		r->failed = true;
+	free(big);
+}
+
+static void
+family(struct render *r, const char *name, const char *type, const char *help)
+{
+	emit(r, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Shortest of %.15g and %.17g that reads back as v; Prometheus spells the specials. */
+static const char *
+format_double(char *out, size_t outsz, double v)
+{
+	if (isnan(v))
+		return "NaN";
+	if (isinf(v))
+		return v > 0 ? "+Inf" : "-Inf";
+	snprintf(out, outsz, "%.15g", v);
+	if (strtod(out, NULL) != v)
+		snprintf(out, outsz, "%.17g", v);
+	return out;
+}
+
+static void
+counter(struct render *r, const char *name, const char *help, _Atomic uint64_t *c)
+{
+	family(r, name, "counter", help);
+	emit(r, "%s %" PRIu64 "\n", name, atomic_load_explicit(c, memory_order_relaxed));
+}
+
+static void
+render_http(struct render *r, struct metrics *m)
+{
+	family(r, "chatsync_http_requests_total", "counter",
+	       "Responses from the Twilio API by status class (error: no response received)");
+	for (size_t i = 0; i < N_CLASSES; i++)
+		emit(r, "chatsync_http_requests_total{class=\"%s\"} %" PRIu64 "\n", class_names[i],
+		     atomic_load_explicit(&m->http[i], memory_order_relaxed));
+	counter(r, "chatsync_http_retries_total", "Requests retried after a retryable failure",
+		&m->retries);
+	counter(r, "chatsync_http_429_total",
+		"Retries scheduled after HTTP 429 Too Many Requests", &m->http_429);
+}
+
+static void
+render_service_counters(struct render *r, const struct service_stats *sv, size_t n)
+{
+	family(r, "chatsync_pages_total", "counter", "Pages committed to the database");
+	for (size_t i = 0; i < n; i++)
+		emit(r, "chatsync_pages_total{service=\"%s\"} %" PRIu64 "\n", sv[i].label,
+		     sv[i].pages);
+	family(r, "chatsync_rows_total", "counter",
+	       "Memberships received in committed pages, and what became of them");
+	for (size_t i = 0; i < n; i++) {
+		for (size_t o = 0; o < N_OUTCOMES; o++)
+			emit(r, "chatsync_rows_total{service=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+			     sv[i].label, outcome_names[o], sv[i].rows[o]);
+	}
+	family(r, "chatsync_user_listings_total", "counter",
+	       "Users whose listing ended in a sweep, by outcome");
+	for (size_t i = 0; i < n; i++) {
+		emit(r, "chatsync_user_listings_total{service=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+		     sv[i].label, "ok", sv[i].users_ok);
+		emit(r, "chatsync_user_listings_total{service=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+		     sv[i].label, "failed", sv[i].users_failed);
+	}
+}
+
+static void
+render_service_gauges(struct render *r, const struct service_stats *sv, size_t n)
+{
+	char num[40];
+
+	family(r, "chatsync_service_sweep_duration_seconds", "gauge",
+	       "Duration of the last sweep in which every user of the service succeeded");
+	for (size_t i = 0; i < n; i++) {
+		if (sv[i].succeeded)
+			emit(r, "chatsync_service_sweep_duration_seconds{service=\"%s\"} %s\n",
+			     sv[i].label, format_double(num, sizeof(num), sv[i].sweep_seconds));
+	}
+	family(r, "chatsync_service_last_success_timestamp_seconds", "gauge",
+	       "Unix time of the end of the last sweep in which every user of the service "
+	       "succeeded");
+	for (size_t i = 0; i < n; i++) {
+		if (sv[i].succeeded)
+			emit(r,
+			     "chatsync_service_last_success_timestamp_seconds{service=\"%s\"} %s\n",
+			     sv[i].label, format_double(num, sizeof(num), sv[i].last_success));
+	}
+}
+
+static void
+render_sweeps(struct render *r, struct metrics *m, bool swept, double last_seconds)
+{
+	char num[40];
+
+	counter(r, "chatsync_sweeps_total", "Sweeps finished", &m->sweeps);
+	family(r, "chatsync_sweep_in_progress", "gauge", "1 while a sweep is running");
+	emit(r, "chatsync_sweep_in_progress %d\n",
+	     atomic_load_explicit(&m->sweep_in_progress, memory_order_relaxed) ? 1 : 0);
+	family(r, "chatsync_last_sweep_duration_seconds", "gauge",
+	       "Duration of the last finished sweep");
+	if (swept)
+		emit(r, "chatsync_last_sweep_duration_seconds %s\n",
+		     format_double(num, sizeof(num), last_seconds));
+}
+
+/* Copies the service table and the sweep gauges under the lock; the caller frees the copy. */
+static struct service_stats *
+snapshot(struct metrics *m, size_t *n, bool *swept, double *last_seconds)
+{
+	struct service_stats *sv;
+
+	pthread_mutex_lock(&m->lock);
+	*n = m->n_services;
+	sv = xmalloc(*n * sizeof(*sv));
+	if (*n > 0)
+		memcpy(sv, m->services, *n * sizeof(*sv));
+	*swept = m->swept;
+	*last_seconds = m->last_sweep_seconds;
+	pthread_mutex_unlock(&m->lock);
+	return sv;
+}
+
+static void
+render_process(struct render *r, struct metrics *m)
+{
+	char num[40];
+
+	family(r, "chatsync_users_failing", "gauge",
+	       "Users that failed in the last finished sweep");
+	emit(r, "chatsync_users_failing %" PRIu64 "\n",
+	     atomic_load_explicit(&m->users_failing, memory_order_relaxed));
+	counter(r, "chatsync_database_reconnects_total", "Reconnections to PostgreSQL",
+		&m->db_reconnects);
+	family(r, "chatsync_start_time_seconds", "gauge", "Unix time the daemon started");
+	emit(r, "chatsync_start_time_seconds %s\n", format_double(num, sizeof(num), m->start_time));
+}
+
+/* Renders the whole exposition into r, families in a fixed order, services in first-seen order. */
+static void
+render_all(struct render *r, struct metrics *m)
+{
+	double last_seconds;
+	size_t n;
+	bool swept;
+	struct service_stats *sv = snapshot(m, &n, &swept, &last_seconds);
+
+	render_http(r, m);
+	render_service_counters(r, sv, n);
+	render_sweeps(r, m, swept, last_seconds);
+	render_service_gauges(r, sv, n);
+	render_process(r, m);
+	free(sv);
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+static enum MHD_Result
+respond(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp,
+	const char *content_type, const char *allow)
+{
+	enum MHD_Result ret;
+
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES)
+		ret = MHD_NO;
+	else if (allow != NULL &&
+		 MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
+		ret = MHD_NO;
+	else
+		ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result
+respond_text(struct MHD_Connection *conn, unsigned status, const char *text, const char *allow)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+
+	return respond(conn, status, resp, ERROR_CONTENT_TYPE, allow);
+}
+
+static enum MHD_Result
+respond_metrics(struct MHD_Connection *conn, struct metrics *m)
+{
+	struct render r = {.failed = false};
+	struct MHD_Response *resp;
+	size_t len;
+	char *body;
+
+	buf_init(&r.out, EXPOSITION_CAP);
+	render_all(&r, m);
+	if (r.failed) {
+		buf_free(&r.out);
+		log_error("metrics: could not render the exposition: more than %d bytes",
+			  EXPOSITION_CAP);
+		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "exposition too large\n",
+				    NULL);
+	}
+	len = r.out.len;
+	body = buf_take(&r.out);
+	/* MHD frees body with free() once sent, or at once if it cannot make a response. */
+	resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	return respond(conn, MHD_HTTP_OK, resp, CONTENT_TYPE, NULL);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+	   const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)req_cls;
+	if (strcmp(url, "/metrics") != 0)
+		return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+	/* MHD sends a HEAD response's headers without its body. */
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n",
+				    "GET, HEAD");
+	return respond_metrics(conn, cls);
+}
+
+/* Routes libmicrohttpd's own messages (bind failures, bad clients) to our log. */
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_warning("metrics server: %s", msg);
+}
+
+static unsigned
+sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* The bound port, read from the socket (MHD_DAEMON_INFO_BIND_PORT needs MHD 0.9.62). */
+static unsigned
+bound_port(struct MHD_Daemon *d)
+{
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (info == NULL || getsockname(info->listen_fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	return sockaddr_port(&ss);
+}
+
+static struct MHD_Daemon *
+start_daemon(struct metrics *m, const struct sockaddr_storage *addr)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+			 MHD_USE_ERROR_LOG;
+
+	if (addr->ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* The logger goes first so MHD sends it every message; the port only names it in them. */
+	return MHD_start_daemon(flags, (uint16_t)sockaddr_port(addr), NULL, NULL, &on_request, m,
+				MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, m,
+				MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
+				MHD_OPTION_END);
+}
+
+struct metrics *
+metrics_new(const char *listen)
+{
+	struct sockaddr_storage addr;
+	struct metrics *m;
+	socklen_t len;
+	char esc[128];
+
+	if (!metrics_parse_listen(listen, &addr, &len)) {
+		log_error("invalid metrics listen address \"%s\": expected a numeric IPv4 "
+			  "address or a bracketed IPv6 address, a colon and a port",
+			  log_escape(esc, sizeof(esc), listen));
+		return NULL;
+	}
+	m = xcalloc(1, sizeof(*m));
+	pthread_mutex_init(&m->lock, NULL);
+	m->start_time = now_unix();
+	m->daemon = start_daemon(m, &addr);
+	if (m->daemon == NULL) {
+		log_error("could not listen for metrics on %s", listen);
+		metrics_free(m);
+		return NULL;
+	}
+	m->port = bound_port(m->daemon);
+	log_info("serving metrics on %s (port %u) at /metrics", listen, m->port);
+	return m;
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	/* Joins the listener thread: no scrape can be running after this. */
+	if (m->daemon != NULL)
+		MHD_stop_daemon(m->daemon);
+	for (size_t i = 0; i < m->n_services; i++) {
+		free(m->services[i].sid);
+		free(m->services[i].label);
+	}
+	free(m->services);
+	free(m->index);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+unsigned
+metrics_port(const struct metrics *m)
+{
+	return m != NULL ? m->port : 0;
+}
