@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libcurl4-openssl-dev libyajl-dev libpq-dev libconfig-dev libmicrohttpd-dev
-	postgresql postgresql-client)
+	postgresql postgresql-client curl)
 # Only for sanitize, valgrind and fuzzing.
 CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind)
 

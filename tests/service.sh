@@ -119,6 +119,41 @@ sed "s|conninfo = \"\"|conninfo = \"host=$TEST_TMP/nowhere\"|" "$TEST_TMP/s.conf
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/nodb.conf" --status >/dev/null 2>&1
 is "$?" 2 "--status exits 2 when the database is unreachable"
 
+# --- metrics ----------------------------------------------------------------
+fake_start metered --channels 10 --latency-ms 40 --fault "429:$U2:2"
+port=$((20000 + RANDOM % 20000))
+PAGE_SIZE=2 SCHEMA=metered EXTRA="metrics: { listen = \"127.0.0.1:$port\"; };" \
+	write_config "$TEST_TMP/m.conf" "$U1" "$U2" "$U3"
+sed -i 's/interval = 1;/interval = 3600;/' "$TEST_TMP/m.conf"
+start_daemon "$TEST_TMP/m.conf" "$TEST_TMP/m.log"
+scrape() { curl -s "http://127.0.0.1:$port/metrics"; }
+metric() { scrape | awk -v m="$1" '$1 == m { print $2 }'; }
+wait_for '[ "$(metric chatsync_sweep_in_progress)" = 1 ]' 10
+ok $? "during a sweep, chatsync_sweep_in_progress is 1"
+mid=$(metric 'chatsync_http_requests_total{class="2xx"}')
+wait_for '[ "$(metric chatsync_sweeps_total)" = 1 ]' 20
+ok $? "after it, chatsync_sweeps_total is 1"
+ok $([ "${mid:-0}" -lt "$(metric 'chatsync_http_requests_total{class="2xx"}')" ] && echo 0 || echo 1) \
+	"counters grow while the sweep runs (${mid:-0} requests mid-sweep)"
+is "$(metric chatsync_sweep_in_progress)" 0 "and chatsync_sweep_in_progress is back to 0"
+is "$(metric 'chatsync_http_requests_total{class="2xx"}')" "$(awk -F'\t' '$1 == 200' "$FAKE_LOG" | wc -l)" \
+	"2xx responses equal the fake's log"
+is "$(metric 'chatsync_http_requests_total{class="4xx"}')" "$(awk -F'\t' '$1 == 429' "$FAKE_LOG" | wc -l)" \
+	"4xx responses equal the fake's 429s"
+is "$(metric chatsync_http_retries_total)|$(metric chatsync_http_429_total)" "2|2" "two retries, both after a 429"
+is "$(metric "chatsync_pages_total{service=\"$SERVICE_SID\"}")" 15 "15 pages (3 users x 5)"
+is "$(metric "chatsync_rows_total{service=\"$SERVICE_SID\",outcome=\"inserted\"}")" 30 "30 rows inserted"
+is "$(metric "chatsync_rows_total{service=\"$SERVICE_SID\",outcome=\"received\"}")" 30 "30 rows received"
+ts=$(metric "chatsync_service_last_success_timestamp_seconds{service=\"$SERVICE_SID\"}")
+ok $(awk -v t="${ts:-0}" -v now="$(date +%s)" 'BEGIN { exit !(t > now - 60 && t <= now + 1) }'; echo $?) \
+	"the service's last success is now ($ts)"
+is "$(metric chatsync_users_failing)" 0 "no user failing"
+is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/other")" 404 "other paths are 404"
+stop_daemon
+is "$?" 0 "the daemon with metrics stops cleanly"
+curl -s "http://127.0.0.1:$port/metrics" >/dev/null
+ok $((!$?)) "and the metrics listener is gone"
+
 # --- logging ----------------------------------------------------------------
 exec 7>"$TEST_TMP/journal.log"
 stream=$(stat -c '%d:%i' "$TEST_TMP/journal.log")
