@@ -66,7 +66,7 @@ cursor_position(struct db *db, int64_t run_id, const char *service_sid, const ch
 
 	memset(out, 0, sizeof(*out));
 	out->start = CURSOR_FIRST_PAGE;
-	res = PQexecParams(db_conn(db), sql, 2, NULL, params, NULL, NULL, 0);
+	res = db_exec_prepared(db, "cursor_position", sql, 2, params);
 	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "reading a cursor");
 	if (ok && PQntuples(res) == 1)
 		read_position(res, run_id, out);
@@ -88,7 +88,7 @@ cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *
 	snprintf(run, sizeof(run), "%" PRId64, run_id);
 	snprintf(req, sizeof(req), "%u", requests);
 	snprintf(ret, sizeof(ret), "%u", retries);
-	res = PQexecParams(db_conn(db), sql, 6, NULL, params, NULL, NULL, 0);
+	res = db_exec_prepared(db, "cursor_fail", sql, 6, params);
 	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "recording a user's failure");
 	PQclear(res);
 	return ok;

@@ -12,10 +12,14 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_PREPARED 16
+
 struct db {
 	PGconn *conn;
 	char *schema_ident;
 	const volatile sig_atomic_t *lock_stop; /* set once the writer lock is wanted */
+	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
+	size_t n_prepared;
 };
 
 /* libpq's messages end in a newline and may span lines: keep the first. */
@@ -38,14 +42,22 @@ ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
-/* Every new session: quiet notices, our schema first. */
+/*
+ * Every new session: quiet notices, our schema first, and commits that do
+ * not wait for the WAL flush.  That is safe here: a page's rows and its
+ * cursor commit together, so a commit lost in a server crash loses both, and
+ * the page is simply fetched again from the API.
+ */
 static bool
 session_setup(struct db *db)
 {
 	char *sql;
 	bool ok;
 
+	db->n_prepared = 0;
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
+	if (!db_exec(db, "SET synchronous_commit TO off"))
+		return false;
 	sql = xasprintf("SET search_path TO %s", db->schema_ident);
 	ok = db_exec(db, sql);
 	free(sql);
@@ -174,6 +186,33 @@ db_exec(struct db *db, const char *sql)
 
 	PQclear(res);
 	return ok;
+}
+
+static bool
+is_prepared(const struct db *db, const char *name)
+{
+	for (size_t i = 0; i < db->n_prepared; i++) {
+		if (db->prepared[i] == name || strcmp(db->prepared[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+PGresult *
+db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
+		 const char *const *params)
+{
+	if (!is_prepared(db, name)) {
+		PGresult *res = PQprepare(db->conn, name, sql, nparams, NULL);
+		bool ok = db_result_ok(db, res, PGRES_COMMAND_OK, "preparing a statement");
+
+		PQclear(res);
+		if (!ok)
+			return NULL;
+		if (db->n_prepared < MAX_PREPARED)
+			db->prepared[db->n_prepared++] = name;
+	}
+	return PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
 }
 
 bool

@@ -31,6 +31,14 @@ bool db_exec(struct db *db, const char *sql) __attribute__((warn_unused_result))
 bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const char *what)
 	__attribute__((warn_unused_result));
 
+/*
+ * Runs sql with params as a statement prepared once per connection under
+ * name (statements are prepared again after a reconnect).  The result is
+ * the caller's to PQclear; NULL only if preparing failed (logged).
+ */
+PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
+			   const char *const *params) __attribute__((warn_unused_result));
+
 /* True while the connection is usable. */
 bool db_connected(struct db *db);
 

@@ -39,13 +39,13 @@ is "$?" 1 "no auth token anywhere exits 1"
 # --migrate
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/good.conf" --migrate 2>"$TEST_TMP/err"
 is "$?" 0 "--migrate exits 0"
-is "$(sql "SELECT string_agg(version || ':' || name, ',') FROM chatsync.schema_migrations")" "1:001_initial" \
-	"--migrate records the applied migration"
+is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
+	"1:001_initial,2:002_listing_digest" "--migrate records the applied migrations, in order"
 is "$(sql "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'chatsync' AND table_name IN ('user_channels', 'user_channel_history', 'sync_cursors', 'sync_runs')")" 4 \
 	"--migrate creates the tables in the configured schema"
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/good.conf" --migrate 2>"$TEST_TMP/err"
 is "$?" 0 "--migrate again is a no-op"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 1 "nothing applied twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 2 "nothing applied twice"
 is "$(wc -l <"$FAKE_LOG")" 0 "--migrate makes no API request"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/good.conf" --once 2>"$TEST_TMP/err"

@@ -38,6 +38,7 @@ is "$(sql 'SELECT users_ok, users_failed, pages, rows_received, rows_inserted, r
 is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_history')" \
 	"$((CHANNELS * 3))|$((CHANNELS * 3))" "history opens one version per membership"
 is "$(sql 'SELECT count(*) FROM chatsync.sync_seen')" 0 "no listing state is left behind"
+is "$(sql 'SELECT count(listing_digest) FROM chatsync.sync_cursors')" 0 "listings of several pages keep no digest"
 
 # --- unchanged resync costs no write ----------------------------------------
 writes() {
@@ -59,6 +60,12 @@ PAGE_SIZE=1000 write_config "$TEST_TMP/big.conf" "${USERS[@]}"
 run_once "$TEST_TMP/big.conf"
 is "$?" 0 "sweep with PageSize=1000 exits 0"
 is "$(wc -l <"$FAKE_LOG")" 3 "one request per user when a page holds the whole listing"
+is "$(sql 'SELECT count(DISTINCT listing_digest) FROM chatsync.sync_cursors')" 3 \
+	"a one-page listing leaves its digest on the cursor, one per user"
+sql "UPDATE chatsync.sync_cursors SET listing_digest = 'stale'"
+run_once "$TEST_TMP/big.conf"
+is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest = 'stale'")" 0 \
+	"a listing whose digest does not match is compared row by row, and its digest renewed"
 is "$(diff_expected)" 0 "still equal to the API's data"
 is "$(writes user_channels)" "$before" "still no write for unchanged rows"
 
