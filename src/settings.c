@@ -63,6 +63,7 @@ static const struct setting_def setting_defs[] = {
 	INT("twilio", "timeout", timeout, 30, 1, 3600, true),
 	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600, true),
 	INT("twilio", "concurrency", concurrency, 8, 1, 64, true),
+	INT("twilio", "max_rps", max_rps, 0, 0, 100000, true),
 	INT("twilio", "max_retries", max_retries, 5, 0, 100, true),
 	INT("twilio", "max_backoff", max_backoff, 60, 1, 3600, true),
 	INT("twilio", "backoff_base_ms", backoff_base_ms, 500, 1, 60000, true),

@@ -27,6 +27,7 @@ struct settings {
 	int timeout;
 	int connect_timeout;
 	int concurrency;
+	int max_rps; /* 0: no cap */
 	int max_retries;
 	int max_backoff;     /* seconds */
 	int backoff_base_ms; /* first retry waits between this and twice this */

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "pacer.h"
 #include "page_parser.h"
 #include "settings.h"
 #include "url.h"
@@ -88,6 +89,7 @@ struct sweep {
 	uint64_t rng;
 	const struct sweep_hooks *hooks;
 	struct metrics *metrics;
+	struct pacer pacer;
 	struct sweep_progress progress;
 	bool *service_failed; /* per configured service, in this process's part of the sweep */
 };
@@ -215,13 +217,42 @@ fail_user(struct job *j, const char *fmt, ...)
 	job_release(j);
 }
 
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	now_monotonic(&ts);
+	return (double)ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static void
+wait_before_fetch(struct job *j, long delay_ms)
+{
+	now_monotonic(&j->retry_at);
+	j->retry_at.tv_sec += delay_ms / 1000;
+	j->retry_at.tv_nsec += (delay_ms % 1000) * 1000000;
+	if (j->retry_at.tv_nsec >= 1000000000) {
+		j->retry_at.tv_sec++;
+		j->retry_at.tv_nsec -= 1000000000;
+	}
+	j->state = JOB_WAITING;
+}
+
 static void
 fetch_page(struct job *j)
 {
 	const struct settings *s = j->sw->s;
+	long wait;
 
 	if (j->page_no > (unsigned)s->max_pages) {
 		fail_user(j, "listing has more than %d pages (limits.max_pages)", s->max_pages);
+		return;
+	}
+	wait = pacer_take(&j->sw->pacer, now_ms());
+	if (wait > 0) {
+		/* twilio.max_rps: this request waits for its turn. */
+		wait_before_fetch(j, wait);
 		return;
 	}
 	if (j->n_fetched < LOOP_MEMORY)
@@ -336,16 +367,12 @@ schedule_retry(struct job *j, const struct http_result *res)
 
 	j->retries++;
 	metrics_retry(j->sw->metrics, res->status);
+	if (res->status == 429 && pacer_throttled(&j->sw->pacer, now_ms()))
+		log_info("the API is throttling: at most %u users in flight for now",
+			 j->sw->pacer.limit);
 	log_info("service %s user \"%s\" page %u: %s; retry %u of %d in %.1f s", j->service_sid,
 		 j->user_esc, j->page_no, res->error, j->attempts, s->max_retries, delay / 1000.0);
-	now_monotonic(&j->retry_at);
-	j->retry_at.tv_sec += delay / 1000;
-	j->retry_at.tv_nsec += (delay % 1000) * 1000000;
-	if (j->retry_at.tv_nsec >= 1000000000) {
-		j->retry_at.tv_sec++;
-		j->retry_at.tv_nsec -= 1000000000;
-	}
-	j->state = JOB_WAITING;
+	wait_before_fetch(j, delay);
 }
 
 /* The API refused a resumed page URL (expired page token): list again from page 1, once. */
@@ -394,8 +421,10 @@ on_done(void *arg, const struct http_result *res)
 		metrics_http_response(j->sw->metrics, res->transport_error ? 0 : res->status);
 	if (*j->sw->stop || j->sw->db_lost || j->sw->auth_failed)
 		job_release(j);
-	else if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted)
+	else if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted) {
+		pacer_success(&j->sw->pacer);
 		page_received(j);
+	}
 	else if (res->aborted && page_parser_error(j->parser)[0] != '\0')
 		fail_user(j, "could not parse page %u: %s", j->page_no, page_parser_error(j->parser));
 	else if (res->status == 401 || res->status == 403)
@@ -451,13 +480,24 @@ may_start_work(const struct sweep *sw)
 	return !*sw->stop && !sw->db_lost && !sw->auth_failed;
 }
 
-/* Gives idle jobs the next users that have work in this sweep. */
+static size_t
+busy_jobs(const struct sweep *sw)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sw->n_jobs; i++)
+		n += job_busy(&sw->jobs[i]);
+	return n;
+}
+
+/* Gives idle jobs the next users that have work, up to the pacer's limit. */
 static void
 fill_jobs(struct sweep *sw)
 {
 	const struct settings *s = sw->s;
+	size_t busy = busy_jobs(sw);
 
-	for (size_t i = 0; i < sw->n_jobs; i++) {
+	for (size_t i = 0; i < sw->n_jobs && busy < sw->pacer.limit; i++) {
 		struct job *j = &sw->jobs[i];
 
 		while (!job_busy(j) && may_start_work(sw) && sw->next_service < s->n_services) {
@@ -469,7 +509,8 @@ fill_jobs(struct sweep *sw)
 				sw->next_user = 0;
 				sw->next_service++;
 			}
-			start_user(j, service_index, svc->sid, user);
+			if (start_user(j, service_index, svc->sid, user))
+				busy++;
 		}
 	}
 }
@@ -645,6 +686,7 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 	bool resumed;
 
 	sw.metrics = hooks != NULL ? hooks->metrics : NULL;
+	pacer_init(&sw.pacer, (unsigned)s->concurrency, s->max_rps, now_ms());
 	now_monotonic(&t0);
 	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
 	if (!cursor_begin_run(db, &sw.run_id, &resumed))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Pacing: twilio.max_rps caps the request rate; 429s cut the number of users
+# in flight, which grows back after successes.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+users=()
+for i in $(seq -w 1 30); do users+=("rate-user-$i"); done
+
+fake_start api --channels 3
+timed_run() { # timed_run CONF: one sweep; sets RC and MS (wall time)
+	local t0
+	t0=$(date +%s%N)
+	run_once "$1"
+	RC=$?
+	MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+CONCURRENCY=8 PAGE_SIZE=1000 write_config "$TEST_TMP/free.conf" "${users[@]}"
+timed_run "$TEST_TMP/free.conf"
+free_ms=$MS
+is "$RC" 0 "30 users without a rate cap"
+CONCURRENCY=8 PAGE_SIZE=1000 SCHEMA=capped write_config "$TEST_TMP/capped.conf" "${users[@]}"
+sed -i 's/  concurrency = 8;/  concurrency = 8;\n  max_rps = 10;/' "$TEST_TMP/capped.conf"
+timed_run "$TEST_TMP/capped.conf"
+capped_ms=$MS
+is "$RC" 0 "30 users with max_rps = 10"
+# A full bucket lets 10 go at once; the other 20 need 2 s at 10/s.
+ok $([ "$capped_ms" -ge 1900 ] && echo 0 || echo 1) "max_rps = 10 spreads 30 requests over >= 1.9 s (${capped_ms} ms; ${free_ms} ms without)"
+ok $([ "$capped_ms" -lt 5000 ] && echo 0 || echo 1) "and not much longer (< 5 s)"
+is "$(sql 'SELECT count(*) FROM capped.user_channels')" 90 "every row landed"
+
+# Every user's first request is throttled once.
+fake_stop
+fake_start throttled --channels 3 --fault '429:*:1'
+CONCURRENCY=8 PAGE_SIZE=1000 SCHEMA=throttled write_config "$TEST_TMP/t.conf" "${users[@]}"
+: >"$TEST_TMP/chatsyncd.log"
+run_once "$TEST_TMP/t.conf"
+is "$?" 0 "a sweep through a burst of 429s completes"
+grep -q 'the API is throttling: at most 4 users in flight' "$TEST_TMP/chatsyncd.log"
+ok $? "the first 429s halve the users in flight (8 -> 4)"
+is "$(sql 'SELECT count(*) FROM throttled.user_channels')" 90 "every row landed"
+is "$(sql 'SELECT http_retries FROM throttled.sync_runs')" 30 "each user retried once"
+
+done_testing
