@@ -95,6 +95,27 @@ cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *
 }
 
 bool
+cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+		  const char *error)
+{
+	static const char sql[] =
+		"INSERT INTO sync_cursors AS c (service_sid, user_sid, run_id, state, last_error, "
+		"last_error_at) VALUES ($1, $2, $4::bigint, 'running', $3, now()) "
+		"ON CONFLICT (service_sid, user_sid) DO UPDATE SET last_error = EXCLUDED.last_error, "
+		"last_error_at = EXCLUDED.last_error_at, updated_at = now()";
+	char run[24];
+	const char *params[4] = {service_sid, user, error, run};
+	PGresult *res;
+	bool ok;
+
+	snprintf(run, sizeof(run), "%" PRId64, run_id);
+	res = db_exec_prepared(db, "cursor_note_error", sql, 4, params);
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK, "recording an error");
+	PQclear(res);
+	return ok;
+}
+
+bool
 cursor_finish_run(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 		  struct run_totals *out)
 {

@@ -37,6 +37,13 @@ bool cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const c
 		 const char *error, unsigned requests, unsigned retries)
 	__attribute__((warn_unused_result));
 
+/*
+ * Records an error on the user's cursor without ending its part in the
+ * sweep run_id (so a resumed sweep tries it again).
+ */
+bool cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+		       const char *error) __attribute__((warn_unused_result));
+
 struct run_totals {
 	long users_ok, users_failed, pages;
 	long received, inserted, updated, unchanged, deleted, rejected;

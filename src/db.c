@@ -215,6 +215,17 @@ db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
 	return PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
 }
 
+const char *
+db_last_error(struct db *db)
+{
+	static char line[256];
+	const char *msg = PQerrorMessage(db->conn);
+
+	if (strncmp(msg, "ERROR:  ", 8) == 0)
+		msg += 8;
+	return first_line(msg, line, sizeof(line));
+}
+
 bool
 db_connected(struct db *db)
 {

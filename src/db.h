@@ -39,6 +39,9 @@ bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const
 PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
 			   const char *const *params) __attribute__((warn_unused_result));
 
+/* The first line of the connection's last error message (borrowed until the next call). */
+const char *db_last_error(struct db *db);
+
 /* True while the connection is usable. */
 bool db_connected(struct db *db);
 

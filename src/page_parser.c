@@ -37,6 +37,7 @@ enum target {
 	T_LINKS,
 	T_NEXT_URL,
 	T_META_KEY,
+	T_META_URL,
 	T_STR_FIRST, /* string fields of an entry, index into row_str[] */
 	T_INT_LCMI = T_STR_FIRST + 8,
 	T_INT_UNREAD,
@@ -92,6 +93,8 @@ struct page_parser {
 	bool saw_channels, saw_meta, meta_key_ok;
 	struct buf next_url;
 	bool has_next_url;
+	struct buf self_url; /* meta.url: the page as the API names it */
+	bool has_self_url;
 	size_t rows;
 
 	char error[256];
@@ -207,6 +210,7 @@ wrong_type(struct page_parser *p, const char *what)
 		return fail(p, "meta.next_page_url is %s, not a string", what);
 	case T_SKIP:
 	case T_META_KEY:
+	case T_META_URL:
 		return 1;
 	default:
 		if (p->row_reject == NULL)
@@ -302,6 +306,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	} else if (p->target == T_NEXT_URL) {
 		dst = &p->next_url;
 		p->has_next_url = true;
+	} else if (p->target == T_META_URL) {
+		dst = &p->self_url;
+		p->has_self_url = true;
 	} else if (p->target == T_META_KEY) {
 		p->meta_key_ok = len == 8 && memcmp(s, "channels", 8) == 0;
 		return 1;
@@ -429,6 +436,8 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 			p->target = T_NEXT_URL;
 		else if (key_is(key, len, "key"))
 			p->target = T_META_KEY;
+		else if (key_is(key, len, "url"))
+			p->target = T_META_URL;
 		break;
 	default:
 		break;
@@ -460,6 +469,7 @@ page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row, voi
 	for (int i = 0; i < RS_COUNT; i++)
 		buf_init(&p->str[i], limits->max_string);
 	buf_init(&p->next_url, limits->max_string);
+	buf_init(&p->self_url, limits->max_string);
 	page_parser_reset(p);
 	return p;
 }
@@ -474,6 +484,7 @@ page_parser_free(struct page_parser *p)
 	for (int i = 0; i < RS_COUNT; i++)
 		buf_free(&p->str[i]);
 	buf_free(&p->next_url);
+	buf_free(&p->self_url);
 	free(p);
 }
 
@@ -496,6 +507,8 @@ page_parser_reset(struct page_parser *p)
 	p->meta_key_ok = true;
 	p->has_next_url = false;
 	buf_reset(&p->next_url);
+	p->has_self_url = false;
+	buf_reset(&p->self_url);
 	p->rows = 0;
 	p->error[0] = '\0';
 	p->failed = false;
@@ -574,6 +587,12 @@ const char *
 page_parser_next_url(const struct page_parser *p)
 {
 	return p->has_next_url ? buf_str(&p->next_url) : NULL;
+}
+
+const char *
+page_parser_self_url(const struct page_parser *p)
+{
+	return p->has_self_url ? buf_str(&p->self_url) : NULL;
 }
 
 size_t

@@ -51,6 +51,9 @@ const char *page_parser_error(const struct page_parser *p);
 /* After a successful finish: meta.next_page_url, or NULL on the last page (borrowed). */
 const char *page_parser_next_url(const struct page_parser *p);
 
+/* After a successful finish: meta.url, the page's own URL as the API names it, or NULL (borrowed). */
+const char *page_parser_self_url(const struct page_parser *p);
+
 /* Entries seen so far, usable or not. */
 size_t page_parser_rows(const struct page_parser *p);
 

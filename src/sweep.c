@@ -166,6 +166,13 @@ url_hash(const char *url)
 	return h;
 }
 
+static void
+remember_fetched(struct job *j, const char *url)
+{
+	if (j->n_fetched < LOOP_MEMORY)
+		j->fetched[j->n_fetched++] = url_hash(url);
+}
+
 static bool
 already_fetched(const struct job *j, const char *url)
 {
@@ -255,8 +262,7 @@ fetch_page(struct job *j)
 		wait_before_fetch(j, wait);
 		return;
 	}
-	if (j->n_fetched < LOOP_MEMORY)
-		j->fetched[j->n_fetched++] = url_hash(j->url);
+	remember_fetched(j, j->url);
 	page_parser_reset(j->parser);
 	page_batch_reset(j->batch);
 	j->rejected = 0;
@@ -327,6 +333,9 @@ page_received(struct job *j)
 		return;
 	}
 	next = page_parser_next_url(j->parser);
+	/* The API may name this page differently from the URL we asked for. */
+	if (page_parser_self_url(j->parser) != NULL)
+		remember_fetched(j, page_parser_self_url(j->parser));
 	if (!next_url_ok(j, next))
 		return;
 	if (!commit_page(j, next)) {
@@ -336,7 +345,7 @@ page_received(struct job *j)
 			job_release(j);
 			return;
 		}
-		fail_user(j, "could not store page %u", j->page_no);
+		fail_user(j, "could not store page %u: %s", j->page_no, db_last_error(j->sw->db));
 		return;
 	}
 	if (next == NULL) {
@@ -402,11 +411,10 @@ auth_failed(struct job *j, const struct http_result *res)
 		  res->error);
 	sw->auth_failed = true;
 	sw->service_failed[j->service_index] = true;
-	if (!cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed",
-			 j->requests, j->retries) &&
+	/* Not this user's fault: the sweep stays open and tries it again first. */
+	if (!cursor_note_error(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed") &&
 	    !db_connected(sw->db))
 		sw->db_lost = true;
-	j->requests = j->retries = 0;
 	job_release(j);
 }
 

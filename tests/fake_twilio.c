@@ -417,6 +417,7 @@ enum fault_kind {
 	FAULT_429R,
 	FAULT_500,
 	FAULT_503,
+	FAULT_400,
 	FAULT_403,
 	FAULT_404,
 	FAULT_MALFORMED,
@@ -450,6 +451,7 @@ static const struct {
 	{ "429r", FAULT_429R, MATCH_COUNT, false },
 	{ "500", FAULT_500, MATCH_COUNT, false },
 	{ "503", FAULT_503, MATCH_COUNT, false },
+	{ "400", FAULT_400, MATCH_COUNT, false },
 	{ "403", FAULT_403, MATCH_COUNT, false },
 	{ "cut", FAULT_CUT, MATCH_COUNT, false },
 	{ "404", FAULT_404, MATCH_ALWAYS, false },
@@ -551,14 +553,15 @@ usage(FILE *out)
 	      "  --threads N             worker threads when latency is 0 (default 4)\n"
 	      "  --log FILE              append status, user, page, target per request\n"
 	      "  --fault KIND:USER:ARG   inject a fault (repeatable; USER may be '*'):\n"
-	      "                          429, 429r, 500, 503, 403, cut with ARG = number of\n"
+	      "                          429, 429r, 500, 503, 400, 403, cut with ARG = number of\n"
 	      "                          requests, or N@PAGE for the first N requests of PAGE;\n"
 	      "                          404 (ARG ignored); malformed, shape, nometa, truncate,\n"
 	      "                          redirect, badrow, oddstatus, loop, foreign, deep,\n"
 	      "                          longstr with ARG = page or '*'\n"
-	      "                          (cut: truncate by count; redirect: 302 to " FOREIGN_HOST "\n"
-	      "                          on the same port; deep: an entry nested " STR(DEEP_NESTING) "\n"
-	      "                          levels; longstr: an entry with a " STR(LONG_STRING_BYTES) "-byte string)\n"
+	      "                          400: an expired PageToken; cut: a transfer cut short;\n"
+	      "                          redirect: 302 to " FOREIGN_HOST " on the same port;\n"
+	      "                          deep: an entry nested " STR(DEEP_NESTING) " levels deep;\n"
+	      "                          longstr: an entry with a " STR(LONG_STRING_BYTES) "-byte string\n"
 	      "  --fault-rate KIND=P[,KIND=P]  random 429/500/503 with probability P\n"
 	      "  --fault-seed N          seed of the random faults (default 0)\n"
 	      "  --extra-fields          add unknown fields to entries and meta\n"
@@ -1416,6 +1419,8 @@ respond_status_fault(struct exchange *ex, unsigned status, bool retry_after)
 		return respond_error(ex, status, 20500, "Service Unavailable", NULL, NULL);
 	case MHD_HTTP_FORBIDDEN:
 		return respond_error(ex, status, 20403, "Forbidden", NULL, NULL);
+	case MHD_HTTP_BAD_REQUEST:
+		return respond_error(ex, status, 21481, "Invalid PageToken", NULL, NULL);
 	default:
 		return respond_error(ex, status, 20500, "Internal Server Error", NULL, NULL);
 	}
@@ -1971,6 +1976,8 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 		return respond_status_fault(ex, MHD_HTTP_SERVICE_UNAVAILABLE, false);
 	case FAULT_403:
 		return respond_status_fault(ex, MHD_HTTP_FORBIDDEN, false);
+	case FAULT_400:
+		return respond_status_fault(ex, MHD_HTTP_BAD_REQUEST, false);
 	case FAULT_REDIRECT:
 		return respond_redirect(ex);
 	case FAULT_404:
