@@ -231,3 +231,17 @@ db_connected(struct db *db)
 {
 	return PQstatus(db->conn) == CONNECTION_OK;
 }
+
+bool
+db_alive(struct db *db)
+{
+	PGresult *res;
+	bool ok;
+
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		return false;
+	res = PQexec(db->conn, "SELECT 1");
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	PQclear(res);
+	return ok && PQstatus(db->conn) == CONNECTION_OK;
+}

@@ -42,8 +42,15 @@ PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int
 /* The first line of the connection's last error message (borrowed until the next call). */
 const char *db_last_error(struct db *db);
 
-/* True while the connection is usable. */
+/* True while the connection is usable, as far as libpq knows. */
 bool db_connected(struct db *db);
+
+/*
+ * After a statement failed: true if the connection still answers (so the
+ * failure was the statement's own), false if it is lost.  Costs a round
+ * trip, so call it only on failure.
+ */
+bool db_alive(struct db *db);
 
 /*
  * Reopens a lost connection with the same parameters, and takes the writer

@@ -219,7 +219,7 @@ fail_user(struct job *j, const char *fmt, ...)
 	if (cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, reason, j->requests,
 			j->retries))
 		j->requests = j->retries = 0;
-	else if (!db_connected(sw->db))
+	else if (!db_alive(sw->db))
 		sw->db_lost = true;
 	job_release(j);
 }
@@ -339,13 +339,16 @@ page_received(struct job *j)
 	if (!next_url_ok(j, next))
 		return;
 	if (!commit_page(j, next)) {
-		if (!db_connected(j->sw->db)) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", db_last_error(j->sw->db));
+		if (!db_alive(j->sw->db)) {
 			/* Rolled back; the page is fetched again once the database is back. */
 			j->sw->db_lost = true;
 			job_release(j);
 			return;
 		}
-		fail_user(j, "could not store page %u: %s", j->page_no, db_last_error(j->sw->db));
+		fail_user(j, "could not store page %u: %s", j->page_no, why);
 		return;
 	}
 	if (next == NULL) {
@@ -413,7 +416,7 @@ auth_failed(struct job *j, const struct http_result *res)
 	sw->service_failed[j->service_index] = true;
 	/* Not this user's fault: the sweep stays open and tries it again first. */
 	if (!cursor_note_error(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed") &&
-	    !db_connected(sw->db))
+	    !db_alive(sw->db))
 		sw->db_lost = true;
 	job_release(j);
 }
@@ -458,7 +461,7 @@ start_user(struct job *j, size_t service_index, const char *service_sid, const c
 	struct cursor_position pos;
 
 	if (!cursor_position(sw->db, sw->run_id, service_sid, user, &pos)) {
-		sw->db_lost = !db_connected(sw->db);
+		sw->db_lost = !db_alive(sw->db);
 		return false;
 	}
 	if (pos.start == CURSOR_SKIP)

@@ -336,8 +336,12 @@ grep -q "reconnected to the database" "$CHATSYNCD_LOG"
 ok $? "pgrestart: it logged the reconnect"
 P2=$(log_lines)
 extra=$((P2 - P0 - REF_PAGES))
-((extra >= 0 && extra <= 1))
-ok $? "pgrestart: $((P2 - P0)) requests = $REF_PAGES pages + $extra (at most the page whose commit was lost)"
+# chatsyncd commits with synchronous_commit off: an immediate stop of the
+# server may lose the commits of its last wal_writer_delay (200 ms, so about
+# ten 20 ms pages) together with their cursors; those pages are fetched
+# again.  Nothing is lost or duplicated: the tables are checked below.
+((extra >= 0 && extra <= 12))
+ok $? "pgrestart: $((P2 - P0)) requests = $REF_PAGES pages + $extra (the page in flight, and those whose asynchronous commit the crash lost)"
 is "$(pairs "$P0" "$P2")" "$REF_PAIRS" "pgrestart: every page of every listing fetched, none other"
 check_final pgrestart "pgrestart"
 diag "total $((SECONDS - t0)) s"
