@@ -20,6 +20,7 @@ struct db {
 	const volatile sig_atomic_t *lock_stop; /* set once the writer lock is wanted */
 	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
 	size_t n_prepared;
+	bool busy; /* an asynchronous statement is in flight */
 };
 
 /* libpq's messages end in a newline and may span lines: keep the first. */
@@ -55,6 +56,7 @@ session_setup(struct db *db)
 	bool ok;
 
 	db->n_prepared = 0;
+	db->busy = false;
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
 	if (!db_exec(db, "SET synchronous_commit TO off"))
 		return false;
@@ -198,21 +200,78 @@ is_prepared(const struct db *db, const char *name)
 	return false;
 }
 
+static bool
+prepare_once(struct db *db, const char *name, const char *sql, int nparams)
+{
+	PGresult *res;
+	bool ok;
+
+	if (is_prepared(db, name))
+		return true;
+	res = PQprepare(db->conn, name, sql, nparams, NULL);
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK, "preparing a statement");
+	PQclear(res);
+	if (ok && db->n_prepared < MAX_PREPARED)
+		db->prepared[db->n_prepared++] = name;
+	return ok;
+}
+
 PGresult *
 db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
 		 const char *const *params)
 {
-	if (!is_prepared(db, name)) {
-		PGresult *res = PQprepare(db->conn, name, sql, nparams, NULL);
-		bool ok = db_result_ok(db, res, PGRES_COMMAND_OK, "preparing a statement");
-
-		PQclear(res);
-		if (!ok)
-			return NULL;
-		if (db->n_prepared < MAX_PREPARED)
-			db->prepared[db->n_prepared++] = name;
-	}
+	if (!prepare_once(db, name, sql, nparams))
+		return NULL;
 	return PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
+}
+
+bool
+db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
+		 const char *const *params)
+{
+	char msg[512];
+
+	if (!prepare_once(db, name, sql, nparams))
+		return false;
+	if (!PQsendQueryPrepared(db->conn, name, nparams, params, NULL, NULL, 0)) {
+		log_error("could not send a statement: %s",
+			  first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
+		return false;
+	}
+	db->busy = true;
+	return true;
+}
+
+bool
+db_busy(const struct db *db)
+{
+	return db->busy;
+}
+
+int
+db_socket(const struct db *db)
+{
+	return PQsocket(db->conn);
+}
+
+bool
+db_collect(struct db *db, bool wait, PGresult **res)
+{
+	PGresult *extra;
+
+	*res = NULL;
+	if (!db->busy)
+		return false;
+	if (!wait && (!PQconsumeInput(db->conn) || PQisBusy(db->conn))) {
+		if (PQstatus(db->conn) == CONNECTION_OK)
+			return false;
+	}
+	/* One result per statement; read on to the end so the connection is idle again. */
+	*res = PQgetResult(db->conn);
+	for (extra = PQgetResult(db->conn); extra != NULL; extra = PQgetResult(db->conn))
+		PQclear(extra);
+	db->busy = false;
+	return true;
 }
 
 const char *

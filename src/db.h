@@ -42,6 +42,29 @@ PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int
 /* The first line of the connection's last error message (borrowed until the next call). */
 const char *db_last_error(struct db *db);
 
+/*
+ * Asynchronous use, for the page writer: sends a prepared statement (it is
+ * prepared first, synchronously, the first time on each connection) and
+ * returns at once.  One statement at a time; false if it could not be sent
+ * (logged).
+ */
+bool db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
+		      const char *const *params) __attribute__((warn_unused_result));
+
+/* True while a statement sent with db_send_prepared has not been collected. */
+bool db_busy(const struct db *db);
+
+/* The socket to wait on while busy (for poll). */
+int db_socket(const struct db *db);
+
+/*
+ * Collects the result of the statement in flight if it has arrived, without
+ * waiting (wait = false) or waiting for it (wait = true).  Returns false
+ * while it has not arrived.  *res is then the caller's to PQclear; NULL if
+ * the connection failed.
+ */
+bool db_collect(struct db *db, bool wait, PGresult **res);
+
 /* True while the connection is usable, as far as libpq knows. */
 bool db_connected(struct db *db);
 

@@ -332,15 +332,16 @@ finish_transfer(struct http *h, CURL *easy, CURLcode code)
 }
 
 void
-http_run(struct http *h, int timeout_ms)
+http_run(struct http *h, int timeout_ms, int extra_fd)
 {
+	struct curl_waitfd extra = {.fd = extra_fd, .events = CURL_WAIT_POLLIN};
 	CURLMsg *msg;
 	int running, left;
 
 	curl_multi_perform(h->multi, &running);
-	/* With no transfer running this simply sleeps for timeout_ms. */
 	if (!(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
-		curl_multi_poll(h->multi, NULL, 0, timeout_ms, NULL);
+		curl_multi_poll(h->multi, extra_fd >= 0 ? &extra : NULL, extra_fd >= 0 ? 1 : 0,
+				timeout_ms, NULL);
 	curl_multi_perform(h->multi, &running);
 	for (msg = curl_multi_info_read(h->multi, &left); msg != NULL;
 	     msg = curl_multi_info_read(h->multi, &left)) {

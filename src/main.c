@@ -201,7 +201,8 @@ apply_log_settings(const struct settings *s, int verbose)
 struct daemon {
 	const struct options *o;
 	struct settings *s;
-	struct db *db;
+	struct db *db;	   /* cursors, the writer lock */
+	struct db *writer; /* page commits */
 	struct http *http;
 	struct metrics *metrics; /* NULL when metrics.listen is empty */
 	struct timespec last_status;
@@ -250,7 +251,7 @@ sweep_once(struct daemon *d)
 	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
 
 	memset(&d->last_status, 0, sizeof(d->last_status));
-	return sweep_run(d->s, d->db, d->http, &stop_requested, &hooks);
+	return sweep_run(d->s, d->db, d->writer, d->http, &stop_requested, &hooks);
 }
 
 /* SIGHUP: a fresh, valid configuration replaces the old one; a bad one changes nothing. */
@@ -351,7 +352,8 @@ run_daemon(struct daemon *d)
 			reload(d);
 		}
 		clock_gettime(CLOCK_MONOTONIC, &start);
-		if (db_connected(d->db) || db_reconnect(d->db))
+		if ((db_connected(d->db) || db_reconnect(d->db)) &&
+		    (db_connected(d->writer) || db_reconnect(d->writer)))
 			sweep_once(d);
 		wait_for_next_sweep(d, &start, &rng);
 	}
@@ -379,6 +381,9 @@ run_sync(struct daemon *d)
 
 	if (!db_lock_writer(d->db, &stop_requested))
 		return stop_requested ? EXIT_OK : EXIT_DATABASE;
+	d->writer = db_open(d->s->conninfo, d->s->schema);
+	if (d->writer == NULL)
+		return EXIT_DATABASE;
 	d->http = http_for(d->s);
 	if (d->http == NULL)
 		return EXIT_DATABASE;
@@ -415,6 +420,7 @@ run(struct daemon *d)
 		code = run_sync(d);
 	metrics_free(d->metrics);
 	http_free(d->http);
+	db_close(d->writer);
 	db_close(d->db);
 	return code;
 }

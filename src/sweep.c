@@ -46,8 +46,9 @@ struct sweep;
 
 enum job_state {
 	JOB_IDLE,
-	JOB_FETCHING, /* a request is in flight */
-	JOB_WAITING,  /* backing off before retrying the page */
+	JOB_FETCHING,	/* a request is in flight */
+	JOB_WAITING,	/* backing off before retrying the page */
+	JOB_COMMITTING, /* the page is queued for the writer or being committed */
 };
 
 /* One user's listing in progress. */
@@ -68,7 +69,8 @@ struct job {
 	unsigned requests; /* not yet counted in the run */
 	unsigned retries;  /* not yet counted in the run */
 	unsigned rejected;
-	uint64_t *fetched; /* hashes of the pages fetched in this listing */
+	char *pending_next; /* while committing: the page's next_page_url, NULL on the last */
+	uint64_t *fetched;  /* hashes of the pages fetched in this listing */
 	size_t n_fetched;
 	struct page_parser *parser;
 	struct page_batch *batch;
@@ -77,6 +79,7 @@ struct job {
 struct sweep {
 	const struct settings *s;
 	struct db *db;
+	struct db *wdb; /* commits pages asynchronously */
 	struct http *http;
 	const volatile sig_atomic_t *stop;
 	int64_t run_id;
@@ -92,6 +95,9 @@ struct sweep {
 	struct pacer pacer;
 	struct sweep_progress progress;
 	bool *service_failed; /* per configured service, in this process's part of the sweep */
+	struct job **queue;   /* jobs whose page waits for the writer, oldest first */
+	size_t queued;
+	struct job *writing; /* the job whose page the writer is committing */
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -143,15 +149,33 @@ job_busy(const struct job *j)
 	return j->state != JOB_IDLE;
 }
 
+static void
+unqueue(struct sweep *sw, struct job *j)
+{
+	for (size_t i = 0; i < sw->queued; i++) {
+		if (sw->queue[i] == j) {
+			memmove(&sw->queue[i], &sw->queue[i + 1], (sw->queued - i - 1) * sizeof(j));
+			sw->queued--;
+			return;
+		}
+	}
+}
+
 /* Ends the job's part in this sweep; what it has not counted yet is kept for the run. */
 static void
 job_release(struct job *j)
 {
 	j->sw->uncounted_requests += j->requests;
 	j->requests = j->retries = 0;
+	if (j->state == JOB_COMMITTING) {
+		unqueue(j->sw, j);
+		if (j->sw->writing == j)
+			j->sw->writing = NULL; /* its result is read and dropped */
+	}
 	free(j->url);
 	free(j->first_url);
-	j->url = j->first_url = NULL;
+	free(j->pending_next);
+	j->url = j->first_url = j->pending_next = NULL;
 	j->n_fetched = 0;
 	j->state = JOB_IDLE;
 }
@@ -273,32 +297,102 @@ fetch_page(struct job *j)
 	}
 }
 
-static bool
-commit_page(struct job *j, const char *next)
-{
-	struct writer_page page = {
-		.run_id = j->sw->run_id,
-		.service_sid = j->service_sid,
-		.user = j->user,
-		.first_page = j->first_page,
-		.next_url = next,
-		.rejected = j->rejected,
-		.requests = j->requests,
-		.retries = j->retries,
-	};
-	struct writer_counts counts;
+static bool may_start_work(const struct sweep *sw);
 
-	if (!writer_commit_page(j->sw->db, j->batch, &page, &counts))
-		return false;
-	j->sw->progress.pages++;
-	metrics_page(j->sw->metrics, j->service_sid, (long)(page_batch_rows(j->batch) + j->rejected),
-		     counts.inserted, counts.updated, counts.unchanged, counts.deleted, j->rejected);
+/* A commit failed: the database is gone (the page is fetched again later), or the page was refused. */
+static void
+commit_failed(struct job *j, const char *why)
+{
+	if (!db_alive(j->sw->wdb)) {
+		j->sw->db_lost = true;
+		job_release(j);
+		return;
+	}
+	fail_user(j, "could not store page %u: %s", j->page_no, why);
+}
+
+/* Hands the oldest queued page to the writer if it is free. */
+static void
+pump_writer(struct sweep *sw)
+{
+	while (sw->queued > 0 && !db_busy(sw->wdb) && !sw->db_lost) {
+		struct job *j = sw->queue[0];
+		struct writer_page page = {
+			.run_id = sw->run_id,
+			.service_sid = j->service_sid,
+			.user = j->user,
+			.first_page = j->first_page,
+			.next_url = j->pending_next,
+			.rejected = j->rejected,
+			.requests = j->requests,
+			.retries = j->retries,
+		};
+
+		unqueue(sw, j);
+		if (writer_send_page(sw->wdb, j->batch, &page)) {
+			sw->writing = j;
+			return;
+		}
+		commit_failed(j, db_last_error(sw->wdb));
+	}
+}
+
+/* The writer committed j's page: move on to the next page, or finish. */
+static void
+page_committed(struct job *j, const struct writer_counts *counts)
+{
+	struct sweep *sw = j->sw;
+
+	sw->progress.pages++;
+	metrics_page(sw->metrics, j->service_sid, (long)(page_batch_rows(j->batch) + j->rejected),
+		     counts->inserted, counts->updated, counts->unchanged, counts->deleted,
+		     j->rejected);
 	j->requests = j->retries = 0;
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
 		  "%ld unchanged, %ld deleted, %u rejected",
 		  j->service_sid, j->user_esc, j->page_no, page_batch_rows(j->batch),
-		  counts.inserted, counts.updated, counts.unchanged, counts.deleted, j->rejected);
-	return true;
+		  counts->inserted, counts->updated, counts->unchanged, counts->deleted, j->rejected);
+	if (j->pending_next == NULL) {
+		metrics_user_done(sw->metrics, j->service_sid, true);
+		job_release(j);
+		return;
+	}
+	if (!may_start_work(sw)) {
+		job_release(j);
+		return;
+	}
+	free(j->url);
+	j->url = j->pending_next;
+	j->pending_next = NULL;
+	j->first_page = false;
+	j->page_no++;
+	j->attempts = 0;
+	fetch_page(j);
+}
+
+/* Reads the writer's result if it has come (or waits for it), and feeds it the next page. */
+static void
+poll_writer(struct sweep *sw, bool wait)
+{
+	struct writer_counts counts;
+	struct job *j;
+	PGresult *res;
+	char why[256];
+
+	if (!db_collect(sw->wdb, wait, &res))
+		return;
+	j = sw->writing;
+	sw->writing = NULL;
+	if (j == NULL) {
+		PQclear(res); /* the job was released meanwhile */
+	} else if (writer_page_result(sw->wdb, res, &counts)) {
+		j->state = JOB_FETCHING; /* leaves the commit states before moving on */
+		page_committed(j, &counts);
+	} else {
+		snprintf(why, sizeof(why), "%s", db_last_error(sw->wdb));
+		commit_failed(j, why);
+	}
+	pump_writer(sw);
 }
 
 /* Checks the next page's URL before the page is committed. */
@@ -338,30 +432,11 @@ page_received(struct job *j)
 		remember_fetched(j, page_parser_self_url(j->parser));
 	if (!next_url_ok(j, next))
 		return;
-	if (!commit_page(j, next)) {
-		char why[256];
-
-		snprintf(why, sizeof(why), "%s", db_last_error(j->sw->db));
-		if (!db_alive(j->sw->db)) {
-			/* Rolled back; the page is fetched again once the database is back. */
-			j->sw->db_lost = true;
-			job_release(j);
-			return;
-		}
-		fail_user(j, "could not store page %u: %s", j->page_no, why);
-		return;
-	}
-	if (next == NULL) {
-		metrics_user_done(j->sw->metrics, j->service_sid, true);
-		job_release(j);
-		return;
-	}
-	free(j->url);
-	j->url = xstrdup(next);
-	j->first_page = false;
-	j->page_no++;
-	j->attempts = 0;
-	fetch_page(j);
+	free(j->pending_next);
+	j->pending_next = xstrdup(next);
+	j->state = JOB_COMMITTING;
+	j->sw->queue[j->sw->queued++] = j;
+	pump_writer(j->sw);
 }
 
 static bool
@@ -587,6 +662,16 @@ nap(struct sweep *sw, long ms)
  * back.  Reconnect with backoff, then go over the users again: the cursors
  * say who is done and where each listing stands.
  */
+/* Drops every page waiting for the writer or being committed on a lost connection. */
+static void
+abandon_commits(struct sweep *sw)
+{
+	for (size_t i = 0; i < sw->n_jobs; i++) {
+		if (sw->jobs[i].state == JOB_COMMITTING)
+			job_release(&sw->jobs[i]);
+	}
+}
+
 static bool
 recover_database(struct sweep *sw)
 {
@@ -595,7 +680,7 @@ recover_database(struct sweep *sw)
 		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->rng));
 		if (*sw->stop)
 			break;
-		if (db_reconnect(sw->db)) {
+		if (db_reconnect(sw->db) && db_reconnect(sw->wdb)) {
 			metrics_db_reconnect(sw->metrics);
 			sw->db_lost = false;
 			sw->next_service = sw->next_user = 0;
@@ -688,10 +773,11 @@ jobs_free(struct sweep *sw)
 }
 
 enum sweep_result
-sweep_run(const struct settings *s, struct db *db, struct http *http,
+sweep_run(const struct settings *s, struct db *db, struct db *writer, struct http *http,
 	  const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
 {
-	struct sweep sw = {.s = s, .db = db, .http = http, .stop = stop, .hooks = hooks};
+	struct sweep sw = {.s = s, .db = db, .wdb = writer, .http = http, .stop = stop,
+			   .hooks = hooks};
 	enum sweep_result result;
 	struct timespec t0;
 	bool resumed;
@@ -708,21 +794,32 @@ sweep_run(const struct settings *s, struct db *db, struct http *http,
 		 sw.progress.users_total);
 	jobs_init(&sw);
 	sw.service_failed = xcalloc(s->n_services, sizeof(bool));
+	sw.queue = xcalloc(sw.n_jobs, sizeof(struct job *));
 	metrics_sweep_started(sw.metrics);
 	for (;;) {
 		long wait;
 
+		if (sw.db_lost)
+			abandon_commits(&sw);
 		if (sw.db_lost && !*stop && http_pending(http) == 0 && !recover_database(&sw))
 			break;
 		fill_jobs(&sw);
+		pump_writer(&sw);
 		wait = run_due_retries(&sw, 200);
-		if (!any_busy(&sw) && http_pending(http) == 0 && !(sw.db_lost && !*stop))
+		if (!any_busy(&sw) && http_pending(http) == 0 && !db_busy(sw.wdb) &&
+		    !(sw.db_lost && !*stop))
 			break;
-		http_run(http, (int)(wait > 0 ? wait : 0));
+		http_run(http, (int)(wait > 0 ? wait : 0), db_busy(sw.wdb) ? db_socket(sw.wdb) : -1);
+		if (db_busy(sw.wdb))
+			poll_writer(&sw, false);
 		tick(&sw);
 	}
+	/* A commit still in flight (after a stop) is let finish, so the connection is idle. */
+	while (db_busy(sw.wdb))
+		poll_writer(&sw, true);
 	result = finish(&sw, &t0);
 	jobs_free(&sw);
 	free(sw.service_failed);
+	free(sw.queue);
 	return result;
 }

@@ -184,12 +184,10 @@ read_counts(const PGresult *res, struct writer_counts *out)
 }
 
 bool
-writer_commit_page(struct db *db, struct page_batch *b, const struct writer_page *page,
-		   struct writer_counts *out)
+writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *page)
 {
 	char run_id[24], rejected[16], requests[16], retries[16], digest[33];
 	const char *params[17];
-	PGresult *res;
 	bool ok;
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
@@ -211,12 +209,20 @@ writer_commit_page(struct db *db, struct page_batch *b, const struct writer_page
 	params[15] = retries;
 	batch_digest(b, digest);
 	params[16] = digest;
-	res = db_exec_prepared(db, "sync_page", sync_page_sql, 17, params);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "writing a page");
+	/* libpq copies the parameters into its output buffer before this returns. */
+	ok = db_send_prepared(db, "sync_page", sync_page_sql, 17, params);
+	for (int i = 0; i < COL_COUNT; i++)
+		b->col[i].data[--b->col[i].len] = '\0';
+	return ok;
+}
+
+bool
+writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK, "writing a page") && PQntuples(res) == 1;
+
 	if (ok)
 		read_counts(res, out);
 	PQclear(res);
-	for (int i = 0; i < COL_COUNT; i++)
-		b->col[i].data[--b->col[i].len] = '\0';
 	return ok;
 }

@@ -11,6 +11,7 @@
 
 #include "membership.h"
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,8 +42,20 @@ struct writer_counts {
 	long inserted, updated, unchanged, deleted;
 };
 
-/* Commits the batch as described by page.  Logs and returns false on failure (nothing written). */
-bool writer_commit_page(struct db *db, struct page_batch *b, const struct writer_page *page,
-			struct writer_counts *out) __attribute__((warn_unused_result));
+/*
+ * Sends the batch, as described by page, to be committed on db without
+ * waiting (see db_send_prepared); the batch may be reused at once.  False if
+ * it could not be sent.
+ */
+bool writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *page)
+	__attribute__((warn_unused_result));
+
+/*
+ * Reads the outcome of a page sent with writer_send_page from its result
+ * (collected with db_collect; this function clears it).  Logs and returns
+ * false if the page was not committed.
+ */
+bool writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
+	__attribute__((warn_unused_result));
 
 #endif
