@@ -44,8 +44,8 @@ ignore_notice(void *arg, const char *message)
 }
 
 /*
- * Every new session: quiet notices, our schema first, and commits that do
- * not wait for the WAL flush.  That is safe here: a page's rows and its
+ * Every new session: quiet notices, our schema first, fresh plans, and
+ * commits that do not wait for the WAL flush.  That is safe here: a page's rows and its
  * cursor commit together, so a commit lost in a server crash loses both, and
  * the page is simply fetched again from the API.
  */
@@ -59,6 +59,12 @@ session_setup(struct db *db)
 	db->busy = false;
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
 	if (!db_exec(db, "SET synchronous_commit TO off"))
+		return false;
+	/*
+	 * Plan every statement with the tables as they are now: a generic plan
+	 * cached while the tables were empty would scan them whole as they grow.
+	 */
+	if (!db_exec(db, "SET plan_cache_mode TO force_custom_plan"))
 		return false;
 	sql = xasprintf("SET search_path TO %s", db->schema_ident);
 	ok = db_exec(db, sql);
