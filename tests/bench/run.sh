@@ -1,0 +1,566 @@
+#!/bin/bash
+# tests/bench/run.sh - benchmark chatsyncd against two Node.js reference syncs.
+#
+# For each scenario, on the same fake-API data and with a fresh database per
+# tool, runs (1) chatsyncd --once, (2) ref_naive.js, (3) ref_pooled.js, each
+# twice: an initial load into an empty schema, then an unchanged resync.
+# Measures wall time, CPU, peak RSS, HTTP requests, PostgreSQL's CPU, rows
+# written and WAL; checks every run's table against the fake's data; writes
+# a markdown report.  See tests/bench/README.md.
+set -eu -o pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "$here/../.." && pwd)
+. "$top/tests/services.sh" # PG_BINDIR, as_pg_user, fake_api_start
+
+: "${top_builddir:=$top}" # make bench passes the build tree
+CHATSYNCD=${CHATSYNCD:-$top_builddir/src/chatsyncd}
+FAKE_TWILIO=${FAKE_TWILIO:-$top_builddir/tests/fake_twilio}
+ACCOUNT_SID=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+SERVICE_SID=IS0123456789abcdef0123456789ABCDEF
+AUTH_TOKEN=bench-token-$RANDOM$RANDOM
+TIME=/usr/bin/time
+
+usage() {
+	cat <<'EOF'
+usage: tests/bench/run.sh [OPTION]...
+Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.md).
+
+  --scenario NAME       latency, cpu or all (default all)
+                          latency: 10000 users x 20 channels, 50 ms per response
+                          cpu:      2000 users x 500 channels, no latency
+  --quick               small sizes: latency 200 x 20, cpu 100 x 500 (ref2 on 20 users)
+  --users N             users (overrides the scenario's)
+  --channels M          channels per user (overrides the scenario's)
+  --latency-ms L        the fake API's delay per response (overrides the scenario's)
+  --page-size P         PageSize of every tool (default 1000)
+  --concurrency C       chatsyncd's twilio.concurrency (default 16)
+  --ref-concurrency R   reference 3's users in flight and pg pool size (default 16)
+  --ref2-users N        run reference 2 on the first N users only and extrapolate
+                        its wall time, CPU and requests to all users (0: all users);
+                        latency=N,cpu=M sets it per scenario
+  --ref-async-commit    the references' sessions use synchronous_commit=off, as
+                        chatsyncd's does (default: they commit synchronously)
+  --skip-ref2           do not run reference 2 (the slow one)
+  --skip-ref3           do not run reference 3
+  --fake-threads N      the fake API's worker threads when latency is 0 (default 2)
+  --out FILE            the markdown report (default tests/bench/results.md)
+  --keep                keep the scratch folder (cluster, logs) under /tmp
+  -h, --help            this help
+EOF
+}
+
+scenarios=all
+quick=0
+o_users= o_channels= o_latency= o_ref2_users=
+page_size=1000
+concurrency=16
+ref_concurrency=16
+skip_ref2=0
+ref_async=0
+skip_ref3=0
+fake_threads=2
+out=$here/results.md
+keep=0
+
+need_arg() { [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 1; }; }
+is_count() { [[ $1 =~ ^[0-9]+$ ]] || { echo "run.sh: $2 must be a number, not \"$1\"" >&2; exit 1; }; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--scenario) need_arg "$@"; scenarios=$2; shift ;;
+	--quick) quick=1 ;;
+	--users) need_arg "$@"; is_count "$2" "$1"; o_users=$2; shift ;;
+	--channels) need_arg "$@"; is_count "$2" "$1"; o_channels=$2; shift ;;
+	--latency-ms) need_arg "$@"; is_count "$2" "$1"; o_latency=$2; shift ;;
+	--page-size) need_arg "$@"; is_count "$2" "$1"; page_size=$2; shift ;;
+	--concurrency) need_arg "$@"; is_count "$2" "$1"; concurrency=$2; shift ;;
+	--ref-concurrency) need_arg "$@"; is_count "$2" "$1"; ref_concurrency=$2; shift ;;
+	--ref2-users)
+		need_arg "$@"
+		[[ $2 =~ ^([0-9]+|((latency|cpu)=[0-9]+,?)+)$ ]] ||
+			{ echo "run.sh: --ref2-users takes N or latency=N,cpu=M" >&2; exit 1; }
+		o_ref2_users=$2
+		shift
+		;;
+	--skip-ref2) skip_ref2=1 ;;
+	--ref-async-commit) ref_async=1 ;;
+	--skip-ref3) skip_ref3=1 ;;
+	--fake-threads) need_arg "$@"; is_count "$2" "$1"; fake_threads=$2; shift ;;
+	--out) need_arg "$@"; out=$2; shift ;;
+	--keep) keep=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "run.sh: unknown option \"$1\"" >&2; usage >&2; exit 1 ;;
+	esac
+	shift
+done
+
+case $scenarios in
+all) scenarios="latency cpu" ;;
+latency | cpu) ;;
+*) echo "run.sh: --scenario must be latency, cpu or all" >&2; exit 1 ;;
+esac
+if [ "$page_size" -lt 1 ] || [ "$page_size" -gt 1000 ]; then
+	echo "run.sh: --page-size must be 1..1000" >&2; exit 1
+fi
+if [ "$concurrency" -lt 1 ] || [ "$concurrency" -gt 64 ] || [ "$ref_concurrency" -lt 1 ]; then
+	echo "run.sh: --concurrency must be 1..64 and --ref-concurrency at least 1" >&2; exit 1
+fi
+case $out in /*) ;; *) out=$PWD/$out ;; esac
+
+die() {
+	echo "run.sh: $*" >&2
+	exit 1
+}
+
+# ------------------------------------------------------------ prerequisites
+
+[ -x "$CHATSYNCD" ] || die "$CHATSYNCD not built: cd $top && make -j2"
+[ -x "$FAKE_TWILIO" ] || die "$FAKE_TWILIO not built: cd $top && make tests/fake_twilio"
+[ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] || die "PostgreSQL server binaries not found (PG_BINDIR)"
+[ -x "$TIME" ] || die "$TIME is missing: apt-get install time"
+command -v node >/dev/null || die "node is missing: apt-get install nodejs npm"
+command -v psql >/dev/null || die "psql is missing: apt-get install postgresql-client"
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+	die "running as root and there is no postgres user to run the server"
+fi
+if [ ! -d "$here/node_modules/twilio" ] || [ ! -d "$here/node_modules/pg" ]; then
+	echo "# installing the references' npm packages (npm ci in $here)"
+	(cd "$here" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in $here"
+fi
+
+WORK=$(mktemp -d /tmp/chatsync-bench.XXXXXX)
+chmod 755 "$WORK"
+# Private copies, so that a rebuild during the benchmark does not change what is measured.
+cp -p "$CHATSYNCD" "$WORK/chatsyncd"
+cp -p "$FAKE_TWILIO" "$WORK/fake_twilio"
+CHATSYNCD=$WORK/chatsyncd FAKE_TWILIO=$WORK/fake_twilio
+GIT_REV="git $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?') at the start;
+	binary built $(date -u -r "$CHATSYNCD" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$CHATSYNCD" | cut -c 1-12)"
+PG_DIR=$WORK/pg
+FAKE_PID=
+finished=0
+
+cleanup() {
+	if [ -n "$FAKE_PID" ]; then
+		kill "$FAKE_PID" 2>/dev/null || true
+		wait "$FAKE_PID" 2>/dev/null || true
+	fi
+	if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+		as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
+	if [ "$keep" = 1 ] || [ "$finished" = 0 ]; then
+		echo "# scratch folder kept: $WORK" >&2
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------ PostgreSQL, durable
+
+# Unlike the tests' cluster (tests/services.sh), this one keeps PostgreSQL's
+# default durability: fsync, synchronous_commit and full_page_writes on.
+# (initdb -N only skips syncing initdb's own files.)
+bench_pg_start() {
+	mkdir -p "$PG_DIR"
+	if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PG_DIR"; fi
+	as_pg_user "$PG_BINDIR/initdb" -D "$PG_DIR/data" -A trust -N -U postgres --no-instructions \
+		>"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+	as_pg_user "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+		-o "-c listen_addresses='' -k $PG_DIR" start >/dev/null ||
+		{ cat "$PG_DIR/server.log" >&2; return 1; }
+	export PGHOST=$PG_DIR PGUSER=postgres PGDATABASE=postgres
+	export PGOPTIONS="-c client_min_messages=warning"
+	unset PGPORT PGPASSWORD PGSERVICE PGSSLMODE 2>/dev/null || true
+}
+
+# q DB SQL: one query, unaligned, tuples only
+q() {
+	psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"
+}
+
+bench_pg_start || die "could not start PostgreSQL"
+CLK_TCK=$(getconf CLK_TCK)
+
+# node's start-up with both libraries (the second of two runs, warm), counted
+# once when ref2's run on a subset is extrapolated
+for i in 1 2; do
+	"$TIME" -f '%e %U %S' -o "$WORK/node-start.time" \
+		node -e "require('$here/node_modules/twilio'); require('$here/node_modules/pg')"
+done
+read -r NODE_START_WALL NODE_START_U NODE_START_S <"$WORK/node-start.time"
+NODE_START_CPU=$(awk -v u="$NODE_START_U" -v s="$NODE_START_S" 'BEGIN { print u + s }')
+PG_SETTINGS=$(q postgres "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+	WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
+	               'shared_buffers', 'max_wal_size', 'checkpoint_timeout')")
+[ "$(q postgres 'SHOW fsync')" = on ] && [ "$(q postgres 'SHOW synchronous_commit')" = on ] ||
+	die "PostgreSQL is not at its durable defaults: $PG_SETTINGS"
+
+# PostgreSQL's CPU so far, in clock ticks: the postmaster, the children it has
+# reaped (backends that ended) and the children still running.
+pg_cpu_ticks() {
+	local pm total=0 pid f
+	pm=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+	for pid in "$pm" $(pgrep -P "$pm" || true); do
+		# fields after "(comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+		f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+		set -- $f
+		total=$((total + ${12} + ${13} + ${14} + ${15}))
+	done
+	echo "$total"
+}
+
+# Waits until no session is connected to database $1 (their stats are then flushed).
+wait_sessions_gone() {
+	local i
+	for i in $(seq 200); do
+		[ "$(q postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'")" = 0 ] && return 0
+		sleep 0.05
+	done
+	die "sessions of database $1 did not end"
+}
+
+# Tuples inserted, updated and deleted in all tables of database $1 so far.
+tuples_written() {
+	q "$1" "SELECT pg_stat_clear_snapshot();
+		SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables" | tail -n 1
+}
+
+# ------------------------------------------------------------ data
+
+# The user list: US + 32 hex digits of 1..N (so the first k users sort first).
+user_sid() { printf 'US%032x' "$1"; }
+
+# fingerprint DB TABLE [WHERE]: "rows hashsum" of the ten synced columns.
+fingerprint() {
+	q "$1" "SELECT count(*) || ' ' || coalesce(sum(hashtextextended(ROW(service_sid, user_sid,
+		channel_sid, account_sid, member_sid, status, last_consumed_message_index,
+		unread_messages_count, channel_url, member_url)::text, 0)::numeric), 0)
+		FROM $2 ${3:+WHERE $3}"
+}
+
+# Loads the fake's data for every user into database bench_expected.
+load_expected() {
+	q postgres "DROP DATABASE IF EXISTS bench_expected" >/dev/null
+	q postgres "CREATE DATABASE bench_expected" >/dev/null
+	q bench_expected "CREATE TABLE expected (service_sid text, user_sid text, channel_sid text,
+		account_sid text, member_sid text, status text, last_consumed_message_index bigint,
+		unread_messages_count bigint, channel_url text, member_url text)" >/dev/null
+	sed 's/^/--dump\n/' "$USERS_FILE" |
+		xargs -d '\n' -n 2000 "$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" \
+			--channels "$channels" --seed 1 |
+		psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected FROM STDIN"
+}
+
+write_chatsyncd_config() {
+	local file=$1 db=$2
+	{
+		cat <<CONF
+# written by tests/bench/run.sh
+twilio: {
+  base_url = "$FAKE_URL";
+  account_sid = "$ACCOUNT_SID";
+  page_size = $page_size;
+  timeout = 120;
+  concurrency = $concurrency;
+};
+database: { conninfo = "host=$PG_DIR user=postgres dbname=$db"; schema = "chatsync"; };
+log: { level = "info"; };
+sync: {
+  interval = 3600;
+  services = ( { sid = "$SERVICE_SID"; users = [
+CONF
+		sed 's/.*/    "&",/; $ s/,$//' "$USERS_FILE"
+		echo '  ]; } );'
+		echo '};'
+	} >"$file"
+}
+
+# ------------------------------------------------------------ one run
+
+declare -A R # results: R[scenario/tool/phase/field]
+
+# run_tool SCENARIO TOOL PHASE: runs one tool once against its database and records R[...].
+run_tool() {
+	local scen=$1 tool=$2 phase=$3 db=bench_$2 n_users=$users conc cmd=() log
+	local tf="$WORK/$scen-$tool-$phase.time" req0 req1 cpu0 cpu1 wal0 wal1 tup0 tup1 status
+	local pgopts=$PGOPTIONS
+	[ "$ref_async" = 1 ] && pgopts+=" -c synchronous_commit=off"
+	log="$WORK/$scen-$tool-$phase.log"
+	case $tool in
+	chatsyncd)
+		conc=$concurrency
+		write_chatsyncd_config "$WORK/$scen.conf" "$db"
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen.conf" --once)
+		;;
+	ref2)
+		conc=1
+		n_users=$ref2_users
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/ref_naive.js"
+			--base-url "$FAKE_URL" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID"
+			--users "$USERS_FILE" --page-size "$page_size" --limit-users "$n_users")
+		;;
+	ref3)
+		conc=$ref_concurrency
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/ref_pooled.js"
+			--base-url "$FAKE_URL" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID"
+			--users "$USERS_FILE" --page-size "$page_size" --concurrency "$conc")
+		;;
+	esac
+	if [ "$phase" = initial ]; then
+		q postgres "DROP DATABASE IF EXISTS $db" >/dev/null
+		q postgres "CREATE DATABASE $db" >/dev/null
+	fi
+	q postgres "CHECKPOINT" >/dev/null
+	req0=$(wc -l <"$FAKE_LOG")
+	cpu0=$(pg_cpu_ticks)
+	wal0=$(q postgres "SELECT pg_current_wal_lsn()")
+	tup0=$(tuples_written "$db")
+
+	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" "$tool" "$phase" "$n_users"
+	status=0
+	"$TIME" -f '%e %U %S %M' -o "$tf" "${cmd[@]}" >"$log" 2>&1 || status=$?
+	wait_sessions_gone "$db"
+	req1=$(wc -l <"$FAKE_LOG")
+	cpu1=$(pg_cpu_ticks)
+	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
+	tup1=$(tuples_written "$db")
+	if [ "$status" -ne 0 ]; then
+		echo "FAILED"
+		tail -n 20 "$log" >&2
+		die "$tool ($scen, $phase) exited with status $status; log: $log"
+	fi
+
+	local wall ucpu scpu rss rows
+	read -r wall ucpu scpu rss < <(tail -n 1 "$tf")
+	rows=$((n_users * channels))
+	verify_run "$scen" "$tool" "$phase" "$db" "$n_users" "$req0" "$req1" "$log"
+
+	local k=$scen/$tool/$phase
+	R[$k/users]=$n_users
+	R[$k/rows]=$rows
+	R[$k/conc]=$conc
+	R[$k/wall]=$wall
+	R[$k/cpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN { printf "%.2f", u + s }')
+	R[$k/dbcpu]=$(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
+	R[$k/rss]=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
+	R[$k/req]=$((req1 - req0))
+	R[$k/written]=$((tup1 - tup0))
+	R[$k/wal]=$(awk -v b="$wal1" 'BEGIN { printf "%.1f", b / 1048576 }')
+	echo "${wall} s, ${R[$k/cpu]} s CPU, ${R[$k/dbcpu]} s PostgreSQL CPU, ${R[$k/rss]} MB," \
+		"${R[$k/req]} requests, ${R[$k/written]} tuples written"
+}
+
+# Fails loudly unless the tool's table holds exactly the fake's rows and the
+# fake served exactly the expected requests, all with status 200.
+verify_run() {
+	local scen=$1 tool=$2 phase=$3 db=$4 n_users=$5 req0=$6 req1=$7 log=$8
+	local table=ref.user_channels want got where= pages bad
+	[ "$tool" = chatsyncd ] && table=chatsync.user_channels
+	[ "$n_users" -lt "$users" ] && where="user_sid <= '$(user_sid "$n_users")'"
+	want=$(fingerprint bench_expected expected "$where")
+	got=$(fingerprint "$db" "$table")
+	if [ "${got%% *}" != $((n_users * channels)) ]; then
+		die "$tool ($scen, $phase): $table holds ${got%% *} rows, not $n_users x $channels = $((n_users * channels)); log: $log"
+	fi
+	[ "$got" = "$want" ] || die "$tool ($scen, $phase): $table differs from the fake's data ($got, want $want)"
+	pages=$(((channels + page_size - 1) / page_size))
+	[ "$pages" -ge 1 ] || pages=1
+	[ $((req1 - req0)) -eq $((n_users * pages)) ] ||
+		die "$tool ($scen, $phase): $((req1 - req0)) requests, expected $n_users x $pages"
+	bad=$(tail -n +$((req0 + 1)) "$FAKE_LOG" | head -n $((req1 - req0)) | awk -F'\t' '$1 != 200' | wc -l)
+	[ "$bad" -eq 0 ] || die "$tool ($scen, $phase): $bad requests were not answered 200 (see $FAKE_LOG)"
+	if [ "$tool" = chatsyncd ]; then
+		local run
+		run=$(q "$db" "SELECT users_ok, users_failed, rows_inserted, rows_updated, rows_unchanged
+			FROM chatsync.sync_runs WHERE finished_at IS NOT NULL ORDER BY run_id DESC LIMIT 1")
+		if [ "$phase" = initial ]; then want="$n_users|0|$((n_users * channels))|0|0"; else want="$n_users|0|0|0|$((n_users * channels))"; fi
+		[ "$run" = "$want" ] ||
+			die "chatsyncd ($scen, $phase): sync_runs says ok|failed|inserted|updated|unchanged = $run, want $want"
+	fi
+}
+
+# ------------------------------------------------------------ one scenario
+
+run_scenario() {
+	local scen=$1 i tool phase
+	case $scen in
+	latency) users=10000 channels=20 latency=50 ;;
+	cpu) users=2000 channels=500 latency=0 ;;
+	esac
+	ref2_users=0
+	if [ "$quick" = 1 ]; then
+		case $scen in
+		latency) users=200 ;;
+		cpu) users=100 ref2_users=20 ;;
+		esac
+	fi
+	users=${o_users:-$users}
+	channels=${o_channels:-$channels}
+	latency=${o_latency:-$latency}
+	case ${o_ref2_users:-} in
+	'') ;;
+	*=*) [[ ,$o_ref2_users, =~ ,$scen=([0-9]+), ]] && ref2_users=${BASH_REMATCH[1]} ;;
+	*) ref2_users=$o_ref2_users ;;
+	esac
+	[ "$users" -ge 1 ] || die "--users must be at least 1"
+	if [ "$ref2_users" -eq 0 ] || [ "$ref2_users" -gt "$users" ]; then ref2_users=$users; fi
+
+	USERS_FILE=$WORK/$scen.users
+	for i in $(seq "$users"); do user_sid "$i"; echo; done >"$USERS_FILE"
+
+	FAKE_LOG=$WORK/$scen.requests
+	: >"$FAKE_LOG"
+	fake_api_start "$FAKE_TWILIO" "$WORK" "fake-$scen" --account-sid "$ACCOUNT_SID" \
+		--auth-token "$AUTH_TOKEN" --channels "$channels" --seed 1 --latency-ms "$latency" \
+		--threads "$fake_threads" --log "$FAKE_LOG" || die "could not start the fake API"
+	echo "# scenario $scen: $users users x $channels channels, ${latency} ms latency, page size $page_size," \
+		"fake API at $FAKE_URL"
+	load_expected || die "could not load the expected data"
+
+	S[$scen]="$users $channels $latency $ref2_users"
+	for tool in chatsyncd ref2 ref3; do
+		[ "$tool" = ref2 ] && [ "$skip_ref2" = 1 ] && continue
+		[ "$tool" = ref3 ] && [ "$skip_ref3" = 1 ] && continue
+		for phase in initial resync; do
+			run_tool "$scen" "$tool" "$phase"
+		done
+	done
+
+	kill "$FAKE_PID"
+	wait "$FAKE_PID" 2>/dev/null || true
+	FAKE_PID=
+}
+
+# ------------------------------------------------------------ report
+
+fmt() { awk -v x="$1" -v f="$2" 'BEGIN { printf f, x }'; }
+
+# ratio A B: A / B, two decimals
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (b <= 0) { printf "n/a"; exit }
+		r = a / b
+		if (r >= 10) printf "%.0f", r; else if (r >= 0.1) printf "%.2f", r; else printf "%.2g", r
+	}'
+}
+
+tool_label() {
+	case $1 in
+	chatsyncd) echo "chatsyncd (C=$concurrency)" ;;
+	ref2) echo "ref2 naive (sequential)" ;;
+	ref3) echo "ref3 pooled (R=$ref_concurrency)" ;;
+	esac
+}
+
+# The row of one run; ref2 on a subset is extrapolated to all users.
+report_row() {
+	local scen=$1 tool=$2 phase=$3 k=$1/$2/$3 f=1 note= wall cpu dbcpu req written wal ideal vs
+	local users channels latency ref2_users
+	read -r users channels latency ref2_users <<<"${S[$scen]}"
+	[ -n "${R[$k/wall]:-}" ] || return 0
+	if [ "${R[$k/users]}" -lt "$users" ]; then
+		f=$(awk -v a="$users" -v b="${R[$k/users]}" 'BEGIN { print a / b }')
+		note=" *extrapolated ×$(fmt "$f" %.0f) from ${R[$k/users]} users*"
+		extrapolated=1
+	fi
+	# node's start-up (loading the libraries) happens once, however many users
+	wall=$(fmt "$(awk -v w="${R[$k/wall]}" -v f="$f" -v s="$NODE_START_WALL" \
+		'BEGIN { if (s > w) s = w; print s + (w - s) * f }')" %.2f)
+	cpu=$(fmt "$(awk -v w="${R[$k/cpu]}" -v f="$f" -v s="$NODE_START_CPU" \
+		'BEGIN { if (s > w) s = w; print s + (w - s) * f }')" %.2f)
+	dbcpu=$(fmt "$(awk -v w="${R[$k/dbcpu]}" -v f="$f" 'BEGIN { print w * f }')" %.2f)
+	req=$(fmt "$(awk -v w="${R[$k/req]}" -v f="$f" 'BEGIN { print w * f }')" %.0f)
+	written=$(fmt "$(awk -v w="${R[$k/written]}" -v f="$f" 'BEGIN { print w * f }')" %.0f)
+	wal=$(fmt "$(awk -v w="${R[$k/wal]}" -v f="$f" 'BEGIN { print w * f }')" %.1f)
+	R[$k/xwall]=$wall R[$k/xcpu]=$cpu R[$k/xdbcpu]=$dbcpu
+	vs=-
+	if [ "$latency" -gt 0 ]; then
+		ideal=$(awk -v r="$req" -v l="$latency" -v c="${R[$k/conc]}" 'BEGIN { printf "%.2f", r * l / 1000 / c }')
+		vs="$(ratio "$wall" "$ideal") × ($ideal s)"
+	fi
+	printf '| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+		"$(tool_label "$tool")" "$note" "$phase" "$((users * channels))" "$wall" \
+		"$(fmt "$(awk -v r="${R[$k/rows]}" -v w="${R[$k/wall]}" 'BEGIN { print (w > 0 ? r / w : 0) }')" %.0f)" \
+		"$cpu" "$dbcpu" "${R[$k/rss]}" "$req" "$written" "$wal" "$vs"
+}
+
+# "chatsyncd ÷ other" comparison lines of one phase.
+report_ratios() {
+	local scen=$1 phase=$2 c=$1/chatsyncd/$2 o
+	[ -n "${R[$c/wall]:-}" ] || return 0
+	o=$scen/ref2/$phase
+	if [ -n "${R[$o/xwall]:-}" ]; then
+		echo "- $phase, chatsyncd ÷ ref2: wall $(ratio "${R[$c/wall]}" "${R[$o/xwall]}")" \
+			"(ref2 takes $(ratio "${R[$o/xwall]}" "${R[$c/wall]}")× as long)"
+	fi
+	o=$scen/ref3/$phase
+	if [ -n "${R[$o/xwall]:-}" ]; then
+		echo "- $phase, chatsyncd ÷ ref3: wall $(ratio "${R[$c/wall]}" "${R[$o/xwall]}")," \
+			"CPU $(ratio "${R[$c/cpu]}" "${R[$o/xcpu]}")," \
+			"CPU incl. PostgreSQL $(ratio "$(awk -v a="${R[$c/cpu]}" -v b="${R[$c/dbcpu]}" 'BEGIN { print a + b }')" \
+				"$(awk -v a="${R[$o/xcpu]}" -v b="${R[$o/xdbcpu]}" 'BEGIN { print a + b }')")," \
+			"peak RSS $(ratio "${R[$c/rss]}" "${R[$o/rss]}")"
+	fi
+}
+
+report() {
+	local scen users channels latency ref2_users phase tool
+	echo "# chatsyncd benchmark"
+	echo
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "- machine: $(nproc) CPUs, $(grep -m 1 'model name' /proc/cpuinfo | sed 's/.*: //')," \
+		"$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM," \
+		"Linux $(uname -r), /tmp on $(df -P /tmp | awk 'NR == 2 { print $1 }')" \
+		"($(findmnt -no FSTYPE --target /tmp 2>/dev/null || echo '?'))"
+	echo "- software: $("$CHATSYNCD" --version 2>&1 | head -n 1)" \
+		"($GIT_REV)," \
+		"$("$PG_BINDIR/postgres" --version), node $(node --version)," \
+		"twilio $(node -p "require('$here/node_modules/twilio/package.json').version")," \
+		"pg $(node -p "require('$here/node_modules/pg/package.json').version")"
+	echo "- PostgreSQL: $PG_SETTINGS (defaults; unix socket only)"
+	echo "- options: page size $page_size, chatsyncd concurrency $concurrency, ref3 concurrency" \
+		"$ref_concurrency, fake API threads $fake_threads (when latency is 0)$([ "$quick" = 1 ] && echo ', --quick')"
+	local cs_commit
+	cs_commit=$(grep -a -o -m 1 'SET synchronous_commit TO [a-z]*' "$CHATSYNCD" | head -n 1 || true)
+	echo "- commits: chatsyncd $([ -n "$cs_commit" ] && echo "runs \"$cs_commit\" in its session" || echo 'uses the server default');" \
+		"the references commit $([ "$ref_async" = 1 ] && echo 'with synchronous_commit=off too (--ref-async-commit)' || echo 'synchronously (the server default)')"
+	for scen in $scenarios; do
+		[ -n "${S[$scen]:-}" ] || continue
+		read -r users channels latency ref2_users <<<"${S[$scen]}"
+		echo
+		echo "## Scenario $scen: $users users × $channels channels = $((users * channels)) rows, ${latency} ms per response"
+		echo
+		echo "| tool | run | rows | wall s | rows/s | CPU s | PostgreSQL CPU s | peak RSS MB | HTTP requests | tuples written | WAL MB | wall ÷ ideal |"
+		echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		for tool in chatsyncd ref2 ref3; do
+			for phase in initial resync; do
+				report_row "$scen" "$tool" "$phase"
+			done
+		done
+		echo
+		for phase in initial resync; do
+			report_ratios "$scen" "$phase"
+		done
+	done
+	echo
+	if [ "$extrapolated" = 1 ]; then
+		echo "*Extrapolated*: ref2 ran on the first N users only. Its wall time and CPU are node's start-up"
+		echo "(${NODE_START_WALL} s, ${NODE_START_CPU} s CPU, measured once) plus the rest × users ÷ N; PostgreSQL"
+		echo "CPU, requests, tuples written and WAL are × users ÷ N; rows/s and peak RSS are as measured."
+		echo
+	fi
+	echo "Columns are explained in tests/bench/README.md. Every run was checked: its table holds"
+	echo "exactly users × channels rows, equal to the fake API's data, and the fake answered exactly"
+	echo "one request per user and page, all with status 200."
+}
+
+declare -A S # S[scenario] = "users channels latency ref2_users"
+extrapolated=0
+for scen in $scenarios; do
+	run_scenario "$scen"
+done
+report | tee "$out"
+echo "# report written to $out"
+finished=1
