@@ -119,6 +119,25 @@ sed "s|conninfo = \"\"|conninfo = \"host=$TEST_TMP/nowhere\"|" "$TEST_TMP/s.conf
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/nodb.conf" --status >/dev/null 2>&1
 is "$?" 2 "--status exits 2 when the database is unreachable"
 
+# --- a sweep longer than the interval ---------------------------------------
+stop_daemon_quietly() { kill -TERM "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; }
+api=("$FAKE_URL" "$FAKE_LOG" "$FAKE_PID")
+fake_start slow --channels 2 --latency-ms 1500
+SCHEMA=slow write_config "$TEST_TMP/slow.conf" "$U1"
+start_daemon "$TEST_TMP/slow.conf" "$TEST_TMP/slow.log"
+wait_for '[ "$(sql "SELECT count(*) FROM slow.sync_runs WHERE finished_at IS NOT NULL")" -ge 2 ]' 15
+ok $? "sweeps that take 1.5 s with sync.interval = 1 keep going"
+stop_daemon_quietly
+gaps=$(sql "SELECT string_agg(round(extract(epoch FROM started_at - lag)::numeric, 2)::text, ' ')
+              FROM (SELECT started_at, lag(started_at) OVER (ORDER BY run_id) FROM slow.sync_runs) r
+             WHERE lag IS NOT NULL")
+ok $(echo "$gaps" | awk '{ for (i = 1; i <= NF; i++) if ($i < 1.4 || $i > 1.9) exit 1 }'; echo $?) \
+	"an overrunning sweep is followed at once by the next, never overlapping (gaps: $gaps s)"
+grep -q 'the sweep took longer than sync.interval (1 s); starting the next now' "$TEST_TMP/slow.log"
+ok $? "and the overrun is logged"
+fake_stop
+FAKE_URL=${api[0]} FAKE_LOG=${api[1]} FAKE_PID=${api[2]}
+
 # --- metrics ----------------------------------------------------------------
 fake_start metered --channels 10 --latency-ms 40 --fault "429:$U2:2"
 port=$((20000 + RANDOM % 20000))
