@@ -377,6 +377,14 @@ metrics_sweep_started(struct metrics *m)
 }
 
 void
+metrics_sweep_stopped(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	atomic_store_explicit(&m->sweep_in_progress, false, memory_order_relaxed);
+}
+
+void
 metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
 		       const char *const *ok_services, size_t n_ok_services)
 {

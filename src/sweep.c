@@ -723,13 +723,13 @@ finish(struct sweep *sw, const struct timespec *t0)
 	struct timespec t1;
 	double seconds;
 
-	if (*sw->stop)
-		return SWEEP_INTERRUPTED;
-	if (sw->auth_failed)
-		return SWEEP_AUTH_FAILED;
-	if (sw->db_lost ||
-	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, 0, &totals))
-		return SWEEP_DB_FAILED;
+	if (*sw->stop || sw->auth_failed || sw->db_lost ||
+	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, 0, &totals)) {
+		metrics_sweep_stopped(sw->metrics);
+		if (*sw->stop)
+			return SWEEP_INTERRUPTED;
+		return sw->auth_failed ? SWEEP_AUTH_FAILED : SWEEP_DB_FAILED;
+	}
 	now_monotonic(&t1);
 	seconds = (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 	log_totals(&totals, seconds);

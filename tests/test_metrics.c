@@ -267,6 +267,7 @@ test_null(void)
 	metrics_page(NULL, SVC_A, 1, 1, 1, 1, 1, 1);
 	metrics_user_done(NULL, SVC_A, true);
 	metrics_sweep_started(NULL);
+	metrics_sweep_stopped(NULL);
 	metrics_sweep_finished(NULL, 1.0, 0, services, 1);
 	metrics_db_reconnect(NULL);
 	metrics_free(NULL);
@@ -513,6 +514,14 @@ test_second_sweep(struct metrics *m)
 	   "both services' sweep durations, in first-seen order");
 	is_int(count_lines_with(text, "chatsync_service_last_success_timestamp_seconds{"), 2,
 	       "both services have a last-success timestamp");
+	free(text);
+
+	metrics_sweep_started(m);
+	metrics_sweep_stopped(m);
+	text = get_metrics(metrics_port(m));
+	ok(strstr(text, "\nchatsync_sweep_in_progress 0\n") != NULL,
+	   "a sweep that stops unfinished is no longer in progress");
+	ok(strstr(text, "\nchatsync_sweeps_total 2\n") != NULL, "and is not counted as finished");
 	free(text);
 }
 
