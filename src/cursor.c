@@ -50,16 +50,21 @@ read_position(const PGresult *res, int64_t run_id, struct cursor_position *out)
 		out->start = CURSOR_RESUME;
 	if (out->start == CURSOR_RESUME)
 		out->next_url = xstrdup(PQgetvalue(res, 0, 2));
-	if (out->start == CURSOR_FIRST_PAGE)
+	if (out->start == CURSOR_FIRST_PAGE) {
 		out->pages_done = 0;
+		if (!PQgetisnull(res, 0, 4))
+			snprintf(out->digest, sizeof(out->digest), "%s", PQgetvalue(res, 0, 4));
+	}
 }
 
 bool
 cursor_position(struct db *db, int64_t run_id, const char *service_sid, const char *user,
 		struct cursor_position *out)
 {
-	static const char sql[] = "SELECT run_id, state, next_page_url, pages_done FROM sync_cursors "
-				  "WHERE service_sid = $1 AND user_sid = $2";
+	static const char sql[] =
+		"SELECT run_id, state, next_page_url, pages_done, "
+		"CASE WHEN listing_rows IS NOT NULL THEN listing_digest END "
+		"FROM sync_cursors WHERE service_sid = $1 AND user_sid = $2";
 	const char *params[2] = {service_sid, user};
 	PGresult *res;
 	bool ok;

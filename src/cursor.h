@@ -26,6 +26,7 @@ struct cursor_position {
 	enum cursor_start start;
 	char *next_url;	   /* for CURSOR_RESUME; the caller owns it */
 	unsigned pages_done; /* pages of the listing already committed */
+	char digest[33];     /* the last one-page listing's digest ("" if none) */
 };
 
 /* Reads where user's listing stands for the sweep run_id. */

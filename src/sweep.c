@@ -5,6 +5,12 @@
  * user's pages: fetch, parse as the body streams in, commit the page with
  * the cursor's advance, follow next_page_url.  A failure ends that user's
  * part of the sweep (recorded on its cursor) and the sweep goes on.
+ *
+ * A slot (one of twilio.concurrency, fewer while the API throttles) is held
+ * by each listing being fetched, and given up when its last page is handed
+ * to the writer: a quarter more jobs than slots (COMMIT_JOBS) let the next
+ * users start while the writer finishes the others, and no more last pages
+ * than that wait for it.
  */
 #include "config.h"
 
@@ -36,6 +42,9 @@
 
 /* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
 #define LOOP_MEMORY 1024
+
+/* Jobs beyond twilio.concurrency, whose pages wait for the writer or are being committed. */
+#define COMMIT_JOBS(concurrency) ((size_t)(concurrency) / 4 + 1)
 
 /* Reconnecting to a lost database: attempts, and the backoff between them. */
 #define DB_RECONNECT_TRIES 30
@@ -70,6 +79,8 @@ struct job {
 	unsigned retries;  /* not yet counted in the run */
 	unsigned rejected;
 	char *pending_next; /* while committing: the page's next_page_url, NULL on the last */
+	char known_digest[33]; /* the digest of the user's last one-page listing, or "" */
+	bool sent_unchanged;   /* the writer was told the listing is unchanged, without rows */
 	uint64_t *fetched;  /* hashes of the pages fetched in this listing */
 	size_t n_fetched;
 	struct page_parser *parser;
@@ -147,6 +158,13 @@ static bool
 job_busy(const struct job *j)
 {
 	return j->state != JOB_IDLE;
+}
+
+/* Does j hold one of the slots that bound the listings in flight? */
+static bool
+job_holds_slot(const struct job *j)
+{
+	return j->state != JOB_IDLE && !(j->state == JOB_COMMITTING && j->pending_next == NULL);
 }
 
 static void
@@ -311,6 +329,16 @@ commit_failed(struct job *j, const char *why)
 	fail_user(j, "could not store page %u: %s", j->page_no, why);
 }
 
+/* Is j's page a one-page listing equal to the one the table already holds? */
+static bool
+listing_unchanged(const struct job *j, char digest[33])
+{
+	if (!j->first_page || j->pending_next != NULL || j->known_digest[0] == '\0')
+		return false;
+	page_batch_digest(j->batch, digest);
+	return strcmp(digest, j->known_digest) == 0;
+}
+
 /* Hands the oldest queued page to the writer if it is free. */
 static void
 pump_writer(struct sweep *sw)
@@ -328,8 +356,16 @@ pump_writer(struct sweep *sw)
 			.retries = j->retries,
 		};
 
+		char digest[33];
+		bool sent;
+
 		unqueue(sw, j);
-		if (writer_send_page(sw->wdb, j->batch, &page)) {
+		j->sent_unchanged = listing_unchanged(j, digest);
+		if (j->sent_unchanged)
+			sent = writer_send_unchanged(sw->wdb, j->batch, digest, &page);
+		else
+			sent = writer_send_page(sw->wdb, j->batch, &page);
+		if (sent) {
 			sw->writing = j;
 			return;
 		}
@@ -378,6 +414,7 @@ poll_writer(struct sweep *sw, bool wait)
 	struct job *j;
 	PGresult *res;
 	char why[256];
+	bool committed, applied = true;
 
 	if (!db_collect(sw->wdb, wait, &res))
 		return;
@@ -385,7 +422,20 @@ poll_writer(struct sweep *sw, bool wait)
 	sw->writing = NULL;
 	if (j == NULL) {
 		PQclear(res); /* the job was released meanwhile */
-	} else if (writer_page_result(sw->wdb, res, &counts)) {
+		pump_writer(sw);
+		return;
+	}
+	if (j->sent_unchanged)
+		committed = writer_unchanged_result(sw->wdb, res, &applied, &counts);
+	else
+		committed = writer_page_result(sw->wdb, res, &counts);
+	if (committed && !applied) {
+		/* The cursor's digest changed meanwhile: send the page whole, first. */
+		j->known_digest[0] = '\0';
+		memmove(&sw->queue[1], &sw->queue[0], sw->queued * sizeof(j));
+		sw->queue[0] = j;
+		sw->queued++;
+	} else if (committed) {
 		j->state = JOB_FETCHING; /* leaves the commit states before moving on */
 		page_committed(j, &counts);
 	} else {
@@ -549,6 +599,7 @@ start_user(struct job *j, size_t service_index, const char *service_sid, const c
 	j->first_page = pos.start == CURSOR_FIRST_PAGE;
 	j->url = j->first_page ? xstrdup(j->first_url) : pos.next_url;
 	j->page_no = pos.pages_done + 1;
+	memcpy(j->known_digest, pos.digest, sizeof(j->known_digest));
 	j->requests = j->retries = j->attempts = 0;
 	j->restarted = false;
 	j->n_fetched = 0;
@@ -567,21 +618,21 @@ may_start_work(const struct sweep *sw)
 }
 
 static size_t
-busy_jobs(const struct sweep *sw)
+slots_taken(const struct sweep *sw)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < sw->n_jobs; i++)
-		n += job_busy(&sw->jobs[i]);
+		n += job_holds_slot(&sw->jobs[i]);
 	return n;
 }
 
-/* Gives idle jobs the next users that have work, up to the pacer's limit. */
+/* Gives idle jobs the next users that have work, while slots are free (up to the pacer's limit). */
 static void
 fill_jobs(struct sweep *sw)
 {
 	const struct settings *s = sw->s;
-	size_t busy = busy_jobs(sw);
+	size_t busy = slots_taken(sw);
 
 	for (size_t i = 0; i < sw->n_jobs && busy < sw->pacer.limit; i++) {
 		struct job *j = &sw->jobs[i];
@@ -596,7 +647,7 @@ fill_jobs(struct sweep *sw)
 				sw->next_service++;
 			}
 			if (start_user(j, service_index, svc->sid, user))
-				busy++;
+				busy += job_holds_slot(j);
 		}
 	}
 }
@@ -748,7 +799,7 @@ jobs_init(struct sweep *sw)
 		.max_rows = MAX_ROWS_PER_PAGE,
 	};
 
-	sw->n_jobs = (size_t)s->concurrency;
+	sw->n_jobs = (size_t)s->concurrency + COMMIT_JOBS(s->concurrency);
 	sw->jobs = xcalloc(sw->n_jobs, sizeof(struct job));
 	for (size_t i = 0; i < sw->n_jobs; i++) {
 		struct job *j = &sw->jobs[i];

@@ -36,6 +36,10 @@ struct page_batch {
 	size_t rows;
 };
 
+static const char unchanged_sql[] =
+	"SELECT sync_listing_unchanged($1::bigint, $2::text, $3::text, $4::text, $5::integer, "
+	"$6::integer, $7::integer, $8::integer)";
+
 static const char sync_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
 	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
@@ -151,8 +155,8 @@ page_batch_add(struct page_batch *b, const struct membership *m)
  * server skip an unchanged one-page listing; accidental equality of two
  * different listings is a 2^-128 event.
  */
-static void
-batch_digest(const struct page_batch *b, char out[33])
+void
+page_batch_digest(const struct page_batch *b, char out[33])
 {
 	uint64_t h[2] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull};
 
@@ -194,6 +198,7 @@ writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);
+	page_batch_digest(b, digest); /* of the open literals, as the caller's is */
 	/* Close each array literal for the call, and reopen it afterwards. */
 	for (int i = 0; i < COL_COUNT; i++)
 		append_checked(&b->col[i], "}", 1);
@@ -207,7 +212,6 @@ writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *
 	params[13] = rejected;
 	params[14] = requests;
 	params[15] = retries;
-	batch_digest(b, digest);
 	params[16] = digest;
 	/* libpq copies the parameters into its output buffer before this returns. */
 	ok = db_send_prepared(db, "sync_page", sync_page_sql, 17, params);
@@ -223,6 +227,38 @@ writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
 
 	if (ok)
 		read_counts(res, out);
+	PQclear(res);
+	return ok;
+}
+
+bool
+writer_send_unchanged(struct db *db, const struct page_batch *b, const char *digest,
+		      const struct writer_page *page)
+{
+	char run_id[24], received[24], rejected[16], requests[16], retries[16];
+	const char *params[8] = {run_id,   page->service_sid, page->user, digest,
+				 received, rejected,	      requests,	  retries};
+
+	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
+	snprintf(received, sizeof(received), "%zu", b->rows);
+	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
+	snprintf(requests, sizeof(requests), "%u", page->requests);
+	snprintf(retries, sizeof(retries), "%u", page->retries);
+	return db_send_prepared(db, "sync_listing_unchanged", unchanged_sql, 8, params);
+}
+
+bool
+writer_unchanged_result(struct db *db, PGresult *res, bool *applied, struct writer_counts *out)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK, "recording an unchanged listing") &&
+		  PQntuples(res) == 1;
+
+	if (ok) {
+		*applied = !PQgetisnull(res, 0, 0);
+		memset(out, 0, sizeof(*out));
+		if (*applied)
+			out->unchanged = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	}
 	PQclear(res);
 	return ok;
 }

@@ -27,6 +27,9 @@ void page_batch_reset(struct page_batch *b);
 void page_batch_add(struct page_batch *b, const struct membership *m);
 size_t page_batch_rows(const struct page_batch *b);
 
+/* A 128-bit digest of the batch's rows, as 32 hex digits and a NUL. */
+void page_batch_digest(const struct page_batch *b, char out[33]);
+
 struct writer_page {
 	int64_t run_id;
 	const char *service_sid;
@@ -57,5 +60,21 @@ bool writer_send_page(struct db *db, struct page_batch *b, const struct writer_p
  */
 bool writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
 	__attribute__((warn_unused_result));
+
+/*
+ * Sends (without waiting) the cursor's advance for a one-page listing whose
+ * digest is the one on the user's cursor, without the rows: see
+ * sync_listing_unchanged() in sql/.
+ */
+bool writer_send_unchanged(struct db *db, const struct page_batch *b, const char *digest,
+			   const struct writer_page *page) __attribute__((warn_unused_result));
+
+/*
+ * Reads (and frees) the answer to writer_send_unchanged().  *applied false:
+ * the cursor no longer holds that digest, nothing was done, and the page
+ * must be sent whole with writer_send_page().
+ */
+bool writer_unchanged_result(struct db *db, PGresult *res, bool *applied,
+			     struct writer_counts *out) __attribute__((warn_unused_result));
 
 #endif

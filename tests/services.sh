@@ -16,7 +16,7 @@ as_pg_user() {
 }
 
 cluster_options() {
-	echo "-c listen_addresses='' -k $1 -c fsync=off -c full_page_writes=off"
+	echo "-c listen_addresses='' -k $1 -c fsync=off -c full_page_writes=off -c track_functions=pl"
 }
 
 # cluster_start DIR: initdb DIR/data and start it; PGHOST etc. then point at it.

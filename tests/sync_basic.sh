@@ -37,6 +37,8 @@ is "$(sql 'SELECT users_ok, users_failed, pages, rows_received, rows_inserted, r
 	"3|0|$((pages * 3))|$((CHANNELS * 3))|$((CHANNELS * 3))|0|0|0|0|$((pages * 3))|t" "sync_runs counts the sweep"
 is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_history')" \
 	"$((CHANNELS * 3))|$((CHANNELS * 3))" "history opens one version per membership"
+is "$(sql 'SELECT count(*) FROM chatsync.user_channel_past_versions')" 0 \
+	"a first listing writes each membership once: no past version"
 is "$(sql 'SELECT count(*) FROM chatsync.sync_seen')" 0 "no listing state is left behind"
 is "$(sql 'SELECT count(listing_digest) FROM chatsync.sync_cursors')" 0 "listings of several pages keep no digest"
 
@@ -45,12 +47,12 @@ writes() {
 	sql "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'chatsync' AND relname = '$1'"
 }
 before=$(writes user_channels)
-hist_before=$(writes user_channel_history)
+hist_before=$(writes user_channel_past_versions)
 run_once "$TEST_TMP/small.conf"
 is "$?" 0 "resync exits 0"
 sleep 0.5
 is "$(writes user_channels)" "$before" "an unchanged resync inserts and updates no row of user_channels"
-is "$(writes user_channel_history)" "$hist_before" "and writes no history"
+is "$(writes user_channel_past_versions)" "$hist_before" "and writes no history"
 is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
 	"0|0|$((CHANNELS * 3))|0" "the run counts every row unchanged"
 
@@ -62,6 +64,22 @@ is "$?" 0 "sweep with PageSize=1000 exits 0"
 is "$(wc -l <"$FAKE_LOG")" 3 "one request per user when a page holds the whole listing"
 is "$(sql 'SELECT count(DISTINCT listing_digest) FROM chatsync.sync_cursors')" 3 \
 	"a one-page listing leaves its digest on the cursor, one per user"
+calls() {
+	sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = 'chatsync' AND funcname = '$1'"
+}
+page_calls=$(calls sync_page) unchanged_calls=$(calls sync_listing_unchanged)
+run_once "$TEST_TMP/big.conf"
+is "$?" 0 "resync of one-page listings exits 0"
+sleep 0.5
+is "$(( $(calls sync_page) - page_calls ))|$(( $(calls sync_listing_unchanged) - unchanged_calls ))" "0|3" \
+	"an unchanged one-page listing is not sent: only the cursor moves (sync_listing_unchanged)"
+is "$(sql 'SELECT users_ok, pages, rows_received, rows_inserted, rows_updated, rows_unchanged, rows_deleted, http_requests FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
+	"3|3|$((CHANNELS * 3))|0|0|$((CHANNELS * 3))|0|3" "and the run still counts every row, unchanged"
+is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE state = 'complete' AND run_id = (SELECT max(run_id) FROM chatsync.sync_runs) AND last_complete_at > now() - interval '1 minute'")" 3 \
+	"every cursor records the completed listing in this sweep"
+run_id=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
+is "$(sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', 'other', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
+	"null|3" "sync_listing_unchanged() with another digest does nothing and says so"
 sql "UPDATE chatsync.sync_cursors SET listing_digest = 'stale'"
 run_once "$TEST_TMP/big.conf"
 is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest = 'stale'")" 0 \

@@ -135,8 +135,7 @@ chmod 755 "$WORK"
 cp -p "$CHATSYNCD" "$WORK/chatsyncd"
 cp -p "$FAKE_TWILIO" "$WORK/fake_twilio"
 CHATSYNCD=$WORK/chatsyncd FAKE_TWILIO=$WORK/fake_twilio
-GIT_REV="git $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?') at the start;
-	binary built $(date -u -r "$CHATSYNCD" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$CHATSYNCD" | cut -c 1-12)"
+GIT_REV="git $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?') at the start; binary built $(date -u -r "$CHATSYNCD" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$CHATSYNCD" | cut -c 1-12)"
 PG_DIR=$WORK/pg
 FAKE_PID=
 finished=0
@@ -211,14 +210,28 @@ pg_cpu_ticks() {
 	echo "$total"
 }
 
-# Waits until no session is connected to database $1 (their stats are then flushed).
+# Waits until the tool's sessions on database $1 have ended (their stats are
+# then flushed); autovacuum may go on.
 wait_sessions_gone() {
 	local i
-	for i in $(seq 200); do
-		[ "$(q postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'")" = 0 ] && return 0
+	for i in $(seq 600); do
+		[ "$(q postgres "SELECT count(*) FROM pg_stat_activity
+			WHERE datname = '$1' AND backend_type = 'client backend'")" = 0 ] && return 0
 		sleep 0.05
 	done
-	die "sessions of database $1 did not end"
+	die "sessions of database $1 did not end within 30 s"
+}
+
+# Waits (up to 2 minutes) until no autovacuum worker runs, so that one run's
+# clean-up does not land in the next run's numbers.
+wait_autovacuum() {
+	local i
+	for i in $(seq 1200); do
+		[ "$(q postgres "SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'autovacuum worker'")" = 0 ] && return 0
+		sleep 0.1
+	done
+	echo "# warning: autovacuum still running; measuring anyway" >&2
 }
 
 # Tuples inserted, updated and deleted in all tables of database $1 so far.
@@ -312,6 +325,9 @@ run_tool() {
 		q postgres "DROP DATABASE IF EXISTS $db" >/dev/null
 		q postgres "CREATE DATABASE $db" >/dev/null
 	fi
+	# The resync starts from a settled database: vacuumed, analyzed, no autovacuum pending.
+	if [ "$phase" = resync ]; then q "$db" "VACUUM (ANALYZE)" >/dev/null; fi
+	wait_autovacuum
 	q postgres "CHECKPOINT" >/dev/null
 	req0=$(wc -l <"$FAKE_LOG")
 	cpu0=$(pg_cpu_ticks)
