@@ -8,9 +8,11 @@
 -- user_channel_history becomes a view over both, with the columns it had, so
 -- queries on it keep their meaning.
 --
--- sync_page() inserts new memberships with a plain INSERT (one writer holds
--- the schema's advisory lock, so no other session adds the same key), copies
--- a version to the past only when it changes or ends, and
+-- sync_page() inserts new memberships with a plain INSERT (one chatsyncd
+-- holds the schema's advisory lock, and it never commits two pages of one
+-- user at once, so no other session adds the same key), skips comparing
+-- when the user has no rows yet, copies a version to the past only when it
+-- changes or ends, and
 -- sync_listing_unchanged() lets a client that knows a one-page listing is
 -- unchanged move the cursor without sending the page.
 
@@ -59,106 +61,132 @@ AS $fn$
 DECLARE
     v_distinct integer;
     v_single   boolean := p_first AND p_next_url IS NULL;
+    v_fresh    boolean := false;  -- the user has no stored membership at all
 BEGIN
     IF p_first AND NOT v_single THEN
         DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
     END IF;
+    IF p_first THEN
+        v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
+                                WHERE service_sid = p_service AND user_sid = p_user);
+    END IF;
 
-    -- All parts of one statement see the tables as they were before it, so
-    -- "archived" copies the versions that "modified" replaces.
-    WITH incoming AS (
-        SELECT DISTINCT ON (t.channel_sid) t.*
+    IF v_fresh THEN
+        -- A user's first listing: nothing to compare with.
+        INSERT INTO user_channels
+               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                last_consumed_message_index, unread_messages_count, channel_url, member_url)
+        SELECT DISTINCT ON (t.channel_sid)
+               p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
+               t.lcmi, t.unread, t.channel_url, t.member_url
           FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
                       p_channel_url, p_member_url) WITH ORDINALITY
                AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
                     channel_url, member_url, ord)
-         ORDER BY t.channel_sid, t.ord DESC
-    ), changed AS (
-        SELECT i.*, uc.channel_sid IS NOT NULL AS existed
-          FROM incoming i
-          LEFT JOIN user_channels uc
-                 ON uc.service_sid = p_service AND uc.user_sid = p_user
-                AND uc.channel_sid = i.channel_sid
-         WHERE uc.channel_sid IS NULL
-            OR uc.deleted_at IS NOT NULL
-            OR (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,
-                uc.unread_messages_count, uc.channel_url, uc.member_url)
-               IS DISTINCT FROM
-               (i.account_sid, i.member_sid, i.status, i.lcmi, i.unread,
-                i.channel_url, i.member_url)
-    ), added AS (
-        INSERT INTO user_channels
-               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                last_consumed_message_index, unread_messages_count, channel_url, member_url)
-        SELECT p_service, p_user, c.channel_sid, c.account_sid, c.member_sid, c.status,
-               c.lcmi, c.unread, c.channel_url, c.member_url
-          FROM changed c
-         WHERE NOT c.existed
-        RETURNING 1
-    ), archived AS (
-        INSERT INTO user_channel_past_versions
-               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                valid_from, valid_to)
-        SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
-               uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
-               uc.channel_url, uc.member_url, uc.updated_at, now()
-          FROM changed c
-          JOIN user_channels uc
-            ON uc.service_sid = p_service AND uc.user_sid = p_user
-           AND uc.channel_sid = c.channel_sid
-         WHERE c.existed AND uc.deleted_at IS NULL
-    ), modified AS (
-        UPDATE user_channels uc
-           SET account_sid = c.account_sid,
-               member_sid = c.member_sid,
-               status = c.status,
-               last_consumed_message_index = c.lcmi,
-               unread_messages_count = c.unread,
-               channel_url = c.channel_url,
-               member_url = c.member_url,
-               updated_at = now(),
-               deleted_at = NULL
-          FROM changed c
-         WHERE c.existed
-           AND uc.service_sid = p_service AND uc.user_sid = p_user
-           AND uc.channel_sid = c.channel_sid
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
-           (SELECT count(*) FROM incoming)
-      INTO inserted, updated, v_distinct;
+         ORDER BY t.channel_sid, t.ord DESC;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        updated := 0;
+        v_distinct := inserted;
+    ELSE
+        -- All parts of one statement see the tables as they were before it, so
+        -- "archived" copies the versions that "modified" replaces.
+        WITH incoming AS (
+            SELECT DISTINCT ON (t.channel_sid) t.*
+              FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
+                          p_channel_url, p_member_url) WITH ORDINALITY
+                   AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
+                        channel_url, member_url, ord)
+             ORDER BY t.channel_sid, t.ord DESC
+        ), changed AS (
+            SELECT i.*, uc.channel_sid IS NOT NULL AS existed
+              FROM incoming i
+              LEFT JOIN user_channels uc
+                     ON uc.service_sid = p_service AND uc.user_sid = p_user
+                    AND uc.channel_sid = i.channel_sid
+             WHERE uc.channel_sid IS NULL
+                OR uc.deleted_at IS NOT NULL
+                OR (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,
+                    uc.unread_messages_count, uc.channel_url, uc.member_url)
+                   IS DISTINCT FROM
+                   (i.account_sid, i.member_sid, i.status, i.lcmi, i.unread,
+                    i.channel_url, i.member_url)
+        ), added AS (
+            INSERT INTO user_channels
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url)
+            SELECT p_service, p_user, c.channel_sid, c.account_sid, c.member_sid, c.status,
+                   c.lcmi, c.unread, c.channel_url, c.member_url
+              FROM changed c
+             WHERE NOT c.existed
+            RETURNING 1
+        ), archived AS (
+            INSERT INTO user_channel_past_versions
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url,
+                    valid_from, valid_to)
+            SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
+                   uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
+                   uc.channel_url, uc.member_url, uc.updated_at, now()
+              FROM changed c
+              JOIN user_channels uc
+                ON uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.channel_sid = c.channel_sid
+             WHERE c.existed AND uc.deleted_at IS NULL
+        ), modified AS (
+            UPDATE user_channels uc
+               SET account_sid = c.account_sid,
+                   member_sid = c.member_sid,
+                   status = c.status,
+                   last_consumed_message_index = c.lcmi,
+                   unread_messages_count = c.unread,
+                   channel_url = c.channel_url,
+                   member_url = c.member_url,
+                   updated_at = now(),
+                   deleted_at = NULL
+              FROM changed c
+             WHERE c.existed
+               AND uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.channel_sid = c.channel_sid
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
+               (SELECT count(*) FROM incoming)
+          INTO inserted, updated, v_distinct;
+    END IF;
     unchanged := v_distinct - inserted - updated;
 
     deleted := 0;
     IF p_next_url IS NULL THEN
-        WITH gone AS (
-            SELECT uc.*
-              FROM user_channels uc
-             WHERE uc.service_sid = p_service AND uc.user_sid = p_user
-               AND uc.deleted_at IS NULL
-               AND uc.channel_sid NOT IN (SELECT unnest(p_channel))
-               AND (v_single OR NOT EXISTS (
-                       SELECT 1 FROM sync_seen s
-                        WHERE s.service_sid = p_service AND s.user_sid = p_user
-                          AND s.channel_sid = uc.channel_sid))
-        ), archived AS (
-            INSERT INTO user_channel_past_versions
-                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                    last_consumed_message_index, unread_messages_count, channel_url,
-                    member_url, valid_from, valid_to)
-            SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
-                   g.status, g.last_consumed_message_index, g.unread_messages_count,
-                   g.channel_url, g.member_url, g.updated_at, now()
-              FROM gone g
-        ), marked AS (
-            UPDATE user_channels uc
-               SET deleted_at = now(), updated_at = now()
-              FROM gone g
-             WHERE uc.service_sid = p_service AND uc.user_sid = p_user
-               AND uc.channel_sid = g.channel_sid
-        )
-        SELECT count(*) INTO deleted FROM gone;
+        -- A user's first listing, on one page, can have left nothing behind.
+        IF NOT (v_fresh AND v_single) THEN
+            WITH gone AS (
+                SELECT uc.*
+                  FROM user_channels uc
+                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+                   AND uc.deleted_at IS NULL
+                   AND uc.channel_sid NOT IN (SELECT unnest(p_channel))
+                   AND (v_single OR NOT EXISTS (
+                           SELECT 1 FROM sync_seen s
+                            WHERE s.service_sid = p_service AND s.user_sid = p_user
+                              AND s.channel_sid = uc.channel_sid))
+            ), archived AS (
+                INSERT INTO user_channel_past_versions
+                       (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                        last_consumed_message_index, unread_messages_count, channel_url,
+                        member_url, valid_from, valid_to)
+                SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
+                       g.status, g.last_consumed_message_index, g.unread_messages_count,
+                       g.channel_url, g.member_url, g.updated_at, now()
+                  FROM gone g
+            ), marked AS (
+                UPDATE user_channels uc
+                   SET deleted_at = now(), updated_at = now()
+                  FROM gone g
+                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+                   AND uc.channel_sid = g.channel_sid
+            )
+            SELECT count(*) INTO deleted FROM gone;
+        END IF;
         IF NOT v_single THEN
             DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
         END IF;

@@ -332,16 +332,19 @@ finish_transfer(struct http *h, CURL *easy, CURLcode code)
 }
 
 void
-http_run(struct http *h, int timeout_ms, int extra_fd)
+http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds)
 {
-	struct curl_waitfd extra = {.fd = extra_fd, .events = CURL_WAIT_POLLIN};
+	struct curl_waitfd extra[HTTP_MAX_EXTRA_FDS];
 	CURLMsg *msg;
 	int running, left;
 
+	if (n_fds > HTTP_MAX_EXTRA_FDS)
+		n_fds = HTTP_MAX_EXTRA_FDS;
+	for (size_t i = 0; i < n_fds; i++)
+		extra[i] = (struct curl_waitfd){.fd = extra_fds[i], .events = CURL_WAIT_POLLIN};
 	curl_multi_perform(h->multi, &running);
 	if (!(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
-		curl_multi_poll(h->multi, extra_fd >= 0 ? &extra : NULL, extra_fd >= 0 ? 1 : 0,
-				timeout_ms, NULL);
+		curl_multi_poll(h->multi, n_fds > 0 ? extra : NULL, (unsigned)n_fds, timeout_ms, NULL);
 	curl_multi_perform(h->multi, &running);
 	for (msg = curl_multi_info_read(h->multi, &left); msg != NULL;
 	     msg = curl_multi_info_read(h->multi, &left)) {

@@ -50,11 +50,12 @@ bool http_get(struct http *h, const char *url, http_body_fn on_body, http_done_f
 int http_pending(const struct http *h);
 
 /*
- * Waits up to timeout_ms for activity on the transfers or on extra_fd (when
- * not -1; e.g. the database socket), moves transfers on, reports those that
- * ended.  With nothing running it simply waits.
+ * Waits up to timeout_ms for activity on the transfers or for input on one
+ * of the n_fds extra_fds (e.g. database sockets), moves transfers on,
+ * reports those that ended.  With nothing running it simply waits.
  */
-void http_run(struct http *h, int timeout_ms, int extra_fd);
+#define HTTP_MAX_EXTRA_FDS 16
+void http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds);
 
 /* Number of requests started since http_new. */
 unsigned long http_requests(const struct http *h);

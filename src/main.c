@@ -7,6 +7,7 @@
 #include "db.h"
 #include "http.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "notify.h"
@@ -201,8 +202,9 @@ apply_log_settings(const struct settings *s, int verbose)
 struct daemon {
 	const struct options *o;
 	struct settings *s;
-	struct db *db;	   /* cursors, the writer lock */
-	struct db *writer; /* page commits */
+	struct db *db;	     /* cursors, the writer lock */
+	struct db **writers; /* page commits: database.writers connections */
+	size_t n_writers;
 	struct http *http;
 	struct metrics *metrics; /* NULL when metrics.listen is empty */
 	struct timespec last_status;
@@ -251,7 +253,7 @@ sweep_once(struct daemon *d)
 	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
 
 	memset(&d->last_status, 0, sizeof(d->last_status));
-	return sweep_run(d->s, d->db, d->writer, d->http, &stop_requested, &hooks);
+	return sweep_run(d->s, d->db, d->writers, d->n_writers, d->http, &stop_requested, &hooks);
 }
 
 /* SIGHUP: a fresh, valid configuration replaces the old one; a bad one changes nothing. */
@@ -337,6 +339,19 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 	}
 }
 
+/* Are all connections up (reconnecting those that are not)? */
+static bool
+connected(struct daemon *d)
+{
+	if (!db_connected(d->db) && !db_reconnect(d->db))
+		return false;
+	for (size_t i = 0; i < d->n_writers; i++) {
+		if (!db_connected(d->writers[i]) && !db_reconnect(d->writers[i]))
+			return false;
+	}
+	return true;
+}
+
 static int
 run_daemon(struct daemon *d)
 {
@@ -352,8 +367,7 @@ run_daemon(struct daemon *d)
 			reload(d);
 		}
 		clock_gettime(CLOCK_MONOTONIC, &start);
-		if ((db_connected(d->db) || db_reconnect(d->db)) &&
-		    (db_connected(d->writer) || db_reconnect(d->writer)))
+		if (connected(d))
 			sweep_once(d);
 		wait_for_next_sweep(d, &start, &rng);
 	}
@@ -381,9 +395,12 @@ run_sync(struct daemon *d)
 
 	if (!db_lock_writer(d->db, &stop_requested))
 		return stop_requested ? EXIT_OK : EXIT_DATABASE;
-	d->writer = db_open(d->s->conninfo, d->s->schema);
-	if (d->writer == NULL)
-		return EXIT_DATABASE;
+	d->writers = xcalloc((size_t)d->s->writers, sizeof(struct db *));
+	for (; d->n_writers < (size_t)d->s->writers; d->n_writers++) {
+		d->writers[d->n_writers] = db_open(d->s->conninfo, d->s->schema);
+		if (d->writers[d->n_writers] == NULL)
+			return EXIT_DATABASE;
+	}
 	d->http = http_for(d->s);
 	if (d->http == NULL)
 		return EXIT_DATABASE;
@@ -420,7 +437,9 @@ run(struct daemon *d)
 		code = run_sync(d);
 	metrics_free(d->metrics);
 	http_free(d->http);
-	db_close(d->writer);
+	for (size_t i = 0; i < d->n_writers; i++)
+		db_close(d->writers[i]);
+	free(d->writers);
 	db_close(d->db);
 	return code;
 }

@@ -73,6 +73,7 @@ static const struct setting_def setting_defs[] = {
 	INT("limits", "max_pages", max_pages, 10000, 1, 10000000, true),
 	STR("database", "conninfo", conninfo, "", false),
 	STR("database", "schema", schema, "chatsync", false),
+	INT("database", "writers", writers, 2, 1, 16, false),
 	INT("sync", "interval", interval, 300, 1, 7 * 86400, true),
 	STR("log", "level", log_level_name, "info", true),
 	BOOL("log", "syslog", log_syslog, false, false),

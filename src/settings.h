@@ -39,6 +39,7 @@ struct settings {
 	int max_pages;	/* pages of one user's listing */
 
 	char *conninfo;
+	int writers; /* connections that commit pages */
 	char *schema;
 
 	int interval;

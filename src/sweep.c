@@ -52,6 +52,13 @@
 #define DB_BACKOFF_MAX_MS 5000
 
 struct sweep;
+struct job;
+
+/* A connection that commits pages, and the job whose page it is committing. */
+struct writer_slot {
+	struct db *db;
+	struct job *job; /* NULL when idle, or when the job was released meanwhile */
+};
 
 enum job_state {
 	JOB_IDLE,
@@ -90,7 +97,8 @@ struct job {
 struct sweep {
 	const struct settings *s;
 	struct db *db;
-	struct db *wdb; /* commits pages asynchronously */
+	struct writer_slot *writers; /* commit pages asynchronously, one each at a time */
+	size_t n_writers;
 	struct http *http;
 	const volatile sig_atomic_t *stop;
 	int64_t run_id;
@@ -106,9 +114,8 @@ struct sweep {
 	struct pacer pacer;
 	struct sweep_progress progress;
 	bool *service_failed; /* per configured service, in this process's part of the sweep */
-	struct job **queue;   /* jobs whose page waits for the writer, oldest first */
+	struct job **queue;   /* jobs whose page waits for a writer, oldest first */
 	size_t queued;
-	struct job *writing; /* the job whose page the writer is committing */
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -187,8 +194,10 @@ job_release(struct job *j)
 	j->requests = j->retries = 0;
 	if (j->state == JOB_COMMITTING) {
 		unqueue(j->sw, j);
-		if (j->sw->writing == j)
-			j->sw->writing = NULL; /* its result is read and dropped */
+		for (size_t i = 0; i < j->sw->n_writers; i++) {
+			if (j->sw->writers[i].job == j)
+				j->sw->writers[i].job = NULL; /* its result is read and dropped */
+		}
 	}
 	free(j->url);
 	free(j->first_url);
@@ -317,11 +326,11 @@ fetch_page(struct job *j)
 
 static bool may_start_work(const struct sweep *sw);
 
-/* A commit failed: the database is gone (the page is fetched again later), or the page was refused. */
+/* A commit on wdb failed: the database is gone (the page is fetched again later), or the page was refused. */
 static void
-commit_failed(struct job *j, const char *why)
+commit_failed(struct job *j, struct db *wdb, const char *why)
 {
-	if (!db_alive(j->sw->wdb)) {
+	if (!db_alive(wdb)) {
 		j->sw->db_lost = true;
 		job_release(j);
 		return;
@@ -339,11 +348,12 @@ listing_unchanged(const struct job *j, char digest[33])
 	return strcmp(digest, j->known_digest) == 0;
 }
 
-/* Hands the oldest queued page to the writer if it is free. */
+/* Hands the oldest queued pages to the writers that are free. */
 static void
-pump_writer(struct sweep *sw)
+pump_writers(struct sweep *sw)
 {
-	while (sw->queued > 0 && !db_busy(sw->wdb) && !sw->db_lost) {
+	for (size_t w = 0; w < sw->n_writers && sw->queued > 0 && !sw->db_lost; w++) {
+		struct writer_slot *ws = &sw->writers[w];
 		struct job *j = sw->queue[0];
 		struct writer_page page = {
 			.run_id = sw->run_id,
@@ -359,17 +369,18 @@ pump_writer(struct sweep *sw)
 		char digest[33];
 		bool sent;
 
+		if (db_busy(ws->db))
+			continue;
 		unqueue(sw, j);
 		j->sent_unchanged = listing_unchanged(j, digest);
 		if (j->sent_unchanged)
-			sent = writer_send_unchanged(sw->wdb, j->batch, digest, &page);
+			sent = writer_send_unchanged(ws->db, j->batch, digest, &page);
 		else
-			sent = writer_send_page(sw->wdb, j->batch, &page);
-		if (sent) {
-			sw->writing = j;
-			return;
-		}
-		commit_failed(j, db_last_error(sw->wdb));
+			sent = writer_send_page(ws->db, j->batch, &page);
+		if (sent)
+			ws->job = j;
+		else
+			commit_failed(j, ws->db, db_last_error(ws->db));
 	}
 }
 
@@ -406,9 +417,9 @@ page_committed(struct job *j, const struct writer_counts *counts)
 	fetch_page(j);
 }
 
-/* Reads the writer's result if it has come (or waits for it), and feeds it the next page. */
+/* Reads ws's result if it has come (or waits for it). */
 static void
-poll_writer(struct sweep *sw, bool wait)
+poll_writer(struct sweep *sw, struct writer_slot *ws, bool wait)
 {
 	struct writer_counts counts;
 	struct job *j;
@@ -416,19 +427,18 @@ poll_writer(struct sweep *sw, bool wait)
 	char why[256];
 	bool committed, applied = true;
 
-	if (!db_collect(sw->wdb, wait, &res))
+	if (!db_collect(ws->db, wait, &res))
 		return;
-	j = sw->writing;
-	sw->writing = NULL;
+	j = ws->job;
+	ws->job = NULL;
 	if (j == NULL) {
 		PQclear(res); /* the job was released meanwhile */
-		pump_writer(sw);
 		return;
 	}
 	if (j->sent_unchanged)
-		committed = writer_unchanged_result(sw->wdb, res, &applied, &counts);
+		committed = writer_unchanged_result(ws->db, res, &applied, &counts);
 	else
-		committed = writer_page_result(sw->wdb, res, &counts);
+		committed = writer_page_result(ws->db, res, &counts);
 	if (committed && !applied) {
 		/* The cursor's digest changed meanwhile: send the page whole, first. */
 		j->known_digest[0] = '\0';
@@ -439,10 +449,33 @@ poll_writer(struct sweep *sw, bool wait)
 		j->state = JOB_FETCHING; /* leaves the commit states before moving on */
 		page_committed(j, &counts);
 	} else {
-		snprintf(why, sizeof(why), "%s", db_last_error(sw->wdb));
-		commit_failed(j, why);
+		snprintf(why, sizeof(why), "%s", db_last_error(ws->db));
+		commit_failed(j, ws->db, why);
 	}
-	pump_writer(sw);
+}
+
+/* Reads the results that have come (or, with wait, all of them), and feeds the writers. */
+static void
+poll_writers(struct sweep *sw, bool wait)
+{
+	for (size_t i = 0; i < sw->n_writers; i++) {
+		if (db_busy(sw->writers[i].db))
+			poll_writer(sw, &sw->writers[i], wait);
+	}
+	pump_writers(sw);
+}
+
+/* The sockets of the writers that wait for a result; returns how many. */
+static size_t
+busy_writer_sockets(const struct sweep *sw, int *fds)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sw->n_writers; i++) {
+		if (db_busy(sw->writers[i].db))
+			fds[n++] = db_socket(sw->writers[i].db);
+	}
+	return n;
 }
 
 /* Checks the next page's URL before the page is committed. */
@@ -486,7 +519,7 @@ page_received(struct job *j)
 	j->pending_next = xstrdup(next);
 	j->state = JOB_COMMITTING;
 	j->sw->queue[j->sw->queued++] = j;
-	pump_writer(j->sw);
+	pump_writers(j->sw);
 }
 
 static bool
@@ -731,7 +764,11 @@ recover_database(struct sweep *sw)
 		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->rng));
 		if (*sw->stop)
 			break;
-		if (db_reconnect(sw->db) && db_reconnect(sw->wdb)) {
+		bool up = db_reconnect(sw->db);
+
+		for (size_t i = 0; up && i < sw->n_writers; i++)
+			up = db_reconnect(sw->writers[i].db);
+		if (up) {
 			metrics_db_reconnect(sw->metrics);
 			sw->db_lost = false;
 			sw->next_service = sw->next_user = 0;
@@ -824,21 +861,30 @@ jobs_free(struct sweep *sw)
 }
 
 enum sweep_result
-sweep_run(const struct settings *s, struct db *db, struct db *writer, struct http *http,
-	  const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
+sweep_run(const struct settings *s, struct db *db, struct db *const *writers, size_t n_writers,
+	  struct http *http, const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
 {
-	struct sweep sw = {.s = s, .db = db, .wdb = writer, .http = http, .stop = stop,
-			   .hooks = hooks};
+	struct sweep sw = {.s = s, .db = db, .http = http, .stop = stop, .hooks = hooks};
+	int fds[HTTP_MAX_EXTRA_FDS];
 	enum sweep_result result;
 	struct timespec t0;
 	bool resumed;
+
+	if (n_writers > HTTP_MAX_EXTRA_FDS)
+		n_writers = HTTP_MAX_EXTRA_FDS;
+	sw.writers = xcalloc(n_writers, sizeof(*sw.writers));
+	for (size_t i = 0; i < n_writers; i++)
+		sw.writers[i].db = writers[i];
+	sw.n_writers = n_writers;
 
 	sw.metrics = hooks != NULL ? hooks->metrics : NULL;
 	pacer_init(&sw.pacer, (unsigned)s->concurrency, s->max_rps, now_ms());
 	now_monotonic(&t0);
 	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
-	if (!cursor_begin_run(db, &sw.run_id, &resumed))
+	if (!cursor_begin_run(db, &sw.run_id, &resumed)) {
+		free(sw.writers);
 		return SWEEP_DB_FAILED;
+	}
 	sw.progress.run_id = sw.run_id;
 	sw.progress.users_total = settings_user_count(s);
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting", sw.run_id,
@@ -848,6 +894,7 @@ sweep_run(const struct settings *s, struct db *db, struct db *writer, struct htt
 	sw.queue = xcalloc(sw.n_jobs, sizeof(struct job *));
 	metrics_sweep_started(sw.metrics);
 	for (;;) {
+		size_t n_fds;
 		long wait;
 
 		if (sw.db_lost)
@@ -855,22 +902,24 @@ sweep_run(const struct settings *s, struct db *db, struct db *writer, struct htt
 		if (sw.db_lost && !*stop && http_pending(http) == 0 && !recover_database(&sw))
 			break;
 		fill_jobs(&sw);
-		pump_writer(&sw);
+		pump_writers(&sw);
 		wait = run_due_retries(&sw, 200);
-		if (!any_busy(&sw) && http_pending(http) == 0 && !db_busy(sw.wdb) &&
+		n_fds = busy_writer_sockets(&sw, fds);
+		if (!any_busy(&sw) && http_pending(http) == 0 && n_fds == 0 &&
 		    !(sw.db_lost && !*stop))
 			break;
-		http_run(http, (int)(wait > 0 ? wait : 0), db_busy(sw.wdb) ? db_socket(sw.wdb) : -1);
-		if (db_busy(sw.wdb))
-			poll_writer(&sw, false);
+		http_run(http, (int)(wait > 0 ? wait : 0), fds, n_fds);
+		if (n_fds > 0)
+			poll_writers(&sw, false);
 		tick(&sw);
 	}
-	/* A commit still in flight (after a stop) is let finish, so the connection is idle. */
-	while (db_busy(sw.wdb))
-		poll_writer(&sw, true);
+	/* Commits still in flight (after a stop) are let finish, so the connections are idle. */
+	while (busy_writer_sockets(&sw, fds) > 0)
+		poll_writers(&sw, true);
 	result = finish(&sw, &t0);
 	jobs_free(&sw);
 	free(sw.service_failed);
 	free(sw.queue);
+	free(sw.writers);
 	return result;
 }

@@ -43,11 +43,12 @@ struct sweep_hooks {
 /*
  * Runs a sweep, resuming an unfinished one where it stopped.  Returns when
  * it is over or as soon as *stop becomes non-zero.  db holds the writer lock
- * and serves the cursors; pages are committed on writer, a second connection
- * to the same database, while the transfers go on.  hooks may be NULL.
+ * and serves the cursors; pages are committed on the n_writers connections
+ * writers[] to the same database (at most HTTP_MAX_EXTRA_FDS), each one page
+ * at a time, while the transfers go on.  hooks may be NULL.
  */
-enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *writer,
-			    struct http *http, const volatile sig_atomic_t *stop,
+enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *const *writers,
+			    size_t n_writers, struct http *http, const volatile sig_atomic_t *stop,
 			    const struct sweep_hooks *hooks);
 
 #endif

@@ -56,6 +56,16 @@ is "$(writes user_channel_past_versions)" "$hist_before" "and writes no history"
 is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
 	"0|0|$((CHANNELS * 3))|0" "the run counts every row unchanged"
 
+# --- one page per user, first listing ---------------------------------------
+PAGE_SIZE=1000 SCHEMA=fresh write_config "$TEST_TMP/fresh.conf" "${USERS[@]}"
+run_once "$TEST_TMP/fresh.conf"
+is "$?" 0 "a first sweep of one-page listings exits 0"
+is "$(SCHEMA=fresh diff_expected)" 0 "it lands the API's data exactly"
+is "$(sql 'SELECT count(*) FROM fresh.sync_seen')|$(sql 'SELECT count(*) FROM fresh.user_channel_past_versions')|$(sql 'SELECT count(*) FROM fresh.user_channels WHERE deleted_at IS NOT NULL')" \
+	"0|0|0" "and leaves no listing state, no past version and no deletion behind"
+is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM fresh.sync_runs')" \
+	"$((CHANNELS * 3))|0|0|0" "every row counted inserted"
+
 # --- one page per user ------------------------------------------------------
 : >"$FAKE_LOG"
 PAGE_SIZE=1000 write_config "$TEST_TMP/big.conf" "${USERS[@]}"

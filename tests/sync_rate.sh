@@ -43,28 +43,38 @@ ok $? "the first 429s halve the users in flight (8 -> 4)"
 is "$(sql 'SELECT count(*) FROM throttled.user_channels')" 90 "every row landed"
 is "$(sql 'SELECT http_retries FROM throttled.sync_runs')" 30 "each user retried once"
 
-# A user whose last page waits for the writer gives up its slot: with
+# A user whose last page waits for a writer gives up its slot: with
 # concurrency 1 the next user is fetched meanwhile, and one more page (a
-# quarter of 1, plus 1) is all that may wait.  The writer is held up by a
-# lock on user_channels.
+# quarter of 1, plus 1) is all that may wait.  The writers are held up by a
+# lock on user_channels; each of database.writers commits one page at a time.
+slots_check() { # slots_check WRITERS
+	local w=$1 schema=slots$1 locker daemon
+	: >"$FAKE_LOG"
+	CONCURRENCY=1 PAGE_SIZE=1000 SCHEMA=$schema write_config "$TEST_TMP/s.conf" slot-1 slot-2 slot-3
+	sed -i "s/schema = \"$schema\"; };/schema = \"$schema\"; writers = $w; };/" "$TEST_TMP/s.conf"
+	TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/s.conf" --migrate 2>/dev/null
+	psql -X -q -c "BEGIN" -c "LOCK TABLE $schema.user_channels IN SHARE MODE" -c "SELECT pg_sleep(3)" \
+		-c "COMMIT" >/dev/null &
+	locker=$!
+	for _ in $(seq 100); do
+		[ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = '$schema.user_channels'::regclass AND mode = 'ShareLock' AND granted")" = 1 ] && break
+		sleep 0.05
+	done
+	TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/s.conf" --once 2>"$TEST_TMP/s.log" &
+	daemon=$!
+	sleep 1.5
+	is "$(wc -l <"$FAKE_LOG")" 2 "[writers $w] while user 1's page waits for a writer, user 2 is fetched, and no more"
+	is "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'")" "$w" \
+		"[writers $w] $w page(s) being committed at once"
+	wait "$locker"
+	wait "$daemon"
+	is "$?" 0 "[writers $w] the sweep completes once the writers can go on"
+	is "$(wc -l <"$FAKE_LOG")|$(sql "SELECT count(*) FROM $schema.user_channels")" "3|9" \
+		"[writers $w] every user fetched once, every row landed"
+}
 fake_stop
 fake_start slots --channels 3
-CONCURRENCY=1 PAGE_SIZE=1000 SCHEMA=slots write_config "$TEST_TMP/s.conf" slot-1 slot-2 slot-3
-TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/s.conf" --migrate 2>/dev/null
-psql -X -q -c "BEGIN" -c "LOCK TABLE slots.user_channels IN SHARE MODE" -c "SELECT pg_sleep(3)" \
-	-c "COMMIT" >/dev/null &
-locker=$!
-for _ in $(seq 100); do
-	[ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'slots.user_channels'::regclass AND mode = 'ShareLock' AND granted")" = 1 ] && break
-	sleep 0.05
-done
-TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/s.conf" --once 2>"$TEST_TMP/s.log" &
-daemon=$!
-sleep 1.5
-is "$(wc -l <"$FAKE_LOG")" 2 "while user 1's page waits for the writer, user 2 is fetched, and no more"
-wait "$locker"
-wait "$daemon"
-is "$?" 0 "the sweep completes once the writer can go on"
-is "$(wc -l <"$FAKE_LOG")|$(sql 'SELECT count(*) FROM slots.user_channels')" "3|9" "every user fetched once, every row landed"
+slots_check 1
+slots_check 2
 
 done_testing
