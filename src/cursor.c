@@ -6,6 +6,7 @@
 #include "cursor.h"
 
 #include "db.h"
+#include "log.h"
 #include "mem.h"
 
 #include <inttypes.h>
@@ -36,45 +37,70 @@ cursor_begin_run(struct db *db, int64_t *run_id, bool *resumed)
 	return ok;
 }
 
-static void
-read_position(const PGresult *res, int64_t run_id, struct cursor_position *out)
-{
-	int64_t row_run = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	const char *state = PQgetvalue(res, 0, 1);
-	bool has_next = !PQgetisnull(res, 0, 2);
+/* Columns: run_id, state, next_page_url, pages_done, the digest; all NULL without a cursor. */
+#define POSITION_COLUMNS                                                                           \
+	"c.run_id, c.state, c.next_page_url, c.pages_done, "                                       \
+	"CASE WHEN c.listing_rows IS NOT NULL THEN c.listing_digest END"
 
-	out->pages_done = (unsigned)strtoul(PQgetvalue(res, 0, 3), NULL, 10);
+static void
+read_position(const PGresult *res, int row, int64_t run_id, struct cursor_position *out)
+{
+	int64_t row_run;
+	const char *state;
+	bool has_next;
+
+	memset(out, 0, sizeof(*out));
+	out->start = CURSOR_FIRST_PAGE;
+	if (PQgetisnull(res, row, 0))
+		return; /* no cursor yet */
+	row_run = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+	state = PQgetvalue(res, row, 1);
+	has_next = !PQgetisnull(res, row, 2);
+	out->pages_done = (unsigned)strtoul(PQgetvalue(res, row, 3), NULL, 10);
 	if (row_run == run_id && strcmp(state, "running") != 0)
 		out->start = CURSOR_SKIP;
 	else if (has_next)
 		out->start = CURSOR_RESUME;
 	if (out->start == CURSOR_RESUME)
-		out->next_url = xstrdup(PQgetvalue(res, 0, 2));
+		out->next_url = xstrdup(PQgetvalue(res, row, 2));
 	if (out->start == CURSOR_FIRST_PAGE) {
 		out->pages_done = 0;
-		if (!PQgetisnull(res, 0, 4))
-			snprintf(out->digest, sizeof(out->digest), "%s", PQgetvalue(res, 0, 4));
+		if (!PQgetisnull(res, row, 4))
+			snprintf(out->digest, sizeof(out->digest), "%s", PQgetvalue(res, row, 4));
 	}
 }
 
 bool
-cursor_position(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		struct cursor_position *out)
+cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
+		 const char *const *users, size_t n, struct cursor_position *out)
 {
-	static const char sql[] =
-		"SELECT run_id, state, next_page_url, pages_done, "
-		"CASE WHEN listing_rows IS NOT NULL THEN listing_digest END "
-		"FROM sync_cursors WHERE service_sid = $1 AND user_sid = $2";
-	const char *params[2] = {service_sid, user};
+	static const char sql[] = "SELECT " POSITION_COLUMNS " "
+				  "FROM unnest($2::text[]) WITH ORDINALITY AS u(user_sid, ord) "
+				  "LEFT JOIN sync_cursors c "
+				  "ON c.service_sid = $1 AND c.user_sid = u.user_sid ORDER BY u.ord";
+	const char *params[2];
+	struct buf list;
 	PGresult *res;
-	bool ok;
+	bool ok = true;
 
-	memset(out, 0, sizeof(*out));
-	out->start = CURSOR_FIRST_PAGE;
-	res = db_exec_prepared(db, "cursor_position", sql, 2, params);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "reading a cursor");
-	if (ok && PQntuples(res) == 1)
-		read_position(res, run_id, out);
+	buf_init(&list, (size_t)1 << 30);
+	ok = buf_append(&list, "{", 1);
+	for (size_t i = 0; ok && i < n; i++)
+		ok = db_array_add_text(&list, users[i]);
+	ok = ok && buf_append(&list, "}", 1);
+	if (!ok) {
+		buf_free(&list);
+		log_error("reading cursors: the list of users is too long");
+		return false;
+	}
+	params[0] = service_sid;
+	params[1] = buf_str(&list);
+	res = db_exec_prepared(db, "cursor_positions", sql, 2, params);
+	buf_free(&list);
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "reading cursors") &&
+	     (size_t)PQntuples(res) == n;
+	for (size_t i = 0; ok && i < n; i++)
+		read_position(res, (int)i, run_id, &out[i]);
 	PQclear(res);
 	return ok;
 }

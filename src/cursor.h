@@ -5,6 +5,7 @@
 #define CHATSYNC_CURSOR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct db;
@@ -29,9 +30,13 @@ struct cursor_position {
 	char digest[33];     /* the last one-page listing's digest ("" if none) */
 };
 
-/* Reads where user's listing stands for the sweep run_id. */
-bool cursor_position(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		     struct cursor_position *out) __attribute__((warn_unused_result));
+/*
+ * Reads where n users' listings of one service stand for the sweep run_id,
+ * in one round trip: out[i] is users[i]'s.
+ */
+bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
+		      const char *const *users, size_t n, struct cursor_position *out)
+	__attribute__((warn_unused_result));
 
 /* Records that the user's listing failed in this sweep; its position is kept. */
 bool cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,

@@ -310,3 +310,24 @@ db_alive(struct db *db)
 	PQclear(res);
 	return ok && PQstatus(db->conn) == CONNECTION_OK;
 }
+
+bool
+db_array_add_text(struct buf *b, const char *s)
+{
+	const char *run = s;
+
+	if (b->len > 1 && !buf_append(b, ",", 1))
+		return false;
+	if (s == NULL)
+		return buf_append(b, "NULL", 4);
+	if (!buf_append(b, "\"", 1))
+		return false;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\') {
+			if (!buf_append(b, run, (size_t)(p - run)) || !buf_append(b, "\\", 1))
+				return false;
+			run = p;
+		}
+	}
+	return buf_append(b, run, strlen(run)) && buf_append(b, "\"", 1);
+}

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 struct db;
+struct buf;
 
 /*
  * Connects with conninfo (empty: libpq's PG* environment) and sets
@@ -41,6 +42,12 @@ PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int
 
 /* The first line of the connection's last error message (borrowed until the next call). */
 const char *db_last_error(struct db *db);
+
+/*
+ * Appends s (NULL: a NULL element) to b as the next element of a text array
+ * literal that b holds open ("{" and the elements so far); false if b is full.
+ */
+bool db_array_add_text(struct buf *b, const char *s) __attribute__((warn_unused_result));
 
 /*
  * Asynchronous use, for the page writer: sends a prepared statement (it is

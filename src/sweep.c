@@ -43,6 +43,9 @@
 /* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
 #define LOOP_MEMORY 1024
 
+/* Cursors read in one query, for the users about to start. */
+#define LOOKAHEAD 64
+
 /* Jobs beyond twilio.concurrency, whose pages wait for the writer or are being committed. */
 #define COMMIT_JOBS(concurrency) ((size_t)(concurrency) / 4 + 1)
 
@@ -116,6 +119,9 @@ struct sweep {
 	bool *service_failed; /* per configured service, in this process's part of the sweep */
 	struct job **queue;   /* jobs whose page waits for a writer, oldest first */
 	size_t queued;
+	struct cursor_position ahead[LOOKAHEAD]; /* of the next users of one service */
+	size_t ahead_service, ahead_user;	  /* ahead[0] is that user's */
+	size_t ahead_n;
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -611,14 +617,56 @@ on_done(void *arg, const struct http_result *res)
 		fail_user(j, "could not fetch page %u: %s", j->page_no, res->error);
 }
 
-/* Starts user's listing on j, or returns false if it has nothing to do now. */
+/* Forgets the cursors read ahead. */
+static void
+drop_lookahead(struct sweep *sw)
+{
+	for (size_t i = 0; i < sw->ahead_n; i++)
+		free(sw->ahead[i].next_url);
+	sw->ahead_n = 0;
+}
+
+/*
+ * The cursor of user user_index of service service_index (its next_url is
+ * then the caller's).  Users start in order, so when it is not at hand the
+ * cursors of that user and the next LOOKAHEAD - 1 are read in one query: no
+ * one else moves them before they start.
+ */
 static bool
-start_user(struct job *j, size_t service_index, const char *service_sid, const char *user)
+user_position(struct sweep *sw, size_t service_index, size_t user_index,
+	      struct cursor_position *out)
+{
+	const struct settings_service *svc = &sw->s->services[service_index];
+	struct cursor_position *p;
+
+	if (sw->ahead_n == 0 || sw->ahead_service != service_index || user_index < sw->ahead_user ||
+	    user_index >= sw->ahead_user + sw->ahead_n) {
+		size_t n = svc->n_users - user_index < LOOKAHEAD ? svc->n_users - user_index : LOOKAHEAD;
+
+		drop_lookahead(sw);
+		if (!cursor_positions(sw->db, sw->run_id, svc->sid,
+				      (const char *const *)&svc->users[user_index], n, sw->ahead))
+			return false;
+		sw->ahead_service = service_index;
+		sw->ahead_user = user_index;
+		sw->ahead_n = n;
+	}
+	p = &sw->ahead[user_index - sw->ahead_user];
+	*out = *p;
+	p->next_url = NULL;
+	return true;
+}
+
+/* Starts a user's listing on j, or returns false if it has nothing to do now. */
+static bool
+start_user(struct job *j, size_t service_index, size_t user_index)
 {
 	struct sweep *sw = j->sw;
+	const char *service_sid = sw->s->services[service_index].sid;
+	const char *user = sw->s->services[service_index].users[user_index];
 	struct cursor_position pos;
 
-	if (!cursor_position(sw->db, sw->run_id, service_sid, user, &pos)) {
+	if (!user_position(sw, service_index, user_index, &pos)) {
 		sw->db_lost = !db_alive(sw->db);
 		return false;
 	}
@@ -671,15 +719,13 @@ fill_jobs(struct sweep *sw)
 		struct job *j = &sw->jobs[i];
 
 		while (!job_busy(j) && may_start_work(sw) && sw->next_service < s->n_services) {
-			size_t service_index = sw->next_service;
-			const struct settings_service *svc = &s->services[service_index];
-			const char *user = svc->users[sw->next_user];
+			size_t service_index = sw->next_service, user_index = sw->next_user;
 
-			if (++sw->next_user == svc->n_users) {
+			if (++sw->next_user == s->services[service_index].n_users) {
 				sw->next_user = 0;
 				sw->next_service++;
 			}
-			if (start_user(j, service_index, svc->sid, user))
+			if (start_user(j, service_index, user_index))
 				busy += job_holds_slot(j);
 		}
 	}
@@ -770,6 +816,7 @@ recover_database(struct sweep *sw)
 			up = db_reconnect(sw->writers[i].db);
 		if (up) {
 			metrics_db_reconnect(sw->metrics);
+			drop_lookahead(sw); /* read again: the cursors may have moved */
 			sw->db_lost = false;
 			sw->next_service = sw->next_user = 0;
 			return true;
@@ -918,6 +965,7 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		poll_writers(&sw, true);
 	result = finish(&sw, &t0);
 	jobs_free(&sw);
+	drop_lookahead(&sw);
 	free(sw.service_failed);
 	free(sw.queue);
 	free(sw.writers);

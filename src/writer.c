@@ -98,25 +98,11 @@ append_checked(struct buf *col, const char *data, size_t len)
 static void
 add_text(struct page_batch *b, enum column c, const char *s)
 {
-	struct buf *col = &b->col[c];
-	const char *run = s;
-
-	if (b->rows > 0)
-		append_checked(col, ",", 1);
-	if (s == NULL) {
-		append_checked(col, "NULL", 4);
-		return;
+	/* The cap is far beyond any page the parser lets through. */
+	if (!db_array_add_text(&b->col[c], s)) {
+		log_error("page batch overflow");
+		abort();
 	}
-	append_checked(col, "\"", 1);
-	for (const char *p = s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\') {
-			append_checked(col, run, (size_t)(p - run));
-			append_checked(col, "\\", 1);
-			run = p;
-		}
-	}
-	append_checked(col, run, strlen(run));
-	append_checked(col, "\"", 1);
 }
 
 static void

@@ -97,4 +97,25 @@ is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest = 'st
 is "$(diff_expected)" 0 "still equal to the API's data"
 is "$(writes user_channels)" "$before" "still no write for unchanged rows"
 
+# --- an open sweep over many users: cursors are read 64 users at a time ------
+many=()
+for i in $(seq -w 1 150); do many+=("many-$i"); done
+PAGE_SIZE=1000 CONCURRENCY=8 SCHEMA=many write_config "$TEST_TMP/many.conf" "${many[@]}"
+run_once "$TEST_TMP/many.conf"
+is "$?|$(sql 'SELECT count(*) FROM many.user_channels')" "0|$((150 * CHANNELS))" "150 users swept"
+# Reopen the sweep as if it had stopped with four users left: the 1st, the
+# two either side of 64 (where a second read of cursors begins) and the last.
+left="'many-001', 'many-064', 'many-065', 'many-150'"
+sql "UPDATE many.sync_runs SET finished_at = NULL;
+     UPDATE many.sync_cursors SET state = 'running', listing_digest = NULL WHERE user_sid IN ($left);
+     UPDATE many.user_channels SET unread_messages_count = -1 WHERE user_sid IN ($left)"
+: >"$FAKE_LOG"
+run_once "$TEST_TMP/many.conf"
+is "$?" 0 "the reopened sweep finishes"
+is "$(cut -f 2 "$FAKE_LOG" | sort | tr '\n' ' ')" "many-001 many-064 many-065 many-150 " \
+	"exactly the four users left are fetched, whichever batch of cursors they are in"
+is "$(sql "SELECT count(*) FROM many.user_channels WHERE unread_messages_count = -1")" 0 "and stored again"
+is "$(sql "SELECT count(*) FROM many.sync_cursors WHERE state = 'complete' AND run_id = (SELECT max(run_id) FROM many.sync_runs)")" 150 \
+	"every cursor is complete in that sweep"
+
 done_testing
