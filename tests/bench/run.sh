@@ -117,6 +117,8 @@ die() {
 
 [ -x "$CHATSYNCD" ] || die "$CHATSYNCD not built: cd $top && make -j2"
 [ -x "$FAKE_TWILIO" ] || die "$FAKE_TWILIO not built: cd $top && make tests/fake_twilio"
+WRITE_MODES=${WRITE_MODES:-$top_builddir/tests/bench/write_modes}
+[ -x "$WRITE_MODES" ] || die "$WRITE_MODES not built: cd $top && make tests/bench/write_modes"
 [ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] || die "PostgreSQL server binaries not found (PG_BINDIR)"
 [ -x "$TIME" ] || die "$TIME is missing: apt-get install time"
 command -v node >/dev/null || die "node is missing: apt-get install nodejs npm"
@@ -578,5 +580,24 @@ for scen in $scenarios; do
 	run_scenario "$scen"
 done
 report | tee "$out"
+
+# The write path alone (write_modes.c): one unnest statement per page vs. a
+# pipeline of row statements, on the same cluster, in a database of its own.
+wm_users=200
+[ "$quick" = 1 ] && wm_users=20
+q postgres "DROP DATABASE IF EXISTS bench_write_modes" >/dev/null
+q postgres "CREATE DATABASE bench_write_modes" >/dev/null
+wait_autovacuum
+q postgres "CHECKPOINT" >/dev/null
+echo "# write path: unnest vs. pipeline, $wm_users users x 500 channels"
+"$WRITE_MODES" --conninfo "dbname=bench_write_modes" --users "$wm_users" --channels 500 \
+	>"$WORK/write-modes.md" 2>"$WORK/write-modes.log" ||
+	{ cat "$WORK/write-modes.log" >&2; die "write_modes failed; log: $WORK/write-modes.log"; }
+{
+	echo
+	echo "## Write path: one unnest statement vs. a pipeline of row statements"
+	echo
+	cat "$WORK/write-modes.md"
+} | tee -a "$out"
 echo "# report written to $out"
 finished=1
