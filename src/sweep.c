@@ -110,7 +110,7 @@ struct sweep {
 	size_t n_jobs;
 	bool db_lost;
 	bool auth_failed;
-	unsigned uncounted_requests;
+	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	uint64_t rng;
 	const struct sweep_hooks *hooks;
 	struct metrics *metrics;
@@ -197,6 +197,7 @@ static void
 job_release(struct job *j)
 {
 	j->sw->uncounted_requests += j->requests;
+	j->sw->uncounted_retries += j->retries;
 	j->requests = j->retries = 0;
 	if (j->state == JOB_COMMITTING) {
 		unqueue(j->sw, j);
@@ -859,7 +860,8 @@ finish(struct sweep *sw, const struct timespec *t0)
 	double seconds;
 
 	if (*sw->stop || sw->auth_failed || sw->db_lost ||
-	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, 0, &totals)) {
+	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, sw->uncounted_retries,
+			       &totals)) {
 		metrics_sweep_stopped(sw->metrics);
 		if (*sw->stop)
 			return SWEEP_INTERRUPTED;

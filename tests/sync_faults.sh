@@ -607,5 +607,31 @@ is "$(pages_asked u-s)" "1,2" "10: and resumes at page index 1, the interrupted 
 expect --channels $CH -- u-s
 is "$(diff_expected)" 0 "10: the tables equal the API's data exactly"
 
+# ============================================================ 11. a dropped page's retries
+part 11 "the database connection is lost while a retried page waits to commit"
+new_fake p11 --channels $CH --fault 500:u-r:1
+PAGE_SIZE=1000 write_config "$TEST_TMP/p11.conf" u-r
+TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p11.conf" --migrate 2>>"$LOG"
+# The writers wait on a lock until their sessions are ended under them.
+psql -X -q -c "BEGIN" -c "LOCK TABLE p11.user_channels IN SHARE MODE" -c "SELECT pg_sleep(2)" \
+	-c "COMMIT" >/dev/null &
+locker=$!
+locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'p11.user_channels'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
+waiting() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'")" = 1 ]; }
+wait_for 5 locked || diag "the lock was not taken"
+start_bg "$TEST_TMP/p11.conf" --once
+wait_for 10 waiting
+ok $? "11: u-r's page, fetched after one retry, waits for the writer"
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'" >/dev/null
+wait "$locker"
+wait_bg 30
+snap
+is "$BG_RC" 0 "11: chatsyncd reconnects, fetches the page again and finishes"
+is "$(statuses u-r)" "500,200,200" "11: requests: the 500, the retry, the page again"
+is "$(run http_requests http_retries users_ok)" "3 1 1" \
+	"11: the run counts all three requests and the retry of the dropped page"
+expect --channels $CH -- u-r
+is "$(diff_expected)" 0 "11: the tables equal the API's data exactly"
+
 diag "run time $((SECONDS - T_START)) s"
 done_testing
