@@ -5,8 +5,11 @@
 -- and an identical open version.  The history table now keeps the versions
 -- that ended (user_channel_past_versions); the current version of a live
 -- membership is its user_channels row, valid since updated_at.
--- user_channel_history becomes a view over both, with the columns it had, so
--- queries on it keep their meaning.
+-- user_channel_history becomes a view over both, with the columns it had and
+-- the same rows, readable by whoever could read the table.  Two things
+-- differ: history_id is NULL for current versions (a version gets its id
+-- when it ends), and the view cannot be written to (delete old versions
+-- from user_channel_past_versions).
 --
 -- sync_page() inserts new memberships with a plain INSERT (one chatsyncd
 -- holds the schema's advisory lock, and it never commits two pages of one
@@ -42,6 +45,25 @@ SELECT NULL::bigint, service_sid, user_sid, channel_sid, account_sid, member_sid
   FROM user_channels
  WHERE deleted_at IS NULL;
 
+-- Whoever could read the history table can read the view.
+DO $grant$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT DISTINCT a.grantee
+               FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.oid = 'user_channel_past_versions'::regclass
+                AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        IF g.grantee = 0 THEN
+            GRANT SELECT ON user_channel_history TO PUBLIC;
+        ELSE
+            EXECUTE format('GRANT SELECT ON user_channel_history TO %s', g.grantee::regrole);
+        END IF;
+    END LOOP;
+END
+$grant$;
+
 -- How many distinct memberships the listing behind listing_digest held.
 ALTER TABLE sync_cursors ADD COLUMN listing_rows integer;
 
@@ -63,6 +85,8 @@ DECLARE
     v_single   boolean := p_first AND p_next_url IS NULL;
     v_fresh    boolean := false;  -- the user has no stored membership at all
 BEGIN
+    -- Two pages of one user are never applied at once, even by mistake.
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
     IF p_first AND NOT v_single THEN
         DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
     END IF;
@@ -245,6 +269,7 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_rows integer;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
     UPDATE sync_cursors
        SET run_id = p_run_id, state = 'complete', next_page_url = NULL, pages_done = 1,
            last_complete_at = now(), last_error = NULL, last_error_at = NULL,

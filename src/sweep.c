@@ -359,7 +359,7 @@ listing_unchanged(const struct job *j, char digest[33])
 static void
 pump_writers(struct sweep *sw)
 {
-	for (size_t w = 0; w < sw->n_writers && sw->queued > 0 && !sw->db_lost; w++) {
+	for (size_t w = 0; w < sw->n_writers && sw->queued > 0 && !sw->db_lost && !*sw->stop; w++) {
 		struct writer_slot *ws = &sw->writers[w];
 		struct job *j = sw->queue[0];
 		struct writer_page page = {
@@ -788,21 +788,47 @@ nap(struct sweep *sw, long ms)
 	}
 }
 
+/* Is this job's page on a writer (sent, its result not read yet)? */
+static bool
+on_a_writer(const struct sweep *sw, const struct job *j)
+{
+	for (size_t i = 0; i < sw->n_writers; i++) {
+		if (sw->writers[i].job == j)
+			return true;
+	}
+	return false;
+}
+
 /*
- * The database went away mid-sweep: whatever was uncommitted is rolled
- * back.  Reconnect with backoff, then go over the users again: the cursors
- * say who is done and where each listing stands.
+ * The database is lost or a stop was asked for: drops the pages that wait
+ * for a writer and the retries that wait for their turn.  Pages on a writer
+ * are let finish, so that whatever they committed is known before anything
+ * is read again.
  */
-/* Drops every page waiting for the writer or being committed on a lost connection. */
 static void
-abandon_commits(struct sweep *sw)
+abandon_jobs(struct sweep *sw)
 {
 	for (size_t i = 0; i < sw->n_jobs; i++) {
-		if (sw->jobs[i].state == JOB_COMMITTING)
-			job_release(&sw->jobs[i]);
+		struct job *j = &sw->jobs[i];
+
+		if (j->state == JOB_WAITING || (j->state == JOB_COMMITTING && !on_a_writer(sw, j)))
+			job_release(j);
 	}
 }
 
+/* Reconnects c if a round trip fails; a live connection (and its lock) is kept. */
+static bool
+revive(struct db *c)
+{
+	return db_alive(c) || db_reconnect(c);
+}
+
+/*
+ * The database went away mid-sweep, and no page is on a writer any more:
+ * whatever was uncommitted is rolled back.  Reconnect with backoff, then go
+ * over the users again: the cursors say who is done and where each listing
+ * stands.
+ */
 static bool
 recover_database(struct sweep *sw)
 {
@@ -811,10 +837,10 @@ recover_database(struct sweep *sw)
 		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->rng));
 		if (*sw->stop)
 			break;
-		bool up = db_reconnect(sw->db);
+		bool up = revive(sw->db);
 
 		for (size_t i = 0; up && i < sw->n_writers; i++)
-			up = db_reconnect(sw->writers[i].db);
+			up = revive(sw->writers[i].db);
 		if (up) {
 			metrics_db_reconnect(sw->metrics);
 			drop_lookahead(sw); /* read again: the cursors may have moved */
@@ -946,9 +972,10 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		size_t n_fds;
 		long wait;
 
-		if (sw.db_lost)
-			abandon_commits(&sw);
-		if (sw.db_lost && !*stop && http_pending(http) == 0 && !recover_database(&sw))
+		if (sw.db_lost || *stop)
+			abandon_jobs(&sw);
+		if (sw.db_lost && !*stop && http_pending(http) == 0 &&
+		    busy_writer_sockets(&sw, fds) == 0 && !recover_database(&sw))
 			break;
 		fill_jobs(&sw);
 		pump_writers(&sw);

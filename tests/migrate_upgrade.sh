@@ -47,6 +47,10 @@ sql "CREATE TABLE public.before_current AS SELECT * FROM chatsync.user_channels"
 sql "CREATE TABLE public.before_cursors AS SELECT * FROM chatsync.sync_cursors"
 is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM public.before_history')" "7|3" \
 	"version 3 holds 7 history versions, 3 of them open"
+# A reporting role that may read the history table.
+sql "DROP ROLE IF EXISTS upgrade_reader; CREATE ROLE upgrade_reader;
+     GRANT USAGE ON SCHEMA chatsync TO upgrade_reader;
+     GRANT SELECT ON chatsync.user_channel_history TO upgrade_reader" >/dev/null
 
 FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" "$U" # --migrate makes no request
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>"$TEST_TMP/err"
@@ -66,6 +70,10 @@ is "$(differ "SELECT service_sid, user_sid, run_id, state, next_page_url, pages_
 	"SELECT service_sid, user_sid, run_id, state, next_page_url, pages_done, listing_digest FROM public.before_cursors")" 0 \
 	"cursors are untouched"
 is "$(sql 'SELECT count(*) FROM chatsync.sync_seen')" 1 "a listing in progress keeps what it has seen"
+is "$(sql "SET ROLE upgrade_reader; SELECT count(*) FROM chatsync.user_channel_history")" 7 \
+	"a role that could read the history table can read the view"
+is "$(sql "SELECT count(*) FROM chatsync.user_channel_history WHERE (history_id IS NULL) <> (valid_to IS NULL)")" 0 \
+	"history_id is NULL exactly for the current versions"
 
 # The new sync_page() goes on from there: the listing's last page.
 r=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
@@ -77,7 +85,7 @@ is "$(sql "SELECT string_agg(channel_sid || ':' || unread_messages_count || ':' 
 	"CH1:0:false,CH1:5:false,CH1:6:true,CH2:0:false,CH2:1:false,CH3:0:false,CH3:2:true" \
 	"history: every version, the open ones those of live memberships"
 is "$(sql "SELECT count(*) FROM chatsync.user_channel_history h JOIN chatsync.user_channel_history n
-	USING (service_sid, user_sid, channel_sid) WHERE n.valid_from > h.valid_from AND n.valid_from < h.valid_to")" 0 \
+	USING (service_sid, user_sid, channel_sid) WHERE n.valid_from > h.valid_from AND n.valid_from < coalesce(h.valid_to, 'infinity')")" 0 \
 	"no two versions of a membership overlap"
 
 done_testing

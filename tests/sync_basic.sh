@@ -90,6 +90,27 @@ is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE state = 'complete' A
 run_id=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
 is "$(sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', 'other', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
 	"null|3" "sync_listing_unchanged() with another digest does nothing and says so"
+
+# The cursor's digest moves while chatsyncd's call waits for the cursor's
+# row (another session updates it and commits 2 s later): the server
+# answers that nothing was done, and the page is sent whole.
+page_calls=$(calls sync_page) unchanged_calls=$(calls sync_listing_unchanged)
+psql -X -q -c "BEGIN" -c "UPDATE chatsync.sync_cursors SET listing_digest = 'moved' WHERE user_sid = '${USERS[0]}'" \
+	-c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null &
+locker=$!
+for _ in $(seq 100); do
+	[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2)' AND state = 'active'")" = 1 ] && break
+	sleep 0.05
+done
+run_once "$TEST_TMP/big.conf"
+is "$?" 0 "a resync whose digest moves under it exits 0"
+wait "$locker"
+sleep 0.5
+is "$(( $(calls sync_listing_unchanged) - unchanged_calls ))|$(( $(calls sync_page) - page_calls ))" "3|1" \
+	"three unchanged-listing calls, and the page whose digest moved sent whole once"
+is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest = 'moved'")|$(diff_expected)" "0|0" \
+	"its digest is renewed and the table still equals the API's data"
+
 sql "UPDATE chatsync.sync_cursors SET listing_digest = 'stale'"
 run_once "$TEST_TMP/big.conf"
 is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest = 'stale'")" 0 \

@@ -30,6 +30,7 @@ for page_size in 1000 9; do
 	is "$?" 0 "[$page_size] variant 0 synced"
 	is "$(diff_expected)" 0 "[$page_size] variant 0 equals the API"
 
+	sql "DROP TABLE IF EXISTS public.v0; CREATE TABLE public.v0 AS SELECT * FROM chatsync.user_channels"
 	# Variant 1 drops slots 1, 11, 21, 31 and changes slots 1, 8, 15, ...
 	sweep_variant 1 $page_size
 	is "$?" 0 "[$page_size] variant 1 synced"
@@ -47,6 +48,17 @@ for page_size in 1000 9; do
 		$((2 * CHANNELS + changed)) "[$page_size] a change opens exactly one new version"
 	is "$(sql "SELECT count(*) FROM chatsync.user_channel_history h JOIN chatsync.user_channels uc USING (service_sid, user_sid, channel_sid) WHERE h.valid_to IS NULL AND (h.unread_messages_count, h.status) IS DISTINCT FROM (uc.unread_messages_count, uc.status)")" \
 		0 "[$page_size] the open version carries the current values"
+	is "$(sql "SELECT count(*) FROM chatsync.user_channel_past_versions")|$(sql "SELECT count(*)
+		FROM chatsync.user_channel_past_versions p
+		JOIN public.v0 o USING (service_sid, user_sid, channel_sid)
+		JOIN chatsync.user_channels uc USING (service_sid, user_sid, channel_sid)
+		WHERE (p.account_sid, p.member_sid, p.status, p.last_consumed_message_index,
+		       p.unread_messages_count, p.channel_url, p.member_url, p.valid_from)
+		      IS NOT DISTINCT FROM
+		      (o.account_sid, o.member_sid, o.status, o.last_consumed_message_index,
+		       o.unread_messages_count, o.channel_url, o.member_url, o.updated_at)
+		  AND p.valid_to = uc.updated_at")" "$((changed + 8))|$((changed + 8))" \
+		"[$page_size] each changed or deleted membership's past version holds its old values, valid from its old updated_at to the change"
 
 	# Variant 2 drops slots 2, 12, ... and brings 1, 11, ... back.
 	sweep_variant 2 $page_size
