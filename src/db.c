@@ -311,6 +311,19 @@ db_alive(struct db *db)
 	return ok && PQstatus(db->conn) == CONNECTION_OK;
 }
 
+void
+db_cancel(struct db *db)
+{
+	PGcancel *cancel = PQgetCancel(db->conn);
+	char err[256];
+
+	if (cancel == NULL)
+		return;
+	if (!PQcancel(cancel, err, sizeof(err)))
+		log_warning("could not cancel a statement: %s", err);
+	PQfreeCancel(cancel);
+}
+
 bool
 db_array_add_text(struct buf *b, const char *s)
 {

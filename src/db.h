@@ -72,6 +72,9 @@ int db_socket(const struct db *db);
  */
 bool db_collect(struct db *db, bool wait, PGresult **res);
 
+/* Asks the server to cancel the statement db is running (its result then reports the cancel). */
+void db_cancel(struct db *db);
+
 /* True while the connection is usable, as far as libpq knows. */
 bool db_connected(struct db *db);
 

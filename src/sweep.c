@@ -49,6 +49,9 @@
 /* Jobs beyond twilio.concurrency, whose pages wait for the writer or are being committed. */
 #define COMMIT_JOBS(concurrency) ((size_t)(concurrency) / 4 + 1)
 
+/* After a stop, how long a page being committed is let finish before it is cancelled. */
+#define STOP_GRACE_MS 1000
+
 /* Reconnecting to a lost database: attempts, and the backoff between them. */
 #define DB_RECONNECT_TRIES 30
 #define DB_BACKOFF_BASE_MS 200
@@ -122,6 +125,8 @@ struct sweep {
 	struct cursor_position ahead[LOOKAHEAD]; /* of the next users of one service */
 	size_t ahead_service, ahead_user;	  /* ahead[0] is that user's */
 	size_t ahead_n;
+	double stop_seen_ms;	/* when the sweep first saw *stop; 0 before */
+	bool commits_cancelled; /* after the stop's grace period */
 };
 
 static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
@@ -337,6 +342,10 @@ static bool may_start_work(const struct sweep *sw);
 static void
 commit_failed(struct job *j, struct db *wdb, const char *why)
 {
+	if (*j->sw->stop) {
+		job_release(j); /* cancelled, or cut short by the stop: fetched again next time */
+		return;
+	}
 	if (!db_alive(wdb)) {
 		j->sw->db_lost = true;
 		job_release(j);
@@ -935,6 +944,30 @@ jobs_free(struct sweep *sw)
 	free(sw->jobs);
 }
 
+/*
+ * A stop was asked for: pages being committed are let finish for
+ * STOP_GRACE_MS, then their statements are cancelled (they roll back, and
+ * the pages are fetched again next time), so that a commit stuck on a lock
+ * does not hold up the stop.
+ */
+static void
+cancel_slow_commits(struct sweep *sw)
+{
+	if (sw->stop_seen_ms == 0) {
+		sw->stop_seen_ms = now_ms();
+		return;
+	}
+	if (sw->commits_cancelled || now_ms() - sw->stop_seen_ms < STOP_GRACE_MS)
+		return;
+	for (size_t i = 0; i < sw->n_writers; i++) {
+		if (db_busy(sw->writers[i].db)) {
+			log_info("stopping: cancelling a commit still running after %d ms", STOP_GRACE_MS);
+			db_cancel(sw->writers[i].db);
+		}
+	}
+	sw->commits_cancelled = true;
+}
+
 enum sweep_result
 sweep_run(const struct settings *s, struct db *db, struct db *const *writers, size_t n_writers,
 	  struct http *http, const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
@@ -972,6 +1005,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		size_t n_fds;
 		long wait;
 
+		if (*stop)
+			cancel_slow_commits(&sw);
 		if (sw.db_lost || *stop)
 			abandon_jobs(&sw);
 		if (sw.db_lost && !*stop && http_pending(http) == 0 &&

@@ -659,5 +659,35 @@ expect --channels $CH -- u-v u-w
 is "$(diff_expected)" 0 "12: the tables equal the API's data exactly"
 is "$(run users_ok users_failed)" "2 0" "12: both users ok"
 
+# ============================================================ 13. a stop while a commit is stuck
+part 13 "SIGTERM while a page's commit waits on a lock"
+new_fake p13 --channels $CH
+PAGE_SIZE=1000 write_config "$TEST_TMP/p13.conf" u-t
+TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p13.conf" --migrate 2>>"$LOG"
+psql -X -q -c "BEGIN" -c "LOCK TABLE p13.user_channels IN SHARE MODE" -c "SELECT pg_sleep(8)" \
+	-c "COMMIT" >/dev/null &
+locker=$!
+locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'p13.user_channels'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
+wait_for 5 locked || diag "the lock was not taken"
+start_bg "$TEST_TMP/p13.conf" --once
+wait_for 10 waiting
+ok $? "13: u-t's page waits for the writer on a lock held for 8 s"
+t0=$(now_us)
+kill -TERM "$BG_PID"
+wait_bg 6
+t1=$(now_us)
+snap
+is "$BG_RC" 0 "13: SIGTERM exits 0"
+((t1 - t0 <= 3000000))
+ok $? "13: within 3 s, the stuck commit cancelled after its 1 s of grace ($(((t1 - t0) / 1000)) ms)"
+grep_ok 'cancelling a commit still running' "$LOG" "13: it logs the cancel"
+is "$(rows u-t)|$(cursor u-t | cut -d' ' -f1)" "0|" "13: nothing of the page is committed, and the user is not recorded failed"
+kill "$locker" 2>/dev/null
+wait "$locker" 2>/dev/null
+sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(8)'" >/dev/null
+wait_for 10 eval '! locked'
+sweep "$TEST_TMP/p13.conf"
+is "$RC|$(cursor u-t | cut -d' ' -f1)" "0|complete" "13: the next run fetches the page again and completes"
+
 diag "run time $((SECONDS - T_START)) s"
 done_testing
