@@ -614,18 +614,26 @@ part 11 "the database connection is lost while a retried page waits to commit"
 new_fake p11 --channels $CH --fault 500:u-r:1
 PAGE_SIZE=1000 write_config "$TEST_TMP/p11.conf" u-r
 TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p11.conf" --migrate 2>>"$LOG"
-# The writers wait on a lock until their sessions are ended under them.
-psql -X -q -c "BEGIN" -c "LOCK TABLE p11.user_channels IN SHARE MODE" -c "SELECT pg_sleep(2)" \
-	-c "COMMIT" >/dev/null &
-locker=$!
-locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'p11.user_channels'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
+# hold_lock TABLE SECONDS: another session holds a SHARE lock on TABLE
+# (writes wait) for SECONDS; its psql's pid in LOCKER.
+hold_lock() {
+	LOCKED_TABLE=$1
+	psql -X -q -c "BEGIN" -c "LOCK TABLE $1 IN SHARE MODE" -c "SELECT pg_sleep($2)" \
+		-c "COMMIT" >/dev/null &
+	LOCKER=$!
+	wait_for 5 locked || diag "the lock on $1 was not taken"
+}
+locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = '$LOCKED_TABLE'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
+# A sync_page() call waits for a lock.
 waiting() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'")" = 1 ]; }
-wait_for 5 locked || diag "the lock was not taken"
+
+# The writers wait on a lock until their sessions are ended under them.
+hold_lock p11.user_channels 2
 start_bg "$TEST_TMP/p11.conf" --once
 wait_for 10 waiting
 ok $? "11: u-r's page, fetched after one retry, waits for the writer"
 sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'" >/dev/null
-wait "$locker"
+wait "$LOCKER"
 wait_bg 30
 snap
 is "$BG_RC" 0 "11: chatsyncd reconnects, fetches the page again and finishes"
@@ -640,16 +648,12 @@ part 12 "the database connection is lost while another user waits to retry"
 new_fake p12 --channels $CH --fault 500:u-w:1
 CONCURRENCY=2 PAGE_SIZE=1000 BACKOFF_BASE_MS=3000 MAX_BACKOFF=10 write_config "$TEST_TMP/p12.conf" u-v u-w
 TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p12.conf" --migrate 2>>"$LOG"
-psql -X -q -c "BEGIN" -c "LOCK TABLE p12.user_channels IN SHARE MODE" -c "SELECT pg_sleep(3)" \
-	-c "COMMIT" >/dev/null &
-locker=$!
-locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'p12.user_channels'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
-wait_for 5 locked || diag "the lock was not taken"
+hold_lock p12.user_channels 3
 start_bg "$TEST_TMP/p12.conf" --once
 wait_for 10 waiting
 ok $? "12: u-v's page waits for the writer while u-w backs off (3 to 6 s) after a 500"
 sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_page%'" >/dev/null
-wait "$locker"
+wait "$LOCKER"
 wait_bg 30
 snap
 is "$BG_RC" 0 "12: chatsyncd reconnects and finishes"
@@ -664,11 +668,7 @@ part 13 "SIGTERM while a page's commit waits on a lock"
 new_fake p13 --channels $CH
 PAGE_SIZE=1000 write_config "$TEST_TMP/p13.conf" u-t
 TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p13.conf" --migrate 2>>"$LOG"
-psql -X -q -c "BEGIN" -c "LOCK TABLE p13.user_channels IN SHARE MODE" -c "SELECT pg_sleep(8)" \
-	-c "COMMIT" >/dev/null &
-locker=$!
-locked() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE relation = 'p13.user_channels'::regclass AND granted AND mode = 'ShareLock'")" = 1 ]; }
-wait_for 5 locked || diag "the lock was not taken"
+hold_lock p13.user_channels 8
 start_bg "$TEST_TMP/p13.conf" --once
 wait_for 10 waiting
 ok $? "13: u-t's page waits for the writer on a lock held for 8 s"
@@ -682,8 +682,8 @@ is "$BG_RC" 0 "13: SIGTERM exits 0"
 ok $? "13: within 3 s, the stuck commit cancelled after its 1 s of grace ($(((t1 - t0) / 1000)) ms)"
 grep_ok 'cancelling a commit still running' "$LOG" "13: it logs the cancel"
 is "$(rows u-t)|$(cursor u-t | cut -d' ' -f1)" "0|" "13: nothing of the page is committed, and the user is not recorded failed"
-kill "$locker" 2>/dev/null
-wait "$locker" 2>/dev/null
+kill "$LOCKER" 2>/dev/null
+wait "$LOCKER" 2>/dev/null
 sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(8)'" >/dev/null
 wait_for 10 eval '! locked'
 sweep "$TEST_TMP/p13.conf"
