@@ -68,6 +68,7 @@ PG_DIR=
 
 cleanup() {
 	local pid
+	[ -n "${BG_PID:-}" ] && kill -9 "$BG_PID" 2>/dev/null # no chatsyncd outlives the test
 	for pid in "${FAKE_PIDS[@]}"; do
 		kill "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
@@ -111,6 +112,76 @@ pg_restart() {
 # sql QUERY: prints the result unaligned, tuples only, '|' between fields.
 sql() {
 	psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# ------------------------------------------------------------ chatsyncd in the background
+# For tests that start chatsyncd, kill it part-way and wait for what it
+# leaves behind.  Fork-free where they poll (forks are slow on a busy machine).
+
+BG_PID=
+mkfifo "$TEST_TMP/nap"
+exec {NAP_FD}<>"$TEST_TMP/nap"
+nap() { read -r -t "$1" -u "$NAP_FD" _ || :; } # sleep without a fork
+
+# count_lines: the number of requests in the fake's log, in LINES_N.
+count_lines() { mapfile -t _lines <"$FAKE_LOG"; LINES_N=${#_lines[@]}; }
+log_lines() { count_lines; echo "$LINES_N"; }
+
+# sqlt QUERY: like sql, with a tab between fields.
+sqlt() { psql -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
+
+table_exists() { [ "$(sql "SELECT to_regclass('$1') IS NOT NULL")" = t ]; }
+
+# bg_start LOG CONF [ARGS]: chatsyncd in the background, its stderr appended
+# to LOG after a header line, its pid in BG_PID; TOKEN overrides the token.
+bg_start() {
+	local log=$1 conf=$2
+	shift 2
+	printf -- '----- %(%T)T %s %s\n' -1 "$conf" "$*" >>"$log"
+	TWILIO_AUTH_TOKEN="${TOKEN:-$AUTH_TOKEN}" "$CHATSYNCD" -c "$conf" "$@" 2>>"$log" &
+	BG_PID=$!
+}
+
+# wait_bg SECONDS: waits for BG_PID; its exit status in BG_RC (124: still
+# running, killed); BG_PID is cleared once the process is reaped.
+wait_bg() {
+	local i
+	for ((i = 0; i < $1 * 50; i++)); do
+		kill -0 "$BG_PID" 2>/dev/null || break
+		nap 0.02
+	done
+	if kill -0 "$BG_PID" 2>/dev/null; then
+		kill -9 "$BG_PID"
+		wait "$BG_PID" 2>/dev/null
+		BG_RC=124
+		diag "chatsyncd $BG_PID still running after $1 s: killed"
+	else
+		wait "$BG_PID"
+		BG_RC=$?
+	fi
+	BG_PID=
+}
+
+# settle: until nothing of a killed chatsyncd can still land: its backends
+# may still be running the statements they were sent, and the fake logs a
+# request only once its latency has passed.
+settle() {
+	local i n
+	for ((i = 0; i < 100; i++)); do
+		count_lines
+		n=$LINES_N
+		nap 0.1
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsyncd'")" = 0 ] &&
+			count_lines && [ "$LINES_N" = "$n" ] && return 0
+	done
+	diag "settle: still busy after 10 s"
+}
+
+# wait_log TARGET: until the request log has TARGET lines or BG_PID is gone.
+wait_log() {
+	while count_lines && [ "$LINES_N" -lt "$1" ] && kill -0 "$BG_PID" 2>/dev/null; do
+		nap 0.003
+	done
 }
 
 # ------------------------------------------------------------ fake Twilio API

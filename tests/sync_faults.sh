@@ -20,16 +20,11 @@
 need_tools
 export LC_ALL=C
 pg_start || { echo "Bail out! could not start PostgreSQL"; exit 1; }
-BG_PID=
-trap '[ -n "$BG_PID" ] && kill -9 "$BG_PID" 2>/dev/null; cleanup' EXIT # no chatsyncd outlives the test
 
 T_START=$SECONDS
 CH=25
 export PAGE_SIZE=10 BACKOFF_BASE_MS=10 MAX_BACKOFF=1
 
-mkfifo "$TEST_TMP/nap"
-exec {NAP_FD}<>"$TEST_TMP/nap"
-nap() { read -r -t "$1" -u "$NAP_FD" _ || :; } # sleep without a fork
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
 like() { # like GOT PATTERN DESCRIPTION
@@ -76,33 +71,8 @@ sweep() {
 	snap
 }
 
-# start_bg CONF [ARGS]: chatsyncd in the background, its pid in BG_PID.
-start_bg() {
-	local conf=$1
-	shift
-	echo "----- $(date +%T.%N) background $*" >>"$LOG"
-	TWILIO_AUTH_TOKEN="${TOKEN:-$AUTH_TOKEN}" "$CHATSYNCD" -c "$conf" "$@" 2>>"$LOG" &
-	BG_PID=$!
-}
-
-# wait_bg SECONDS: waits for BG_PID; status in BG_RC (124: still running, killed).
-wait_bg() {
-	local i
-	for ((i = 0; i < $1 * 50; i++)); do
-		kill -0 "$BG_PID" 2>/dev/null || break
-		nap 0.02
-	done
-	if kill -0 "$BG_PID" 2>/dev/null; then
-		kill -9 "$BG_PID"
-		wait "$BG_PID" 2>/dev/null
-		BG_RC=124
-		diag "chatsyncd $BG_PID still running after $1 s: killed"
-	else
-		wait "$BG_PID"
-		BG_RC=$?
-	fi
-	BG_PID= # reaped: the exit trap must not kill a reused pid
-}
+# start_bg CONF [ARGS]: chatsyncd in the background (lib.sh: bg_start), logging to $LOG.
+start_bg() { bg_start "$LOG" "$@"; }
 
 # wait_for SECONDS COMMAND...: polls COMMAND until it succeeds; false on timeout.
 wait_for() {
@@ -115,7 +85,6 @@ wait_for() {
 	return 1
 }
 
-log_lines() { local l; mapfile -t l <"$FAKE_LOG"; echo "${#l[@]}"; }
 
 # Per user, from the fake's request log: statuses and page indexes, in order.
 statuses() { awk -F'\t' -v u="$1" '$2 == u { printf "%s%s", s, $1; s = "," } END { print "" }' "$FAKE_LOG"; }

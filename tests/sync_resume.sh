@@ -48,69 +48,13 @@ load_expected "${FAKE_ARGS[@]}" -- "${USERS[@]}"
 
 CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
 
-# Fork-free helpers (forks are slow on a busy machine; the kill loop polls).
-mkfifo "$TEST_TMP/nap"
-exec {NAP_FD}<>"$TEST_TMP/nap"
-nap() { read -r -t "$1" -u "$NAP_FD" _ || :; } # sleep without a fork
-count_lines() { mapfile -t _lines <"$FAKE_LOG"; LINES_N=${#_lines[@]}; }
-log_lines() { count_lines; echo "$LINES_N"; }
-
-# sqlt QUERY: like sql, with a tab between fields.
-sqlt() { psql -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
-
-table_exists() { [ "$(sql "SELECT to_regclass('$1') IS NOT NULL")" = t ]; }
-
-# start_bg CONF: chatsyncd --once in the background, its pid in BG_PID.
-start_bg() {
-	echo "----- $(date +%T.%N) start $1" >>"$CHATSYNCD_LOG"
-	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$1" --once 2>>"$CHATSYNCD_LOG" &
-	BG_PID=$!
-}
-
-# wait_bg SECONDS: waits for BG_PID; its exit status in BG_RC (124: timed out, killed).
-wait_bg() {
-	local i
-	for ((i = 0; i < $1 * 20; i++)); do
-		kill -0 "$BG_PID" 2>/dev/null || break
-		nap 0.05
-	done
-	if kill -0 "$BG_PID" 2>/dev/null; then
-		kill -9 "$BG_PID"
-		wait "$BG_PID" 2>/dev/null
-		BG_RC=124
-		diag "chatsyncd $BG_PID still running after $1 s: killed"
-	else
-		wait "$BG_PID"
-		BG_RC=$?
-	fi
-}
+# start_bg CONF: chatsyncd --once in the background (lib.sh: bg_start).
+start_bg() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
 
 # run_to_end CONF: one chatsyncd --once, at most 30 s; status in BG_RC.
 run_to_end() {
 	start_bg "$1"
 	wait_bg 30
-}
-
-# Until nothing of a killed chatsyncd can still land: its backend may still
-# be committing the statement it was running, and the fake logs a request
-# only once its latency has passed.
-settle() {
-	local i n
-	for ((i = 0; i < 100; i++)); do
-		count_lines
-		n=$LINES_N
-		nap 0.1
-		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsyncd'")" = 0 ] &&
-			count_lines && [ "$LINES_N" = "$n" ] && return 0
-	done
-	diag "settle: still busy after 10 s"
-}
-
-# wait_log TARGET: until the request log has TARGET lines or BG_PID is gone.
-wait_log() {
-	while count_lines && [ "$LINES_N" -lt "$1" ] && kill -0 "$BG_PID" 2>/dev/null; do
-		nap 0.003
-	done
 }
 
 # Sleeps a random 0..29 ms; the delay in DELAY_MS.
