@@ -354,16 +354,6 @@ commit_failed(struct job *j, struct db *wdb, const char *why)
 	fail_user(j, "could not store page %u: %s", j->page_no, why);
 }
 
-/* Is j's page a one-page listing equal to the one the table already holds? */
-static bool
-listing_unchanged(const struct job *j, char digest[33])
-{
-	if (!j->first_page || j->pending_next != NULL || j->known_digest[0] == '\0')
-		return false;
-	page_batch_digest(j->batch, digest);
-	return strcmp(digest, j->known_digest) == 0;
-}
-
 /* Hands the oldest queued pages to the writers that are free. */
 static void
 pump_writers(struct sweep *sw)
@@ -382,15 +372,21 @@ pump_writers(struct sweep *sw)
 			.retries = j->retries,
 		};
 
+		bool whole = j->first_page && j->pending_next == NULL; /* a one-page listing */
 		char digest[33];
 		bool sent;
 
 		if (db_busy(ws->db))
 			continue;
 		unqueue(sw, j);
-		j->sent_unchanged = listing_unchanged(j, digest);
+		if (whole) {
+			page_batch_digest(j->batch, digest);
+			page.digest = digest;
+		}
+		/* Equal to the last one-page listing applied: the table already holds it. */
+		j->sent_unchanged = whole && strcmp(digest, j->known_digest) == 0;
 		if (j->sent_unchanged)
-			sent = writer_send_unchanged(ws->db, j->batch, digest, &page);
+			sent = writer_send_unchanged(ws->db, j->batch, &page);
 		else
 			sent = writer_send_page(ws->db, j->batch, &page);
 		if (sent)

@@ -176,7 +176,7 @@ read_counts(const PGresult *res, struct writer_counts *out)
 bool
 writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *page)
 {
-	char run_id[24], rejected[16], requests[16], retries[16], digest[33];
+	char run_id[24], rejected[16], requests[16], retries[16];
 	const char *params[17];
 	bool ok;
 
@@ -184,7 +184,6 @@ writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);
-	page_batch_digest(b, digest); /* of the open literals, as the caller's is */
 	/* Close each array literal for the call, and reopen it afterwards. */
 	for (int i = 0; i < COL_COUNT; i++)
 		append_checked(&b->col[i], "}", 1);
@@ -198,7 +197,7 @@ writer_send_page(struct db *db, struct page_batch *b, const struct writer_page *
 	params[13] = rejected;
 	params[14] = requests;
 	params[15] = retries;
-	params[16] = digest;
+	params[16] = page->digest;
 	/* libpq copies the parameters into its output buffer before this returns. */
 	ok = db_send_prepared(db, "sync_page", sync_page_sql, 17, params);
 	for (int i = 0; i < COL_COUNT; i++)
@@ -218,11 +217,10 @@ writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
 }
 
 bool
-writer_send_unchanged(struct db *db, const struct page_batch *b, const char *digest,
-		      const struct writer_page *page)
+writer_send_unchanged(struct db *db, const struct page_batch *b, const struct writer_page *page)
 {
 	char run_id[24], received[24], rejected[16], requests[16], retries[16];
-	const char *params[8] = {run_id,   page->service_sid, page->user, digest,
+	const char *params[8] = {run_id,   page->service_sid, page->user, page->digest,
 				 received, rejected,	      requests,	  retries};
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);

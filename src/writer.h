@@ -39,6 +39,7 @@ struct writer_page {
 	unsigned rejected;    /* entries of this page that could not be stored */
 	unsigned requests;    /* HTTP requests to count in the run */
 	unsigned retries;
+	const char *digest;   /* page_batch_digest() of a whole one-page listing, else NULL */
 };
 
 struct writer_counts {
@@ -66,7 +67,7 @@ bool writer_page_result(struct db *db, PGresult *res, struct writer_counts *out)
  * digest is the one on the user's cursor, without the rows: see
  * sync_listing_unchanged() in sql/.
  */
-bool writer_send_unchanged(struct db *db, const struct page_batch *b, const char *digest,
+bool writer_send_unchanged(struct db *db, const struct page_batch *b,
 			   const struct writer_page *page) __attribute__((warn_unused_result));
 
 /*
