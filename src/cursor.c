@@ -1,12 +1,11 @@
 /*
- * cursor.c - sweeps (sync_runs) and where each user's listing stands (sync_cursors)
+ * cursor.c - where each user's listing stands (sync_cursors)
  */
 #include "config.h"
 
 #include "cursor.h"
 
 #include "db.h"
-#include "log.h"
 #include "mem.h"
 
 #include <inttypes.h>
@@ -14,36 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool
-cursor_begin_run(struct db *db, int64_t *run_id, bool *resumed)
-{
-	static const char find_sql[] = "SELECT run_id FROM sync_runs WHERE finished_at IS NULL "
-				       "ORDER BY run_id DESC LIMIT 1";
-	static const char new_sql[] = "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id";
-	PGresult *res = PQexec(db_conn(db), find_sql);
-	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK, "looking for an unfinished sweep");
-
-	if (ok && PQntuples(res) == 1) {
-		*resumed = true;
-	} else if (ok) {
-		PQclear(res);
-		res = PQexec(db_conn(db), new_sql);
-		ok = db_result_ok(db, res, PGRES_TUPLES_OK, "starting a sweep");
-		*resumed = false;
-	}
-	if (ok)
-		*run_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	return ok;
-}
-
 /* Columns: run_id, state, next_page_url, pages_done, the digest; all NULL without a cursor. */
 #define POSITION_COLUMNS                                                                           \
 	"c.run_id, c.state, c.next_page_url, c.pages_done, "                                       \
 	"CASE WHEN c.listing_rows IS NOT NULL THEN c.listing_digest END"
 
-static void
-read_position(const PGresult *res, int row, int64_t run_id, struct cursor_position *out)
+void
+cursor_position_from_row(const PGresult *res, int row, int64_t run_id, struct cursor_position *out)
 {
 	int64_t row_run;
 	const char *state;
@@ -90,17 +66,20 @@ cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
 	ok = ok && buf_append(&list, "}", 1);
 	if (!ok) {
 		buf_free(&list);
-		log_error("reading cursors: the list of users is too long");
+		db_set_error(db, "the list of %zu users is too long to read in one query", n);
 		return false;
 	}
 	params[0] = service_sid;
 	params[1] = buf_str(&list);
 	res = db_exec_prepared(db, "cursor_positions", sql, 2, params);
 	buf_free(&list);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "reading cursors") &&
-	     (size_t)PQntuples(res) == n;
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	if (ok && (size_t)PQntuples(res) != n) {
+		db_set_error(db, "asked for %zu cursors, read %d", n, PQntuples(res));
+		ok = false;
+	}
 	for (size_t i = 0; ok && i < n; i++)
-		read_position(res, (int)i, run_id, &out[i]);
+		cursor_position_from_row(res, (int)i, run_id, &out[i]);
 	PQclear(res);
 	return ok;
 }
@@ -120,7 +99,7 @@ cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *
 	snprintf(req, sizeof(req), "%u", requests);
 	snprintf(ret, sizeof(ret), "%u", retries);
 	res = db_exec_prepared(db, "cursor_fail", sql, 6, params);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "recording a user's failure");
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 	PQclear(res);
 	return ok;
 }
@@ -141,37 +120,68 @@ cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const 
 
 	snprintf(run, sizeof(run), "%" PRId64, run_id);
 	res = db_exec_prepared(db, "cursor_note_error", sql, 4, params);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK, "recording an error");
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 	PQclear(res);
 	return ok;
 }
 
-bool
-cursor_finish_run(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
-		  struct run_totals *out)
-{
-	static const char sql[] =
-		"UPDATE sync_runs SET finished_at = now(), "
-		"http_requests = http_requests + $2::integer, "
-		"http_retries = http_retries + $3::integer WHERE run_id = $1::bigint "
-		"RETURNING users_ok, users_failed, pages, rows_received, rows_inserted, "
-		"rows_updated, rows_unchanged, rows_deleted, rows_rejected, http_requests, "
-		"http_retries";
-	long *fields[] = {&out->users_ok, &out->users_failed, &out->pages,     &out->received,
-			  &out->inserted, &out->updated,      &out->unchanged, &out->deleted,
-			  &out->rejected, &out->requests,     &out->retries};
-	char run[24], req[16], ret[16];
-	const char *params[3] = {run, req, ret};
-	PGresult *res;
-	bool ok;
+struct cursor_lookahead {
+	struct cursor_position ahead[CURSOR_LOOKAHEAD];
+	size_t service_key, first_user; /* ahead[0] is that user's */
+	size_t n;
+};
 
-	snprintf(run, sizeof(run), "%" PRId64, run_id);
-	snprintf(req, sizeof(req), "%u", requests);
-	snprintf(ret, sizeof(ret), "%u", retries);
-	res = PQexecParams(db_conn(db), sql, 3, NULL, params, NULL, NULL, 0);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "finishing a sweep") && PQntuples(res) == 1;
-	for (size_t i = 0; ok && i < sizeof(fields) / sizeof(fields[0]); i++)
-		*fields[i] = strtol(PQgetvalue(res, 0, (int)i), NULL, 10);
-	PQclear(res);
-	return ok;
+struct cursor_lookahead *
+cursor_lookahead_new(void)
+{
+	return xcalloc(1, sizeof(struct cursor_lookahead));
+}
+
+void
+cursor_lookahead_drop(struct cursor_lookahead *la)
+{
+	for (size_t i = 0; i < la->n; i++)
+		free(la->ahead[i].next_url);
+	la->n = 0;
+}
+
+void
+cursor_lookahead_free(struct cursor_lookahead *la)
+{
+	if (la == NULL)
+		return;
+	cursor_lookahead_drop(la);
+	free(la);
+}
+
+static bool
+lookahead_holds(const struct cursor_lookahead *la, size_t service_key, size_t user_index)
+{
+	return la->n > 0 && la->service_key == service_key && user_index >= la->first_user &&
+	       user_index < la->first_user + la->n;
+}
+
+bool
+cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
+		     size_t service_key, const char *service_sid, const char *const *users,
+		     size_t n_users, size_t user_index, struct cursor_position *out)
+{
+	struct cursor_position *p;
+
+	if (!lookahead_holds(la, service_key, user_index)) {
+		size_t n = n_users - user_index;
+
+		if (n > CURSOR_LOOKAHEAD)
+			n = CURSOR_LOOKAHEAD;
+		cursor_lookahead_drop(la);
+		if (!cursor_positions(db, run_id, service_sid, &users[user_index], n, la->ahead))
+			return false;
+		la->service_key = service_key;
+		la->first_user = user_index;
+		la->n = n;
+	}
+	p = &la->ahead[user_index - la->first_user];
+	*out = *p;
+	p->next_url = NULL;
+	return true;
 }

@@ -1,21 +1,15 @@
 /*
- * cursor.h - sweeps (sync_runs) and where each user's listing stands (sync_cursors)
+ * cursor.h - where each user's listing stands (sync_cursors)
  */
 #ifndef CHATSYNC_CURSOR_H
 #define CHATSYNC_CURSOR_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct db;
-
-/*
- * Resumes the newest unfinished sweep, or starts a new one.  *resumed tells
- * which.
- */
-bool cursor_begin_run(struct db *db, int64_t *run_id, bool *resumed)
-	__attribute__((warn_unused_result));
 
 enum cursor_start {
 	CURSOR_SKIP,	  /* the user already finished in this sweep */
@@ -32,32 +26,61 @@ struct cursor_position {
 
 /*
  * Reads where n users' listings of one service stand for the sweep run_id,
- * in one round trip: out[i] is users[i]'s.
+ * in one round trip: out[i] is users[i]'s.  On failure the reason is in
+ * db_error(db).
  */
 bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
 		      const char *const *users, size_t n, struct cursor_position *out)
 	__attribute__((warn_unused_result));
 
-/* Records that the user's listing failed in this sweep; its position is kept. */
+/*
+ * Records that the user's listing failed in this sweep; its position is
+ * kept.  On failure the reason is in db_error(db).
+ */
 bool cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
 		 const char *error, unsigned requests, unsigned retries)
 	__attribute__((warn_unused_result));
 
 /*
  * Records an error on the user's cursor without ending its part in the
- * sweep run_id (so a resumed sweep tries it again).
+ * sweep run_id (so a resumed sweep tries it again).  On failure the reason
+ * is in db_error(db).
  */
 bool cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
 		       const char *error) __attribute__((warn_unused_result));
 
-struct run_totals {
-	long users_ok, users_failed, pages;
-	long received, inserted, updated, unchanged, deleted, rejected;
-	long requests, retries;
-};
+/*
+ * Reads one row of a cursor query (columns: run_id, state, next_page_url,
+ * pages_done, the digest, all NULL for a user without a cursor) as the
+ * position of a user in the sweep run_id.  out->next_url is the caller's.
+ */
+void cursor_position_from_row(const PGresult *res, int row, int64_t run_id,
+			      struct cursor_position *out);
 
-/* Marks the sweep finished, adding requests not yet counted, and reads its totals. */
-bool cursor_finish_run(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
-		       struct run_totals *out) __attribute__((warn_unused_result));
+/*
+ * The positions of the users about to start, read ahead: users start in
+ * order, so when a user's position is not at hand, that user's and the
+ * next CURSOR_LOOKAHEAD - 1 are read in one query.  No one else moves
+ * those cursors before their users start.
+ */
+#define CURSOR_LOOKAHEAD 64
+struct cursor_lookahead;
+
+/* Returns an empty read-ahead the caller owns. */
+struct cursor_lookahead *cursor_lookahead_new(void);
+void cursor_lookahead_free(struct cursor_lookahead *la);
+
+/* Forgets what was read ahead (after a reconnect, say: the cursors may have moved). */
+void cursor_lookahead_drop(struct cursor_lookahead *la);
+
+/*
+ * The position of users[user_index] of the service numbered service_key
+ * (users holds that service's n_users users); out->next_url is then the
+ * caller's.  On failure the reason is in db_error(db).
+ */
+bool cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
+			  size_t service_key, const char *service_sid, const char *const *users,
+			  size_t n_users, size_t user_index, struct cursor_position *out)
+	__attribute__((warn_unused_result));
 
 #endif

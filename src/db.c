@@ -5,9 +5,10 @@
 
 #include "db.h"
 
-#include "log.h"
 #include "mem.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,23 +18,51 @@
 struct db {
 	PGconn *conn;
 	char *schema_ident;
-	const volatile sig_atomic_t *lock_stop; /* set once the writer lock is wanted */
+	const volatile sig_atomic_t *lock_stop; /* set once the schema lock is wanted */
+	void (*lock_waiting)(void *arg);
+	void *lock_waiting_arg;
 	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
 	size_t n_prepared;
 	bool busy; /* an asynchronous statement is in flight */
+	char error[512];
 };
 
-/* libpq's messages end in a newline and may span lines: keep the first. */
-static const char *
+/* libpq's messages end in a newline and may span lines: keep the first, without "ERROR:  ". */
+static void
 first_line(const char *msg, char *out, size_t outsz)
 {
-	size_t n = strcspn(msg, "\n");
+	size_t n;
 
+	if (strncmp(msg, "ERROR:  ", 8) == 0)
+		msg += 8;
+	n = strcspn(msg, "\n");
 	if (n >= outsz)
 		n = outsz - 1;
 	memcpy(out, msg, n);
 	out[n] = '\0';
-	return out;
+}
+
+/* Keeps libpq's message on the connection as the reason of the failure. */
+static void
+conn_failed(struct db *db)
+{
+	first_line(PQerrorMessage(db->conn), db->error, sizeof(db->error));
+}
+
+void
+db_set_error(struct db *db, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(db->error, sizeof(db->error), fmt, ap);
+	va_end(ap);
+}
+
+const char *
+db_error(const struct db *db)
+{
+	return db->error;
 }
 
 static void
@@ -73,81 +102,84 @@ session_setup(struct db *db)
 }
 
 struct db *
-db_open(const char *conninfo, const char *schema)
+db_open(const char *conninfo, const char *schema, char *err, size_t errsz)
 {
 	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *const values[] = {conninfo, "chatsyncd", NULL};
 	struct db *db = xcalloc(1, sizeof(*db));
-	char msg[512], *ident;
+	char *ident;
 
 	db->conn = PQconnectdbParams(keys, values, 1);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
-		log_error("could not connect to the database: %s",
-			  first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
-		db_close(db);
-		return NULL;
+		conn_failed(db);
+		goto fail;
 	}
 	ident = PQescapeIdentifier(db->conn, schema, strlen(schema));
+	if (ident == NULL) {
+		conn_failed(db);
+		goto fail;
+	}
 	db->schema_ident = xstrdup(ident);
 	PQfreemem(ident);
-	if (!session_setup(db)) {
-		db_close(db);
-		return NULL;
-	}
+	if (!session_setup(db))
+		goto fail;
 	return db;
+fail:
+	snprintf(err, errsz, "%s", db->error);
+	db_close(db);
+	return NULL;
 }
 
 bool
 db_reconnect(struct db *db)
 {
-	char msg[512];
-
 	PQreset(db->conn);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
-		log_warning("could not reconnect to the database: %s",
-			    first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
+		conn_failed(db);
 		return false;
 	}
-	log_info("reconnected to the database");
 	if (!session_setup(db))
 		return false;
-	return db->lock_stop == NULL || db_lock_writer(db, db->lock_stop);
+	return db->lock_stop == NULL ||
+	       db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg);
 }
 
 /* 1: locked, 0: held by another session, -1: error. */
 static int
-try_writer_lock(struct db *db)
+try_schema_lock(struct db *db)
 {
 	static const char sql[] =
 		"SELECT pg_try_advisory_lock(hashtext('chatsync.writer.' || current_setting('search_path')))";
 	PGresult *res = PQexec(db->conn, sql);
 	int got = -1;
 
-	if (db_result_ok(db, res, PGRES_TUPLES_OK, "taking the writer lock"))
+	if (db_result_ok(db, res, PGRES_TUPLES_OK))
 		got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
 	return got;
 }
 
 bool
-db_lock_writer(struct db *db, const volatile sig_atomic_t *stop)
+db_lock_schema(struct db *db, const volatile sig_atomic_t *stop, void (*waiting)(void *arg),
+	       void *arg)
 {
 	bool said = false;
 
 	db->lock_stop = stop;
+	db->lock_waiting = waiting;
+	db->lock_waiting_arg = arg;
 	while (!*stop) {
 		struct timespec second = {1, 0};
-		int got = try_writer_lock(db);
+		int got = try_schema_lock(db);
 
 		if (got != 0)
 			return got == 1;
-		if (!said) {
-			log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
-				    db->schema_ident);
-			said = true;
-		}
+		if (!said && waiting != NULL)
+			waiting(arg);
+		said = true;
 		nanosleep(&second, NULL);
 	}
+	db->error[0] = '\0';
 	return false;
 }
 
@@ -174,15 +206,16 @@ db_schema_ident(const struct db *db)
 }
 
 bool
-db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const char *what)
+db_result_ok(struct db *db, const PGresult *res, ExecStatusType want)
 {
-	char msg[512];
-
 	if (res != NULL && PQresultStatus(res) == want)
 		return true;
-	log_error("%s failed: %s", what,
-		  first_line(res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn), msg,
-			     sizeof(msg)));
+	if (res != NULL && PQresultErrorMessage(res)[0] != '\0')
+		first_line(PQresultErrorMessage(res), db->error, sizeof(db->error));
+	else if (res != NULL)
+		db_set_error(db, "unexpected result %s", PQresStatus(PQresultStatus(res)));
+	else
+		conn_failed(db);
 	return false;
 }
 
@@ -190,7 +223,7 @@ bool
 db_exec(struct db *db, const char *sql)
 {
 	PGresult *res = PQexec(db->conn, sql);
-	bool ok = db_result_ok(db, res, PGRES_COMMAND_OK, "database command");
+	bool ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 
 	PQclear(res);
 	return ok;
@@ -215,7 +248,7 @@ prepare_once(struct db *db, const char *name, const char *sql, int nparams)
 	if (is_prepared(db, name))
 		return true;
 	res = PQprepare(db->conn, name, sql, nparams, NULL);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK, "preparing a statement");
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 	PQclear(res);
 	if (ok && db->n_prepared < MAX_PREPARED)
 		db->prepared[db->n_prepared++] = name;
@@ -235,13 +268,10 @@ bool
 db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
 		 const char *const *params)
 {
-	char msg[512];
-
 	if (!prepare_once(db, name, sql, nparams))
 		return false;
 	if (!PQsendQueryPrepared(db->conn, name, nparams, params, NULL, NULL, 0)) {
-		log_error("could not send a statement: %s",
-			  first_line(PQerrorMessage(db->conn), msg, sizeof(msg)));
+		conn_failed(db);
 		return false;
 	}
 	db->busy = true;
@@ -280,17 +310,6 @@ db_collect(struct db *db, bool wait, PGresult **res)
 	return true;
 }
 
-const char *
-db_last_error(struct db *db)
-{
-	static char line[256];
-	const char *msg = PQerrorMessage(db->conn);
-
-	if (strncmp(msg, "ERROR:  ", 8) == 0)
-		msg += 8;
-	return first_line(msg, line, sizeof(line));
-}
-
 bool
 db_connected(struct db *db)
 {
@@ -311,17 +330,19 @@ db_alive(struct db *db)
 	return ok && PQstatus(db->conn) == CONNECTION_OK;
 }
 
-void
+bool
 db_cancel(struct db *db)
 {
 	PGcancel *cancel = PQgetCancel(db->conn);
-	char err[256];
+	bool ok;
 
-	if (cancel == NULL)
-		return;
-	if (!PQcancel(cancel, err, sizeof(err)))
-		log_warning("could not cancel a statement: %s", err);
+	if (cancel == NULL) {
+		db_set_error(db, "no connection to cancel on");
+		return false;
+	}
+	ok = PQcancel(cancel, db->error, (int)sizeof(db->error)) == 1;
 	PQfreeCancel(cancel);
+	return ok;
 }
 
 bool

@@ -7,16 +7,23 @@
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct db;
 struct buf;
 
 /*
+ * Every fallible function returns false (or NULL) and leaves the reason in
+ * db_error(); the caller, who knows what it was doing, logs it once.
+ */
+
+/*
  * Connects with conninfo (empty: libpq's PG* environment) and sets
  * search_path to schema.  Returns a connection the caller owns, or NULL
- * after logging why.
+ * with the reason in err.
  */
-struct db *db_open(const char *conninfo, const char *schema) __attribute__((warn_unused_result));
+struct db *db_open(const char *conninfo, const char *schema, char *err, size_t errsz)
+	__attribute__((warn_unused_result));
 void db_close(struct db *db);
 
 /* The libpq connection (borrowed). */
@@ -25,23 +32,29 @@ PGconn *db_conn(struct db *db);
 /* The schema, already quoted as an SQL identifier (borrowed). */
 const char *db_schema_ident(const struct db *db);
 
-/* Runs a command that returns no rows; logs and returns false on error. */
+/*
+ * Why the last call on db failed: the first line of the server's or
+ * libpq's message, without its "ERROR:" (borrowed until the next call).
+ */
+const char *db_error(const struct db *db);
+
+/* Records a reason of the caller's, for a result that is not what it expected. */
+void db_set_error(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Runs a command that returns no rows. */
 bool db_exec(struct db *db, const char *sql) __attribute__((warn_unused_result));
 
-/* True if res is a successful result of the expected kind; otherwise logs what with the error. */
-bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want, const char *what)
+/* True if res is a successful result of the expected kind; otherwise records why. */
+bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want)
 	__attribute__((warn_unused_result));
 
 /*
  * Runs sql with params as a statement prepared once per connection under
  * name (statements are prepared again after a reconnect).  The result is
- * the caller's to PQclear; NULL only if preparing failed (logged).
+ * the caller's to PQclear; NULL only if preparing failed.
  */
 PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int nparams,
 			   const char *const *params) __attribute__((warn_unused_result));
-
-/* The first line of the connection's last error message (borrowed until the next call). */
-const char *db_last_error(struct db *db);
 
 /*
  * Appends s (NULL: a NULL element) to b as the next element of a text array
@@ -50,10 +63,9 @@ const char *db_last_error(struct db *db);
 bool db_array_add_text(struct buf *b, const char *s) __attribute__((warn_unused_result));
 
 /*
- * Asynchronous use, for the page writer: sends a prepared statement (it is
- * prepared first, synchronously, the first time on each connection) and
- * returns at once.  One statement at a time; false if it could not be sent
- * (logged).
+ * Asynchronous use, for the writer connections: sends a prepared statement
+ * (it is prepared first, synchronously, the first time on each connection)
+ * and returns at once.  One statement at a time.
  */
 bool db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
 		      const char *const *params) __attribute__((warn_unused_result));
@@ -73,7 +85,7 @@ int db_socket(const struct db *db);
 bool db_collect(struct db *db, bool wait, PGresult **res);
 
 /* Asks the server to cancel the statement db is running (its result then reports the cancel). */
-void db_cancel(struct db *db);
+bool db_cancel(struct db *db) __attribute__((warn_unused_result));
 
 /* True while the connection is usable, as far as libpq knows. */
 bool db_connected(struct db *db);
@@ -81,23 +93,25 @@ bool db_connected(struct db *db);
 /*
  * After a statement failed: true if the connection still answers (so the
  * failure was the statement's own), false if it is lost.  Costs a round
- * trip, so call it only on failure.
+ * trip, so call it only on failure.  db_error() keeps the first failure's
+ * reason.
  */
 bool db_alive(struct db *db);
 
 /*
- * Reopens a lost connection with the same parameters, and takes the writer
- * lock again if it was held.  Logs and returns false on failure.
+ * Reopens a lost connection with the same parameters, and takes the schema
+ * lock again if it was held.
  */
 bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
 
 /*
  * Takes the session's advisory lock that makes this process the only
- * chatsyncd writing to the schema.  While another holds it, logs once and
- * waits, checking every second, until it is free or *stop is set.  Returns
- * false if stopped or the database failed.
+ * chatsyncd writing to the schema.  While another holds it, calls
+ * waiting(arg) once and checks every second, until it is free or *stop is
+ * set.  Returns false if stopped (db_error() is then empty) or the database
+ * failed.
  */
-bool db_lock_writer(struct db *db, const volatile sig_atomic_t *stop)
-	__attribute__((warn_unused_result));
+bool db_lock_schema(struct db *db, const volatile sig_atomic_t *stop, void (*waiting)(void *arg),
+		    void *arg) __attribute__((warn_unused_result));
 
 #endif

@@ -5,8 +5,8 @@
 
 #include "http.h"
 
-#include "log.h"
 #include "mem.h"
+#include "twilio.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yajl/yajl_tree.h>
 
 #define ERROR_BODY_CAP 4096
 
@@ -37,19 +36,18 @@ struct http {
 	CURLM *multi;
 	struct transfer *free_list;
 	int pending;
-	unsigned long requests;
 };
 
 static bool curl_ready;
 
 struct http *
-http_new(const struct http_options *opts)
+http_new(const struct http_options *opts, char *err, size_t errsz)
 {
 	struct http *h;
 
 	if (!curl_ready) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			log_error("could not initialise libcurl");
+			snprintf(err, errsz, "could not initialise libcurl");
 			return NULL;
 		}
 		curl_ready = true;
@@ -58,7 +56,7 @@ http_new(const struct http_options *opts)
 	h->opts = *opts;
 	h->multi = curl_multi_init();
 	if (h->multi == NULL) {
-		log_error("could not create a libcurl multi handle");
+		snprintf(err, errsz, "could not create a libcurl multi handle");
 		free(h);
 		return NULL;
 	}
@@ -223,26 +221,28 @@ transfer_get(struct http *h)
 }
 
 bool
-http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done, void *arg)
+http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done, void *arg,
+	 char *err, size_t errsz)
 {
 	struct transfer *t = transfer_get(h);
+	CURLMcode mc;
 
 	if (t == NULL) {
-		log_error("could not create a libcurl handle");
+		snprintf(err, errsz, "could not create a libcurl handle");
 		return false;
 	}
 	t->on_body = on_body;
 	t->on_done = on_done;
 	t->arg = arg;
 	set_options(t, url);
-	if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
-		log_error("could not start a transfer");
+	mc = curl_multi_add_handle(h->multi, t->easy);
+	if (mc != CURLM_OK) {
+		snprintf(err, errsz, "could not start a transfer: %s", curl_multi_strerror(mc));
 		t->next_free = h->free_list;
 		h->free_list = t;
 		return false;
 	}
 	h->pending++;
-	h->requests++;
 	return true;
 }
 
@@ -250,49 +250,6 @@ int
 http_pending(const struct http *h)
 {
 	return h->pending;
-}
-
-unsigned long
-http_requests(const struct http *h)
-{
-	return h->requests;
-}
-
-/* Copies printable ASCII of s into out, so an error body cannot forge log lines. */
-static void
-copy_printable(char *out, size_t outsz, const char *s)
-{
-	size_t o = 0;
-
-	for (; *s != '\0' && o + 1 < outsz; s++)
-		out[o++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-	out[o] = '\0';
-}
-
-/* Reads Twilio's {"code": N, "message": "..."} error body, if that is what it is. */
-static void
-describe_error_body(struct transfer *t, struct http_result *res)
-{
-	static const char *code_path[] = {"code", NULL};
-	static const char *message_path[] = {"message", NULL};
-	char message[200] = "";
-	yajl_val tree, v;
-
-	tree = yajl_tree_parse(buf_str(&t->error_body), NULL, 0);
-	if (tree != NULL) {
-		v = yajl_tree_get(tree, code_path, yajl_t_number);
-		if (v != NULL && YAJL_IS_INTEGER(v))
-			res->twilio_code = (long)YAJL_GET_INTEGER(v);
-		v = yajl_tree_get(tree, message_path, yajl_t_string);
-		if (v != NULL)
-			copy_printable(message, sizeof(message), YAJL_GET_STRING(v));
-		yajl_tree_free(tree);
-	}
-	if (res->twilio_code != 0)
-		snprintf(res->error, sizeof(res->error), "HTTP %ld (Twilio error %ld: %s)",
-			 res->status, res->twilio_code, message);
-	else
-		snprintf(res->error, sizeof(res->error), "HTTP %ld", res->status);
 }
 
 static void
@@ -308,11 +265,12 @@ fill_result(struct transfer *t, CURLcode code, struct http_result *res)
 		char detail[CURL_ERROR_SIZE];
 
 		res->transport_error = true;
-		copy_printable(detail, sizeof(detail),
+		twilio_printable(detail, sizeof(detail),
 			       t->curl_error[0] ? t->curl_error : curl_easy_strerror(code));
 		snprintf(res->error, sizeof(res->error), "%s", detail);
 	} else if (res->status < 200 || res->status >= 300) {
-		describe_error_body(t, res);
+		twilio_describe_error(res->status, buf_str(&t->error_body), &res->twilio_code,
+				      res->error, sizeof(res->error));
 	}
 }
 
@@ -331,24 +289,40 @@ finish_transfer(struct http *h, CURL *easy, CURLcode code)
 	t->on_done(t->arg, &res);
 }
 
-void
-http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds)
+/* Records a libcurl multi failure as the reason; true if there was none. */
+static bool
+multi_ok(CURLMcode mc, const char *what, char *err, size_t errsz)
+{
+	if (mc == CURLM_OK)
+		return true;
+	snprintf(err, errsz, "%s: %s", what, curl_multi_strerror(mc));
+	return false;
+}
+
+bool
+http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, char *err,
+	 size_t errsz)
 {
 	struct curl_waitfd extra[HTTP_MAX_EXTRA_FDS];
 	CURLMsg *msg;
-	int running, left;
+	int running = 0, left;
+	bool ok;
 
 	if (n_fds > HTTP_MAX_EXTRA_FDS)
 		n_fds = HTTP_MAX_EXTRA_FDS;
 	for (size_t i = 0; i < n_fds; i++)
 		extra[i] = (struct curl_waitfd){.fd = extra_fds[i], .events = CURL_WAIT_POLLIN};
-	curl_multi_perform(h->multi, &running);
-	if (!(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
-		curl_multi_poll(h->multi, n_fds > 0 ? extra : NULL, (unsigned)n_fds, timeout_ms, NULL);
-	curl_multi_perform(h->multi, &running);
+	ok = multi_ok(curl_multi_perform(h->multi, &running), "curl_multi_perform", err, errsz);
+	if (ok && !(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
+		ok = multi_ok(curl_multi_poll(h->multi, n_fds > 0 ? extra : NULL, (unsigned)n_fds,
+					      timeout_ms, NULL),
+			      "curl_multi_poll", err, errsz);
+	ok = multi_ok(curl_multi_perform(h->multi, &running), "curl_multi_perform", err, errsz) &&
+	     ok;
 	for (msg = curl_multi_info_read(h->multi, &left); msg != NULL;
 	     msg = curl_multi_info_read(h->multi, &left)) {
 		if (msg->msg == CURLMSG_DONE)
 			finish_transfer(h, msg->easy_handle, msg->data.result);
 	}
+	return ok;
 }

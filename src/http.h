@@ -38,13 +38,17 @@ typedef void (*http_done_fn)(void *arg, const struct http_result *res);
 
 struct http;
 
-/* Returns a client the caller owns, or NULL (logged). */
-struct http *http_new(const struct http_options *opts) __attribute__((warn_unused_result));
+/* Returns a client the caller owns, or NULL with the reason in err. */
+struct http *http_new(const struct http_options *opts, char *err, size_t errsz)
+	__attribute__((warn_unused_result));
 void http_free(struct http *h);
 
-/* Starts a GET of url; on_done is always called exactly once if this returns true. */
+/*
+ * Starts a GET of url; on_done is always called exactly once if this
+ * returns true.  On failure the reason is in err.
+ */
 bool http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done,
-	      void *arg) __attribute__((warn_unused_result));
+	      void *arg, char *err, size_t errsz) __attribute__((warn_unused_result));
 
 /* Transfers started and not yet reported done. */
 int http_pending(const struct http *h);
@@ -52,12 +56,11 @@ int http_pending(const struct http *h);
 /*
  * Waits up to timeout_ms for activity on the transfers or for input on one
  * of the n_fds extra_fds (e.g. database sockets), moves transfers on,
- * reports those that ended.  With nothing running it simply waits.
+ * reports those that ended.  With nothing running it simply waits.  False,
+ * with the reason in err, if libcurl failed to wait or to move them on.
  */
 #define HTTP_MAX_EXTRA_FDS 16
-void http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds);
-
-/* Number of requests started since http_new. */
-unsigned long http_requests(const struct http *h);
+bool http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, char *err,
+	      size_t errsz) __attribute__((warn_unused_result));
 
 #endif

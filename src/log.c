@@ -67,12 +67,6 @@ log_set_level(enum log_level level)
 	current_level = level;
 }
 
-enum log_level
-log_get_level(void)
-{
-	return (enum log_level)current_level;
-}
-
 bool
 log_level_parse(const char *name, enum log_level *out)
 {

@@ -22,7 +22,6 @@ enum log_level {
 void log_init(bool use_syslog);
 
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* Parses "error", "warning", "info" or "debug". */
 bool log_level_parse(const char *name, enum log_level *out) __attribute__((warn_unused_result));
 

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "backoff.h"
+#include "clock.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
@@ -16,6 +17,7 @@
 #include "sweep.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -157,20 +159,25 @@ parse_args(int argc, char **argv, struct options *o, int *exit_now)
 	return true;
 }
 
-static void
-install_signals(void)
+static bool
+handle_signal(int sig, void (*handler)(int))
 {
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
-	sa.sa_handler = on_stop_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = on_reload_signal;
-	sigaction(SIGHUP, &sa, NULL);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = handler;
+	if (sigaction(sig, &sa, NULL) == 0)
+		return true;
+	fprintf(stderr, "chatsyncd: could not handle signal %d: %s\n", sig, strerror(errno));
+	return false;
+}
+
+static bool
+install_signals(void)
+{
+	return handle_signal(SIGTERM, on_stop_signal) && handle_signal(SIGINT, on_stop_signal) &&
+	       handle_signal(SIGHUP, on_reload_signal) && handle_signal(SIGPIPE, SIG_IGN);
 }
 
 static int
@@ -202,7 +209,7 @@ apply_log_settings(const struct settings *s, int verbose)
 struct daemon {
 	const struct options *o;
 	struct settings *s;
-	struct db *db;	     /* cursors, the writer lock */
+	struct db *db;	     /* cursors, the schema lock */
 	struct db **writers; /* page commits: database.writers connections */
 	size_t n_writers;
 	struct http *http;
@@ -220,17 +227,12 @@ http_for(const struct settings *s)
 		.connect_timeout = s->connect_timeout,
 		.abort_flag = &stop_requested,
 	};
+	char why[256];
+	struct http *h = http_new(&hopts, why, sizeof(why));
 
-	return http_new(&hopts);
-}
-
-static double
-seconds_since(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
+	if (h == NULL)
+		log_error("%s", why);
+	return h;
 }
 
 /* During a sweep: watchdog pings, and the progress as systemd's STATUS= once a second. */
@@ -240,9 +242,9 @@ on_tick(void *arg, const struct sweep_progress *p)
 	struct daemon *d = arg;
 
 	notify_watchdog();
-	if (seconds_since(&d->last_status) < 1.0)
+	if (clock_seconds_since(&d->last_status) < 1.0)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &d->last_status);
+	d->last_status = clock_now();
 	notify_status("sweep %" PRId64 ": %zu of %zu users started, %lu pages", p->run_id,
 		      p->users_started, p->users_total, p->pages);
 }
@@ -292,28 +294,12 @@ reload(struct daemon *d)
 static struct timespec
 next_sweep_time(const struct timespec *start, int interval, uint64_t *rng)
 {
-	struct timespec next = *start;
 	long jitter_ms = interval * 50L;
 
 	if (jitter_ms > 10000)
 		jitter_ms = 10000;
 	jitter_ms = jitter_ms > 0 ? (long)(backoff_random(rng) % (uint64_t)(jitter_ms + 1)) : 0;
-	next.tv_sec += interval + jitter_ms / 1000;
-	next.tv_nsec += (jitter_ms % 1000) * 1000000L;
-	if (next.tv_nsec >= 1000000000L) {
-		next.tv_sec++;
-		next.tv_nsec -= 1000000000L;
-	}
-	return next;
-}
-
-static bool
-reached(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+	return clock_after_ms(*start, interval * 1000L + jitter_ms);
 }
 
 /* Waits for the next sweep; a reload meanwhile re-times it with the new interval. */
@@ -322,11 +308,11 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 {
 	struct timespec next = next_sweep_time(start, d->s->interval, rng);
 
-	if (reached(&next) && !stop_requested)
+	if (clock_reached(&next) && !stop_requested)
 		log_info("the sweep took longer than sync.interval (%d s); starting the next now",
 			 d->s->interval);
-	notify_status("idle; next sweep in %.0f s", -seconds_since(&next));
-	while (!stop_requested && !reached(&next)) {
+	notify_status("idle; next sweep in %.0f s", -clock_seconds_since(&next));
+	while (!stop_requested && !clock_reached(&next)) {
 		struct timespec nap = {0, 100 * 1000 * 1000};
 
 		if (reload_requested) {
@@ -339,14 +325,28 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 	}
 }
 
+/* Reconnects db if libpq knows it is lost; false (logged) if that fails. */
+static bool
+reconnected(struct db *db)
+{
+	if (db_connected(db))
+		return true;
+	if (!db_reconnect(db)) {
+		log_warning("could not reconnect to the database: %s", db_error(db));
+		return false;
+	}
+	log_info("reconnected to the database");
+	return true;
+}
+
 /* Are all connections up (reconnecting those that are not)? */
 static bool
 connected(struct daemon *d)
 {
-	if (!db_connected(d->db) && !db_reconnect(d->db))
+	if (!reconnected(d->db))
 		return false;
 	for (size_t i = 0; i < d->n_writers; i++) {
-		if (!db_connected(d->writers[i]) && !db_reconnect(d->writers[i]))
+		if (!reconnected(d->writers[i]))
 			return false;
 	}
 	return true;
@@ -366,7 +366,7 @@ run_daemon(struct daemon *d)
 			reload_requested = 0;
 			reload(d);
 		}
-		clock_gettime(CLOCK_MONOTONIC, &start);
+		start = clock_now();
 		if (connected(d))
 			sweep_once(d);
 		wait_for_next_sweep(d, &start, &rng);
@@ -374,18 +374,40 @@ run_daemon(struct daemon *d)
 	return EXIT_OK;
 }
 
+/* A connection to the configured database, or NULL (logged). */
+static struct db *
+connect_db(const struct settings *s)
+{
+	char why[512];
+	struct db *db = db_open(s->conninfo, s->schema, why, sizeof(why));
+
+	if (db == NULL)
+		log_error("could not connect to the database: %s", why);
+	return db;
+}
+
 static struct db *
 connect_and_migrate(const struct settings *s)
 {
-	struct db *db = db_open(s->conninfo, s->schema);
+	struct db *db = connect_db(s);
 
 	if (db == NULL)
 		return NULL;
 	if (!migrate_apply(db, NULL)) {
+		log_error("could not migrate the schema: %s", db_error(db));
 		db_close(db);
 		return NULL;
 	}
 	return db;
+}
+
+static void
+on_lock_wait(void *arg)
+{
+	struct db *db = arg;
+
+	log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
+		    db_schema_ident(db));
 }
 
 static int
@@ -393,11 +415,15 @@ run_sync(struct daemon *d)
 {
 	int code;
 
-	if (!db_lock_writer(d->db, &stop_requested))
-		return stop_requested ? EXIT_OK : EXIT_DATABASE;
+	if (!db_lock_schema(d->db, &stop_requested, on_lock_wait, d->db)) {
+		if (stop_requested)
+			return EXIT_OK;
+		log_error("could not take the schema lock: %s", db_error(d->db));
+		return EXIT_DATABASE;
+	}
 	d->writers = xcalloc((size_t)d->s->writers, sizeof(struct db *));
 	for (; d->n_writers < (size_t)d->s->writers; d->n_writers++) {
-		d->writers[d->n_writers] = db_open(d->s->conninfo, d->s->schema);
+		d->writers[d->n_writers] = connect_db(d->s);
 		if (d->writers[d->n_writers] == NULL)
 			return EXIT_DATABASE;
 	}
@@ -425,8 +451,7 @@ run(struct daemon *d)
 {
 	int code;
 
-	d->db = d->o->mode == MODE_STATUS ? db_open(d->s->conninfo, d->s->schema)
-					   : connect_and_migrate(d->s);
+	d->db = d->o->mode == MODE_STATUS ? connect_db(d->s) : connect_and_migrate(d->s);
 	if (d->db == NULL)
 		return EXIT_DATABASE;
 	if (d->o->mode == MODE_MIGRATE)
@@ -453,7 +478,8 @@ main(int argc, char **argv)
 
 	if (!parse_args(argc, argv, &o, &exit_now))
 		return exit_now;
-	install_signals();
+	if (!install_signals())
+		return EXIT_USAGE;
 	d.s = settings_load(o.config_path);
 	if (d.s == NULL)
 		return EXIT_USAGE;

@@ -38,8 +38,6 @@ void buf_free(struct buf *b);
 void buf_reset(struct buf *b);
 bool buf_append(struct buf *b, const void *data, size_t len) WARN_UNUSED;
 bool buf_append_str(struct buf *b, const char *s) WARN_UNUSED;
-bool buf_printf(struct buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3))) WARN_UNUSED;
 /* Hands the contents over to the caller ("" when empty) and resets b. */
 char *buf_take(struct buf *b);
 /* Borrowed view of the contents, "" when empty. */

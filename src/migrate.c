@@ -27,7 +27,7 @@ lock_and_prepare(struct db *db)
 	if (!db_exec(db, "BEGIN"))
 		return false;
 	res = PQexec(db_conn(db), lock_sql);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK, "taking the migration lock");
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 	PQclear(res);
 	if (!ok)
 		return false;
@@ -46,7 +46,7 @@ current_version(struct db *db)
 	PGresult *res = PQexec(db_conn(db), "SELECT coalesce(max(version), 0) FROM schema_migrations");
 	int v = -1;
 
-	if (db_result_ok(db, res, PGRES_TUPLES_OK, "reading schema_migrations"))
+	if (db_result_ok(db, res, PGRES_TUPLES_OK))
 		v = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return v;
@@ -56,22 +56,24 @@ static bool
 apply_one(struct db *db, const struct migration *m)
 {
 	const char *params[2];
-	char version[16], what[128];
+	char version[16], what[512];
 	PGresult *res;
 	bool ok;
 
-	snprintf(what, sizeof(what), "migration %s", m->name);
 	res = PQexec(db_conn(db), m->sql);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK, what);
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 	PQclear(res);
-	if (!ok)
+	if (!ok) {
+		snprintf(what, sizeof(what), "%s", db_error(db));
+		db_set_error(db, "migration %s: %s", m->name, what);
 		return false;
+	}
 	snprintf(version, sizeof(version), "%d", m->version);
 	params[0] = version;
 	params[1] = m->name;
 	res = PQexecParams(db_conn(db), "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
 			   2, NULL, params, NULL, NULL, 0);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK, "recording a migration");
+	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 	PQclear(res);
 	if (ok)
 		log_info("applied migration %s", m->name);
@@ -87,8 +89,8 @@ apply_pending(struct db *db, int *applied)
 	if (have < 0)
 		return false;
 	if (have > newest) {
-		log_error("database schema is at version %d, newer than this chatsyncd knows (%d)",
-			  have, newest);
+		db_set_error(db, "database schema is at version %d, newer than this chatsyncd knows (%d)",
+			     have, newest);
 		return false;
 	}
 	for (size_t i = 0; i < n_migrations; i++) {
@@ -107,11 +109,17 @@ migrate_apply(struct db *db, int *applied)
 	int count = 0;
 	bool ok;
 
-	ok = lock_and_prepare(db) && apply_pending(db, &count);
-	if (ok)
-		ok = db_exec(db, "COMMIT");
-	else if (db_connected(db) && !db_exec(db, "ROLLBACK"))
-		log_warning("could not roll back the failed migration");
+	ok = lock_and_prepare(db) && apply_pending(db, &count) && db_exec(db, "COMMIT");
+	if (!ok && db_connected(db)) {
+		char why[512];
+
+		/* The reason is the failure's, not the rollback's; a failed rollback ends the session anyway. */
+		snprintf(why, sizeof(why), "%s", db_error(db));
+		if (!db_exec(db, "ROLLBACK"))
+			db_set_error(db, "%s (and the rollback failed)", why);
+		else
+			db_set_error(db, "%s", why);
+	}
 	if (applied != NULL)
 		*applied = ok ? count : 0;
 	return ok;

@@ -22,7 +22,8 @@ extern const size_t n_migrations;
 /*
  * Creates the schema if needed and applies every pending migration, in
  * order, in one transaction under an advisory lock, recording each in
- * schema_migrations.  Logs and returns false on failure (nothing applied).
+ * schema_migrations.  Returns false on failure (nothing applied), with the
+ * reason in db_error(db).
  * *applied, if not NULL, receives the number applied.
  */
 bool migrate_apply(struct db *db, int *applied) __attribute__((warn_unused_result));

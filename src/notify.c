@@ -5,6 +5,7 @@
 
 #include "notify.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -27,10 +28,7 @@ static long long last_ping_usec;
 static long long
 monotonic_usec(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (long long)(clock_now_ms() * 1000.0);
 }
 
 static void
@@ -74,12 +72,6 @@ notify_init(void)
 	}
 	init_watchdog();
 	last_ping_usec = monotonic_usec();
-}
-
-bool
-notify_enabled(void)
-{
-	return notify_fd >= 0;
 }
 
 static void

@@ -30,7 +30,4 @@ void notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  */
 void notify_watchdog(void);
 
-/* True when running under systemd's notification socket. */
-bool notify_enabled(void);
-
 #endif

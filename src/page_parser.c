@@ -11,6 +11,7 @@
 #include "page_parser.h"
 
 #include "mem.h"
+#include "twilio.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -102,18 +103,6 @@ struct page_parser {
 	bool parsing; /* inside yajl_parse of the current chunk */
 };
 
-bool
-page_sid_valid(const char *s, const char *prefix)
-{
-	if (s == NULL || strlen(s) != 34 || s[0] != prefix[0] || s[1] != prefix[1])
-		return false;
-	for (size_t i = 2; i < 34; i++) {
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
-	}
-	return true;
-}
-
 static int
 fail(struct page_parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -167,7 +156,7 @@ emit_row(struct page_parser *p)
 	p->row.member_url = row_string(p, RS_MEMBER_URL);
 	if (reject == NULL && p->row.channel_sid == NULL)
 		reject = "channel_sid is missing or null";
-	else if (reject == NULL && !page_sid_valid(p->row.channel_sid, "CH"))
+	else if (reject == NULL && !twilio_sid_valid(p->row.channel_sid, "CH"))
 		reject = "channel_sid is not a Channel SID";
 	if (++p->rows > p->limits.max_rows)
 		return fail(p, "more than %zu entries in one page", p->limits.max_rows);
@@ -445,6 +434,30 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	return 1;
 }
 
+/* yajl allocates through the wrappers, which end the process on out-of-memory. */
+static void *
+yajl_malloc(void *ctx, size_t size)
+{
+	(void)ctx;
+	return xmalloc(size);
+}
+
+static void *
+yajl_realloc(void *ctx, void *ptr, size_t size)
+{
+	(void)ctx;
+	return xrealloc(ptr, size);
+}
+
+static void
+yajl_free_mem(void *ctx, void *ptr)
+{
+	(void)ctx;
+	free(ptr);
+}
+
+static yajl_alloc_funcs allocator = {yajl_malloc, yajl_realloc, yajl_free_mem, NULL};
+
 static const yajl_callbacks callbacks = {
 	.yajl_null = on_null,
 	.yajl_boolean = on_bool,
@@ -493,11 +506,7 @@ page_parser_reset(struct page_parser *p)
 {
 	if (p->yajl != NULL)
 		yajl_free(p->yajl);
-	p->yajl = yajl_alloc(&callbacks, NULL, p);
-	if (p->yajl == NULL) {
-		fprintf(stderr, "chatsyncd: out of memory\n");
-		exit(70);
-	}
+	p->yajl = yajl_alloc(&callbacks, &allocator, p);
 	p->offset = 0;
 	p->depth = 0;
 	p->skip_depth = 0;

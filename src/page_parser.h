@@ -57,7 +57,4 @@ const char *page_parser_self_url(const struct page_parser *p);
 /* Entries seen so far, usable or not. */
 size_t page_parser_rows(const struct page_parser *p);
 
-/* True if s is a 34-character SID with the given two-letter prefix. */
-bool page_sid_valid(const char *s, const char *prefix);
-
 #endif

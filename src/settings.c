@@ -12,6 +12,7 @@
 
 #include "mem.h"
 #include "metrics.h"
+#include "twilio.h"
 #include "url.h"
 
 #include <ctype.h>
@@ -106,18 +107,6 @@ fail_at(const struct loader *l, const config_setting_t *at, const char *key, con
 		log_error("%s:%d: %s: %s", l->path, config_setting_source_line(at), key, msg);
 	else
 		log_error("%s: %s: %s", l->path, key, msg);
-}
-
-static bool
-sid_ok(const char *s, const char *prefix)
-{
-	if (strlen(s) != 34 || strncmp(s, prefix, 2) != 0)
-		return false;
-	for (int i = 2; i < 34; i++) {
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
-	}
-	return true;
 }
 
 static const struct setting_def *
@@ -272,7 +261,7 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 			return false;
 		}
 	}
-	if (!config_setting_lookup_string(cs, "sid", &sid) || !sid_ok(sid, "IS")) {
+	if (!config_setting_lookup_string(cs, "sid", &sid) || !twilio_sid_valid(sid, "IS")) {
 		fail_at(l, cs, key, "sid must be a Service SID (IS followed by 32 hex digits)");
 		return false;
 	}
@@ -455,7 +444,7 @@ validate(struct loader *l, const config_t *cf)
 		fail_at(l, config_lookup(cf, "twilio.base_url"), "twilio.base_url", "%s", err);
 		return false;
 	}
-	if (s->account_sid == NULL || !sid_ok(s->account_sid, "AC")) {
+	if (s->account_sid == NULL || !twilio_sid_valid(s->account_sid, "AC")) {
 		fail_at(l, config_lookup(cf, "twilio.account_sid"), "twilio.account_sid",
 			"must be an Account SID (AC followed by 32 hex digits)");
 		return false;

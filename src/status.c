@@ -33,23 +33,6 @@ static const char runs_sql[] =
 	"       rows_rejected, http_requests "
 	"  FROM sync_runs ORDER BY run_id DESC LIMIT 5";
 
-/* Appends s to an array literal under construction. */
-static void
-array_add(struct buf *a, const char *s)
-{
-	bool ok = buf_append_str(a, a->len > 1 ? ",\"" : "\"");
-
-	for (const char *p = s; ok && *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			ok = buf_append(a, "\\", 1);
-		ok = ok && buf_append(a, p, 1);
-	}
-	if (!ok || !buf_append(a, "\"", 1)) {
-		log_error("status: user list too large");
-		exit(2);
-	}
-}
-
 static void
 age_text(long long secs, char *out, size_t outsz)
 {
@@ -74,24 +57,30 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 	PGresult *res;
 	int stale = 0;
 
+	bool ok;
+
 	buf_init(&services, (size_t)1 << 30);
 	buf_init(&users, (size_t)1 << 30);
-	if (!buf_append(&services, "{", 1) || !buf_append(&users, "{", 1))
-		return -1;
-	for (size_t i = 0; i < s->n_services; i++) {
-		for (size_t j = 0; j < s->services[i].n_users; j++) {
-			array_add(&services, s->services[i].sid);
-			array_add(&users, s->services[i].users[j]);
-		}
+	ok = buf_append(&services, "{", 1) && buf_append(&users, "{", 1);
+	for (size_t i = 0; ok && i < s->n_services; i++) {
+		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
+			ok = db_array_add_text(&services, s->services[i].sid) &&
+			     db_array_add_text(&users, s->services[i].users[j]);
 	}
-	if (!buf_append(&services, "}", 1) || !buf_append(&users, "}", 1))
+	ok = ok && buf_append(&services, "}", 1) && buf_append(&users, "}", 1);
+	if (!ok) {
+		buf_free(&services);
+		buf_free(&users);
+		log_error("could not read the cursors: the list of users is too long");
 		return -1;
+	}
 	params[0] = buf_str(&services);
 	params[1] = buf_str(&users);
 	res = PQexecParams(db_conn(db), users_sql, 2, NULL, params, NULL, NULL, 0);
 	buf_free(&services);
 	buf_free(&users);
-	if (!db_result_ok(db, res, PGRES_TUPLES_OK, "reading the cursors")) {
+	if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
+		log_error("could not read the cursors: %s", db_error(db));
 		PQclear(res);
 		return -1;
 	}
@@ -117,7 +106,8 @@ print_runs(struct db *db, FILE *out)
 {
 	PGresult *res = PQexec(db_conn(db), runs_sql);
 
-	if (!db_result_ok(db, res, PGRES_TUPLES_OK, "reading sync_runs")) {
+	if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
+		log_error("could not read sync_runs: %s", db_error(db));
 		PQclear(res);
 		return false;
 	}

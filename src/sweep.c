@@ -1,707 +1,83 @@
 /*
  * sweep.c - one sweep over every configured user
  *
- * Up to twilio.concurrency users are listed at once.  Each job walks one
- * user's pages: fetch, parse as the body streams in, commit the page with
- * the cursor's advance, follow next_page_url.  A failure ends that user's
- * part of the sweep (recorded on its cursor) and the sweep goes on.
- *
- * A slot (one of twilio.concurrency, fewer while the API throttles) is held
- * by each listing being fetched, and given up when its last page is handed
- * to the writer: a quarter more jobs than slots (COMMIT_JOBS) let the next
- * users start while the writer finishes the others, and no more last pages
- * than that wait for it.
+ * Users are handed, in the configured order, to up to twilio.concurrency
+ * listings at once (see listing.c), fewer while the API throttles.  A
+ * listing gives up its slot when its last page is handed to the commit
+ * queue: a quarter more listings than slots (COMMIT_LISTINGS) let the next
+ * users start while the writers finish the others, and no more last pages
+ * than that wait for them.  When the database is lost, the sweep lets what
+ * is on a writer finish, reconnects, and goes over the users again: their
+ * cursors say who is done and where each listing stands.
  */
 #include "config.h"
 
 #include "sweep.h"
 
 #include "backoff.h"
+#include "clock.h"
+#include "commit_queue.h"
 #include "cursor.h"
 #include "db.h"
 #include "http.h"
+#include "listing.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
-#include "pacer.h"
-#include "page_parser.h"
+#include "run.h"
 #include "settings.h"
-#include "url.h"
-#include "writer.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The API never sends more than 1000 entries a page (PageSize's maximum). */
-#define MAX_ROWS_PER_PAGE 1000
-
-/* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
-#define LOOP_MEMORY 1024
-
-/* Cursors read in one query, for the users about to start. */
-#define LOOKAHEAD 64
-
-/* Jobs beyond twilio.concurrency, whose pages wait for the writer or are being committed. */
-#define COMMIT_JOBS(concurrency) ((size_t)(concurrency) / 4 + 1)
-
-/* After a stop, how long a page being committed is let finish before it is cancelled. */
-#define STOP_GRACE_MS 1000
+/* Listings beyond twilio.concurrency, whose pages wait for a writer or are being committed. */
+#define COMMIT_LISTINGS(concurrency) ((size_t)(concurrency) / 4 + 1)
 
 /* Reconnecting to a lost database: attempts, and the backoff between them. */
 #define DB_RECONNECT_TRIES 30
 #define DB_BACKOFF_BASE_MS 200
 #define DB_BACKOFF_MAX_MS 5000
 
-struct sweep;
-struct job;
-
-/* A connection that commits pages, and the job whose page it is committing. */
-struct writer_slot {
-	struct db *db;
-	struct job *job; /* NULL when idle, or when the job was released meanwhile */
-};
-
-enum job_state {
-	JOB_IDLE,
-	JOB_FETCHING,	/* a request is in flight */
-	JOB_WAITING,	/* backing off before retrying the page */
-	JOB_COMMITTING, /* the page is queued for the writer or being committed */
-};
-
-/* One user's listing in progress. */
-struct job {
-	struct sweep *sw;
-	enum job_state state;
-	size_t service_index;
-	const char *service_sid;
-	const char *user;
-	char user_esc[160]; /* for log lines */
-	char *url;	    /* the page being fetched */
-	char *first_url;    /* the listing's first page */
-	bool first_page;    /* url is the listing's first page */
-	bool restarted;	    /* already restarted from page 1 once */
-	unsigned page_no;   /* 1-based number of the page being fetched */
-	unsigned attempts;  /* retries spent on this page */
-	struct timespec retry_at;
-	unsigned requests; /* not yet counted in the run */
-	unsigned retries;  /* not yet counted in the run */
-	unsigned rejected;
-	char *pending_next; /* while committing: the page's next_page_url, NULL on the last */
-	char known_digest[33]; /* the digest of the user's last one-page listing, or "" */
-	bool sent_unchanged;   /* the writer was told the listing is unchanged, without rows */
-	uint64_t *fetched;  /* hashes of the pages fetched in this listing */
-	size_t n_fetched;
-	struct page_parser *parser;
-	struct page_batch *batch;
-};
+/* The longest wait for activity in one turn of the loop. */
+#define TURN_MS 200
 
 struct sweep {
-	const struct settings *s;
-	struct db *db;
-	struct writer_slot *writers; /* commit pages asynchronously, one each at a time */
+	struct sweep_state st; /* what the listings share */
+	struct db *const *writers;
 	size_t n_writers;
-	struct http *http;
-	const volatile sig_atomic_t *stop;
-	int64_t run_id;
-	size_t next_service, next_user;
-	struct job *jobs;
-	size_t n_jobs;
-	bool db_lost;
-	bool auth_failed;
-	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
-	uint64_t rng;
+	size_t next_service, next_user; /* the next user to start */
+	struct listing **listings;
+	size_t n_listings;
 	const struct sweep_hooks *hooks;
-	struct metrics *metrics;
-	struct pacer pacer;
-	struct sweep_progress progress;
-	bool *service_failed; /* per configured service, in this process's part of the sweep */
-	struct job **queue;   /* jobs whose page waits for a writer, oldest first */
-	size_t queued;
-	struct cursor_position ahead[LOOKAHEAD]; /* of the next users of one service */
-	size_t ahead_service, ahead_user;	  /* ahead[0] is that user's */
-	size_t ahead_n;
-	double stop_seen_ms;	/* when the sweep first saw *stop; 0 before */
-	bool commits_cancelled; /* after the stop's grace period */
+	struct cursor_lookahead *lookahead;
 };
 
-static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
-
+/* Starts the user's listing on l, or returns false if the user has nothing to do now. */
 static bool
-status_known(const char *status)
+start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t user_index)
 {
-	for (size_t i = 0; i < sizeof(known_statuses) / sizeof(known_statuses[0]); i++) {
-		if (strcmp(status, known_statuses[i]) == 0)
-			return true;
-	}
-	return false;
-}
-
-static bool
-on_row(void *arg, const struct membership *m, const char *reject)
-{
-	struct job *j = arg;
-	char esc[128];
-
-	if (reject != NULL) {
-		j->rejected++;
-		log_warning("service %s user \"%s\" page %u: rejected an entry: %s (channel_sid \"%s\")",
-			    j->service_sid, j->user_esc, j->page_no, reject,
-			    log_escape(esc, sizeof(esc), m->channel_sid));
-		return true;
-	}
-	if (m->status != NULL && !status_known(m->status))
-		log_warning("service %s user \"%s\" page %u: channel %s has unexpected status \"%s\"",
-			    j->service_sid, j->user_esc, j->page_no, m->channel_sid,
-			    log_escape(esc, sizeof(esc), m->status));
-	page_batch_add(j->batch, m);
-	return true;
-}
-
-static bool
-on_body(void *arg, const char *data, size_t len)
-{
-	struct job *j = arg;
-
-	return page_parser_feed(j->parser, data, len);
-}
-
-static void on_done(void *arg, const struct http_result *res);
-
-static bool
-job_busy(const struct job *j)
-{
-	return j->state != JOB_IDLE;
-}
-
-/* Does j hold one of the slots that bound the listings in flight? */
-static bool
-job_holds_slot(const struct job *j)
-{
-	return j->state != JOB_IDLE && !(j->state == JOB_COMMITTING && j->pending_next == NULL);
-}
-
-static void
-unqueue(struct sweep *sw, struct job *j)
-{
-	for (size_t i = 0; i < sw->queued; i++) {
-		if (sw->queue[i] == j) {
-			memmove(&sw->queue[i], &sw->queue[i + 1], (sw->queued - i - 1) * sizeof(j));
-			sw->queued--;
-			return;
-		}
-	}
-}
-
-/* Ends the job's part in this sweep; what it has not counted yet is kept for the run. */
-static void
-job_release(struct job *j)
-{
-	j->sw->uncounted_requests += j->requests;
-	j->sw->uncounted_retries += j->retries;
-	j->requests = j->retries = 0;
-	if (j->state == JOB_COMMITTING) {
-		unqueue(j->sw, j);
-		for (size_t i = 0; i < j->sw->n_writers; i++) {
-			if (j->sw->writers[i].job == j)
-				j->sw->writers[i].job = NULL; /* its result is read and dropped */
-		}
-	}
-	free(j->url);
-	free(j->first_url);
-	free(j->pending_next);
-	j->url = j->first_url = j->pending_next = NULL;
-	j->n_fetched = 0;
-	j->state = JOB_IDLE;
-}
-
-static uint64_t
-url_hash(const char *url)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++)
-		h = (h ^ *p) * 0x100000001b3ull;
-	return h;
-}
-
-static void
-remember_fetched(struct job *j, const char *url)
-{
-	if (j->n_fetched < LOOP_MEMORY)
-		j->fetched[j->n_fetched++] = url_hash(url);
-}
-
-static bool
-already_fetched(const struct job *j, const char *url)
-{
-	uint64_t h = url_hash(url);
-
-	for (size_t i = 0; i < j->n_fetched; i++) {
-		if (j->fetched[i] == h)
-			return true;
-	}
-	return false;
-}
-
-static void
-now_monotonic(struct timespec *ts)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-}
-
-static long
-ms_until(const struct timespec *t)
-{
-	struct timespec now;
-
-	now_monotonic(&now);
-	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
-}
-
-static void
-fail_user(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-fail_user(struct job *j, const char *fmt, ...)
-{
-	struct sweep *sw = j->sw;
-	char reason[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	log_warning("service %s user \"%s\": %s", j->service_sid, j->user_esc, reason);
-	sw->service_failed[j->service_index] = true;
-	metrics_user_done(sw->metrics, j->service_sid, false);
-	if (cursor_fail(sw->db, sw->run_id, j->service_sid, j->user, reason, j->requests,
-			j->retries))
-		j->requests = j->retries = 0;
-	else if (!db_alive(sw->db))
-		sw->db_lost = true;
-	job_release(j);
-}
-
-static double
-now_ms(void)
-{
-	struct timespec ts;
-
-	now_monotonic(&ts);
-	return (double)ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
-static void
-wait_before_fetch(struct job *j, long delay_ms)
-{
-	now_monotonic(&j->retry_at);
-	j->retry_at.tv_sec += delay_ms / 1000;
-	j->retry_at.tv_nsec += (delay_ms % 1000) * 1000000;
-	if (j->retry_at.tv_nsec >= 1000000000) {
-		j->retry_at.tv_sec++;
-		j->retry_at.tv_nsec -= 1000000000;
-	}
-	j->state = JOB_WAITING;
-}
-
-static void
-fetch_page(struct job *j)
-{
-	const struct settings *s = j->sw->s;
-	long wait;
-
-	if (j->page_no > (unsigned)s->max_pages) {
-		fail_user(j, "listing has more than %d pages (limits.max_pages)", s->max_pages);
-		return;
-	}
-	wait = pacer_take(&j->sw->pacer, now_ms());
-	if (wait > 0) {
-		/* twilio.max_rps: this request waits for its turn. */
-		wait_before_fetch(j, wait);
-		return;
-	}
-	remember_fetched(j, j->url);
-	page_parser_reset(j->parser);
-	page_batch_reset(j->batch);
-	j->rejected = 0;
-	j->state = JOB_FETCHING;
-	if (!http_get(j->sw->http, j->url, on_body, on_done, j)) {
-		/* Logged by http; the next sweep resumes from the same cursor. */
-		job_release(j);
-	}
-}
-
-static bool may_start_work(const struct sweep *sw);
-
-/* A commit on wdb failed: the database is gone (the page is fetched again later), or the page was refused. */
-static void
-commit_failed(struct job *j, struct db *wdb, const char *why)
-{
-	if (*j->sw->stop) {
-		job_release(j); /* cancelled, or cut short by the stop: fetched again next time */
-		return;
-	}
-	if (!db_alive(wdb)) {
-		j->sw->db_lost = true;
-		job_release(j);
-		return;
-	}
-	fail_user(j, "could not store page %u: %s", j->page_no, why);
-}
-
-/* Hands the oldest queued pages to the writers that are free. */
-static void
-pump_writers(struct sweep *sw)
-{
-	for (size_t w = 0; w < sw->n_writers && sw->queued > 0 && !sw->db_lost && !*sw->stop; w++) {
-		struct writer_slot *ws = &sw->writers[w];
-		struct job *j = sw->queue[0];
-		struct writer_page page = {
-			.run_id = sw->run_id,
-			.service_sid = j->service_sid,
-			.user = j->user,
-			.first_page = j->first_page,
-			.next_url = j->pending_next,
-			.rejected = j->rejected,
-			.requests = j->requests,
-			.retries = j->retries,
-		};
-
-		bool whole = j->first_page && j->pending_next == NULL; /* a one-page listing */
-		char digest[33];
-		bool sent;
-
-		if (db_busy(ws->db))
-			continue;
-		unqueue(sw, j);
-		if (whole) {
-			page_batch_digest(j->batch, digest);
-			page.digest = digest;
-		}
-		/* Equal to the last one-page listing applied: the table already holds it. */
-		j->sent_unchanged = whole && strcmp(digest, j->known_digest) == 0;
-		if (j->sent_unchanged)
-			sent = writer_send_unchanged(ws->db, j->batch, &page);
-		else
-			sent = writer_send_page(ws->db, j->batch, &page);
-		if (sent)
-			ws->job = j;
-		else
-			commit_failed(j, ws->db, db_last_error(ws->db));
-	}
-}
-
-/* The writer committed j's page: move on to the next page, or finish. */
-static void
-page_committed(struct job *j, const struct writer_counts *counts)
-{
-	struct sweep *sw = j->sw;
-
-	sw->progress.pages++;
-	metrics_page(sw->metrics, j->service_sid, (long)(page_batch_rows(j->batch) + j->rejected),
-		     counts->inserted, counts->updated, counts->unchanged, counts->deleted,
-		     j->rejected);
-	j->requests = j->retries = 0;
-	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
-		  "%ld unchanged, %ld deleted, %u rejected",
-		  j->service_sid, j->user_esc, j->page_no, page_batch_rows(j->batch),
-		  counts->inserted, counts->updated, counts->unchanged, counts->deleted, j->rejected);
-	if (j->pending_next == NULL) {
-		metrics_user_done(sw->metrics, j->service_sid, true);
-		job_release(j);
-		return;
-	}
-	if (!may_start_work(sw)) {
-		job_release(j);
-		return;
-	}
-	free(j->url);
-	j->url = j->pending_next;
-	j->pending_next = NULL;
-	j->first_page = false;
-	j->page_no++;
-	j->attempts = 0;
-	fetch_page(j);
-}
-
-/* Reads ws's result if it has come (or waits for it). */
-static void
-poll_writer(struct sweep *sw, struct writer_slot *ws, bool wait)
-{
-	struct writer_counts counts;
-	struct job *j;
-	PGresult *res;
-	char why[256];
-	bool committed, applied = true;
-
-	if (!db_collect(ws->db, wait, &res))
-		return;
-	j = ws->job;
-	ws->job = NULL;
-	if (j == NULL) {
-		PQclear(res); /* the job was released meanwhile */
-		return;
-	}
-	if (j->sent_unchanged)
-		committed = writer_unchanged_result(ws->db, res, &applied, &counts);
-	else
-		committed = writer_page_result(ws->db, res, &counts);
-	if (committed && !applied) {
-		/* The cursor's digest changed meanwhile: send the page whole, first. */
-		j->known_digest[0] = '\0';
-		memmove(&sw->queue[1], &sw->queue[0], sw->queued * sizeof(j));
-		sw->queue[0] = j;
-		sw->queued++;
-	} else if (committed) {
-		j->state = JOB_FETCHING; /* leaves the commit states before moving on */
-		page_committed(j, &counts);
-	} else {
-		snprintf(why, sizeof(why), "%s", db_last_error(ws->db));
-		commit_failed(j, ws->db, why);
-	}
-}
-
-/* Reads the results that have come (or, with wait, all of them), and feeds the writers. */
-static void
-poll_writers(struct sweep *sw, bool wait)
-{
-	for (size_t i = 0; i < sw->n_writers; i++) {
-		if (db_busy(sw->writers[i].db))
-			poll_writer(sw, &sw->writers[i], wait);
-	}
-	pump_writers(sw);
-}
-
-/* The sockets of the writers that wait for a result; returns how many. */
-static size_t
-busy_writer_sockets(const struct sweep *sw, int *fds)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < sw->n_writers; i++) {
-		if (db_busy(sw->writers[i].db))
-			fds[n++] = db_socket(sw->writers[i].db);
-	}
-	return n;
-}
-
-/* Checks the next page's URL before the page is committed. */
-static bool
-next_url_ok(struct job *j, const char *next)
-{
-	char esc[256];
-
-	if (next == NULL)
-		return true;
-	if (!url_same_listing(next, j->first_url)) {
-		fail_user(j, "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
-			  j->page_no, log_escape(esc, sizeof(esc), next), j->sw->s->base_url);
-		return false;
-	}
-	if (already_fetched(j, next)) {
-		fail_user(j, "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
-			  j->page_no, log_escape(esc, sizeof(esc), next));
-		return false;
-	}
-	return true;
-}
-
-/* A page arrived whole: check it, store it, move on. */
-static void
-page_received(struct job *j)
-{
-	const char *next;
-
-	if (!page_parser_finish(j->parser)) {
-		fail_user(j, "could not parse page %u: %s", j->page_no, page_parser_error(j->parser));
-		return;
-	}
-	next = page_parser_next_url(j->parser);
-	/* The API may name this page differently from the URL we asked for. */
-	if (page_parser_self_url(j->parser) != NULL)
-		remember_fetched(j, page_parser_self_url(j->parser));
-	if (!next_url_ok(j, next))
-		return;
-	free(j->pending_next);
-	j->pending_next = xstrdup(next);
-	j->state = JOB_COMMITTING;
-	j->sw->queue[j->sw->queued++] = j;
-	pump_writers(j->sw);
-}
-
-static bool
-retryable(const struct http_result *res)
-{
-	return res->transport_error || res->status == 429 || (res->status >= 500 && res->status < 600);
-}
-
-static void
-schedule_retry(struct job *j, const struct http_result *res)
-{
-	const struct settings *s = j->sw->s;
-	long delay = backoff_delay_ms(++j->attempts, s->backoff_base_ms, s->max_backoff * 1000L,
-				      res->retry_after, &j->sw->rng);
-
-	j->retries++;
-	metrics_retry(j->sw->metrics, res->status);
-	if (res->status == 429 && pacer_throttled(&j->sw->pacer, now_ms()))
-		log_info("the API is throttling: at most %u users in flight for now",
-			 j->sw->pacer.limit);
-	log_info("service %s user \"%s\" page %u: %s; retry %u of %d in %.1f s", j->service_sid,
-		 j->user_esc, j->page_no, res->error, j->attempts, s->max_retries, delay / 1000.0);
-	wait_before_fetch(j, delay);
-}
-
-/* The API refused a resumed page URL (expired page token): list again from page 1, once. */
-static void
-restart_listing(struct job *j, const struct http_result *res)
-{
-	log_warning("service %s user \"%s\" page %u: %s for a resumed page; restarting the listing "
-		    "from page 1",
-		    j->service_sid, j->user_esc, j->page_no, res->error);
-	j->restarted = true;
-	free(j->url);
-	j->url = xstrdup(j->first_url);
-	j->first_page = true;
-	j->page_no = 1;
-	j->attempts = 0;
-	j->n_fetched = 0;
-	fetch_page(j);
-}
-
-static void
-auth_failed(struct job *j, const struct http_result *res)
-{
-	struct sweep *sw = j->sw;
-
-	log_error("authentication failed (%s): check twilio.account_sid and the auth token; "
-		  "stopping this sweep",
-		  res->error);
-	sw->auth_failed = true;
-	sw->service_failed[j->service_index] = true;
-	/* Not this user's fault: the sweep stays open and tries it again first. */
-	if (!cursor_note_error(sw->db, sw->run_id, j->service_sid, j->user, "authentication failed") &&
-	    !db_alive(sw->db))
-		sw->db_lost = true;
-	job_release(j);
-}
-
-static void
-on_done(void *arg, const struct http_result *res)
-{
-	struct job *j = arg;
-	const struct settings *s = j->sw->s;
-
-	j->requests++;
-	if (!res->aborted)
-		metrics_http_response(j->sw->metrics, res->transport_error ? 0 : res->status);
-	if (*j->sw->stop || j->sw->db_lost || j->sw->auth_failed)
-		job_release(j);
-	else if (res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted) {
-		pacer_success(&j->sw->pacer);
-		page_received(j);
-	}
-	else if (res->aborted && page_parser_error(j->parser)[0] != '\0')
-		fail_user(j, "could not parse page %u: %s", j->page_no, page_parser_error(j->parser));
-	else if (res->status == 401 || res->status == 403)
-		auth_failed(j, res);
-	else if (retryable(res) && j->attempts < (unsigned)s->max_retries)
-		schedule_retry(j, res);
-	else if (retryable(res))
-		fail_user(j, "could not fetch page %u after %u retries: %s", j->page_no, j->attempts,
-			  res->error);
-	else if ((res->status == 400 || res->status == 404) && !j->first_page && !j->restarted)
-		restart_listing(j, res);
-	else if (res->status == 404 && j->page_no == 1)
-		fail_user(j, "user not found: could not fetch page 1: %s", res->error);
-	else
-		fail_user(j, "could not fetch page %u: %s", j->page_no, res->error);
-}
-
-/* Forgets the cursors read ahead. */
-static void
-drop_lookahead(struct sweep *sw)
-{
-	for (size_t i = 0; i < sw->ahead_n; i++)
-		free(sw->ahead[i].next_url);
-	sw->ahead_n = 0;
-}
-
-/*
- * The cursor of user user_index of service service_index (its next_url is
- * then the caller's).  Users start in order, so when it is not at hand the
- * cursors of that user and the next LOOKAHEAD - 1 are read in one query: no
- * one else moves them before they start.
- */
-static bool
-user_position(struct sweep *sw, size_t service_index, size_t user_index,
-	      struct cursor_position *out)
-{
-	const struct settings_service *svc = &sw->s->services[service_index];
-	struct cursor_position *p;
-
-	if (sw->ahead_n == 0 || sw->ahead_service != service_index || user_index < sw->ahead_user ||
-	    user_index >= sw->ahead_user + sw->ahead_n) {
-		size_t n = svc->n_users - user_index < LOOKAHEAD ? svc->n_users - user_index : LOOKAHEAD;
-
-		drop_lookahead(sw);
-		if (!cursor_positions(sw->db, sw->run_id, svc->sid,
-				      (const char *const *)&svc->users[user_index], n, sw->ahead))
-			return false;
-		sw->ahead_service = service_index;
-		sw->ahead_user = user_index;
-		sw->ahead_n = n;
-	}
-	p = &sw->ahead[user_index - sw->ahead_user];
-	*out = *p;
-	p->next_url = NULL;
-	return true;
-}
-
-/* Starts a user's listing on j, or returns false if it has nothing to do now. */
-static bool
-start_user(struct job *j, size_t service_index, size_t user_index)
-{
-	struct sweep *sw = j->sw;
-	const char *service_sid = sw->s->services[service_index].sid;
-	const char *user = sw->s->services[service_index].users[user_index];
+	const struct settings_service *svc = &sw->st.s->services[service_index];
 	struct cursor_position pos;
+	char reason[600];
 
-	if (!user_position(sw, service_index, user_index, &pos)) {
-		sw->db_lost = !db_alive(sw->db);
+	if (!cursor_lookahead_get(sw->lookahead, sw->st.db, sw->st.run_id, service_index, svc->sid,
+				  (const char *const *)svc->users, svc->n_users, user_index, &pos)) {
+		if (!db_alive(sw->st.db)) {
+			sw->st.db_lost = true;
+			return false;
+		}
+		snprintf(reason, sizeof(reason), "could not read the cursor: %s",
+			 db_error(sw->st.db));
+		sweep_state_fail_user(&sw->st, service_index, svc->users[user_index], reason);
 		return false;
 	}
 	if (pos.start == CURSOR_SKIP)
 		return false;
-	j->service_index = service_index;
-	j->service_sid = service_sid;
-	j->user = user;
-	log_escape(j->user_esc, sizeof(j->user_esc), user);
-	j->first_url = url_first_page(sw->s->base_url, service_sid, user, sw->s->page_size);
-	j->first_page = pos.start == CURSOR_FIRST_PAGE;
-	j->url = j->first_page ? xstrdup(j->first_url) : pos.next_url;
-	j->page_no = pos.pages_done + 1;
-	memcpy(j->known_digest, pos.digest, sizeof(j->known_digest));
-	j->requests = j->retries = j->attempts = 0;
-	j->restarted = false;
-	j->n_fetched = 0;
-	if (!j->first_page)
-		log_info("service %s user \"%s\": resuming at page %u", service_sid, j->user_esc,
-			 j->page_no);
-	sw->progress.users_started++;
-	fetch_page(j);
+	listing_start(l, service_index, svc->users[user_index], &pos);
 	return true;
-}
-
-static bool
-may_start_work(const struct sweep *sw)
-{
-	return !*sw->stop && !sw->db_lost && !sw->auth_failed;
 }
 
 static size_t
@@ -709,30 +85,35 @@ slots_taken(const struct sweep *sw)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < sw->n_jobs; i++)
-		n += job_holds_slot(&sw->jobs[i]);
+	for (size_t i = 0; i < sw->n_listings; i++)
+		n += listing_holds_slot(sw->listings[i]);
 	return n;
 }
 
-/* Gives idle jobs the next users that have work, while slots are free (up to the pacer's limit). */
-static void
-fill_jobs(struct sweep *sw)
+static bool
+users_left(const struct sweep *sw)
 {
-	const struct settings *s = sw->s;
+	return sw->next_service < sw->st.s->n_services;
+}
+
+/* Gives idle listings the next users that have work, while slots are free (up to the pacer's limit). */
+static void
+fill_listings(struct sweep *sw)
+{
 	size_t busy = slots_taken(sw);
 
-	for (size_t i = 0; i < sw->n_jobs && busy < sw->pacer.limit; i++) {
-		struct job *j = &sw->jobs[i];
+	for (size_t i = 0; i < sw->n_listings && busy < sw->st.pacer.limit; i++) {
+		struct listing *l = sw->listings[i];
 
-		while (!job_busy(j) && may_start_work(sw) && sw->next_service < s->n_services) {
+		while (!listing_busy(l) && sweep_state_may_work(&sw->st) && users_left(sw)) {
 			size_t service_index = sw->next_service, user_index = sw->next_user;
 
-			if (++sw->next_user == s->services[service_index].n_users) {
+			if (++sw->next_user == sw->st.s->services[service_index].n_users) {
 				sw->next_user = 0;
 				sw->next_service++;
 			}
-			if (start_user(j, service_index, user_index))
-				busy += job_holds_slot(j);
+			if (start_user(sw, l, service_index, user_index))
+				busy += listing_holds_slot(l);
 		}
 	}
 }
@@ -743,30 +124,20 @@ run_due_retries(struct sweep *sw, long max_ms)
 {
 	long next = max_ms;
 
-	for (size_t i = 0; i < sw->n_jobs; i++) {
-		struct job *j = &sw->jobs[i];
-		long wait;
+	for (size_t i = 0; i < sw->n_listings; i++) {
+		long wait = listing_retry_when_due(sw->listings[i]);
 
-		if (j->state != JOB_WAITING)
-			continue;
-		if (!may_start_work(sw)) {
-			job_release(j);
-			continue;
-		}
-		wait = ms_until(&j->retry_at);
-		if (wait <= 0)
-			fetch_page(j);
-		else if (wait < next)
+		if (wait >= 0 && wait < next)
 			next = wait;
 	}
 	return next;
 }
 
 static bool
-any_busy(const struct sweep *sw)
+any_listing_busy(const struct sweep *sw)
 {
-	for (size_t i = 0; i < sw->n_jobs; i++) {
-		if (job_busy(&sw->jobs[i]))
+	for (size_t i = 0; i < sw->n_listings; i++) {
+		if (listing_busy(sw->listings[i]))
 			return true;
 	}
 	return false;
@@ -776,14 +147,14 @@ static void
 tick(struct sweep *sw)
 {
 	if (sw->hooks != NULL && sw->hooks->tick != NULL)
-		sw->hooks->tick(sw->hooks->arg, &sw->progress);
+		sw->hooks->tick(sw->hooks->arg, &sw->st.progress);
 }
 
 /* Waits out a backoff in short naps, so a stop request is seen at once. */
 static void
 nap(struct sweep *sw, long ms)
 {
-	while (ms > 0 && !*sw->stop) {
+	while (ms > 0 && !*sw->st.stop) {
 		long step = ms < 100 ? ms : 100;
 		struct timespec ts = {0, step * 1000000L};
 
@@ -793,39 +164,26 @@ nap(struct sweep *sw, long ms)
 	}
 }
 
-/* Is this job's page on a writer (sent, its result not read yet)? */
-static bool
-on_a_writer(const struct sweep *sw, const struct job *j)
-{
-	for (size_t i = 0; i < sw->n_writers; i++) {
-		if (sw->writers[i].job == j)
-			return true;
-	}
-	return false;
-}
-
-/*
- * The database is lost or a stop was asked for: drops the pages that wait
- * for a writer and the retries that wait for their turn.  Pages on a writer
- * are let finish, so that whatever they committed is known before anything
- * is read again.
- */
+/* The database is lost or a stop was asked for: drops what need not finish (see listing_abandon). */
 static void
-abandon_jobs(struct sweep *sw)
+abandon_listings(struct sweep *sw)
 {
-	for (size_t i = 0; i < sw->n_jobs; i++) {
-		struct job *j = &sw->jobs[i];
-
-		if (j->state == JOB_WAITING || (j->state == JOB_COMMITTING && !on_a_writer(sw, j)))
-			job_release(j);
-	}
+	for (size_t i = 0; i < sw->n_listings; i++)
+		listing_abandon(sw->listings[i]);
 }
 
 /* Reconnects c if a round trip fails; a live connection (and its lock) is kept. */
 static bool
 revive(struct db *c)
 {
-	return db_alive(c) || db_reconnect(c);
+	if (db_alive(c))
+		return true;
+	if (!db_reconnect(c)) {
+		log_warning("could not reconnect to the database: %s", db_error(c));
+		return false;
+	}
+	log_info("reconnected to the database");
+	return true;
 }
 
 /*
@@ -838,18 +196,19 @@ static bool
 recover_database(struct sweep *sw)
 {
 	log_warning("lost the database connection; uncommitted pages will be fetched again");
-	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->stop; attempt++) {
-		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->rng));
-		if (*sw->stop)
+	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->st.stop; attempt++) {
+		nap(sw,
+		    backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->st.rng));
+		if (*sw->st.stop)
 			break;
-		bool up = revive(sw->db);
+		bool up = revive(sw->st.db);
 
 		for (size_t i = 0; up && i < sw->n_writers; i++)
-			up = revive(sw->writers[i].db);
+			up = revive(sw->writers[i]);
 		if (up) {
-			metrics_db_reconnect(sw->metrics);
-			drop_lookahead(sw); /* read again: the cursors may have moved */
-			sw->db_lost = false;
+			metrics_db_reconnect(sw->st.metrics);
+			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */
+			sw->st.db_lost = false;
 			sw->next_service = sw->next_user = 0;
 			return true;
 		}
@@ -872,162 +231,201 @@ log_totals(const struct run_totals *t, double seconds)
 static void
 report_services(struct sweep *sw, double seconds, long users_failed)
 {
-	const char **ok = xcalloc(sw->s->n_services, sizeof(char *));
+	const struct settings *s = sw->st.s;
+	const char **ok = xcalloc(s->n_services, sizeof(char *));
 	size_t n_ok = 0;
 
-	for (size_t i = 0; i < sw->s->n_services; i++) {
-		if (!sw->service_failed[i])
-			ok[n_ok++] = sw->s->services[i].sid;
+	for (size_t i = 0; i < s->n_services; i++) {
+		if (!sw->st.service_failed[i])
+			ok[n_ok++] = s->services[i].sid;
 	}
-	metrics_sweep_finished(sw->metrics, seconds, users_failed, ok, n_ok);
+	metrics_sweep_finished(sw->st.metrics, seconds, users_failed, ok, n_ok);
 	free(ok);
 }
 
 static enum sweep_result
 finish(struct sweep *sw, const struct timespec *t0)
 {
+	struct sweep_state *st = &sw->st;
 	struct run_totals totals;
-	struct timespec t1;
 	double seconds;
 
-	if (*sw->stop || sw->auth_failed || sw->db_lost ||
-	    !cursor_finish_run(sw->db, sw->run_id, sw->uncounted_requests, sw->uncounted_retries,
-			       &totals)) {
-		metrics_sweep_stopped(sw->metrics);
-		if (*sw->stop)
+	if (*st->stop || st->auth_failed || st->db_lost) {
+		metrics_sweep_stopped(st->metrics);
+		if (*st->stop)
 			return SWEEP_INTERRUPTED;
-		return sw->auth_failed ? SWEEP_AUTH_FAILED : SWEEP_DB_FAILED;
+		return st->auth_failed ? SWEEP_AUTH_FAILED : SWEEP_DB_FAILED;
 	}
-	now_monotonic(&t1);
-	seconds = (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
+	if (!run_finish(st->db, st->run_id, st->uncounted_requests, st->uncounted_retries,
+			&totals)) {
+		log_error("could not finish sweep %" PRId64 ": %s", st->run_id, db_error(st->db));
+		metrics_sweep_stopped(st->metrics);
+		return SWEEP_DB_FAILED;
+	}
+	totals.users_failed += st->unrecorded_failures;
+	seconds = clock_seconds_since(t0);
 	log_totals(&totals, seconds);
 	report_services(sw, seconds, totals.users_failed);
 	return totals.users_failed > 0 ? SWEEP_USERS_FAILED : SWEEP_OK;
 }
 
 static void
-jobs_init(struct sweep *sw)
+listings_new(struct sweep *sw)
 {
-	const struct settings *s = sw->s;
-	const struct page_parser_limits limits = {
-		.max_bytes = (size_t)s->max_body,
-		.max_string = (size_t)s->max_string,
-		.max_depth = (unsigned)s->max_depth,
-		.max_rows = MAX_ROWS_PER_PAGE,
-	};
+	int concurrency = sw->st.s->concurrency;
 
-	sw->n_jobs = (size_t)s->concurrency + COMMIT_JOBS(s->concurrency);
-	sw->jobs = xcalloc(sw->n_jobs, sizeof(struct job));
-	for (size_t i = 0; i < sw->n_jobs; i++) {
-		struct job *j = &sw->jobs[i];
-
-		j->sw = sw;
-		j->parser = page_parser_new(&limits, on_row, j);
-		j->batch = page_batch_new();
-		j->fetched = xcalloc(LOOP_MEMORY, sizeof(uint64_t));
-	}
+	sw->n_listings = (size_t)concurrency + COMMIT_LISTINGS(concurrency);
+	sw->listings = xcalloc(sw->n_listings, sizeof(*sw->listings));
+	for (size_t i = 0; i < sw->n_listings; i++)
+		sw->listings[i] = listing_new(&sw->st);
 }
 
 static void
-jobs_free(struct sweep *sw)
+listings_free(struct sweep *sw)
 {
-	for (size_t i = 0; i < sw->n_jobs; i++) {
-		job_release(&sw->jobs[i]);
-		page_parser_free(sw->jobs[i].parser);
-		page_batch_free(sw->jobs[i].batch);
-		free(sw->jobs[i].fetched);
-	}
-	free(sw->jobs);
+	for (size_t i = 0; i < sw->n_listings; i++)
+		listing_free(sw->listings[i]);
+	free(sw->listings);
+}
+
+/* The database is lost, and nothing that could still commit is in flight: time to reconnect. */
+static bool
+ready_to_recover(const struct sweep *sw, size_t commits_in_flight)
+{
+	const struct sweep_state *st = &sw->st;
+
+	return st->db_lost && !*st->stop && http_pending(st->http) == 0 && commits_in_flight == 0;
 }
 
 /*
- * A stop was asked for: pages being committed are let finish for
- * STOP_GRACE_MS, then their statements are cancelled (they roll back, and
- * the pages are fetched again next time), so that a commit stuck on a lock
- * does not hold up the stop.
+ * Nothing is left to do in this turn or any later one: no job, no
+ * transfer, no commit in flight, and no lost database to recover.
  */
-static void
-cancel_slow_commits(struct sweep *sw)
+static bool
+sweep_over(const struct sweep *sw, size_t commits_in_flight)
 {
-	if (sw->stop_seen_ms == 0) {
-		sw->stop_seen_ms = now_ms();
-		return;
+	bool must_recover = sw->st.db_lost && !*sw->st.stop;
+
+	return !any_listing_busy(sw) && http_pending(sw->st.http) == 0 && commits_in_flight == 0 &&
+	       !must_recover;
+}
+
+/* Waits up to wait_ms for a transfer or a writer, then moves both on. */
+static void
+await_activity(struct sweep *sw, long wait_ms, const int *fds, size_t n_fds)
+{
+	char why[256];
+
+	if (!http_run(sw->st.http, (int)(wait_ms > 0 ? wait_ms : 0), fds, n_fds, why,
+		      sizeof(why))) {
+		log_warning("waiting for the transfers failed: %s", why);
+		nap(sw, 100);
 	}
-	if (sw->commits_cancelled || now_ms() - sw->stop_seen_ms < STOP_GRACE_MS)
-		return;
-	for (size_t i = 0; i < sw->n_writers; i++) {
-		if (db_busy(sw->writers[i].db)) {
-			log_info("stopping: cancelling a commit still running after %d ms", STOP_GRACE_MS);
-			db_cancel(sw->writers[i].db);
-		}
+	if (n_fds > 0)
+		commit_queue_poll(sw->st.commits, false);
+}
+
+static void
+on_committed(void *arg, struct commit *c, const struct store_counts *counts)
+{
+	(void)arg;
+	listing_committed(c, counts);
+}
+
+static void
+on_commit_failed(void *arg, struct commit *c, struct db *wdb)
+{
+	(void)arg;
+	listing_commit_failed(c, wdb);
+}
+
+static bool
+may_send_commits(void *arg)
+{
+	const struct sweep *sw = arg;
+
+	return !sw->st.db_lost && !*sw->st.stop;
+}
+
+/* Sets up the sweep's listings and queues; false (logged) if the sweep cannot begin. */
+static bool
+sweep_begin(struct sweep *sw)
+{
+	const struct commit_queue_events events = {
+		.committed = on_committed,
+		.failed = on_commit_failed,
+		.may_send = may_send_commits,
+		.arg = sw,
+	};
+	struct sweep_state *st = &sw->st;
+	struct timespec now = clock_now();
+	bool resumed;
+
+	st->metrics = sw->hooks != NULL ? sw->hooks->metrics : NULL;
+	pacer_init(&st->pacer, (unsigned)st->s->concurrency, st->s->max_rps, clock_now_ms());
+	st->rng = (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 32);
+	if (!run_begin(st->db, &st->run_id, &resumed)) {
+		log_error("could not begin a sweep: %s", db_error(st->db));
+		return false;
 	}
-	sw->commits_cancelled = true;
+	st->progress.run_id = st->run_id;
+	st->progress.users_total = settings_user_count(st->s);
+	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",
+		 st->run_id, st->progress.users_total);
+	listings_new(sw);
+	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
+	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
+	sw->lookahead = cursor_lookahead_new();
+	metrics_sweep_started(st->metrics);
+	return true;
+}
+
+static void
+sweep_end(struct sweep *sw)
+{
+	listings_free(sw);
+	commit_queue_free(sw->st.commits);
+	cursor_lookahead_free(sw->lookahead);
+	free(sw->st.service_failed);
 }
 
 enum sweep_result
 sweep_run(const struct settings *s, struct db *db, struct db *const *writers, size_t n_writers,
 	  struct http *http, const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
 {
-	struct sweep sw = {.s = s, .db = db, .http = http, .stop = stop, .hooks = hooks};
+	struct sweep sw = {.st = {.s = s, .db = db, .http = http, .stop = stop}, .hooks = hooks};
 	int fds[HTTP_MAX_EXTRA_FDS];
 	enum sweep_result result;
-	struct timespec t0;
-	bool resumed;
+	struct timespec t0 = clock_now();
 
-	if (n_writers > HTTP_MAX_EXTRA_FDS)
-		n_writers = HTTP_MAX_EXTRA_FDS;
-	sw.writers = xcalloc(n_writers, sizeof(*sw.writers));
-	for (size_t i = 0; i < n_writers; i++)
-		sw.writers[i].db = writers[i];
-	sw.n_writers = n_writers;
-
-	sw.metrics = hooks != NULL ? hooks->metrics : NULL;
-	pacer_init(&sw.pacer, (unsigned)s->concurrency, s->max_rps, now_ms());
-	now_monotonic(&t0);
-	sw.rng = (uint64_t)t0.tv_nsec ^ ((uint64_t)getpid() << 32);
-	if (!cursor_begin_run(db, &sw.run_id, &resumed)) {
-		free(sw.writers);
+	sw.writers = writers;
+	sw.n_writers = n_writers < HTTP_MAX_EXTRA_FDS ? n_writers : HTTP_MAX_EXTRA_FDS;
+	if (!sweep_begin(&sw))
 		return SWEEP_DB_FAILED;
-	}
-	sw.progress.run_id = sw.run_id;
-	sw.progress.users_total = settings_user_count(s);
-	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting", sw.run_id,
-		 sw.progress.users_total);
-	jobs_init(&sw);
-	sw.service_failed = xcalloc(s->n_services, sizeof(bool));
-	sw.queue = xcalloc(sw.n_jobs, sizeof(struct job *));
-	metrics_sweep_started(sw.metrics);
 	for (;;) {
-		size_t n_fds;
+		size_t in_flight;
 		long wait;
 
 		if (*stop)
-			cancel_slow_commits(&sw);
-		if (sw.db_lost || *stop)
-			abandon_jobs(&sw);
-		if (sw.db_lost && !*stop && http_pending(http) == 0 &&
-		    busy_writer_sockets(&sw, fds) == 0 && !recover_database(&sw))
+			commit_queue_stop(sw.st.commits);
+		if (sw.st.db_lost || *stop)
+			abandon_listings(&sw);
+		in_flight = commit_queue_sockets(sw.st.commits, fds);
+		if (ready_to_recover(&sw, in_flight) && !recover_database(&sw))
 			break;
-		fill_jobs(&sw);
-		pump_writers(&sw);
-		wait = run_due_retries(&sw, 200);
-		n_fds = busy_writer_sockets(&sw, fds);
-		if (!any_busy(&sw) && http_pending(http) == 0 && n_fds == 0 &&
-		    !(sw.db_lost && !*stop))
+		fill_listings(&sw);
+		commit_queue_send(sw.st.commits);
+		wait = run_due_retries(&sw, TURN_MS);
+		in_flight = commit_queue_sockets(sw.st.commits, fds);
+		if (sweep_over(&sw, in_flight))
 			break;
-		http_run(http, (int)(wait > 0 ? wait : 0), fds, n_fds);
-		if (n_fds > 0)
-			poll_writers(&sw, false);
+		await_activity(&sw, wait, fds, in_flight);
 		tick(&sw);
 	}
 	/* Commits still in flight (after a stop) are let finish, so the connections are idle. */
-	while (busy_writer_sockets(&sw, fds) > 0)
-		poll_writers(&sw, true);
+	while (commit_queue_sockets(sw.st.commits, fds) > 0)
+		commit_queue_poll(sw.st.commits, true);
 	result = finish(&sw, &t0);
-	jobs_free(&sw);
-	drop_lookahead(&sw);
-	free(sw.service_failed);
-	free(sw.queue);
-	free(sw.writers);
+	sweep_end(&sw);
 	return result;
 }

@@ -5,9 +5,11 @@
 
 #include "url.h"
 
+#include "hash.h"
 #include "mem.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,4 +248,53 @@ url_same_listing(const char *next, const char *first)
 	free_parts(&n);
 	free_parts(&f);
 	return ok;
+}
+
+struct url_seen {
+	uint64_t *hashes;
+	size_t n, capacity;
+};
+
+struct url_seen *
+url_seen_new(size_t capacity)
+{
+	struct url_seen *s = xcalloc(1, sizeof(*s));
+
+	s->hashes = xcalloc(capacity, sizeof(uint64_t));
+	s->capacity = capacity;
+	return s;
+}
+
+void
+url_seen_free(struct url_seen *s)
+{
+	if (s == NULL)
+		return;
+	free(s->hashes);
+	free(s);
+}
+
+void
+url_seen_clear(struct url_seen *s)
+{
+	s->n = 0;
+}
+
+void
+url_seen_add(struct url_seen *s, const char *url)
+{
+	if (s->n < s->capacity)
+		s->hashes[s->n++] = hash_str(url);
+}
+
+bool
+url_seen_has(const struct url_seen *s, const char *url)
+{
+	uint64_t h = hash_str(url);
+
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->hashes[i] == h)
+			return true;
+	}
+	return false;
 }

@@ -46,4 +46,18 @@ char *url_first_page(const char *base, const char *service_sid, const char *user
  */
 bool url_same_listing(const char *next, const char *first) __attribute__((warn_unused_result));
 
+/*
+ * The pages of one listing fetched so far, by hash, to tell a
+ * next_page_url that leads back to one of them (a loop).  Past capacity
+ * pages are no longer remembered; limits.max_pages ends such listings.
+ */
+struct url_seen;
+
+/* Returns an empty set the caller owns. */
+struct url_seen *url_seen_new(size_t capacity);
+void url_seen_free(struct url_seen *s);
+void url_seen_clear(struct url_seen *s);
+void url_seen_add(struct url_seen *s, const char *url);
+bool url_seen_has(const struct url_seen *s, const char *url);
+
 #endif

@@ -870,26 +870,6 @@ test_reset(void)
 	ok(true, "page_parser_free(NULL) does nothing");
 }
 
-static void
-test_sid_valid(void)
-{
-	ok(page_sid_valid(CH1, "CH"), "page_sid_valid: a Channel SID");
-	ok(page_sid_valid(CH4, "CH"), "page_sid_valid: mixed-case hex digits");
-	ok(page_sid_valid("CHABCDEFABCDEFABCDEFABCDEFABCDEFAB", "CH"), "page_sid_valid: upper case");
-	ok(page_sid_valid(MB1, "MB"), "page_sid_valid: another prefix");
-	ok(!page_sid_valid(MB1, "CH"), "page_sid_valid: the wrong prefix");
-	ok(!page_sid_valid("CH0000000000000000000000000000000", "CH"),
-	   "page_sid_valid: 31 hex digits");
-	ok(!page_sid_valid("CH000000000000000000000000000000000", "CH"),
-	   "page_sid_valid: 33 hex digits");
-	ok(!page_sid_valid("CH0000000000000000000000000000000g", "CH"), "page_sid_valid: not hex");
-	ok(!page_sid_valid("CH000000000000000 000000000000000a", "CH"),
-	   "page_sid_valid: a space inside");
-	ok(!page_sid_valid("", "CH"), "page_sid_valid: empty");
-	ok(!page_sid_valid("CH", "CH"), "page_sid_valid: the prefix alone");
-	ok(!page_sid_valid(NULL, "CH"), "page_sid_valid: NULL");
-}
-
 int
 main(void)
 {
@@ -903,6 +883,5 @@ main(void)
 	test_limits_boundary();
 	test_stop();
 	test_reset();
-	test_sid_valid();
 	return tap_done();
 }

@@ -369,6 +369,26 @@ test_dot_segments(void)
 	free(dots3);
 }
 
+static void
+test_seen(void)
+{
+	struct url_seen *s = url_seen_new(2);
+
+	ok(!url_seen_has(s, "https://x/p1"), "seen: nothing at first");
+	url_seen_add(s, "https://x/p1");
+	ok(url_seen_has(s, "https://x/p1"), "seen: a page fetched is remembered");
+	ok(!url_seen_has(s, "https://x/p2"), "seen: another is not");
+	url_seen_add(s, "https://x/p2");
+	url_seen_add(s, "https://x/p3");
+	ok(url_seen_has(s, "https://x/p2"), "seen: up to its capacity");
+	ok(!url_seen_has(s, "https://x/p3"), "seen: and no further");
+	url_seen_clear(s);
+	ok(!url_seen_has(s, "https://x/p1"), "seen: cleared for the next listing");
+	url_seen_free(s);
+	url_seen_free(NULL);
+	ok(true, "url_seen_free(NULL) does nothing");
+}
+
 int
 main(void)
 {
@@ -381,5 +401,6 @@ main(void)
 	test_first_page();
 	test_same_listing();
 	test_dot_segments();
+	test_seen();
 	return tap_done();
 }

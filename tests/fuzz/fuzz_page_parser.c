@@ -6,6 +6,7 @@
  * back is checked for the invariants the writer relies on.
  */
 #include "page_parser.h"
+#include "twilio.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ check_row(void *arg, const struct membership *m, const char *reject)
 {
 	(void)arg;
 	rows++;
-	if (reject == NULL && !page_sid_valid(m->channel_sid, "CH"))
+	if (reject == NULL && !twilio_sid_valid(m->channel_sid, "CH"))
 		abort(); /* an accepted row must have a valid channel SID */
 	if (m->status != NULL && strlen(m->status) > limits.max_string)
 		abort();

@@ -1,0 +1,532 @@
+/*
+ * listing.c - one user's listing within a sweep
+ */
+#include "config.h"
+
+#include "listing.h"
+
+#include "backoff.h"
+#include "clock.h"
+#include "commit_queue.h"
+#include "cursor.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+#include "mem.h"
+#include "metrics.h"
+#include "page_batch.h"
+#include "page_parser.h"
+#include "settings.h"
+#include "twilio.h"
+#include "url.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The API never sends more than 1000 entries a page (PageSize's maximum). */
+#define MAX_ROWS_PER_PAGE 1000
+
+/* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
+#define LOOP_MEMORY 1024
+
+enum listing_state {
+	LISTING_IDLE,
+	LISTING_FETCHING,   /* a request is in flight */
+	LISTING_WAITING,    /* backing off before retrying the page (or waiting for the pacer) */
+	LISTING_COMMITTING, /* the page is in the commit queue */
+};
+
+struct listing {
+	struct sweep_state *st;
+	enum listing_state state;
+	size_t service_index;
+	const char *service_sid;
+	const char *user;
+	char user_esc[160]; /* for log lines */
+	char *url;	    /* the page being fetched */
+	char *first_url;    /* the listing's first page */
+	bool first_page;    /* url is the listing's first page */
+	bool restarted;	    /* already restarted from page 1 once */
+	unsigned page_no;   /* 1-based number of the page being fetched */
+	unsigned attempts;  /* retries spent on this page */
+	struct timespec retry_at;
+	unsigned requests; /* not yet counted in the run */
+	unsigned retries;  /* not yet counted in the run */
+	unsigned rejected;
+	char *next_url;		  /* while committing: the page's next_page_url, NULL on the last */
+	char digest[33];	  /* while committing a whole one-page listing: its digest */
+	char known_digest[33];	  /* the digest of the user's last one-page listing, or "" */
+	struct url_seen *fetched; /* the pages fetched in this listing */
+	struct page_parser *parser;
+	struct page_batch *batch;
+	struct commit commit;
+};
+
+bool
+sweep_state_may_work(const struct sweep_state *st)
+{
+	return !*st->stop && !st->db_lost && !st->auth_failed;
+}
+
+static bool
+on_row(void *arg, const struct membership *m, const char *reject)
+{
+	struct listing *l = arg;
+	char esc[128];
+
+	if (reject != NULL) {
+		l->rejected++;
+		log_warning("service %s user \"%s\" page %u: rejected an entry: %s (channel_sid \"%s\")",
+			    l->service_sid, l->user_esc, l->page_no, reject,
+			    log_escape(esc, sizeof(esc), m->channel_sid));
+		return true;
+	}
+	if (m->status != NULL && !twilio_status_known(m->status))
+		log_warning("service %s user \"%s\" page %u: channel %s has unexpected status \"%s\"",
+			    l->service_sid, l->user_esc, l->page_no, m->channel_sid,
+			    log_escape(esc, sizeof(esc), m->status));
+	return page_batch_add(l->batch, m);
+}
+
+static bool
+on_body(void *arg, const char *data, size_t len)
+{
+	struct listing *l = arg;
+
+	return page_parser_feed(l->parser, data, len);
+}
+
+static void on_done(void *arg, const struct http_result *res);
+
+bool
+listing_busy(const struct listing *l)
+{
+	return l->state != LISTING_IDLE;
+}
+
+bool
+listing_holds_slot(const struct listing *l)
+{
+	return l->state != LISTING_IDLE && !(l->state == LISTING_COMMITTING && l->next_url == NULL);
+}
+
+void
+listing_release(struct listing *l)
+{
+	l->st->uncounted_requests += l->requests;
+	l->st->uncounted_retries += l->retries;
+	l->requests = l->retries = 0;
+	if (l->state == LISTING_COMMITTING)
+		commit_queue_forget(l->st->commits, &l->commit);
+	free(l->url);
+	free(l->first_url);
+	free(l->next_url);
+	l->url = l->first_url = l->next_url = NULL;
+	url_seen_clear(l->fetched);
+	l->state = LISTING_IDLE;
+}
+
+/* Records on the user's cursor that its listing failed; a failure that cannot be recorded is counted. */
+static void
+record_failure(struct sweep_state *st, const char *service_sid, const char *user, const char *user_esc,
+	       const char *reason, unsigned requests, unsigned retries)
+{
+	if (cursor_fail(st->db, st->run_id, service_sid, user, reason, requests, retries))
+		return;
+	st->unrecorded_failures++;
+	st->uncounted_requests += requests;
+	st->uncounted_retries += retries;
+	if (!db_alive(st->db))
+		st->db_lost = true;
+	else
+		log_error("service %s user \"%s\": could not record the failure: %s", service_sid,
+			  user_esc, db_error(st->db));
+}
+
+static void
+fail_user(struct listing *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+fail_user(struct listing *l, const char *fmt, ...)
+{
+	struct sweep_state *st = l->st;
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	log_warning("service %s user \"%s\": %s", l->service_sid, l->user_esc, reason);
+	st->service_failed[l->service_index] = true;
+	metrics_user_done(st->metrics, l->service_sid, false);
+	record_failure(st, l->service_sid, l->user, l->user_esc, reason, l->requests, l->retries);
+	l->requests = l->retries = 0;
+	listing_release(l);
+}
+
+static void
+wait_before_fetch(struct listing *l, long delay_ms)
+{
+	l->retry_at = clock_after_ms(clock_now(), delay_ms);
+	l->state = LISTING_WAITING;
+}
+
+static void
+fetch_page(struct listing *l)
+{
+	const struct settings *s = l->st->s;
+	char why[256];
+	long wait;
+
+	if (l->page_no > (unsigned)s->max_pages) {
+		fail_user(l, "listing has more than %d pages (limits.max_pages)", s->max_pages);
+		return;
+	}
+	wait = pacer_take(&l->st->pacer, clock_now_ms());
+	if (wait > 0) {
+		/* twilio.max_rps: this request waits for its turn. */
+		wait_before_fetch(l, wait);
+		return;
+	}
+	url_seen_add(l->fetched, l->url);
+	page_parser_reset(l->parser);
+	page_batch_reset(l->batch);
+	l->rejected = 0;
+	l->state = LISTING_FETCHING;
+	if (!http_get(l->st->http, l->url, on_body, on_done, l, why, sizeof(why)))
+		fail_user(l, "could not start a request for page %u: %s", l->page_no, why);
+}
+
+/* A commit on wdb failed: the database is gone (the page is fetched again later), or the page was refused. */
+void
+listing_commit_failed(struct commit *c, struct db *wdb)
+{
+	struct listing *l = c->owner;
+	char why[512];
+
+	if (*l->st->stop) {
+		listing_release(l); /* cancelled, or cut short by the stop: fetched again next time */
+		return;
+	}
+	snprintf(why, sizeof(why), "%s", db_error(wdb));
+	if (!db_alive(wdb)) {
+		l->st->db_lost = true;
+		listing_release(l);
+		return;
+	}
+	fail_user(l, "could not store page %u: %s", l->page_no, why);
+}
+
+/* The page was committed: move on to the next page, or finish. */
+void
+listing_committed(struct commit *c, const struct store_counts *counts)
+{
+	struct listing *l = c->owner;
+	struct sweep_state *st = l->st;
+
+	l->state = LISTING_FETCHING; /* out of the queue: nothing to forget there */
+	st->progress.pages++;
+	metrics_page(st->metrics, l->service_sid, (long)(page_batch_rows(l->batch) + l->rejected),
+		     counts->inserted, counts->updated, counts->unchanged, counts->deleted,
+		     l->rejected);
+	l->requests = l->retries = 0;
+	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
+		  "%ld unchanged, %ld deleted, %u rejected",
+		  l->service_sid, l->user_esc, l->page_no, page_batch_rows(l->batch),
+		  counts->inserted, counts->updated, counts->unchanged, counts->deleted, l->rejected);
+	if (l->next_url == NULL) {
+		metrics_user_done(st->metrics, l->service_sid, true);
+		listing_release(l);
+		return;
+	}
+	if (!sweep_state_may_work(st)) {
+		listing_release(l);
+		return;
+	}
+	free(l->url);
+	l->url = l->next_url;
+	l->next_url = NULL;
+	l->first_page = false;
+	l->page_no++;
+	l->attempts = 0;
+	fetch_page(l);
+}
+
+/* Hands the page to the commit queue, with what it needs to commit it. */
+static void
+queue_commit(struct listing *l)
+{
+	struct commit *c = &l->commit;
+	bool whole = l->first_page && l->next_url == NULL; /* a one-page listing */
+
+	if (whole)
+		page_batch_digest(l->batch, l->digest);
+	c->page = (struct store_page){
+		.run_id = l->st->run_id,
+		.service_sid = l->service_sid,
+		.user = l->user,
+		.first_page = l->first_page,
+		.next_url = l->next_url,
+		.rejected = l->rejected,
+		.requests = l->requests,
+		.retries = l->retries,
+		.digest = whole ? l->digest : NULL,
+	};
+	c->batch = l->batch;
+	c->owner = l;
+	memcpy(c->known_digest, l->known_digest, sizeof(c->known_digest));
+	l->state = LISTING_COMMITTING;
+	commit_queue_add(l->st->commits, c);
+}
+
+/* Checks the next page's URL before the page is committed. */
+static bool
+next_url_ok(struct listing *l, const char *next)
+{
+	char esc[256];
+
+	if (next == NULL)
+		return true;
+	if (!url_same_listing(next, l->first_url)) {
+		fail_user(l, "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
+			  l->page_no, log_escape(esc, sizeof(esc), next), l->st->s->base_url);
+		return false;
+	}
+	if (url_seen_has(l->fetched, next)) {
+		fail_user(l, "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
+			  l->page_no, log_escape(esc, sizeof(esc), next));
+		return false;
+	}
+	return true;
+}
+
+/* A page arrived whole: check it, store it, move on. */
+static void
+page_received(struct listing *l)
+{
+	const char *next;
+
+	if (!page_parser_finish(l->parser)) {
+		fail_user(l, "could not parse page %u: %s", l->page_no, page_parser_error(l->parser));
+		return;
+	}
+	next = page_parser_next_url(l->parser);
+	/* The API may name this page differently from the URL we asked for. */
+	if (page_parser_self_url(l->parser) != NULL)
+		url_seen_add(l->fetched, page_parser_self_url(l->parser));
+	if (!next_url_ok(l, next))
+		return;
+	free(l->next_url);
+	l->next_url = xstrdup(next);
+	queue_commit(l);
+}
+
+static bool
+retryable(const struct http_result *res)
+{
+	return res->transport_error || res->status == 429 || (res->status >= 500 && res->status < 600);
+}
+
+static void
+schedule_retry(struct listing *l, const struct http_result *res)
+{
+	const struct settings *s = l->st->s;
+	long delay = backoff_delay_ms(++l->attempts, s->backoff_base_ms, s->max_backoff * 1000L,
+				      res->retry_after, &l->st->rng);
+
+	l->retries++;
+	metrics_retry(l->st->metrics, res->status);
+	if (res->status == 429 && pacer_throttled(&l->st->pacer, clock_now_ms()))
+		log_info("the API is throttling: at most %u users in flight for now",
+			 l->st->pacer.limit);
+	log_info("service %s user \"%s\" page %u: %s; retry %u of %d in %.1f s", l->service_sid,
+		 l->user_esc, l->page_no, res->error, l->attempts, s->max_retries, delay / 1000.0);
+	wait_before_fetch(l, delay);
+}
+
+/* The API refused a resumed page URL (expired page token): list again from page 1, once. */
+static void
+restart_listing(struct listing *l, const struct http_result *res)
+{
+	log_warning("service %s user \"%s\" page %u: %s for a resumed page; restarting the listing "
+		    "from page 1",
+		    l->service_sid, l->user_esc, l->page_no, res->error);
+	l->restarted = true;
+	free(l->url);
+	l->url = xstrdup(l->first_url);
+	l->first_page = true;
+	l->page_no = 1;
+	l->attempts = 0;
+	url_seen_clear(l->fetched);
+	fetch_page(l);
+}
+
+static void
+auth_failed(struct listing *l, const struct http_result *res)
+{
+	struct sweep_state *st = l->st;
+
+	log_error("authentication failed (%s): check twilio.account_sid and the auth token; "
+		  "stopping this sweep",
+		  res->error);
+	st->auth_failed = true;
+	st->service_failed[l->service_index] = true;
+	/* Not this user's fault: the sweep stays open and tries it again first. */
+	if (!cursor_note_error(st->db, st->run_id, l->service_sid, l->user,
+			       "authentication failed")) {
+		if (!db_alive(st->db))
+			st->db_lost = true;
+		else
+			log_error("service %s user \"%s\": could not record the error: %s",
+				  l->service_sid, l->user_esc, db_error(st->db));
+	}
+	listing_release(l);
+}
+
+static bool
+succeeded(const struct http_result *res)
+{
+	return res->status >= 200 && res->status < 300 && !res->transport_error && !res->aborted;
+}
+
+/* A resumed page that the API no longer knows (an expired page token)? */
+static bool
+resumed_page_refused(const struct listing *l, const struct http_result *res)
+{
+	return (res->status == 400 || res->status == 404) && !l->first_page && !l->restarted;
+}
+
+/* A transfer ended: the sweep's policy for every outcome. */
+static void
+on_done(void *arg, const struct http_result *res)
+{
+	struct listing *l = arg;
+	const struct settings *s = l->st->s;
+
+	l->requests++;
+	if (!res->aborted)
+		metrics_http_response(l->st->metrics, res->transport_error ? 0 : res->status);
+	if (!sweep_state_may_work(l->st))
+		listing_release(l);
+	else if (succeeded(res)) {
+		pacer_success(&l->st->pacer);
+		page_received(l);
+	} else if (res->aborted && page_parser_error(l->parser)[0] != '\0')
+		fail_user(l, "could not parse page %u: %s", l->page_no, page_parser_error(l->parser));
+	else if (res->status == 401 || res->status == 403)
+		auth_failed(l, res);
+	else if (retryable(res) && l->attempts < (unsigned)s->max_retries)
+		schedule_retry(l, res);
+	else if (retryable(res))
+		fail_user(l, "could not fetch page %u after %u retries: %s", l->page_no, l->attempts,
+			  res->error);
+	else if (resumed_page_refused(l, res))
+		restart_listing(l, res);
+	else if (res->status == 404 && l->page_no == 1)
+		fail_user(l, "user not found: could not fetch page 1: %s", res->error);
+	else
+		fail_user(l, "could not fetch page %u: %s", l->page_no, res->error);
+}
+
+
+void
+sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user,
+		      const char *reason)
+{
+	const char *service_sid = st->s->services[service_index].sid;
+	char user_esc[160];
+
+	log_escape(user_esc, sizeof(user_esc), user);
+	log_warning("service %s user \"%s\": %s", service_sid, user_esc, reason);
+	st->service_failed[service_index] = true;
+	metrics_user_done(st->metrics, service_sid, false);
+	record_failure(st, service_sid, user, user_esc, reason, 0, 0);
+}
+
+struct listing *
+listing_new(struct sweep_state *st)
+{
+	const struct settings *s = st->s;
+	const struct page_parser_limits limits = {
+		.max_bytes = (size_t)s->max_body,
+		.max_string = (size_t)s->max_string,
+		.max_depth = (unsigned)s->max_depth,
+		.max_rows = MAX_ROWS_PER_PAGE,
+	};
+	struct listing *l = xcalloc(1, sizeof(*l));
+
+	l->st = st;
+	l->parser = page_parser_new(&limits, on_row, l);
+	l->batch = page_batch_new();
+	l->fetched = url_seen_new(LOOP_MEMORY);
+	return l;
+}
+
+void
+listing_free(struct listing *l)
+{
+	if (l == NULL)
+		return;
+	listing_release(l);
+	page_parser_free(l->parser);
+	page_batch_free(l->batch);
+	url_seen_free(l->fetched);
+	free(l);
+}
+
+void
+listing_start(struct listing *l, size_t service_index, const char *user,
+	      struct cursor_position *pos)
+{
+	const struct settings *s = l->st->s;
+	const char *service_sid = s->services[service_index].sid;
+
+	l->service_index = service_index;
+	l->service_sid = service_sid;
+	l->user = user;
+	log_escape(l->user_esc, sizeof(l->user_esc), user);
+	l->first_url = url_first_page(s->base_url, service_sid, user, s->page_size);
+	l->first_page = pos->start == CURSOR_FIRST_PAGE;
+	l->url = l->first_page ? xstrdup(l->first_url) : pos->next_url;
+	if (l->first_page)
+		free(pos->next_url);
+	pos->next_url = NULL;
+	l->page_no = pos->pages_done + 1;
+	memcpy(l->known_digest, pos->digest, sizeof(l->known_digest));
+	l->requests = l->retries = l->attempts = 0;
+	l->restarted = false;
+	url_seen_clear(l->fetched);
+	if (!l->first_page)
+		log_info("service %s user \"%s\": resuming at page %u", service_sid, l->user_esc,
+			 l->page_no);
+	l->st->progress.users_started++;
+	fetch_page(l);
+}
+
+long
+listing_retry_when_due(struct listing *l)
+{
+	long wait;
+
+	if (l->state != LISTING_WAITING)
+		return -1;
+	if (!sweep_state_may_work(l->st)) {
+		listing_release(l);
+		return -1;
+	}
+	wait = clock_ms_until(&l->retry_at);
+	if (wait > 0)
+		return wait;
+	fetch_page(l);
+	return -1;
+}
+
+void
+listing_abandon(struct listing *l)
+{
+	if (l->state == LISTING_WAITING ||
+	    (l->state == LISTING_COMMITTING && !commit_queue_sending(l->st->commits, &l->commit)))
+		listing_release(l);
+}

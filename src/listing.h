@@ -1,0 +1,100 @@
+/*
+ * listing.h - one user's listing within a sweep
+ *
+ * A listing walks one user's pages: fetch, parse as the body streams in,
+ * hand the page to the commit queue, follow next_page_url once it is
+ * committed.  It decides what each failure means for its user: retry the
+ * page later, restart from page 1, or fail the user (recorded on its
+ * cursor).  The sweep decides which users are listed, and when.
+ */
+#ifndef CHATSYNC_LISTING_H
+#define CHATSYNC_LISTING_H
+
+#include "pacer.h"
+#include "sweep.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct commit;
+struct commit_queue;
+struct cursor_position;
+struct db;
+struct http;
+struct metrics;
+struct settings;
+struct store_counts;
+
+/* What the listings of one sweep share; the sweep owns it. */
+struct sweep_state {
+	const struct settings *s;
+	struct db *db; /* the cursors */
+	struct http *http;
+	struct commit_queue *commits;
+	struct metrics *metrics; /* or NULL */
+	const volatile sig_atomic_t *stop;
+	int64_t run_id;
+	uint64_t rng;
+	struct pacer pacer;
+	bool db_lost;
+	bool auth_failed;
+	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
+	unsigned unrecorded_failures; /* users that failed where the database could not say so */
+	bool *service_failed;	      /* per configured service */
+	struct sweep_progress progress;
+};
+
+/* May listings start or go on (no stop, no lost database, credentials accepted)? */
+bool sweep_state_may_work(const struct sweep_state *st);
+
+/*
+ * Fails a user that no listing started for (its cursor could not be read):
+ * logged, counted and recorded like any failed listing.
+ */
+void sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user,
+			   const char *reason);
+
+struct listing;
+
+/* Returns an idle listing the caller owns, for the sweep st. */
+struct listing *listing_new(struct sweep_state *st);
+void listing_free(struct listing *l);
+
+/*
+ * Starts listing users[user_index] of service service_index from pos (whose
+ * next_url it takes over), and sends its first request.
+ */
+void listing_start(struct listing *l, size_t service_index, const char *user,
+		   struct cursor_position *pos);
+
+/* Is the listing doing anything (fetching, waiting to retry, committing)? */
+bool listing_busy(const struct listing *l);
+
+/* Does it hold one of the slots that bound the listings in flight (all but a last page being committed)? */
+bool listing_holds_slot(const struct listing *l);
+
+/*
+ * A listing waiting to retry: sends the request once its time has come
+ * (or drops the listing if work must stop).  Returns the ms until its
+ * time, or -1 if there is nothing to wait for.
+ */
+long listing_retry_when_due(struct listing *l);
+
+/*
+ * The database is lost or a stop was asked for: drops the listing if it
+ * waits to retry, or its page waits for a writer.  A page on a writer is
+ * let finish, so that what it committed is known before anything is read
+ * again.
+ */
+void listing_abandon(struct listing *l);
+
+/* Ends the listing's part in the sweep; what it has not counted yet is kept for the run. */
+void listing_release(struct listing *l);
+
+/* The commit queue's reports about a listing's page (c->owner is the listing). */
+void listing_committed(struct commit *c, const struct store_counts *counts);
+void listing_commit_failed(struct commit *c, struct db *wdb);
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * run.c - sweeps as the database records them (sync_runs)
+ */
+#include "config.h"
+
+#include "run.h"
+
+#include "db.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+bool
+run_begin(struct db *db, int64_t *run_id, bool *resumed)
+{
+	static const char find_sql[] = "SELECT run_id FROM sync_runs WHERE finished_at IS NULL "
+				       "ORDER BY run_id DESC LIMIT 1";
+	static const char new_sql[] = "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id";
+	PGresult *res = PQexec(db_conn(db), find_sql);
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok && PQntuples(res) == 1) {
+		*resumed = true;
+	} else if (ok) {
+		PQclear(res);
+		res = PQexec(db_conn(db), new_sql);
+		ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+		*resumed = false;
+	}
+	if (ok)
+		*run_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return ok;
+}
+
+bool
+run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
+	   struct run_totals *out)
+{
+	static const char sql[] =
+		"UPDATE sync_runs SET finished_at = now(), "
+		"http_requests = http_requests + $2::integer, "
+		"http_retries = http_retries + $3::integer WHERE run_id = $1::bigint "
+		"RETURNING users_ok, users_failed, pages, rows_received, rows_inserted, "
+		"rows_updated, rows_unchanged, rows_deleted, rows_rejected, http_requests, "
+		"http_retries";
+	long *fields[] = {&out->users_ok, &out->users_failed, &out->pages,     &out->received,
+			  &out->inserted, &out->updated,      &out->unchanged, &out->deleted,
+			  &out->rejected, &out->requests,     &out->retries};
+	const int n_fields = (int)(sizeof(fields) / sizeof(fields[0]));
+	char run[24], req[16], ret[16];
+	const char *params[3] = {run, req, ret};
+	PGresult *res;
+	bool ok;
+
+	snprintf(run, sizeof(run), "%" PRId64, run_id);
+	snprintf(req, sizeof(req), "%u", requests);
+	snprintf(ret, sizeof(ret), "%u", retries);
+	res = PQexecParams(db_conn(db), sql, 3, NULL, params, NULL, NULL, 0);
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	if (ok && (PQntuples(res) != 1 || PQnfields(res) != n_fields)) {
+		db_set_error(db, "sweep %" PRId64 " is not in sync_runs", run_id);
+		ok = false;
+	}
+	for (int i = 0; ok && i < n_fields; i++)
+		*fields[i] = strtol(PQgetvalue(res, 0, i), NULL, 10);
+	PQclear(res);
+	return ok;
+}

@@ -1,0 +1,31 @@
+/*
+ * run.h - sweeps as the database records them (sync_runs)
+ */
+#ifndef CHATSYNC_RUN_H
+#define CHATSYNC_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct db;
+
+/*
+ * Resumes the newest unfinished sweep, or starts a new one.  *resumed tells
+ * which.  On failure the reason is in db_error(db).
+ */
+bool run_begin(struct db *db, int64_t *run_id, bool *resumed) __attribute__((warn_unused_result));
+
+struct run_totals {
+	long users_ok, users_failed, pages;
+	long received, inserted, updated, unchanged, deleted, rejected;
+	long requests, retries;
+};
+
+/*
+ * Marks the sweep finished, adding requests not yet counted, and reads its
+ * totals.  On failure the reason is in db_error(db).
+ */
+bool run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
+		struct run_totals *out) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * store.c - stores one page of memberships and advances the cursor
+ *
+ * A page goes to the server as one call of the sync_page() function (see
+ * sql/), its columns as array literals, so a page costs one round trip.
+ */
+#include "config.h"
+
+#include "store.h"
+
+#include "db.h"
+#include "page_batch.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char unchanged_sql[] =
+	"SELECT sync_listing_unchanged($1::bigint, $2::text, $3::text, $4::text, $5::integer, "
+	"$6::integer, $7::integer, $8::integer)";
+
+static const char sync_page_sql[] =
+	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
+	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
+	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
+	"$14::integer, $15::integer, $16::integer, $17::text)";
+
+#define PAGE_PARAMS 17
+#define FIRST_COLUMN_PARAM 5
+
+static void
+read_counts(const PGresult *res, struct store_counts *out)
+{
+	out->inserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	out->updated = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+	out->unchanged = strtol(PQgetvalue(res, 0, 2), NULL, 10);
+	out->deleted = strtol(PQgetvalue(res, 0, 3), NULL, 10);
+}
+
+bool
+store_send_page(struct db *db, struct page_batch *b, const struct store_page *page)
+{
+	char run_id[24], rejected[16], requests[16], retries[16];
+	const char *params[PAGE_PARAMS];
+	bool ok = true;
+
+	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
+	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
+	snprintf(requests, sizeof(requests), "%u", page->requests);
+	snprintf(retries, sizeof(retries), "%u", page->retries);
+	params[0] = run_id;
+	params[1] = page->service_sid;
+	params[2] = page->user;
+	params[3] = page->first_page ? "t" : "f";
+	params[4] = page->next_url;
+	for (int i = 0; i < PAGE_BATCH_COLUMNS; i++) {
+		params[FIRST_COLUMN_PARAM + i] = page_batch_column(b, (enum page_batch_column)i);
+		ok = ok && params[FIRST_COLUMN_PARAM + i] != NULL;
+	}
+	params[13] = rejected;
+	params[14] = requests;
+	params[15] = retries;
+	params[16] = page->digest;
+	if (!ok)
+		db_set_error(db, "the page is too large to send");
+	/* libpq copies the parameters into its output buffer before this returns. */
+	ok = ok && db_send_prepared(db, "sync_page", sync_page_sql, PAGE_PARAMS, params);
+	page_batch_reopen(b);
+	return ok;
+}
+
+bool
+store_page_result(struct db *db, PGresult *res, struct store_counts *out)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok && PQntuples(res) != 1) {
+		db_set_error(db, "sync_page() returned %d rows, not one", PQntuples(res));
+		ok = false;
+	}
+	if (ok)
+		read_counts(res, out);
+	PQclear(res);
+	return ok;
+}
+
+bool
+store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
+{
+	char run_id[24], received[24], rejected[16], requests[16], retries[16];
+	const char *params[8] = {run_id,   page->service_sid, page->user, page->digest,
+				 received, rejected,	      requests,	  retries};
+
+	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
+	snprintf(received, sizeof(received), "%zu", page_batch_rows(b));
+	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
+	snprintf(requests, sizeof(requests), "%u", page->requests);
+	snprintf(retries, sizeof(retries), "%u", page->retries);
+	return db_send_prepared(db, "sync_listing_unchanged", unchanged_sql, 8, params);
+}
+
+bool
+store_unchanged_result(struct db *db, PGresult *res, bool *applied, struct store_counts *out)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok && PQntuples(res) != 1) {
+		db_set_error(db, "sync_listing_unchanged() returned %d rows, not one",
+			     PQntuples(res));
+		ok = false;
+	}
+	if (ok) {
+		*applied = !PQgetisnull(res, 0, 0);
+		memset(out, 0, sizeof(*out));
+		if (*applied)
+			out->unchanged = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	}
+	PQclear(res);
+	return ok;
+}

@@ -1,0 +1,68 @@
+/*
+ * store.h - stores one page of memberships and advances the cursor
+ *
+ * Committing a page applies its rows, the deletions a last page implies,
+ * the cursor's advance and the run's counters in a single transaction: one
+ * call of sync_page() (see sql/).  It knows nothing of JSON or HTTP.  Pages
+ * are sent without waiting, so that the transfers go on meanwhile.
+ */
+#ifndef CHATSYNC_STORE_H
+#define CHATSYNC_STORE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct db;
+struct page_batch;
+
+/* What a page is, besides its rows. */
+struct store_page {
+	int64_t run_id;
+	const char *service_sid;
+	const char *user;
+	bool first_page;      /* the first page of the user's listing */
+	const char *next_url; /* NULL: the listing's last page */
+	unsigned rejected;    /* entries of this page that could not be stored */
+	unsigned requests;    /* HTTP requests to count in the run */
+	unsigned retries;
+	const char *digest; /* page_batch_digest() of a whole one-page listing, else NULL */
+};
+
+struct store_counts {
+	long inserted, updated, unchanged, deleted;
+};
+
+/*
+ * Sends the batch, as described by page, to be committed on db without
+ * waiting (see db_send_prepared); the batch may be reused at once.  On
+ * failure the reason is in db_error(db).
+ */
+bool store_send_page(struct db *db, struct page_batch *b, const struct store_page *page)
+	__attribute__((warn_unused_result));
+
+/*
+ * Reads the outcome of a page sent with store_send_page from its result
+ * (collected with db_collect; this function clears it).  False, with the
+ * reason in db_error(db), if the page was not committed.
+ */
+bool store_page_result(struct db *db, PGresult *res, struct store_counts *out)
+	__attribute__((warn_unused_result));
+
+/*
+ * Sends (without waiting) the cursor's advance for a one-page listing whose
+ * digest is the one on the user's cursor, without the rows: see
+ * sync_listing_unchanged() in sql/.
+ */
+bool store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
+	__attribute__((warn_unused_result));
+
+/*
+ * Reads (and frees) the answer to store_send_unchanged().  *applied false:
+ * the cursor no longer holds that digest, nothing was done, and the page
+ * must be sent whole with store_send_page().
+ */
+bool store_unchanged_result(struct db *db, PGresult *res, bool *applied, struct store_counts *out)
+	__attribute__((warn_unused_result));
+
+#endif

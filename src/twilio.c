@@ -1,0 +1,72 @@
+/*
+ * twilio.c - Twilio's vocabulary: SIDs, membership statuses, error bodies
+ */
+#include "config.h"
+
+#include "twilio.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <yajl/yajl_tree.h>
+
+#define SID_LENGTH 34
+
+static const char *const known_statuses[] = {"joined", "invited", "not_participating"};
+
+bool
+twilio_sid_valid(const char *s, const char *prefix)
+{
+	if (s == NULL || strlen(s) != SID_LENGTH || s[0] != prefix[0] || s[1] != prefix[1])
+		return false;
+	for (size_t i = 2; i < SID_LENGTH; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+bool
+twilio_status_known(const char *status)
+{
+	for (size_t i = 0; i < sizeof(known_statuses) / sizeof(known_statuses[0]); i++) {
+		if (strcmp(status, known_statuses[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+void
+twilio_printable(char *out, size_t outsz, const char *s)
+{
+	size_t o = 0;
+
+	for (; *s != '\0' && o + 1 < outsz; s++)
+		out[o++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+	out[o] = '\0';
+}
+
+void
+twilio_describe_error(long status, const char *body, long *code, char *out, size_t outsz)
+{
+	static const char *code_path[] = {"code", NULL};
+	static const char *message_path[] = {"message", NULL};
+	char message[200] = "";
+	yajl_val tree, v;
+
+	*code = 0;
+	tree = yajl_tree_parse(body, NULL, 0);
+	if (tree != NULL) {
+		v = yajl_tree_get(tree, code_path, yajl_t_number);
+		if (v != NULL && YAJL_IS_INTEGER(v))
+			*code = (long)YAJL_GET_INTEGER(v);
+		v = yajl_tree_get(tree, message_path, yajl_t_string);
+		if (v != NULL)
+			twilio_printable(message, sizeof(message), YAJL_GET_STRING(v));
+		yajl_tree_free(tree);
+	}
+	if (*code != 0)
+		snprintf(out, outsz, "HTTP %ld (Twilio error %ld: %s)", status, *code, message);
+	else
+		snprintf(out, outsz, "HTTP %ld", status);
+}

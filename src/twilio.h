@@ -1,0 +1,33 @@
+/*
+ * twilio.h - Twilio's vocabulary: SIDs, membership statuses, error bodies
+ *
+ * What the API's documents define, in one place, so that the parser, the
+ * configuration and the sweep agree on it.
+ */
+#ifndef CHATSYNC_TWILIO_H
+#define CHATSYNC_TWILIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * True if s is a SID of the kind prefix names ("AC", "IS", "CH", "US"...):
+ * the two letters, then 32 hexadecimal digits.  NULL is not a SID.
+ */
+bool twilio_sid_valid(const char *s, const char *prefix);
+
+/* True for the membership statuses the API documents: joined, invited, not_participating. */
+bool twilio_status_known(const char *status);
+
+/*
+ * Describes an HTTP error for a person: "HTTP 404", or, when body is
+ * Twilio's {"code": N, "message": "..."} error, "HTTP 404 (Twilio error
+ * 20404: ...)" with the message reduced to printable ASCII, so that a body
+ * cannot forge log lines.  *code is the Twilio error code, 0 if none.
+ */
+void twilio_describe_error(long status, const char *body, long *code, char *out, size_t outsz);
+
+/* Copies the printable ASCII of s into out, replacing anything else with '?'. */
+void twilio_printable(char *out, size_t outsz, const char *s);
+
+#endif
