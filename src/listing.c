@@ -476,6 +476,26 @@ listing_free(struct listing *l)
 	free(l);
 }
 
+/*
+ * A stored next page is requested with the credentials: it must be a page
+ * of this user's listing at the configured base URL, as a next_page_url
+ * from a response must.  One that is not (the table was written to, or
+ * twilio.base_url changed) restarts the listing from its first page.
+ */
+static bool
+resume_url_ok(struct listing *l, const struct cursor_position *pos)
+{
+	char esc[256];
+
+	if (url_same_listing(pos->next_url, l->first_url))
+		return true;
+	log_warning("service %s user \"%s\": the stored next page \"%s\" is not this user's "
+		    "listing at %s; restarting the listing from page 1",
+		    l->service_sid, l->user_esc, log_escape(esc, sizeof(esc), pos->next_url),
+		    l->st->s->base_url);
+	return false;
+}
+
 void
 listing_start(struct listing *l, size_t service_index, const char *user,
 	      struct cursor_position *pos)
@@ -488,6 +508,10 @@ listing_start(struct listing *l, size_t service_index, const char *user,
 	l->user = user;
 	log_escape(l->user_esc, sizeof(l->user_esc), user);
 	l->first_url = url_first_page(s->base_url, service_sid, user, s->page_size);
+	if (pos->start == CURSOR_RESUME && !resume_url_ok(l, pos)) {
+		pos->start = CURSOR_FIRST_PAGE;
+		pos->pages_done = 0;
+	}
 	l->first_page = pos->start == CURSOR_FIRST_PAGE;
 	l->url = l->first_page ? xstrdup(l->first_url) : pos->next_url;
 	if (l->first_page)
