@@ -13,11 +13,11 @@
 
 #include "metrics.h"
 
+#include "listen_addr.h"
 #include "log.h"
 #include "mem.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -107,86 +107,6 @@ now_unix(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ------------------------------------------------------------ listen address */
-
-static bool
-parse_port(const char *s, unsigned *port)
-{
-	unsigned v = 0;
-	size_t n;
-
-	for (n = 0; isdigit((unsigned char)s[n]); n++) {
-		if (n == 5)
-			return false;
-		v = v * 10 + (unsigned)(s[n] - '0');
-	}
-	if (n == 0 || s[n] != '\0' || v > 65535)
-		return false;
-	*port = v;
-	return true;
-}
-
-/* Splits "1.2.3.4:P" or "[v6]:P" into host (copied into host) and the port's text. */
-static bool
-split_listen(const char *listen, char *host, size_t hostsz, const char **port, bool *v6)
-{
-	const char *start = listen, *end;
-
-	*v6 = listen[0] == '[';
-	if (*v6) {
-		start = listen + 1;
-		end = strchr(start, ']');
-		if (end == NULL || end[1] != ':')
-			return false;
-		*port = end + 2;
-	} else {
-		end = strchr(listen, ':');
-		/* A second colon means an unbracketed IPv6 address. */
-		if (end == NULL || strchr(end + 1, ':') != NULL)
-			return false;
-		*port = end + 1;
-	}
-	if (end == start || (size_t)(end - start) >= hostsz)
-		return false;
-	memcpy(host, start, (size_t)(end - start));
-	host[end - start] = '\0';
-	return true;
-}
-
-bool
-metrics_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	struct sockaddr_storage ss;
-	const char *port_text;
-	unsigned port;
-	bool v6;
-
-	if (listen == NULL || !split_listen(listen, host, sizeof(host), &port_text, &v6) ||
-	    !parse_port(port_text, &port))
-		return false;
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return false;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return false;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	}
-	*addr = ss;
-	return true;
 }
 
 /* ------------------------------------------------------------ the service table */
@@ -736,12 +656,11 @@ metrics_new(const char *listen)
 	struct sockaddr_storage addr;
 	struct metrics *m;
 	socklen_t len;
-	char esc[128];
+	char esc[128], why[128];
 
-	if (!metrics_parse_listen(listen, &addr, &len)) {
-		log_error("invalid metrics listen address \"%s\": expected a numeric IPv4 "
-			  "address or a bracketed IPv6 address, a colon and a port",
-			  log_escape(esc, sizeof(esc), listen));
+	if (!listen_addr_parse(listen, &addr, &len, why, sizeof(why))) {
+		log_error("invalid metrics listen address \"%s\": %s",
+			  log_escape(esc, sizeof(esc), listen), why);
 		return NULL;
 	}
 	m = xcalloc(1, sizeof(*m));
