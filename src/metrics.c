@@ -13,6 +13,8 @@
 
 #include "metrics.h"
 
+#include "clock.h"
+#include "hash.h"
 #include "listen_addr.h"
 #include "log.h"
 #include "mem.h"
@@ -29,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define ERROR_CONTENT_TYPE "text/plain; charset=utf-8"
@@ -100,33 +101,14 @@ struct render {
 	bool failed;
 };
 
-static double
-now_unix(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------ the service table */
-
-static uint64_t
-sid_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		h = (h ^ *p) * 0x100000001b3ull;
-	return h;
-}
 
 /* The slot holding sid, or the empty slot where it belongs; index_size must be > 0. */
 static size_t
 index_slot(const struct metrics *m, const char *sid)
 {
 	size_t mask = m->index_size - 1;
-	size_t i = (size_t)sid_hash(sid) & mask;
+	size_t i = (size_t)hash_str(sid) & mask;
 
 	while (m->index[i] != 0 && strcmp(m->services[m->index[i] - 1].sid, sid) != 0)
 		i = (i + 1) & mask;
@@ -312,7 +294,7 @@ metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
 
 	if (m == NULL)
 		return;
-	now = now_unix();
+	now = clock_unix_seconds();
 	pthread_mutex_lock(&m->lock);
 	m->swept = true;
 	m->last_sweep_seconds = seconds;
@@ -665,7 +647,7 @@ metrics_new(const char *listen)
 	}
 	m = xcalloc(1, sizeof(*m));
 	pthread_mutex_init(&m->lock, NULL);
-	m->start_time = now_unix();
+	m->start_time = clock_unix_seconds();
 	m->daemon = start_daemon(m, &addr);
 	if (m->daemon == NULL) {
 		log_error("could not listen for metrics on %s", listen);

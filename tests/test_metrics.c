@@ -9,6 +9,7 @@
 
 #include "metrics.h"
 
+#include "clock.h"
 #include "mem.h"
 #include "tap.h"
 
@@ -22,7 +23,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SVC_A "IS0123456789abcdef0123456789abcdef"
@@ -40,15 +40,6 @@ struct scrape {
 	char allow[64];
 	struct buf body;
 };
-
-static double
-now_unix(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static size_t
 on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -396,11 +387,11 @@ test_in_progress(struct metrics *m)
 static void
 test_busy(struct metrics *m)
 {
-	double before = now_unix(), after, last = 0, start = 0;
+	double before = clock_unix_seconds(), after, last = 0, start = 0;
 	char *text;
 
 	feed_history(m);
-	after = now_unix();
+	after = clock_unix_seconds();
 	text = get_metrics(metrics_port(m));
 	ok(take_line(text, "chatsync_start_time_seconds ", &start), "still a start time");
 	ok(take_line(text,
@@ -687,9 +678,9 @@ main(void)
 	test_cannot_listen();
 	test_invalid_logged();
 
-	before = now_unix();
+	before = clock_unix_seconds();
 	m = metrics_new("127.0.0.1:0");
-	after = now_unix();
+	after = clock_unix_seconds();
 	ok(m != NULL, "metrics_new on 127.0.0.1:0");
 	if (m == NULL) {
 		curl_global_cleanup();
