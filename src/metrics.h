@@ -1,10 +1,11 @@
 /*
  * metrics.h - a Prometheus endpoint (text format 0.0.4) for the daemon
  *
- * metrics_new() starts a libmicrohttpd listener on its own thread that
- * answers GET /metrics.  Every other function is called from the daemon's
- * main thread to count what happened; they are cheap (atomic adds, or a
- * short mutex hold for the per-service table) and never block on a scrape.
+ * metrics_new() starts a listener on its own thread (metrics_server.h)
+ * that answers GET /metrics.  Every other function is called from the
+ * daemon's main thread to count what happened; they are cheap (atomic adds,
+ * or a short mutex hold for the per-service table) and never block on a
+ * scrape.
  *
  * Every function accepts a NULL struct metrics * and then does nothing, so
  * callers call them unconditionally and metrics are off when

@@ -1,9 +1,9 @@
 /*
- * test_metrics.c - unit tests for src/metrics.c: the Prometheus endpoint
- * scraped over loopback with libcurl (exact exposition text, label
- * escaping, 404/405, the service cap, concurrent updates and scrapes, and
- * that metrics_free closes the listener), and the error metrics_new logs
- * for an invalid listen address
+ * test_metrics.c - unit tests for src/metrics.c and src/metrics_server.c:
+ * the Prometheus endpoint scraped over loopback with libcurl (exact
+ * exposition text, label escaping, 404/405, the service cap, concurrent
+ * updates and scrapes, and that metrics_free closes the listener), and the
+ * error metrics_new logs for an invalid listen address
  */
 #include "config.h"
 
