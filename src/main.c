@@ -434,7 +434,6 @@ run_sync(struct daemon *d)
 		d->metrics = metrics_new(d->s->metrics_listen);
 		if (d->metrics == NULL)
 			return EXIT_USAGE;
-		log_info("serving metrics on http://%s/metrics", d->s->metrics_listen);
 	}
 	notify_ready();
 	if (d->o->mode == MODE_ONCE)

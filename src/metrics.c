@@ -1,10 +1,11 @@
 /*
- * metrics.c - a Prometheus endpoint (text format 0.0.4) for the daemon
+ * metrics.c - the daemon's Prometheus metrics: counters, the per-service
+ * table, and rendering them in the text format 0.0.4
  *
  * Two threads touch a struct metrics: the daemon's main thread updates it
- * and libmicrohttpd's internal thread renders it.  Plain counters are C11
- * atomics (relaxed: each is independent); the per-service table and the
- * floating-point gauges sit behind one mutex.  A scrape copies the table
+ * and the listener's thread (metrics_server.c) renders it.  Plain counters
+ * are C11 atomics (relaxed: each is independent); the per-service table and
+ * the floating-point gauges sit behind one mutex.  A scrape copies the table
  * under the mutex and renders the copy without it.  Service SIDs and their
  * escaped labels are never freed before metrics_free, which stops the
  * listener first, so the copy may borrow them.
@@ -13,15 +14,15 @@
 
 #include "metrics.h"
 
+#include "clock.h"
+#include "hash.h"
+#include "listen_addr.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics_server.h"
 
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,17 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-#define ERROR_CONTENT_TYPE "text/plain; charset=utf-8"
 
 /* A scrape larger than this (far beyond METRICS_MAX_SERVICES services) is refused. */
 #define EXPOSITION_CAP (64 * 1024 * 1024)
-
-/* Keep the listener cheap to hold open: it is only ever scraped. */
-#define MAX_CONNECTIONS 16
-#define CONNECTION_TIMEOUT_S 30
 
 enum http_class { CLASS_2XX, CLASS_3XX, CLASS_4XX, CLASS_5XX, CLASS_ERROR, N_CLASSES };
 
@@ -71,8 +64,7 @@ struct service_stats {
 };
 
 struct metrics {
-	struct MHD_Daemon *daemon;
-	unsigned port;
+	struct metrics_server *server;
 	double start_time; /* unix time; written before the listener starts */
 
 	/* Zeroed by xcalloc, a valid initial value for lock-free atomics. */
@@ -100,113 +92,14 @@ struct render {
 	bool failed;
 };
 
-static double
-now_unix(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ------------------------------------------------------------ listen address */
-
-static bool
-parse_port(const char *s, unsigned *port)
-{
-	unsigned v = 0;
-	size_t n;
-
-	for (n = 0; isdigit((unsigned char)s[n]); n++) {
-		if (n == 5)
-			return false;
-		v = v * 10 + (unsigned)(s[n] - '0');
-	}
-	if (n == 0 || s[n] != '\0' || v > 65535)
-		return false;
-	*port = v;
-	return true;
-}
-
-/* Splits "1.2.3.4:P" or "[v6]:P" into host (copied into host) and the port's text. */
-static bool
-split_listen(const char *listen, char *host, size_t hostsz, const char **port, bool *v6)
-{
-	const char *start = listen, *end;
-
-	*v6 = listen[0] == '[';
-	if (*v6) {
-		start = listen + 1;
-		end = strchr(start, ']');
-		if (end == NULL || end[1] != ':')
-			return false;
-		*port = end + 2;
-	} else {
-		end = strchr(listen, ':');
-		/* A second colon means an unbracketed IPv6 address. */
-		if (end == NULL || strchr(end + 1, ':') != NULL)
-			return false;
-		*port = end + 1;
-	}
-	if (end == start || (size_t)(end - start) >= hostsz)
-		return false;
-	memcpy(host, start, (size_t)(end - start));
-	host[end - start] = '\0';
-	return true;
-}
-
-bool
-metrics_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	struct sockaddr_storage ss;
-	const char *port_text;
-	unsigned port;
-	bool v6;
-
-	if (listen == NULL || !split_listen(listen, host, sizeof(host), &port_text, &v6) ||
-	    !parse_port(port_text, &port))
-		return false;
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return false;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return false;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	}
-	*addr = ss;
-	return true;
-}
-
 /* ------------------------------------------------------------ the service table */
-
-static uint64_t
-sid_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		h = (h ^ *p) * 0x100000001b3ull;
-	return h;
-}
 
 /* The slot holding sid, or the empty slot where it belongs; index_size must be > 0. */
 static size_t
 index_slot(const struct metrics *m, const char *sid)
 {
 	size_t mask = m->index_size - 1;
-	size_t i = (size_t)sid_hash(sid) & mask;
+	size_t i = (size_t)hash_str(sid) & mask;
 
 	while (m->index[i] != 0 && strcmp(m->services[m->index[i] - 1].sid, sid) != 0)
 		i = (i + 1) & mask;
@@ -392,7 +285,7 @@ metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
 
 	if (m == NULL)
 		return;
-	now = now_unix();
+	now = clock_unix_seconds();
 	pthread_mutex_lock(&m->lock);
 	m->swept = true;
 	m->last_sweep_seconds = seconds;
@@ -606,155 +499,53 @@ render_all(struct render *r, struct metrics *m)
 	free(sv);
 }
 
-/* ------------------------------------------------------------ HTTP */
 
-static enum MHD_Result
-respond(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp,
-	const char *content_type, const char *allow)
-{
-	enum MHD_Result ret;
-
-	if (resp == NULL)
-		return MHD_NO;
-	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES)
-		ret = MHD_NO;
-	else if (allow != NULL &&
-		 MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
-		ret = MHD_NO;
-	else
-		ret = MHD_queue_response(conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-static enum MHD_Result
-respond_text(struct MHD_Connection *conn, unsigned status, const char *text, const char *allow)
-{
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
-
-	return respond(conn, status, resp, ERROR_CONTENT_TYPE, allow);
-}
-
-static enum MHD_Result
-respond_metrics(struct MHD_Connection *conn, struct metrics *m)
+/* The listener's render function: the whole exposition, or false past EXPOSITION_CAP. */
+static bool
+render_exposition(void *arg, char **body, size_t *len, char *err, size_t errsz)
 {
 	struct render r = {.failed = false};
-	struct MHD_Response *resp;
-	size_t len;
-	char *body;
 
 	buf_init(&r.out, EXPOSITION_CAP);
-	render_all(&r, m);
+	render_all(&r, arg);
 	if (r.failed) {
 		buf_free(&r.out);
-		log_error("metrics: could not render the exposition: more than %d bytes",
-			  EXPOSITION_CAP);
-		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "exposition too large\n",
-				    NULL);
+		snprintf(err, errsz, "more than %d bytes", EXPOSITION_CAP);
+		return false;
 	}
-	len = r.out.len;
-	body = buf_take(&r.out);
-	/* MHD frees body with free() once sent, or at once if it cannot make a response. */
-	resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	return respond(conn, MHD_HTTP_OK, resp, CONTENT_TYPE, NULL);
+	*len = r.out.len;
+	*body = buf_take(&r.out);
+	return true;
 }
 
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-	   const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
-{
-	(void)version;
-	(void)upload_data;
-	(void)upload_data_size;
-	(void)req_cls;
-	if (strcmp(url, "/metrics") != 0)
-		return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
-	/* MHD sends a HEAD response's headers without its body. */
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n",
-				    "GET, HEAD");
-	return respond_metrics(conn, cls);
-}
-
-/* Routes libmicrohttpd's own messages (bind failures, bad clients) to our log. */
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char msg[512];
-	size_t n;
-
-	(void)cls;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	n = strlen(msg);
-	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-		msg[--n] = '\0';
-	log_warning("metrics server: %s", msg);
-}
-
-static unsigned
-sockaddr_port(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
-}
-
-/* The bound port, read from the socket (MHD_DAEMON_INFO_BIND_PORT needs MHD 0.9.62). */
-static unsigned
-bound_port(struct MHD_Daemon *d)
-{
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-
-	if (info == NULL || getsockname(info->listen_fd, (struct sockaddr *)&ss, &len) != 0)
-		return 0;
-	return sockaddr_port(&ss);
-}
-
-static struct MHD_Daemon *
-start_daemon(struct metrics *m, const struct sockaddr_storage *addr)
-{
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-			 MHD_USE_ERROR_LOG;
-
-	if (addr->ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	/* The logger goes first so MHD sends it every message; the port only names it in them. */
-	return MHD_start_daemon(flags, (uint16_t)sockaddr_port(addr), NULL, NULL, &on_request, m,
-				MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, m,
-				MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
-				MHD_OPTION_END);
-}
+/* ------------------------------------------------------------ lifecycle */
 
 struct metrics *
 metrics_new(const char *listen)
 {
+	struct metrics_render render = {.render = render_exposition};
 	struct sockaddr_storage addr;
 	struct metrics *m;
 	socklen_t len;
-	char esc[128];
+	char esc[128], why[128];
 
-	if (!metrics_parse_listen(listen, &addr, &len)) {
-		log_error("invalid metrics listen address \"%s\": expected a numeric IPv4 "
-			  "address or a bracketed IPv6 address, a colon and a port",
-			  log_escape(esc, sizeof(esc), listen));
+	if (!listen_addr_parse(listen, &addr, &len, why, sizeof(why))) {
+		log_error("invalid metrics listen address \"%s\": %s",
+			  log_escape(esc, sizeof(esc), listen), why);
 		return NULL;
 	}
 	m = xcalloc(1, sizeof(*m));
 	pthread_mutex_init(&m->lock, NULL);
-	m->start_time = now_unix();
-	m->daemon = start_daemon(m, &addr);
-	if (m->daemon == NULL) {
+	m->start_time = clock_unix_seconds();
+	render.arg = m;
+	m->server = metrics_server_new(&addr, &render);
+	if (m->server == NULL) {
 		log_error("could not listen for metrics on %s", listen);
 		metrics_free(m);
 		return NULL;
 	}
-	m->port = bound_port(m->daemon);
-	log_info("serving metrics on %s (port %u) at /metrics", listen, m->port);
+	log_info("serving metrics on %s (port %u) at /metrics", listen,
+		 metrics_server_port(m->server));
 	return m;
 }
 
@@ -763,9 +554,8 @@ metrics_free(struct metrics *m)
 {
 	if (m == NULL)
 		return;
-	/* Joins the listener thread: no scrape can be running after this. */
-	if (m->daemon != NULL)
-		MHD_stop_daemon(m->daemon);
+	/* Stops the listener first: no scrape can be reading the table after this. */
+	metrics_server_free(m->server);
 	for (size_t i = 0; i < m->n_services; i++) {
 		free(m->services[i].sid);
 		free(m->services[i].label);
@@ -779,5 +569,5 @@ metrics_free(struct metrics *m)
 unsigned
 metrics_port(const struct metrics *m)
 {
-	return m != NULL ? m->port : 0;
+	return m != NULL ? metrics_server_port(m->server) : 0;
 }

@@ -1,10 +1,11 @@
 /*
  * metrics.h - a Prometheus endpoint (text format 0.0.4) for the daemon
  *
- * metrics_new() starts a libmicrohttpd listener on its own thread that
- * answers GET /metrics.  Every other function is called from the daemon's
- * main thread to count what happened; they are cheap (atomic adds, or a
- * short mutex hold for the per-service table) and never block on a scrape.
+ * metrics_new() starts a listener on its own thread (metrics_server.h)
+ * that answers GET /metrics.  Every other function is called from the
+ * daemon's main thread to count what happened; they are cheap (atomic adds,
+ * or a short mutex hold for the per-service table) and never block on a
+ * scrape.
  *
  * Every function accepts a NULL struct metrics * and then does nothing, so
  * callers call them unconditionally and metrics are off when
@@ -17,7 +18,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/socket.h>
 
 /* Services tracked by the per-service families; later ones are dropped with one warning. */
 #define METRICS_MAX_SERVICES 10000
@@ -25,9 +25,10 @@
 struct metrics;
 
 /*
- * listen is "ADDR:PORT" ("127.0.0.1:9187", "[::1]:9187"; port 0 picks any
- * free port).  Returns a listener the caller owns (free with metrics_free),
- * or NULL after logging why if listen is invalid or cannot be bound.
+ * listen is "ADDR:PORT" as listen_addr_parse takes it ("127.0.0.1:9187",
+ * "[::1]:9187"; port 0 picks any free port).  Returns a listener the caller
+ * owns (free with metrics_free), or NULL after logging why if listen is
+ * invalid or cannot be bound.
  */
 struct metrics *metrics_new(const char *listen) __attribute__((warn_unused_result));
 
@@ -36,16 +37,6 @@ void metrics_free(struct metrics *m);
 
 /* The TCP port actually listened on (useful with port 0); 0 for NULL. */
 unsigned metrics_port(const struct metrics *m);
-
-/*
- * Parses "ADDR:PORT" for the config loader: true if ADDR is a numeric IPv4
- * address, or a numeric IPv6 address in brackets, and PORT is 0..65535 in
- * at most 5 decimal digits.  On success fills *addr and *len (the length of
- * the sockaddr_in or sockaddr_in6 inside); on failure leaves them alone.
- * Logs nothing: the caller says which key was wrong.
- */
-bool metrics_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len)
-	__attribute__((warn_unused_result));
 
 /*
  * One response from the API: counted by class 2xx..5xx; status 0 (no

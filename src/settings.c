@@ -10,8 +10,8 @@
 
 #include "settings.h"
 
+#include "listen_addr.h"
 #include "mem.h"
-#include "metrics.h"
 #include "twilio.h"
 #include "url.h"
 
@@ -459,7 +459,8 @@ validate(struct loader *l, const config_t *cf)
 			"must be one of error, warning, info, debug");
 		return false;
 	}
-	if (s->metrics_listen[0] != '\0' && !metrics_parse_listen(s->metrics_listen, &addr, &addr_len)) {
+	if (s->metrics_listen[0] != '\0' &&
+	    !listen_addr_parse(s->metrics_listen, &addr, &addr_len, err, sizeof(err))) {
 		fail_at(l, config_lookup(cf, "metrics.listen"), "metrics.listen",
 			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:9187 or [::1]:9187)");
 		return false;
