@@ -267,7 +267,7 @@ reload(struct daemon *d)
 
 	notify_reloading();
 	log_info("reloading %s", d->o->config_path);
-	fresh = settings_load(d->o->config_path);
+	fresh = settings_load(d->o->config_path, SETTINGS_TOKEN_READ);
 	if (fresh == NULL) {
 		log_error("keeping the running configuration: %s is not valid", d->o->config_path);
 		notify_ready();
@@ -468,6 +468,23 @@ run(struct daemon *d)
 	return code;
 }
 
+/* --check-config, --migrate and --status never call Twilio, so never read the token. */
+static enum settings_token
+token_needed(enum mode mode)
+{
+	switch (mode) {
+	case MODE_DAEMON:
+	case MODE_ONCE:
+		return SETTINGS_TOKEN_READ;
+	case MODE_CHECK_CONFIG:
+		return SETTINGS_TOKEN_NAMED;
+	case MODE_MIGRATE:
+	case MODE_STATUS:
+		return SETTINGS_TOKEN_IGNORED;
+	}
+	return SETTINGS_TOKEN_READ;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -479,7 +496,7 @@ main(int argc, char **argv)
 		return exit_now;
 	if (!install_signals())
 		return EXIT_USAGE;
-	d.s = settings_load(o.config_path);
+	d.s = settings_load(o.config_path, token_needed(o.mode));
 	if (d.s == NULL)
 		return EXIT_USAGE;
 	log_init(d.s->log_syslog);

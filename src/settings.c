@@ -88,6 +88,7 @@ struct loader {
 	const char *path;
 	struct settings *s;
 	bool token_in_file;
+	enum settings_token token;
 };
 
 static void
@@ -244,6 +245,7 @@ static bool
 load_service(struct loader *l, const config_setting_t *cs, size_t index)
 {
 	struct settings_service *svc = &l->s->services[l->s->n_services];
+	const config_setting_t *sid_at;
 	const char *sid = NULL;
 	char key[64];
 
@@ -261,13 +263,16 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 			return false;
 		}
 	}
+	sid_at = config_setting_get_member(cs, "sid");
 	if (!config_setting_lookup_string(cs, "sid", &sid) || !twilio_sid_valid(sid, "IS")) {
-		fail_at(l, cs, key, "sid must be a Service SID (IS followed by 32 hex digits)");
+		/* The sid line if there is one, else the group's. */
+		fail_at(l, sid_at ? sid_at : cs, key,
+			"sid must be a Service SID (IS followed by 32 hex digits)");
 		return false;
 	}
 	for (size_t i = 0; i < l->s->n_services; i++) {
 		if (strcmp(l->s->services[i].sid, sid) == 0) {
-			fail_at(l, cs, key, "service %s is listed twice", sid);
+			fail_at(l, sid_at, key, "service %s is listed twice", sid);
 			return false;
 		}
 	}
@@ -355,14 +360,21 @@ read_token_file(struct loader *l, const config_setting_t *at, const char *name)
 {
 	char buf[MAX_TOKEN_FILE + 1];
 	char *file = token_path(name);
+	struct stat st;
 	bool ok = false;
 	ssize_t n;
 	int fd;
 
-	fd = open(file, O_RDONLY | O_CLOEXEC);
+	/* Not through a symbolic link, and without waiting on a FIFO's writer. */
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		fail_at(l, at, "twilio.auth_token_file", "could not open \"%s\": %s", file,
-			strerror(errno));
+			errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		fail_at(l, at, "twilio.auth_token_file", "\"%s\" is not a regular file", file);
+		close(fd);
 		goto out;
 	}
 	n = read(fd, buf, sizeof(buf));
@@ -401,9 +413,13 @@ resolve_token(struct loader *l, const config_t *cf)
 				"give either auth_token or auth_token_file, not both");
 			return false;
 		}
+		if (l->token != SETTINGS_TOKEN_READ)
+			return true; /* named, not read: nothing will call Twilio */
 		if (!read_token_file(l, file_at, l->s->auth_token_file))
 			return false;
 	}
+	if (l->token == SETTINGS_TOKEN_IGNORED)
+		return true;
 	if (l->s->auth_token == NULL || l->s->auth_token[0] == '\0') {
 		const config_setting_t *at = file_at ? file_at : token_at;
 
@@ -497,10 +513,10 @@ load_file(struct loader *l, config_t *cf)
 }
 
 struct settings *
-settings_load(const char *path)
+settings_load(const char *path, enum settings_token token)
 {
 	struct settings *s = xcalloc(1, sizeof(*s));
-	struct loader l = {.path = path, .s = s};
+	struct loader l = {.path = path, .s = s, .token = token};
 	config_t cf;
 	bool ok;
 

@@ -58,8 +58,16 @@ struct settings {
  * (free with settings_free); on failure logs one line naming the file, the
  * line and the key, and returns NULL.  The environment variable
  * TWILIO_AUTH_TOKEN, when set, wins over auth_token and auth_token_file.
+ * token says what the command needs of the auth token: commands that never
+ * call Twilio do not read the token file (auth_token may then be NULL).
  */
-struct settings *settings_load(const char *path) __attribute__((warn_unused_result));
+enum settings_token {
+	SETTINGS_TOKEN_READ,	/* read it: the sweeps call Twilio */
+	SETTINGS_TOKEN_NAMED,	/* a source must be configured, but is not read (--check-config) */
+	SETTINGS_TOKEN_IGNORED, /* not needed at all (--migrate, --status) */
+};
+struct settings *settings_load(const char *path, enum settings_token token)
+	__attribute__((warn_unused_result));
 void settings_free(struct settings *s);
 
 /*

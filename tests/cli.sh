@@ -54,6 +54,22 @@ grep -q "newer than this chatsyncd" "$TEST_TMP/err"
 ok $? "and says so"
 sql "DELETE FROM chatsync.schema_migrations WHERE version = 999"
 
+# Commands that never call Twilio do not read the token: an operator runs them
+# by hand where the token is a root-only systemd credential.
+sed 's|^  account_sid = |  auth_token_file = "/nonexistent/twilio-auth-token";\n  account_sid = |' \
+	"$TEST_TMP/good.conf" >"$TEST_TMP/tokfile.conf"
+is "$("$CHATSYNCD" -c "$TEST_TMP/tokfile.conf" --check-config 2>"$TEST_TMP/err")" "configuration OK" \
+	"--check-config does not read an unreadable auth_token_file"
+"$CHATSYNCD" -c "$TEST_TMP/tokfile.conf" --migrate 2>"$TEST_TMP/err"
+is "$?|$(cat "$TEST_TMP/err")" "0|" "--migrate runs without the token, and says nothing of it"
+"$CHATSYNCD" -c "$TEST_TMP/tokfile.conf" --status >"$TEST_TMP/out" 2>"$TEST_TMP/err"
+is "$?|$(head -c 7 "$TEST_TMP/out")|$(cat "$TEST_TMP/err")" "1|SERVICE|" \
+	"--status runs without the token (exit 1: no user has synced yet)"
+"$CHATSYNCD" -c "$TEST_TMP/tokfile.conf" --once 2>"$TEST_TMP/err"
+is "$?" 1 "--once, which calls Twilio, still needs it"
+grep -q 'twilio.auth_token_file: could not open "/nonexistent/twilio-auth-token"' "$TEST_TMP/err"
+ok $? "and names the file it could not read"
+
 # Database unreachable
 sed "s|conninfo = \"\"|conninfo = \"host=$TEST_TMP/nowhere\"|" "$TEST_TMP/good.conf" >"$TEST_TMP/nodb.conf"
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/nodb.conf" --once 2>"$TEST_TMP/err"

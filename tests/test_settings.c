@@ -79,7 +79,7 @@ load_captured(const char *path)
 	saved = dup(2);
 	if (saved < 0 || dup2(fd, 2) < 0)
 		bail("dup2");
-	s = settings_load(path);
+	s = settings_load(path, SETTINGS_TOKEN_READ);
 	fflush(stderr);
 	if (dup2(saved, 2) < 0)
 		bail("dup2");
@@ -436,6 +436,23 @@ test_sids(void)
 					   "\"IS0123456789abcdef0123456789abcdeg\"; users = "
 					   "[\"alice\"]; } );"},
 		"services", "sync.services");
+	refused("an invalid sid on its own line inside a service group names the sid's line",
+		&(struct conf){.services = "services = (\n"
+					   "    {\n"
+					   "      users = [ \"alice\" ];\n"
+					   "      sid = \"IS123\";\n"
+					   "    }\n"
+					   "  );"},
+		"\"IS123\"", "sync.services[0]");
+	refused("a duplicate service sid on its own line names that line",
+		&(struct conf){.services = "services = (\n"
+					   "    { sid = \"" SERVICE_A "\"; users = [ \"u1\" ]; },\n"
+					   "    {\n"
+					   "      users = [ \"u2\" ];\n"
+					   "      sid = \"" SERVICE_A "\"; # again\n"
+					   "    }\n"
+					   "  );"},
+		"# again", "sync.services[1]");
 	refused("service without a sid",
 		&(struct conf){.services = "services = ( { users = [\"alice\"]; } );"}, "services",
 		"sync.services");
@@ -626,6 +643,31 @@ test_token(void)
 			     "twilio.auth_token_file");
 	} else {
 		ok(true, "# SKIP running as root: mode 000 does not stop reading");
+	}
+
+	{
+		char fifo[PATH_MAX], link[PATH_MAX];
+
+		/* A FIFO would hang start-up at open() or read() without a writer. */
+		path_in_tmp(fifo, sizeof(fifo), "token_fifo");
+		unlink(fifo);
+		if (mkfifo(fifo, 0600) != 0)
+			bail(fifo);
+		snprintf(line, sizeof(line), "auth_token_file = \"%s\";", fifo);
+		refused("an auth_token_file that is a FIFO (refused at once, not waited on)",
+			&(struct conf){.token = line}, "auth_token_file", "twilio.auth_token_file");
+		ok(strstr(errlog, "is not a regular file") != NULL, "the FIFO: the error says why");
+		unlink(fifo);
+
+		path_in_tmp(link, sizeof(link), "token_link");
+		unlink(link);
+		if (symlink(tokfile, link) != 0)
+			bail(link);
+		snprintf(line, sizeof(line), "auth_token_file = \"%s\";", link);
+		refused("an auth_token_file that is a symbolic link", &(struct conf){.token = line},
+			"auth_token_file", "twilio.auth_token_file");
+		ok(strstr(errlog, "it is a symbolic link") != NULL, "the link: the error says why");
+		unlink(link);
 	}
 
 	write_file(tokfile, "\n", 0600);

@@ -50,7 +50,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	fwrite(data, 1, size, f);
 	fclose(f);
-	s = settings_load(path);
+	s = settings_load(path, SETTINGS_TOKEN_READ);
 	if (s != NULL)
 		check(s);
 	settings_free(s);
