@@ -58,6 +58,7 @@ struct listing {
 	char *next_url;		  /* while committing: the page's next_page_url, NULL on the last */
 	char digest[33];	  /* while committing a whole one-page listing: its digest */
 	char known_digest[33];	  /* the digest of the user's last one-page listing, or "" */
+	unsigned drift_logged;	  /* membership fields already logged as drifted in this listing */
 	struct url_seen *fetched; /* the pages fetched in this listing */
 	struct page_parser *parser;
 	struct page_batch *batch;
@@ -68,6 +69,27 @@ bool
 sweep_state_may_work(const struct sweep_state *st)
 {
 	return !*st->stop && !st->db_lost && !st->auth_failed;
+}
+
+/*
+ * A field with an unexpected type is stored as NULL and the membership is
+ * kept; each such field is logged once per listing, not once per entry.
+ */
+static void
+log_drift(struct listing *l, const struct membership *m)
+{
+	unsigned fresh = m->drifted & ~l->drift_logged;
+
+	for (unsigned bit = 1; fresh != 0; bit <<= 1) {
+		if ((fresh & bit) == 0)
+			continue;
+		fresh &= ~bit;
+		log_warning("service %s user \"%s\" page %u: channel %s: %s has an unexpected type; "
+			    "stored as NULL (not logged again in this listing)",
+			    l->service_sid, l->user_esc, l->page_no, m->channel_sid,
+			    page_parser_field_name(bit));
+	}
+	l->drift_logged |= m->drifted;
 }
 
 static bool
@@ -83,6 +105,8 @@ on_row(void *arg, const struct membership *m, const char *reject)
 			    log_escape(esc, sizeof(esc), m->channel_sid));
 		return true;
 	}
+	if ((m->drifted & ~l->drift_logged) != 0)
+		log_drift(l, m);
 	if (m->status != NULL && !twilio_status_known(m->status))
 		log_warning("service %s user \"%s\" page %u: channel %s has unexpected status \"%s\"",
 			    l->service_sid, l->user_esc, l->page_no, m->channel_sid,
@@ -521,6 +545,7 @@ listing_start(struct listing *l, size_t service_index, const char *user,
 	memcpy(l->known_digest, pos->digest, sizeof(l->known_digest));
 	l->requests = l->retries = l->attempts = 0;
 	l->restarted = false;
+	l->drift_logged = 0;
 	url_seen_clear(l->fetched);
 	if (!l->first_page)
 		log_info("service %s user \"%s\": resuming at page %u", service_sid, l->user_esc,

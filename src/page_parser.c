@@ -89,7 +89,7 @@ struct page_parser {
 	struct buf str[RS_COUNT];
 	bool str_set[RS_COUNT];
 	struct membership row;
-	const char *row_reject;
+	const char *row_reject; /* why the entry cannot be stored, or NULL */
 
 	bool saw_channels, saw_meta, meta_key_ok;
 	struct buf next_url;
@@ -182,7 +182,72 @@ ctx_for(enum target t, bool is_map)
 	return CTX_SKIP;
 }
 
-/* A value of the wrong type for its target: reject the entry or the page. */
+const char *
+page_parser_field_name(unsigned field)
+{
+	switch (field) {
+	case MEMBERSHIP_ACCOUNT_SID:
+		return "account_sid";
+	case MEMBERSHIP_SERVICE_SID:
+		return "service_sid";
+	case MEMBERSHIP_MEMBER_SID:
+		return "member_sid";
+	case MEMBERSHIP_STATUS:
+		return "status";
+	case MEMBERSHIP_LAST_CONSUMED:
+		return "last_consumed_message_index";
+	case MEMBERSHIP_UNREAD:
+		return "unread_messages_count";
+	case MEMBERSHIP_CHANNEL_URL:
+		return "links.channel";
+	case MEMBERSHIP_MEMBER_URL:
+		return "links.member";
+	case MEMBERSHIP_LINKS:
+		return "links";
+	default:
+		return "?";
+	}
+}
+
+/* The membership_field bit of an entry's target. */
+static unsigned
+target_field(enum target t)
+{
+	static const unsigned str_fields[RS_COUNT] = {
+		[RS_ACCOUNT] = MEMBERSHIP_ACCOUNT_SID,	   [RS_SERVICE] = MEMBERSHIP_SERVICE_SID,
+		[RS_MEMBER] = MEMBERSHIP_MEMBER_SID,	   [RS_STATUS] = MEMBERSHIP_STATUS,
+		[RS_CHANNEL_URL] = MEMBERSHIP_CHANNEL_URL, [RS_MEMBER_URL] = MEMBERSHIP_MEMBER_URL,
+	};
+
+	if (t >= T_STR_FIRST && t < T_STR_FIRST + RS_COUNT)
+		return str_fields[t - T_STR_FIRST];
+	if (t == T_INT_LCMI)
+		return MEMBERSHIP_LAST_CONSUMED;
+	if (t == T_INT_UNREAD)
+		return MEMBERSHIP_UNREAD;
+	return t == T_LINKS ? MEMBERSHIP_LINKS : 0;
+}
+
+/*
+ * An entry's field has an unexpected type: the field is left NULL and
+ * flagged, the entry stays.  A channel_sid of the wrong type leaves the
+ * entry unidentified, and it is rejected for that.
+ */
+static void
+drift(struct page_parser *p)
+{
+	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
+		p->str_set[p->target - T_STR_FIRST] = false;
+	else if (p->target == T_INT_LCMI)
+		p->row.has_last_consumed_message_index = false;
+	else if (p->target == T_INT_UNREAD)
+		p->row.has_unread_messages_count = false;
+	p->row.drifted |= target_field(p->target);
+	if (p->target == T_STR_FIRST + RS_CHANNEL)
+		p->row_reject = "channel_sid is not a string";
+}
+
+/* A value of the wrong type for its target: a field of an entry drifts, anything else fails the page. */
 static int
 wrong_type(struct page_parser *p, const char *what)
 {
@@ -202,8 +267,7 @@ wrong_type(struct page_parser *p, const char *what)
 	case T_META_URL:
 		return 1;
 	default:
-		if (p->row_reject == NULL)
-			p->row_reject = "a field has the wrong type";
+		drift(p);
 		return 1;
 	}
 }

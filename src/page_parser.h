@@ -20,6 +20,9 @@ struct page_parser_limits {
 	size_t max_rows;
 };
 
+/* The name of a membership_field bit, as the API spells the field. */
+const char *page_parser_field_name(unsigned field);
+
 /*
  * Called for every complete entry.  row and its strings are borrowed until
  * the callback returns.  reject is NULL for a usable row, else the reason it

@@ -432,6 +432,7 @@ enum fault_kind {
 	FAULT_FOREIGN,
 	FAULT_DEEP,
 	FAULT_LONGSTR,
+	FAULT_TYPEDRIFT,
 };
 
 /* How a fault kind is matched: by a request counter, always, or by page. */
@@ -466,6 +467,7 @@ static const struct {
 	{ "foreign", FAULT_FOREIGN, MATCH_PAGE, true },
 	{ "deep", FAULT_DEEP, MATCH_PAGE, true },
 	{ "longstr", FAULT_LONGSTR, MATCH_PAGE, true },
+	{ "typedrift", FAULT_TYPEDRIFT, MATCH_PAGE, true },
 };
 
 #define N_FAULT_KINDS (sizeof(fault_kinds) / sizeof(fault_kinds[0]))
@@ -557,7 +559,9 @@ usage(FILE *out)
 	      "                          requests, or N@PAGE for the first N requests of PAGE;\n"
 	      "                          404 (ARG ignored); malformed, shape, nometa, truncate,\n"
 	      "                          redirect, badrow, oddstatus, loop, foreign, deep,\n"
-	      "                          longstr with ARG = page or '*'\n"
+	      "                          longstr, typedrift with ARG = page or '*'\n"
+	      "                          typedrift: every entry's status a number and its\n"
+	      "                          unread_messages_count a string\n"
 	      "                          400: an expired PageToken; cut: a transfer cut short;\n"
 	      "                          redirect: 302 to " FOREIGN_HOST " on the same port;\n"
 	      "                          deep: an entry nested " STR(DEEP_NESTING) " levels deep;\n"
@@ -617,7 +621,7 @@ parse_fault(const char *spec, struct fault *f)
 	const char *first = strchr(spec, ':');
 	const char *last = strrchr(spec, ':');
 	const char *arg;
-	bool ok;
+	bool ok = true;
 
 	memset(f, 0, sizeof(*f));
 	if (first == NULL || first == last || last == first + 1)
@@ -988,6 +992,7 @@ struct entry {
 	bool links_null;
 	bool deep;    /* carries attributes nested DEEP_NESTING levels */
 	bool longstr; /* carries a friendly_name of LONG_STRING_BYTES bytes */
+	bool drift;   /* status as a number, unread_messages_count as a string */
 	uint64_t last_consumed;
 	uint64_t unread;
 };
@@ -1264,6 +1269,7 @@ struct page_plan {
 	bool foreign;
 	bool deep;
 	bool longstr;
+	bool typedrift;
 };
 
 static void
@@ -1635,6 +1641,7 @@ plan_modifiers(struct exchange *ex, struct page_plan *plan)
 	plan->foreign = has_modifier(cfg, FAULT_FOREIGN, ex->user, ex->page);
 	plan->deep = has_modifier(cfg, FAULT_DEEP, ex->user, ex->page);
 	plan->longstr = has_modifier(cfg, FAULT_LONGSTR, ex->user, ex->page);
+	plan->typedrift = has_modifier(cfg, FAULT_TYPEDRIFT, ex->user, ex->page);
 }
 
 static const char *
@@ -1747,14 +1754,21 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 	add_quoted_or_null(b, ",\"service_sid\":", ex->service, false);
 	add_quoted_or_null(b, ",\"channel_sid\":", e->channel_sid, e->channel_null);
 	add_quoted_or_null(b, ",\"member_sid\":", e->member_sid, e->member_null);
-	add_quoted_or_null(b, ",\"status\":", e->status, e->status == NULL);
+	if (e->drift)
+		buf_adds(b, ",\"status\":7");
+	else
+		add_quoted_or_null(b, ",\"status\":", e->status, e->status == NULL);
 	buf_adds(b, ",\"last_consumed_message_index\":");
 	if (e->index_null)
 		buf_adds(b, "null");
 	else
 		buf_add_u64(b, e->last_consumed);
 	buf_adds(b, ",\"unread_messages_count\":");
+	if (e->drift)
+		buf_addc(b, '"');
 	buf_add_u64(b, e->unread);
+	if (e->drift)
+		buf_addc(b, '"');
 	add_links(b, ex, e);
 	if (extra)
 		add_extra_entry_tail(b, ex, e);
@@ -1810,6 +1824,7 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 			e.status = "archived";
 		e.deep = plan->deep && j == 0;
 		e.longstr = plan->longstr && j == 0;
+		e.drift = plan->typedrift;
 		add_separator(b, &items);
 		add_entry_json(b, ex, &e);
 	}

@@ -101,6 +101,7 @@ struct rec {
 	bool has_lcmi, has_unread;
 	long long lcmi, unread;
 	char *channel_url, *member_url;
+	unsigned drifted;
 	char *reject;
 };
 
@@ -137,6 +138,7 @@ record(void *arg, const struct membership *m, const char *reject)
 	x->unread = m->unread_messages_count;
 	x->channel_url = dup_or_null(m->channel_url);
 	x->member_url = dup_or_null(m->member_url);
+	x->drifted = m->drifted;
 	x->reject = dup_or_null(reject);
 	return r->stop_at == 0 || r->n < r->stop_at;
 }
@@ -448,6 +450,12 @@ test_next_url(void)
 }
 
 /* Entries that cannot be stored are reported as such; the page still parses. */
+/*
+ * An entry whose channel cannot be identified is rejected; one whose
+ * channel_sid is valid is a membership that exists, whatever type its other
+ * fields have: those fields are NULL and flagged, the entry is kept (so a
+ * type change on Twilio's side can never mark memberships deleted).
+ */
 static void
 test_rejected_rows(void)
 {
@@ -461,71 +469,85 @@ test_rejected_rows(void)
 		"{\"channel_sid\":\"CH000000000000000000000000000000011\"},\n"
 		"{\"channel_sid\":\"CH0000000000000000000000000000000g\"},\n"
 		"{\"channel_sid\":5},\n"
-		"{\"channel_sid\":\"" CH2 "\",\"status\":5},\n"
-		"{\"channel_sid\":\"" CH2 "\",\"unread_messages_count\":\"x\"},\n"
+		"{\"channel_sid\":\"" CH2 "\",\"status\":7,\"unread_messages_count\":3},\n"
+		"{\"channel_sid\":\"" CH2 "\",\"status\":\"joined\",\"unread_messages_count\":\"5\"},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"links\":\"str\"},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"last_consumed_message_index\":1.5},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"status\":true},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"member_sid\":{\"sid\":\"MB\"}},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"account_sid\":[\"" ACCOUNT "\"]},\n"
-		"{\"channel_sid\":\"" CH2 "\",\"links\":{\"channel\":7}},\n"
+		"{\"channel_sid\":\"" CH2 "\",\"links\":{\"channel\":7,\"member\":\"" LINK "m\"}},\n"
 		"{\"channel_sid\":\"" CH3 "\",\"status\":\"left\",\"unread_messages_count\":2}\n"
 		"],\"meta\":{\"key\":\"channels\",\"next_page_url\":null}}";
-	static const char *const what[] = {
-		NULL,
-		"no channel_sid",
-		"null channel_sid",
-		"malformed channel_sid",
-		"channel_sid with another prefix",
-		"channel_sid one digit too long",
-		"channel_sid not hex",
-		"channel_sid a number",
-		"status: 5",
-		"unread_messages_count: \"x\"",
-		"links: \"str\"",
-		"last_consumed_message_index: 1.5",
-		"status: true",
-		"member_sid an object",
-		"account_sid an array",
-		"links.channel a number",
-		NULL,
+	static const struct {
+		const char *what;
+		bool rejected;
+		unsigned drifted;
+	} want[] = {
+		{"a usable entry", false, 0},
+		{"no channel_sid", true, 0},
+		{"null channel_sid", true, 0},
+		{"malformed channel_sid", true, 0},
+		{"channel_sid with another prefix", true, 0},
+		{"channel_sid one digit too long", true, 0},
+		{"channel_sid not hex", true, 0},
+		{"channel_sid a number", true, 0},
+		{"status: 7", false, MEMBERSHIP_STATUS},
+		{"unread_messages_count: \"5\"", false, MEMBERSHIP_UNREAD},
+		{"links: \"str\"", false, MEMBERSHIP_LINKS},
+		{"last_consumed_message_index: 1.5", false, MEMBERSHIP_LAST_CONSUMED},
+		{"status: true", false, MEMBERSHIP_STATUS},
+		{"member_sid an object", false, MEMBERSHIP_MEMBER_SID},
+		{"account_sid an array", false, MEMBERSHIP_ACCOUNT_SID},
+		{"links.channel a number", false, MEMBERSHIP_CHANNEL_URL},
+		{"a usable entry", false, 0},
 	};
-	size_t n = sizeof(what) / sizeof(what[0]);
+	size_t n = sizeof(want) / sizeof(want[0]);
 	struct run r;
 
 	for (int pass = 0; pass < 2; pass++) {
 		const char *how = pass == 0 ? "whole" : "bytewise";
 
 		parse(&r, &roomy, body, strlen(body), pass == 0 ? strlen(body) : 1, 0);
-		ok(r.ok, "rejected rows (%s): finish still succeeds", how);
+		ok(r.ok, "entries (%s): finish still succeeds", how);
 		if (!r.ok)
 			printf("#   error: %s\n", r.error);
-		is_int(r.rec.n, n, "rejected rows (%s): every entry is reported", how);
+		is_int(r.rec.n, n, "entries (%s): every entry is reported", how);
 		if (r.rec.n == n) {
-			for (size_t i = 1; i + 1 < n; i++)
-				ok(r.rec.rows[i].reject != NULL && r.rec.rows[i].reject[0] != '\0',
-				   "rejected rows (%s): %s is rejected (%s)", how, what[i],
-				   r.rec.rows[i].reject ? r.rec.rows[i].reject : "NULL");
-			ok(r.rec.rows[0].reject == NULL, "rejected rows (%s): first row usable",
+			for (size_t i = 0; i < n; i++) {
+				const struct rec *x = &r.rec.rows[i];
+
+				ok((x->reject != NULL) == want[i].rejected,
+				   "entries (%s): %s is %s (%s)", how, want[i].what,
+				   want[i].rejected ? "rejected" : "kept", x->reject ? x->reject : "-");
+				is_int(x->drifted, want[i].drifted, "entries (%s): %s: fields flagged",
+				       how, want[i].what);
+			}
+			is_str(r.rec.rows[7].reject, "channel_sid is not a string",
+			       "entries (%s): a number for channel_sid says so", how);
+			ok(r.rec.rows[8].status == NULL && r.rec.rows[8].has_unread &&
+				   r.rec.rows[8].unread == 3,
+			   "entries (%s): status 7 is NULL, the valid count is kept", how);
+			ok(!r.rec.rows[9].has_unread && r.rec.rows[9].status != NULL &&
+				   strcmp(r.rec.rows[9].status, "joined") == 0,
+			   "entries (%s): unread \"5\" is NULL, the valid status is kept", how);
+			ok(r.rec.rows[15].channel_url == NULL && r.rec.rows[15].member_url != NULL,
+			   "entries (%s): links.channel 7 is NULL, links.member is kept", how);
+			ok(r.rec.rows[11].has_lcmi == false, "entries (%s): an index of 1.5 is NULL",
 			   how);
-			is_str(r.rec.rows[0].channel_sid, CH1, "rejected rows (%s): first row sid",
-			       how);
-			is_str(r.rec.rows[0].status, "joined", "rejected rows (%s): first row status",
-			       how);
-			ok(r.rec.rows[n - 1].reject == NULL, "rejected rows (%s): last row usable",
-			   how);
-			is_str(r.rec.rows[n - 1].channel_sid, CH3, "rejected rows (%s): last row sid",
-			       how);
-			is_str(r.rec.rows[n - 1].status, "left", "rejected rows (%s): last row status",
-			       how);
+			is_str(r.rec.rows[n - 1].status, "left", "entries (%s): last row status", how);
 			ok(r.rec.rows[n - 1].has_unread && r.rec.rows[n - 1].unread == 2,
-			   "rejected rows (%s): last row count", how);
+			   "entries (%s): last row count", how);
 			ok(r.rec.rows[1].channel_sid == NULL && r.rec.rows[2].channel_sid == NULL,
-			   "rejected rows (%s): missing and null channel_sid are NULL", how);
+			   "entries (%s): missing and null channel_sid are NULL", how);
 		}
-		is_int(r.rows, n, "rejected rows (%s): page_parser_rows counts them all", how);
+		is_int(r.rows, n, "entries (%s): page_parser_rows counts them all", how);
 		run_clear(&r);
 	}
+	is_str(page_parser_field_name(MEMBERSHIP_UNREAD), "unread_messages_count",
+	       "field names: as the API spells them");
+	is_str(page_parser_field_name(MEMBERSHIP_CHANNEL_URL), "links.channel",
+	       "field names: links by their path");
 }
 
 /* The N of "... at byte N", or -1. */
