@@ -171,6 +171,8 @@ set_options(struct transfer *t, const char *url)
 	CURL *e = t->easy;
 
 	curl_easy_setopt(e, CURLOPT_URL, url);
+	/* An explicit "" also turns off http_proxy and friends from the environment. */
+	curl_easy_setopt(e, CURLOPT_PROXY, o->proxy != NULL ? o->proxy : "");
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);

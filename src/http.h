@@ -16,6 +16,7 @@
 struct http_options {
 	const char *username; /* HTTP basic auth user (the Account SID) */
 	const char *password; /* borrowed; must outlive the struct http */
+	const char *proxy;    /* "" or NULL: none, whatever the environment says */
 	long timeout;	      /* seconds for a whole transfer */
 	long connect_timeout; /* seconds */
 	/* When this becomes non-zero every transfer is aborted. */

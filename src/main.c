@@ -223,6 +223,7 @@ http_for(const struct settings *s)
 	const struct http_options hopts = {
 		.username = s->account_sid,
 		.password = s->auth_token,
+		.proxy = s->proxy,
 		.timeout = s->timeout,
 		.connect_timeout = s->connect_timeout,
 		.abort_flag = &stop_requested,

@@ -60,6 +60,7 @@ static const struct setting_def setting_defs[] = {
 	STR("twilio", "account_sid", account_sid, NULL, true),
 	STR("twilio", "auth_token", auth_token, NULL, true),
 	STR("twilio", "auth_token_file", auth_token_file, NULL, true),
+	STR("twilio", "proxy", proxy, "", true),
 	INT("twilio", "page_size", page_size, 1000, 1, 1000, true),
 	INT("twilio", "timeout", timeout, 30, 1, 3600, true),
 	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600, true),
@@ -396,13 +397,59 @@ out:
 	return ok;
 }
 
+/*
+ * Does a libpq connection string carry a password: a password keyword, or a
+ * URI whose user information has one (postgresql://user:secret@host)?
+ */
+static bool
+conninfo_has_password(const char *conninfo)
+{
+	const char *authority, *end;
+
+	for (const char *p = strstr(conninfo, "password"); p != NULL; p = strstr(p + 1, "password")) {
+		const char *q = p + strlen("password");
+
+		while (*q == ' ' || *q == '\t')
+			q++;
+		if (*q == '=')
+			return true;
+	}
+	authority = strstr(conninfo, "://");
+	if (authority == NULL)
+		return false;
+	authority += 3;
+	end = authority + strcspn(authority, "/?");
+	for (const char *at = authority; at < end; at++) {
+		if (*at == '@')
+			return memchr(authority, ':', (size_t)(at - authority)) != NULL;
+	}
+	return false;
+}
+
+/* Secrets in a file that others can read draw a warning (never the secret itself). */
+static void
+warn_readable_secrets(const struct loader *l)
+{
+	struct stat st;
+
+	if (stat(l->path, &st) != 0 || (st.st_mode & 077) == 0)
+		return;
+	if (l->token_in_file)
+		log_warning("%s holds twilio.auth_token and is readable by group or others; "
+			    "chmod 600 it or use auth_token_file",
+			    l->path);
+	if (conninfo_has_password(l->s->conninfo))
+		log_warning("%s holds a password in database.conninfo and is readable by group or "
+			    "others; use a password file (PGPASSFILE, see chatsyncd(8))",
+			    l->path);
+}
+
 static bool
 resolve_token(struct loader *l, const config_t *cf)
 {
 	const config_setting_t *file_at = config_lookup(cf, "twilio.auth_token_file");
 	const config_setting_t *token_at = config_lookup(cf, "twilio.auth_token");
 	const char *env = getenv("TWILIO_AUTH_TOKEN");
-	struct stat st;
 
 	if (env != NULL && env[0] != '\0') {
 		free(l->s->auth_token);
@@ -427,10 +474,6 @@ resolve_token(struct loader *l, const config_t *cf)
 			"no auth token (set auth_token, auth_token_file or TWILIO_AUTH_TOKEN)");
 		return false;
 	}
-	if (l->token_in_file && stat(l->path, &st) == 0 && (st.st_mode & 077) != 0)
-		log_warning("%s holds twilio.auth_token and is readable by group or others; "
-			    "chmod 600 it or use auth_token_file",
-			    l->path);
 	return true;
 }
 
@@ -456,6 +499,10 @@ validate(struct loader *l, const config_t *cf)
 	socklen_t addr_len;
 	char err[256];
 
+	if (s->proxy[0] != '\0' && !url_check_proxy(s->proxy, err, sizeof(err))) {
+		fail_at(l, config_lookup(cf, "twilio.proxy"), "twilio.proxy", "%s", err);
+		return false;
+	}
 	if (!url_check_base(s->base_url, err, sizeof(err))) {
 		fail_at(l, config_lookup(cf, "twilio.base_url"), "twilio.base_url", "%s", err);
 		return false;
@@ -486,7 +533,10 @@ validate(struct loader *l, const config_t *cf)
 			"must list at least one service");
 		return false;
 	}
-	return resolve_token(l, cf);
+	if (!resolve_token(l, cf))
+		return false;
+	warn_readable_secrets(l);
+	return true;
 }
 
 static bool

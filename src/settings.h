@@ -20,6 +20,7 @@ struct settings {
 	char *path;
 
 	char *base_url;
+	char *proxy; /* "" for none: proxies from the environment are never used */
 	char *account_sid;
 	char *auth_token; /* secret: never log it */
 	char *auth_token_file;

@@ -107,49 +107,82 @@ url_is_loopback_host(const char *host)
 	return false;
 }
 
-static bool
-base_parts_ok(CURLU *u, char *err, size_t errsz)
+/* An origin: scheme and host (and port), with no path, query or fragment. */
+struct origin {
+	char *scheme, *host;
+};
+
+static void
+origin_free(struct origin *o)
 {
-	char *scheme = NULL, *host = NULL, *path = NULL, *part = NULL;
+	curl_free(o->scheme);
+	curl_free(o->host);
+}
+
+/* Reads u as an origin; user information only if allow_user. */
+static bool
+origin_get(CURLU *u, bool allow_user, struct origin *o, char *err, size_t errsz)
+{
+	char *path = NULL, *part = NULL;
 	bool ok = false;
 
-	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+	memset(o, 0, sizeof(*o));
+	if (curl_url_get(u, CURLUPART_SCHEME, &o->scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &o->host, 0) != CURLUE_OK)
 		snprintf(err, errsz, "no scheme or host");
-		goto out;
-	}
-	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK) {
+	else if (!allow_user && curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK)
 		snprintf(err, errsz, "user information is not allowed in the URL");
-		goto out;
-	}
-	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK) {
+	else if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
+		 curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
 		snprintf(err, errsz, "a query or fragment is not allowed");
-		goto out;
-	}
-	if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) {
+	else if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0)
 		snprintf(err, errsz, "a path is not allowed (give scheme, host and port only)");
-		goto out;
-	}
-	if (strcmp(scheme, "https") == 0) {
+	else
 		ok = true;
-	} else if (strcmp(scheme, "http") == 0) {
-		ok = url_is_loopback_host(host);
-		if (!ok)
-			snprintf(err, errsz, "http:// is allowed only to a loopback host; use https://");
-	} else {
-		snprintf(err, errsz, "scheme must be https");
-	}
-out:
-	curl_free(scheme);
-	curl_free(host);
 	curl_free(path);
 	curl_free(part);
 	return ok;
 }
 
-bool
-url_check_base(const char *base, char *err, size_t errsz)
+/* Where the credentials may go: https://, or http:// to a loopback host (tests). */
+static bool
+base_ok(CURLU *u, char *err, size_t errsz)
+{
+	struct origin o;
+	bool ok = origin_get(u, false, &o, err, errsz);
+
+	if (ok && strcmp(o.scheme, "http") == 0) {
+		ok = url_is_loopback_host(o.host);
+		if (!ok)
+			snprintf(err, errsz, "http:// is allowed only to a loopback host; use https://");
+	} else if (ok && strcmp(o.scheme, "https") != 0) {
+		snprintf(err, errsz, "scheme must be https");
+		ok = false;
+	}
+	origin_free(&o);
+	return ok;
+}
+
+static bool
+proxy_ok(CURLU *u, char *err, size_t errsz)
+{
+	static const char *const schemes[] = {"http", "https", "socks5", "socks5h"};
+	struct origin o;
+	bool ok = origin_get(u, true, &o, err, errsz), known = false;
+
+	for (size_t i = 0; ok && i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		known = known || strcmp(o.scheme, schemes[i]) == 0;
+	if (ok && !known) {
+		snprintf(err, errsz, "scheme must be http, https, socks5 or socks5h");
+		ok = false;
+	}
+	origin_free(&o);
+	return ok;
+}
+
+static bool
+check_url(const char *url, unsigned flags, bool (*parts_ok)(CURLU *, char *, size_t), char *err,
+	  size_t errsz)
 {
 	CURLU *u = curl_url();
 	bool ok;
@@ -158,14 +191,26 @@ url_check_base(const char *base, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return false;
 	}
-	if (curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK) {
+	if (curl_url_set(u, CURLUPART_URL, url, flags) != CURLUE_OK) {
 		snprintf(err, errsz, "not a valid absolute URL");
 		ok = false;
 	} else {
-		ok = base_parts_ok(u, err, errsz);
+		ok = parts_ok(u, err, errsz);
 	}
 	curl_url_cleanup(u);
 	return ok;
+}
+
+bool
+url_check_base(const char *base, char *err, size_t errsz)
+{
+	return check_url(base, 0, base_ok, err, errsz);
+}
+
+bool
+url_check_proxy(const char *proxy, char *err, size_t errsz)
+{
+	return check_url(proxy, CURLU_NON_SUPPORT_SCHEME, proxy_ok, err, errsz);
 }
 
 char *

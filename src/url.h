@@ -32,6 +32,12 @@ bool url_is_loopback_host(const char *host);
 bool url_check_base(const char *base, char *err, size_t errsz) __attribute__((warn_unused_result));
 
 /*
+ * Checks a proxy URL: http://, https://, socks5:// or socks5h://, a host,
+ * an optional port, nothing else.  On failure writes the reason into err.
+ */
+bool url_check_proxy(const char *proxy, char *err, size_t errsz) __attribute__((warn_unused_result));
+
+/*
  * The first page of a user's channel list:
  * BASE/v1/Services/SERVICE/Users/USER/Channels?PageSize=N with USER encoded.
  * base must have passed url_check_base (a trailing '/' is tolerated).

@@ -14,12 +14,21 @@ is "$?" 0 "make install DESTDIR=... succeeds"
 for f in "$prefix/sbin/chatsyncd" "$sysconfdir/chatsyncd.conf" \
 	"$prefix/share/chatsync/chatsyncd.conf" "$prefix/share/chatsync/sql/001_initial.sql" \
 	"$unitdir/chatsyncd.service" "$prefix/share/man/man8/chatsyncd.8" \
-	"$prefix/share/man/man5/chatsyncd.conf.5"; do
+	"$prefix/share/man/man5/chatsyncd.conf.5" "$prefix/share/doc/chatsync/LICENSE" \
+	"$prefix/share/doc/chatsync/NEWS" "$prefix/share/doc/chatsync/README.md"; do
 	[ -f "$DEST$f" ]
 	ok $? "installs $f"
 done
 [ -x "$DEST$prefix/sbin/chatsyncd" ]
 ok $? "the daemon is executable"
+grep -q '^MIT License$' "$DEST$prefix/share/doc/chatsync/LICENSE"
+ok $? "the licence is MIT"
+is "$(stat -c %a "$DEST$sysconfdir/chatsyncd.conf")" 644 \
+	"the configuration is installed with mode 644, readable by the unit's dynamic user"
+grep -q 'with mode 644' "$DEST$prefix/share/man/man5/chatsyncd.conf.5" &&
+	grep -q 'with mode 644' "$DEST$prefix/share/man/man8/chatsyncd.8" &&
+	! grep -q 'with mode 600' "$DEST$prefix/share/man/man5/chatsyncd.conf.5" "$DEST$prefix/share/man/man8/chatsyncd.8"
+ok $? "both man pages say so"
 is "$("$DEST$prefix/sbin/chatsyncd" --version)" "$("$CHATSYNCD" --version)" "the installed daemon runs"
 
 unit="$DEST$unitdir/chatsyncd.service"
@@ -28,7 +37,8 @@ ok $((!$?)) "no @placeholder@ is left in the unit or the man page"
 grep -q "^ExecStart=$prefix/sbin/chatsyncd -c $sysconfdir/chatsyncd.conf$" "$unit"
 ok $? "the unit starts the installed daemon with the installed configuration"
 for directive in Type=notify 'ExecReload=/bin/kill -HUP $MAINPID' Restart=on-failure NoNewPrivileges=yes \
-	ProtectSystem=strict ProtectHome=yes PrivateTmp=yes DynamicUser=yes \
+	ProtectSystem=strict ProtectHome=yes PrivateTmp=yes DynamicUser=yes RestartPreventExitStatus=1 \
+	MemoryMax=256M TasksMax=256 SocketBindAllow=tcp:19187 SocketBindDeny=any PrivateMounts=yes \
 	"LoadCredential=twilio-auth-token:$sysconfdir/chatsync/twilio-auth-token"; do
 	grep -qxF "$directive" "$unit"
 	ok $? "the unit has $directive"
@@ -38,7 +48,15 @@ if command -v systemd-analyze >/dev/null; then
 	sed "s|$prefix|$DEST$prefix|g" "$unit" >"$TEST_TMP/chatsyncd.service"
 	out=$(systemd-analyze --man=no verify "$TEST_TMP/chatsyncd.service" 2>&1)
 	is "$?|$out" "0|" "systemd-analyze verify finds nothing to say about the unit"
+	# The exposure score README records is a ceiling: hardening may only lower it.
+	recorded=$(sed -n 's/.*systemd-analyze security --offline=yes` rates the unit \([0-9.]*\).*/\1/p' \
+		"$top_srcdir/README.md")
+	score=$(systemd-analyze security --offline=yes "$TEST_TMP/chatsyncd.service" 2>/dev/null |
+		sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+	[ -n "$recorded" ] && [ -n "$score" ] && awk -v s="$score" -v r="$recorded" 'BEGIN { exit !(s <= r) }'
+	ok $? "systemd-analyze security rates the unit $score, no more than the $recorded README records"
 else
+	ok 0 "# SKIP systemd-analyze not installed"
 	ok 0 "# SKIP systemd-analyze not installed"
 fi
 

@@ -769,6 +769,36 @@ test_file_errors(void)
 	   "a token in a group/world-readable file draws a warning");
 	settings_free(s);
 
+	{
+		static const struct {
+			const char *conninfo;
+			bool has_password;
+		} conninfos[] = {
+			{"conninfo = \"dbname=x password=S3cr3tPw\";", true},
+			{"conninfo = \"dbname=x password = S3cr3tPw\";", true},
+			{"conninfo = \"postgresql://u:S3cr3tPw@db.example/x\";", true},
+			{"conninfo = \"postgresql://db.example/x?password=S3cr3tPw\";", true},
+			{"conninfo = \"postgresql://u@db.example/x\";", false},
+			{"conninfo = \"dbname=x passfile=/run/credentials/pgpass\";", false},
+		};
+
+		for (size_t i = 0; i < sizeof(conninfos) / sizeof(conninfos[0]); i++) {
+			s = accepted(conninfos[i].conninfo,
+				     &(struct conf){.database = conninfos[i].conninfo, .mode = 0644});
+			ok((strstr(errlog, "holds a password in database.conninfo") != NULL) ==
+				   conninfos[i].has_password,
+			   "%s in a 0644 file: %s", conninfos[i].conninfo,
+			   conninfos[i].has_password ? "a warning" : "no warning");
+			ok(strstr(errlog, "S3cr3tPw") == NULL, "%s: the password is not logged",
+			   conninfos[i].conninfo);
+			settings_free(s);
+		}
+		s = accepted("a password in a 0600 file",
+			     &(struct conf){.database = conninfos[0].conninfo, .mode = 0600});
+		ok(strstr(errlog, "holds a password") == NULL, "a password in a 0600 file: no warning");
+		settings_free(s);
+	}
+
 	settings_free(NULL);
 	ok(true, "settings_free(NULL) does nothing");
 }

@@ -370,6 +370,32 @@ test_dot_segments(void)
 }
 
 static void
+test_check_proxy(void)
+{
+	static const char *const good[] = {
+		"http://proxy.example:3128", "https://proxy.example", "socks5://127.0.0.1:1080",
+		"socks5h://[::1]:1080", "http://user:secret@proxy.example:3128/",
+	};
+	static const struct {
+		const char *url, *why;
+	} bad[] = {
+		{"ftp://proxy.example", "scheme must be http, https, socks5 or socks5h"},
+		{"proxy.example:3128", "not a valid absolute URL"},
+		{"http://proxy.example/path", "a path is not allowed (give scheme, host and port only)"},
+		{"http://proxy.example/?q=1", "a query or fragment is not allowed"},
+	};
+	char err[128];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ok(url_check_proxy(good[i], err, sizeof(err)), "proxy: %s is accepted", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		ok(!url_check_proxy(bad[i].url, err, sizeof(err)), "proxy: %s is refused", bad[i].url);
+		is_str(err, bad[i].why, "proxy: %s: the reason", bad[i].url);
+	}
+}
+
+static void
 test_seen(void)
 {
 	struct url_seen *s = url_seen_new(2);
@@ -401,6 +427,7 @@ main(void)
 	test_first_page();
 	test_same_listing();
 	test_dot_segments();
+	test_check_proxy();
 	test_seen();
 	return tap_done();
 }
