@@ -25,8 +25,8 @@
 struct metrics;
 
 /*
- * listen is "ADDR:PORT" as listen_addr_parse takes it ("127.0.0.1:9187",
- * "[::1]:9187"; port 0 picks any free port).  Returns a listener the caller
+ * listen is "ADDR:PORT" as listen_addr_parse takes it ("127.0.0.1:19187",
+ * "[::1]:19187"; port 0 picks any free port).  Returns a listener the caller
  * owns (free with metrics_free), or NULL after logging why if listen is
  * invalid or cannot be bound.
  */

@@ -525,7 +525,7 @@ validate(struct loader *l, const config_t *cf)
 	if (s->metrics_listen[0] != '\0' &&
 	    !listen_addr_parse(s->metrics_listen, &addr, &addr_len, err, sizeof(err))) {
 		fail_at(l, config_lookup(cf, "metrics.listen"), "metrics.listen",
-			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:9187 or [::1]:9187)");
+			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:19187 or [::1]:19187)");
 		return false;
 	}
 	if (s->n_services == 0) {

@@ -70,6 +70,21 @@ sed -i 's/ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/AC0123456789abcdef0123456789abcdef/
 TWILIO_AUTH_TOKEN=x "$DEST$prefix/sbin/chatsyncd" -c "$DEST$sysconfdir/chatsyncd.conf" --check-config >/dev/null
 is "$?" 0 "with real SIDs the installed sample is a valid configuration"
 
+# The sample shows the optional groups commented out; uncommented, they are valid too.
+sed -E 's/^# ?(limits: \{|metrics: \{|  [a-z_]+ = |\};)/\1/; s/^  # ([a-z_]+ = )/  \1/' \
+	"$DEST$sysconfdir/chatsyncd.conf" >"$TEST_TMP/uncommented.conf"
+for key in 'limits: {' 'metrics: {' 'max_rps = ' 'proxy = ' 'max_body = '; do
+	grep -q "^ *$key" "$TEST_TMP/uncommented.conf"
+	ok $? "the sample shows $key"
+done
+TWILIO_AUTH_TOKEN=x "$DEST$prefix/sbin/chatsyncd" -c "$TEST_TMP/uncommented.conf" --check-config >/dev/null
+is "$?" 0 "the sample with its optional groups uncommented is valid"
+sample_port=$(sed -n 's/^ *listen = "127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$TEST_TMP/uncommented.conf")
+is "SocketBindAllow=tcp:$sample_port" "$(grep '^SocketBindAllow=' "$unit")" \
+	"the sample's metrics port is the one the unit may bind"
+[ -n "$sample_port" ] && [ "$sample_port" != 9187 ] && [ "$sample_port" -lt 9100 -o "$sample_port" -gt 9999 ]
+ok $? "and lies outside 9100-9999, all allocated to other Prometheus exporters (9187: postgres_exporter)"
+
 echo "# edited" >>"$DEST$sysconfdir/chatsyncd.conf"
 make -s -C "$top_builddir" install DESTDIR="$DEST" >/dev/null 2>&1
 grep -q '^# edited$' "$DEST$sysconfdir/chatsyncd.conf"
