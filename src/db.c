@@ -7,6 +7,8 @@
 
 #include "mem.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,7 @@ struct db {
 	PGconn *conn;
 	char *schema_ident;
 	const volatile sig_atomic_t *lock_stop; /* set once the schema lock is wanted */
-	void (*lock_waiting)(void *arg);
+	void (*lock_waiting)(void *arg, bool first);
 	void *lock_waiting_arg;
 	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
 	size_t n_prepared;
@@ -160,8 +162,8 @@ try_schema_lock(struct db *db)
 }
 
 bool
-db_lock_schema(struct db *db, const volatile sig_atomic_t *stop, void (*waiting)(void *arg),
-	       void *arg)
+db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
+	       void (*waiting)(void *arg, bool first), void *arg)
 {
 	bool said = false;
 
@@ -174,8 +176,8 @@ db_lock_schema(struct db *db, const volatile sig_atomic_t *stop, void (*waiting)
 
 		if (got != 0)
 			return got == 1;
-		if (!said && waiting != NULL)
-			waiting(arg);
+		if (waiting != NULL)
+			waiting(arg, !said);
 		said = true;
 		nanosleep(&second, NULL);
 	}
@@ -226,6 +228,50 @@ db_exec(struct db *db, const char *sql)
 	bool ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 
 	PQclear(res);
+	return ok;
+}
+
+/* Waits up to ms for input on the connection; false if poll itself failed. */
+static bool
+wait_readable(struct db *db, int ms)
+{
+	struct pollfd pfd = {.fd = PQsocket(db->conn), .events = POLLIN};
+
+	if (poll(&pfd, 1, ms) >= 0 || errno == EINTR)
+		return true;
+	db_set_error(db, "could not wait for the server: %s", strerror(errno));
+	return false;
+}
+
+bool
+db_exec_ticking(struct db *db, const char *sql, void (*tick)(void *arg), void *arg)
+{
+	PGresult *res, *last = NULL;
+	bool ok = true;
+
+	if (!PQsendQuery(db->conn, sql)) {
+		conn_failed(db);
+		return false;
+	}
+	while (ok && PQisBusy(db->conn)) {
+		ok = wait_readable(db, 1000);
+		if (ok && !PQconsumeInput(db->conn)) {
+			conn_failed(db);
+			ok = false;
+		}
+		if (tick != NULL)
+			tick(arg);
+	}
+	/* Read every result, so the connection is idle again; the first failure is the one kept. */
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK)
+			ok = db_result_ok(db, res, PGRES_COMMAND_OK);
+		PQclear(last);
+		last = res;
+	}
+	if (ok && last == NULL)
+		ok = db_result_ok(db, NULL, PGRES_COMMAND_OK);
+	PQclear(last);
 	return ok;
 }
 

@@ -44,6 +44,14 @@ void db_set_error(struct db *db, const char *fmt, ...) __attribute__((format(pri
 /* Runs a command that returns no rows. */
 bool db_exec(struct db *db, const char *sql) __attribute__((warn_unused_result));
 
+/*
+ * Runs a script of commands that return no rows (a migration, say), calling
+ * tick(arg) about every second until it ends, so that a long one keeps the
+ * service manager informed.  tick may be NULL.
+ */
+bool db_exec_ticking(struct db *db, const char *sql, void (*tick)(void *arg), void *arg)
+	__attribute__((warn_unused_result));
+
 /* True if res is a successful result of the expected kind; otherwise records why. */
 bool db_result_ok(struct db *db, const PGresult *res, ExecStatusType want)
 	__attribute__((warn_unused_result));
@@ -106,12 +114,13 @@ bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
 
 /*
  * Takes the session's advisory lock that makes this process the only
- * chatsyncd writing to the schema.  While another holds it, calls
- * waiting(arg) once and checks every second, until it is free or *stop is
- * set.  Returns false if stopped (db_error() is then empty) or the database
- * failed.
+ * chatsyncd writing to the schema.  While another holds it, checks every
+ * second, calling waiting(arg, first) each time (first on the first), until
+ * it is free or *stop is set.  Returns false if stopped (db_error() is then
+ * empty) or the database failed.
  */
-bool db_lock_schema(struct db *db, const volatile sig_atomic_t *stop, void (*waiting)(void *arg),
-		    void *arg) __attribute__((warn_unused_result));
+bool db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
+		    void (*waiting)(void *arg, bool first), void *arg)
+	__attribute__((warn_unused_result));
 
 #endif

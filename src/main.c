@@ -387,28 +387,52 @@ connect_db(const struct settings *s)
 	return db;
 }
 
-static struct db *
-connect_and_migrate(const struct settings *s)
-{
-	struct db *db = connect_db(s);
+/* While a start waits or migrates, each EXTEND_TIMEOUT_USEC= asks systemd for this much more. */
+#define START_EXTEND_USEC (30LL * 1000000)
 
-	if (db == NULL)
-		return NULL;
-	if (!migrate_apply(db, NULL)) {
-		log_error("could not migrate the schema: %s", db_error(db));
-		db_close(db);
-		return NULL;
-	}
-	return db;
-}
-
+/* While another chatsyncd holds the schema lock: say so once, and keep systemd patient. */
 static void
-on_lock_wait(void *arg)
+on_lock_wait(void *arg, bool first)
 {
 	struct db *db = arg;
 
-	log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
-		    db_schema_ident(db));
+	if (first)
+		log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
+			    db_schema_ident(db));
+	notify_status("waiting for another chatsyncd to stop writing to schema %s",
+		      db_schema_ident(db));
+	notify_extend_timeout(START_EXTEND_USEC);
+	notify_watchdog();
+}
+
+/* A long migration: keep systemd's start timeout and watchdog from ending it. */
+static void
+on_migrate_tick(void *arg)
+{
+	(void)arg;
+	notify_extend_timeout(START_EXTEND_USEC);
+	notify_watchdog();
+}
+
+/*
+ * Takes the schema lock, then migrates: no migration runs while another
+ * chatsyncd writes to the schema.  false (logged) on failure or a stop.
+ */
+static bool
+lock_and_migrate(struct daemon *d)
+{
+	if (!db_lock_schema(d->db, &stop_requested, on_lock_wait, d->db)) {
+		if (!stop_requested)
+			log_error("could not take the schema lock: %s", db_error(d->db));
+		return false;
+	}
+	notify_status("applying schema migrations");
+	notify_extend_timeout(START_EXTEND_USEC);
+	if (!migrate_apply(d->db, NULL, on_migrate_tick, NULL)) {
+		log_error("could not migrate the schema: %s", db_error(d->db));
+		return false;
+	}
+	return true;
 }
 
 static int
@@ -416,12 +440,6 @@ run_sync(struct daemon *d)
 {
 	int code;
 
-	if (!db_lock_schema(d->db, &stop_requested, on_lock_wait, d->db)) {
-		if (stop_requested)
-			return EXIT_OK;
-		log_error("could not take the schema lock: %s", db_error(d->db));
-		return EXIT_DATABASE;
-	}
 	d->writers = xcalloc((size_t)d->s->writers, sizeof(struct db *));
 	for (; d->n_writers < (size_t)d->s->writers; d->n_writers++) {
 		d->writers[d->n_writers] = connect_db(d->s);
@@ -431,11 +449,6 @@ run_sync(struct daemon *d)
 	d->http = http_for(d->s);
 	if (d->http == NULL)
 		return EXIT_DATABASE;
-	if (d->s->metrics_listen[0] != '\0') {
-		d->metrics = metrics_new(d->s->metrics_listen);
-		if (d->metrics == NULL)
-			return EXIT_USAGE;
-	}
 	notify_ready();
 	if (d->o->mode == MODE_ONCE)
 		code = exit_code_for(sweep_once(d));
@@ -446,20 +459,34 @@ run_sync(struct daemon *d)
 	return code;
 }
 
+/* --migrate, --once and the daemon: metrics first (served while waiting), the lock, migrations. */
+static int
+run_writer(struct daemon *d)
+{
+	if (d->o->mode != MODE_MIGRATE && d->s->metrics_listen[0] != '\0') {
+		d->metrics = metrics_new(d->s->metrics_listen);
+		if (d->metrics == NULL)
+			return EXIT_USAGE;
+	}
+	if (!lock_and_migrate(d))
+		return stop_requested ? EXIT_OK : EXIT_DATABASE;
+	if (d->o->mode == MODE_MIGRATE)
+		return EXIT_OK;
+	return run_sync(d);
+}
+
 static int
 run(struct daemon *d)
 {
 	int code;
 
-	d->db = d->o->mode == MODE_STATUS ? connect_db(d->s) : connect_and_migrate(d->s);
+	d->db = connect_db(d->s);
 	if (d->db == NULL)
 		return EXIT_DATABASE;
-	if (d->o->mode == MODE_MIGRATE)
-		code = EXIT_OK;
-	else if (d->o->mode == MODE_STATUS)
+	if (d->o->mode == MODE_STATUS)
 		code = status_print(d->db, d->s, stdout);
 	else
-		code = run_sync(d);
+		code = run_writer(d);
 	metrics_free(d->metrics);
 	http_free(d->http);
 	for (size_t i = 0; i < d->n_writers; i++)

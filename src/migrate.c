@@ -52,17 +52,20 @@ current_version(struct db *db)
 	return v;
 }
 
+struct ticker {
+	void (*tick)(void *arg);
+	void *arg;
+};
+
 static bool
-apply_one(struct db *db, const struct migration *m)
+apply_one(struct db *db, const struct migration *m, const struct ticker *t)
 {
 	const char *params[2];
 	char version[16], what[512];
 	PGresult *res;
 	bool ok;
 
-	res = PQexec(db_conn(db), m->sql);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
-	PQclear(res);
+	ok = db_exec_ticking(db, m->sql, t->tick, t->arg);
 	if (!ok) {
 		snprintf(what, sizeof(what), "%s", db_error(db));
 		db_set_error(db, "migration %s: %s", m->name, what);
@@ -81,7 +84,7 @@ apply_one(struct db *db, const struct migration *m)
 }
 
 static bool
-apply_pending(struct db *db, int *applied)
+apply_pending(struct db *db, int *applied, const struct ticker *t)
 {
 	int have = current_version(db);
 	int newest = n_migrations ? migrations[n_migrations - 1].version : 0;
@@ -96,7 +99,7 @@ apply_pending(struct db *db, int *applied)
 	for (size_t i = 0; i < n_migrations; i++) {
 		if (migrations[i].version <= have)
 			continue;
-		if (!apply_one(db, &migrations[i]))
+		if (!apply_one(db, &migrations[i], t))
 			return false;
 		(*applied)++;
 	}
@@ -104,12 +107,13 @@ apply_pending(struct db *db, int *applied)
 }
 
 bool
-migrate_apply(struct db *db, int *applied)
+migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 {
+	const struct ticker t = {tick, arg};
 	int count = 0;
 	bool ok;
 
-	ok = lock_and_prepare(db) && apply_pending(db, &count) && db_exec(db, "COMMIT");
+	ok = lock_and_prepare(db) && apply_pending(db, &count, &t) && db_exec(db, "COMMIT");
 	if (!ok && db_connected(db)) {
 		char why[512];
 

@@ -24,8 +24,10 @@ extern const size_t n_migrations;
  * order, in one transaction under an advisory lock, recording each in
  * schema_migrations.  Returns false on failure (nothing applied), with the
  * reason in db_error(db).
- * *applied, if not NULL, receives the number applied.
+ * *applied, if not NULL, receives the number applied.  tick(arg), if not
+ * NULL, is called about every second while a migration runs.
  */
-bool migrate_apply(struct db *db, int *applied) __attribute__((warn_unused_result));
+bool migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
+	__attribute__((warn_unused_result));
 
 #endif

@@ -126,6 +126,15 @@ notify_status(const char *fmt, ...)
 }
 
 void
+notify_extend_timeout(long long usec)
+{
+	char msg[64];
+
+	snprintf(msg, sizeof(msg), "EXTEND_TIMEOUT_USEC=%lld", usec);
+	send_message(msg);
+}
+
+void
 notify_watchdog(void)
 {
 	long long now;

@@ -25,6 +25,12 @@ void notify_stopping(void);
 void notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
+ * Sends "EXTEND_TIMEOUT_USEC=usec": the start (or stop) may take usec
+ * longer from now, for a start that waits on a lock or runs migrations.
+ */
+void notify_extend_timeout(long long usec);
+
+/*
  * Sends "WATCHDOG=1" if the watchdog is on and half its interval has passed
  * since the last ping; cheap enough to call on every loop iteration.
  */

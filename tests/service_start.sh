@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A start that waits under systemd: a second chatsyncd on a schema takes the
+# schema lock before it migrates, and while it waits it keeps systemd's start
+# timeout and watchdog satisfied, says why in STATUS=, and serves /metrics.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+fake_start api --channels 5
+LISTENER="$top_builddir/tests/notify_listener"
+[ -x "$LISTENER" ] || skip_all "tests/notify_listener not built"
+command -v curl >/dev/null || skip_all "curl not installed"
+
+# wait_for CONDITION-COMMAND [SECONDS]: polls every 0.1 s.
+wait_for() {
+	local i limit=$(( ${2:-10} * 10 ))
+	for ((i = 0; i < limit; i++)); do
+		eval "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+write_config "$TEST_TMP/a.conf" u-a u-b
+sed -i 's/interval = 1;/interval = 3600;/' "$TEST_TMP/a.conf"
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/a.conf" 2>"$TEST_TMP/a.log" &
+first=$!
+wait_for '[ "$(sql "SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL" 2>/dev/null)" = 1 ]' 15
+ok $? "a first chatsyncd has the schema and has swept it"
+
+# A migration the second one would apply if it migrated before taking the lock.
+sql "DELETE FROM chatsync.schema_migrations WHERE version = (SELECT max(version) FROM chatsync.schema_migrations)"
+versions=$(sql "SELECT count(*) FROM chatsync.schema_migrations")
+
+SOCK="$TEST_TMP/notify.sock"
+"$LISTENER" "$SOCK" >"$TEST_TMP/notify.out" &
+listener=$!
+wait_for '[ -S "$SOCK" ]'
+port=$((20000 + RANDOM % 20000))
+EXTRA="metrics: { listen = \"127.0.0.1:$port\"; };" write_config "$TEST_TMP/b.conf" u-a u-b
+env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" NOTIFY_SOCKET="$SOCK" WATCHDOG_USEC=400000 \
+	"$CHATSYNCD" -c "$TEST_TMP/b.conf" --once 2>"$TEST_TMP/b.log" &
+second=$!
+wait_for 'grep -q "another chatsyncd is writing to schema" "$TEST_TMP/b.log"' 10
+ok $? "a second chatsyncd on the schema waits, saying why"
+sleep 2.5
+kill -0 $second
+ok $? "it is still waiting"
+is "$(sql "SELECT count(*) FROM chatsync.schema_migrations")" "$versions" \
+	"it has migrated nothing while the first holds the schema"
+grep -q '^STATUS=waiting for another chatsyncd to stop writing to schema' "$TEST_TMP/notify.out"
+ok $? "STATUS= says what it waits for"
+extends=$(grep -c '^EXTEND_TIMEOUT_USEC=[0-9]*$' "$TEST_TMP/notify.out")
+ok $([ "$extends" -ge 2 ] && echo 0 || echo 1) "it asks systemd for more start time while it waits ($extends EXTEND_TIMEOUT_USEC=)"
+pings=$(grep -c '^WATCHDOG=1$' "$TEST_TMP/notify.out")
+ok $([ "$pings" -ge 2 ] && echo 0 || echo 1) "and keeps the watchdog fed ($pings WATCHDOG=1)"
+grep -q '^READY=1' "$TEST_TMP/notify.out"
+ok $((!$?)) "READY=1 is not sent while waiting"
+curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^chatsync_sweeps_total'
+ok $? "/metrics is served while it waits"
+
+sql "INSERT INTO chatsync.schema_migrations (version, name) VALUES ($versions + 1, 'restored')"
+kill -TERM $first
+wait $first
+is "$?" 0 "the first stops"
+wait_for 'grep -q "^READY=1" "$TEST_TMP/notify.out"' 15
+ok $? "the second takes the lock, migrates and is ready"
+grep -B3 '^READY=1' "$TEST_TMP/notify.out" | grep -q '^STATUS=applying schema migrations'
+ok $? "saying it applies migrations before it is ready"
+wait $second
+is "$?" 0 "and finishes its sweep"
+kill $listener
+
+done_testing
