@@ -184,6 +184,37 @@ wait_log() {
 	done
 }
 
+# For tests that sweep with chatsyncd --once in the background (sync_resume,
+# sync_soak): its stderr goes to CHATSYNCD_LOG.
+CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
+
+# bg_once CONF: chatsyncd --once in the background (bg_start).
+bg_once() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
+
+# run_to_end CONF SECONDS: one chatsyncd --once, for at most SECONDS; its
+# exit status in BG_RC.
+run_to_end() {
+	bg_once "$1"
+	wait_bg "$2"
+}
+
+# committed_pages SCHEMA: pages committed in SCHEMA over all its runs (0
+# before the daemon created it).
+committed_pages() {
+	if table_exists "$1.sync_runs"; then
+		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
+	else
+		echo 0
+	fi
+}
+
+# pairs FROM TO [STATUS]: the (user, page) pairs of the fake's request log
+# lines FROM+1..TO (only those answered STATUS if given), sorted, once each.
+pairs() {
+	awk -F'\t' -v a="$1" -v b="$2" -v st="${3:-}" \
+		'NR > a && NR <= b && (st == "" || $1 == st) { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u
+}
+
 # ------------------------------------------------------------ fake Twilio API
 
 # fake_start NAME ARGS...: starts the fake API; sets FAKE_URL, FAKE_PID and FAKE_LOG.
@@ -242,6 +273,11 @@ run_once() {
 		2>>"$TEST_TMP/chatsyncd.log"
 }
 
+# The columns that hold a membership's values, key included: those of the
+# fake's --dump, in its order.
+VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+            last_consumed_message_index, unread_messages_count, channel_url, member_url"
+
 # expected_rows FAKE-ARGS -- USER...: loads the fake's data set into table expected.
 load_expected() {
 	local args=() u
@@ -273,4 +309,13 @@ diff_expected() {
 	        SELECT service_sid, user_sid, channel_sid, account_sid, member_sid, status,
 	               last_consumed_message_index, unread_messages_count, channel_url, member_url
 	          FROM ${SCHEMA:-chatsync}.user_channels WHERE deleted_at IS NULL)) d"
+}
+
+# rows_differ A B COLUMNS TABLE: rows of A.TABLE and B.TABLE that differ, both
+# ways (EXCEPT ALL).
+rows_differ() {
+	sql "SELECT count(*) FROM (
+	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
+	       UNION ALL
+	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
 }

@@ -46,30 +46,10 @@ load_expected "${FAKE_ARGS[@]}" -- "${USERS[@]}"
 
 # ------------------------------------------------------------ helpers
 
-CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
-
-# start_bg CONF: chatsyncd --once in the background (lib.sh: bg_start).
-start_bg() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
-
-# run_to_end CONF: one chatsyncd --once, at most 30 s; status in BG_RC.
-run_to_end() {
-	start_bg "$1"
-	wait_bg 30
-}
-
 # Sleeps a random 0..29 ms; the delay in DELAY_MS.
 random_delay() {
 	DELAY_MS=$((RANDOM % 30))
 	((DELAY_MS == 0)) || nap "$(printf '0.%03d' "$DELAY_MS")"
-}
-
-# Pages committed so far in SCHEMA (0 before the daemon created it).
-committed_pages() {
-	if table_exists "$1.sync_runs"; then
-		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
-	else
-		echo 0
-	fi
 }
 
 # snapshot SCHEMA FILE: the cursors of the sweep a new process would resume
@@ -140,17 +120,6 @@ check_resume() {
 	done
 }
 
-VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-            last_consumed_message_index, unread_messages_count, channel_url, member_url"
-
-# rows_differ A B COLUMNS FROM-WHERE: rows of A and B that differ, both ways (EXCEPT ALL).
-rows_differ() {
-	sql "SELECT count(*) FROM (
-	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
-	       UNION ALL
-	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
-}
-
 # check_final SCHEMA LABEL: SCHEMA's tables after a finished sweep equal ref's.
 check_final() {
 	local s=$1 label=$2
@@ -200,7 +169,7 @@ check_final() {
 REF_CONF="$TEST_TMP/ref.conf"
 PAGE_SIZE=$PAGE SCHEMA=ref write_config "$REF_CONF" "${USERS[@]}"
 t0=$SECONDS
-run_to_end "$REF_CONF"
+run_to_end "$REF_CONF" 30
 REF_LINES=$(log_lines)
 is "$BG_RC" 0 "ref: undisturbed sweep exits 0"
 REF_PAGES=$(sql "SELECT pages FROM ref.sync_runs")
@@ -210,8 +179,7 @@ is "$(sqlt "SELECT count(*), count(*) FILTER (WHERE state = 'complete' AND pages
 	"${#USERS[@]}	${#USERS[@]}" "ref: every cursor complete after 9 pages (60 channels, $PAGE a page)"
 diag "ref sweep: $REF_PAGES pages"
 
-# Which (user, page) pairs a sweep asks for, from log lines FROM+1..TO.
-pairs() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u; }
+# The (user, page) pairs the undisturbed sweep asked for.
 REF_PAIRS=$(pairs 0 "$REF_LINES")
 
 # ------------------------------------------------------------ 2. kill -9 rounds
@@ -225,7 +193,7 @@ for ((k = 1; k <= KILLS; k++)); do
 	((room > 12)) && room=12
 	((room < 0)) && room=0
 	r=$((RANDOM % (room + 1)))
-	start_bg "$CONF"
+	bg_once "$CONF"
 	wait_log $((MARK[k - 1] + r))
 	random_delay
 	kill -0 "$BG_PID" 2>/dev/null
@@ -240,7 +208,7 @@ for ((k = 1; k <= KILLS; k++)); do
 		"cursors: $(tr '\t\n' ' ;' <"$TEST_TMP/snap.$k" | sed "s|$FAKE_URL||g")"
 done
 t1=$SECONDS
-run_to_end "$CONF"
+run_to_end "$CONF" 30
 is "$BG_RC" 0 "final run after $KILLS kills exits 0"
 END=$(log_lines)
 MARK[KILLS + 1]=$END
@@ -264,7 +232,7 @@ PG_CONF="$TEST_TMP/pgrestart.conf"
 PAGE_SIZE=$PAGE SCHEMA=pgrestart write_config "$PG_CONF" "${USERS[@]}"
 P0=$(log_lines)
 r=$((3 + RANDOM % (REF_PAGES - 12)))
-start_bg "$PG_CONF"
+bg_once "$PG_CONF"
 wait_log $((P0 + r))
 random_delay
 kill -0 "$BG_PID" 2>/dev/null

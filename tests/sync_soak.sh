@@ -108,25 +108,6 @@ printf '%s\n' "${USERS[@]}" >"$USERS_FILE"
 
 # ------------------------------------------------------------ helpers
 
-CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
-
-# start_bg CONF: chatsyncd --once in the background (lib.sh: bg_start).
-start_bg() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
-
-run_to_end() {
-	start_bg "$1"
-	wait_bg 60
-}
-
-# Pages committed in SCHEMA over all its runs (0 before the daemon created it).
-committed_pages() {
-	if table_exists "$1.sync_runs"; then
-		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
-	else
-		echo 0
-	fi
-}
-
 # snapshot SCHEMA FILE: what the next process will do with each listing
 # (user, mode skip/resume/new, pages_done, next_page_url, state); users
 # without a cursor are new.  One psql (forks are slow here); also sets
@@ -226,8 +207,6 @@ check_segment() {
 # 200s in log lines FROM+1..TO.
 count_200() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 == 200' "$FAKE_LOG" | wc -l; }
 count_faults() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 != 200' "$FAKE_LOG" | wc -l; }
-# Which (user, page) pairs were answered 200 in log lines FROM+1..TO.
-pairs() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 == 200 { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u; }
 # Most distinct users among 8 consecutive requests in log lines FROM+1..TO.
 max_interleave() {
 	awk -F'\t' -v a="$1" -v b="$2" '
@@ -238,23 +217,13 @@ max_interleave() {
 		END { print m + 0 }' "$FAKE_LOG"
 }
 
-VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-            last_consumed_message_index, unread_messages_count, channel_url, member_url"
-
-rows_differ() {
-	sql "SELECT count(*) FROM (
-	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
-	       UNION ALL
-	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
-}
-
 # ref_sweep FAKE VARIANT PAGES-PER-USER: one undisturbed sweep of schema ref.
 ref_sweep() {
 	local conf="$TEST_TMP/ref.$1.conf" from
 	use_fake "$1"
 	SCHEMA=ref write_config "$conf" "${USERS[@]}"
 	from=$(log_lines)
-	run_to_end "$conf"
+	run_to_end "$conf" 60
 	is "$BG_RC" 0 "ref v$2: undisturbed sweep exits 0"
 	REF_PAGES=$(sql "SELECT pages FROM ref.sync_runs ORDER BY run_id DESC LIMIT 1")
 	is "$(log_lines)|$(count_200 "$from" "$(log_lines)")" "$((from + REF_PAGES))|$REF_PAGES" \
@@ -263,7 +232,7 @@ ref_sweep() {
 		"$N_USERS	$N_USERS" "ref v$2: every cursor complete after $3 pages"
 	load_expected "${DATA[@]}" --variant "$2" -- "${USERS[@]}"
 	is "$(SCHEMA=ref diff_expected)" 0 "ref v$2: live user_channels equal the fake's data"
-	REF_PAIRS=$(pairs "$from" "$(log_lines)")
+	REF_PAIRS=$(pairs "$from" "$(log_lines)" 200)
 }
 
 # soak PHASE FAKE KILLS: KILLS kill -9 rounds of one sweep of schema soak,
@@ -298,7 +267,7 @@ soak() {
 		fi
 		count_lines
 		mark+=("$LINES_N")
-		start_bg "$conf"
+		bg_once "$conf"
 		wait_log $((mark[k - 1] + r))
 		((DELAY_MS == 0)) || nap "0.$(printf '%03d' "$DELAY_MS")"
 		kill -0 "$BG_PID" 2>/dev/null
@@ -321,7 +290,7 @@ soak() {
 		fi
 		count_lines
 		mark+=("$LINES_N")
-		run_to_end "$conf"
+		run_to_end "$conf" 60
 		finals+=(1)
 		settle
 		[ "$BG_RC" = 3 ] || break
@@ -356,7 +325,7 @@ soak() {
 	else
 		diag "$phase: $((end_pages - start_pages)) pages committed, including the rerun's new listings"
 	fi
-	is "$(pairs "${mark[0]}" "${mark[n_seg]}")" "$REF_PAIRS" "$phase: every page of every listing answered 200, none other"
+	is "$(pairs "${mark[0]}" "${mark[n_seg]}" 200)" "$REF_PAIRS" "$phase: every page of every listing answered 200, none other"
 	PHASE_FAULTS=$(count_faults "${mark[0]}" "${mark[n_seg]}")
 	((PHASE_FAULTS > 0))
 	ok $? "$phase: the fake answered $PHASE_FAULTS requests with 429/500/503 (of $((mark[n_seg] - mark[0])))"
