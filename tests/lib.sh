@@ -184,6 +184,37 @@ wait_log() {
 	done
 }
 
+# For tests that sweep with chatsyncd --once in the background (sync_resume,
+# sync_soak): its stderr goes to CHATSYNCD_LOG.
+CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
+
+# bg_once CONF: chatsyncd --once in the background (bg_start).
+bg_once() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
+
+# run_to_end CONF SECONDS: one chatsyncd --once, for at most SECONDS; its
+# exit status in BG_RC.
+run_to_end() {
+	bg_once "$1"
+	wait_bg "$2"
+}
+
+# committed_pages SCHEMA: pages committed in SCHEMA over all its runs (0
+# before the daemon created it).
+committed_pages() {
+	if table_exists "$1.sync_runs"; then
+		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
+	else
+		echo 0
+	fi
+}
+
+# pairs FROM TO [STATUS]: the (user, page) pairs of the fake's request log
+# lines FROM+1..TO (only those answered STATUS if given), sorted, once each.
+pairs() {
+	awk -F'\t' -v a="$1" -v b="$2" -v st="${3:-}" \
+		'NR > a && NR <= b && (st == "" || $1 == st) { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u
+}
+
 # ------------------------------------------------------------ fake Twilio API
 
 # fake_start NAME ARGS...: starts the fake API; sets FAKE_URL, FAKE_PID and FAKE_LOG.
@@ -242,23 +273,37 @@ run_once() {
 		2>>"$TEST_TMP/chatsyncd.log"
 }
 
-# expected_rows FAKE-ARGS -- USER...: loads the fake's data set into table expected.
-load_expected() {
-	local args=() u
+# The columns that hold a membership's values, key included: those of the
+# fake's --dump, in its order.
+VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+            last_consumed_message_index, unread_messages_count, channel_url, member_url"
+
+# new_dump_table TABLE: an empty TABLE for rows in --dump's format.
+new_dump_table() {
+	sql "DROP TABLE IF EXISTS $1;
+	     CREATE TABLE $1 (service_sid text, user_sid text, channel_sid text,
+	       account_sid text, member_sid text, status text, last_consumed_message_index bigint,
+	       unread_messages_count bigint, channel_url text, member_url text)"
+}
+
+# load_dump TABLE FAKE-ARGS -- USER...: loads the fake's data set into TABLE.
+load_dump() {
+	local table=$1 args=() u
+	shift
 	while [ "$1" != "--" ]; do
 		args+=("$1")
 		shift
 	done
 	shift
-	sql "DROP TABLE IF EXISTS public.expected;
-	     CREATE TABLE public.expected (service_sid text, user_sid text, channel_sid text,
-	       account_sid text, member_sid text, status text, last_consumed_message_index bigint,
-	       unread_messages_count bigint, channel_url text, member_url text)"
+	new_dump_table "$table"
 	for u in "$@"; do
 		"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" "${args[@]}" --dump "$u" |
-			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.expected FROM STDIN"
+			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy $table FROM STDIN"
 	done
 }
+
+# load_expected FAKE-ARGS -- USER...: loads the fake's data set into table expected.
+load_expected() { load_dump public.expected "$@"; }
 
 # Rows of the live (not deleted) table that differ from public.expected, both ways.
 diff_expected() {
@@ -273,4 +318,43 @@ diff_expected() {
 	        SELECT service_sid, user_sid, channel_sid, account_sid, member_sid, status,
 	               last_consumed_message_index, unread_messages_count, channel_url, member_url
 	          FROM ${SCHEMA:-chatsync}.user_channels WHERE deleted_at IS NULL)) d"
+}
+
+# rows_differ A B COLUMNS TABLE: rows of A.TABLE and B.TABLE that differ, both
+# ways (EXCEPT ALL).
+rows_differ() {
+	sql "SELECT count(*) FROM (
+	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
+	       UNION ALL
+	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
+}
+
+# ------------------------------------------------------------ past versions
+# Which past versions a schema must hold follows from the fake's data sets
+# alone: a sweep that takes a user's memberships from one data set to another
+# ends the version of each membership the new one changes or drops, and no
+# other.  public.expected_past collects those versions (their values).
+
+# expect_no_past: no version has ended yet (public.expected_past empty).
+expect_no_past() { new_dump_table public.expected_past; }
+
+# expect_past_ended BEFORE AFTER: adds the versions that a sweep from the data
+# set in table BEFORE to the one in table AFTER ends: the rows of BEFORE whose
+# membership AFTER holds with other values or not at all.  BEFORE is what was
+# live: a membership already deleted has no version left to end.
+expect_past_ended() {
+	sql "INSERT INTO public.expected_past SELECT * FROM $1 EXCEPT ALL SELECT * FROM $2"
+}
+
+# past_differ [SCHEMA]: past versions of SCHEMA (default $SCHEMA) whose values
+# differ from public.expected_past, both ways (EXCEPT ALL): 0 when exactly the
+# expected versions ended, each once.
+past_differ() {
+	local s=${1:-${SCHEMA:-chatsync}}
+	sql "SELECT count(*) FROM (
+	       (SELECT $VALUE_COLS FROM $s.user_channel_past_versions
+	        EXCEPT ALL SELECT * FROM public.expected_past)
+	       UNION ALL
+	       (SELECT * FROM public.expected_past
+	        EXCEPT ALL SELECT $VALUE_COLS FROM $s.user_channel_past_versions)) d"
 }

@@ -32,8 +32,9 @@
 #     of a (user, page) happened while the page was not yet committed;
 #   - 200s beyond the pages committed <= kills x CONCURRENCY (pages in flight).
 # And the final tables: user_channels (values + deleted or not) equal ref's
-# and the fake's --dump, one open history version per live row, as many
-# history rows as ref, every cursor complete, sync_seen empty.
+# and the fake's --dump, the past versions exactly those that the fake's
+# change from variant 0 to 1 ended (none before it), as many history rows as
+# ref, every cursor complete, sync_seen empty.
 #
 # Knobs: TEST_SEED (kill moments and fault seed), SOAK_KILLS (30),
 # VARIANT_KILLS (6), SOAK_FAULTS (the --fault-rate; a higher rate, e.g.
@@ -107,25 +108,6 @@ USERS_FILE="$TEST_TMP/users"
 printf '%s\n' "${USERS[@]}" >"$USERS_FILE"
 
 # ------------------------------------------------------------ helpers
-
-CHATSYNCD_LOG="$TEST_TMP/chatsyncd.log"
-
-# start_bg CONF: chatsyncd --once in the background (lib.sh: bg_start).
-start_bg() { bg_start "$CHATSYNCD_LOG" "$1" --once; }
-
-run_to_end() {
-	start_bg "$1"
-	wait_bg 60
-}
-
-# Pages committed in SCHEMA over all its runs (0 before the daemon created it).
-committed_pages() {
-	if table_exists "$1.sync_runs"; then
-		sql "SELECT coalesce(sum(pages), 0) FROM $1.sync_runs"
-	else
-		echo 0
-	fi
-}
 
 # snapshot SCHEMA FILE: what the next process will do with each listing
 # (user, mode skip/resume/new, pages_done, next_page_url, state); users
@@ -226,8 +208,6 @@ check_segment() {
 # 200s in log lines FROM+1..TO.
 count_200() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 == 200' "$FAKE_LOG" | wc -l; }
 count_faults() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 != 200' "$FAKE_LOG" | wc -l; }
-# Which (user, page) pairs were answered 200 in log lines FROM+1..TO.
-pairs() { awk -F'\t' -v a="$1" -v b="$2" 'NR > a && NR <= b && $1 == 200 { print $2 "\t" $3 }' "$FAKE_LOG" | sort -u; }
 # Most distinct users among 8 consecutive requests in log lines FROM+1..TO.
 max_interleave() {
 	awk -F'\t' -v a="$1" -v b="$2" '
@@ -238,23 +218,13 @@ max_interleave() {
 		END { print m + 0 }' "$FAKE_LOG"
 }
 
-VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-            last_consumed_message_index, unread_messages_count, channel_url, member_url"
-
-rows_differ() {
-	sql "SELECT count(*) FROM (
-	       (SELECT $3 FROM $1.$4 EXCEPT ALL SELECT $3 FROM $2.$4)
-	       UNION ALL
-	       (SELECT $3 FROM $2.$4 EXCEPT ALL SELECT $3 FROM $1.$4)) d"
-}
-
 # ref_sweep FAKE VARIANT PAGES-PER-USER: one undisturbed sweep of schema ref.
 ref_sweep() {
 	local conf="$TEST_TMP/ref.$1.conf" from
 	use_fake "$1"
 	SCHEMA=ref write_config "$conf" "${USERS[@]}"
 	from=$(log_lines)
-	run_to_end "$conf"
+	run_to_end "$conf" 60
 	is "$BG_RC" 0 "ref v$2: undisturbed sweep exits 0"
 	REF_PAGES=$(sql "SELECT pages FROM ref.sync_runs ORDER BY run_id DESC LIMIT 1")
 	is "$(log_lines)|$(count_200 "$from" "$(log_lines)")" "$((from + REF_PAGES))|$REF_PAGES" \
@@ -263,7 +233,7 @@ ref_sweep() {
 		"$N_USERS	$N_USERS" "ref v$2: every cursor complete after $3 pages"
 	load_expected "${DATA[@]}" --variant "$2" -- "${USERS[@]}"
 	is "$(SCHEMA=ref diff_expected)" 0 "ref v$2: live user_channels equal the fake's data"
-	REF_PAIRS=$(pairs "$from" "$(log_lines)")
+	REF_PAIRS=$(pairs "$from" "$(log_lines)" 200)
 }
 
 # soak PHASE FAKE KILLS: KILLS kill -9 rounds of one sweep of schema soak,
@@ -298,7 +268,7 @@ soak() {
 		fi
 		count_lines
 		mark+=("$LINES_N")
-		start_bg "$conf"
+		bg_once "$conf"
 		wait_log $((mark[k - 1] + r))
 		((DELAY_MS == 0)) || nap "0.$(printf '%03d' "$DELAY_MS")"
 		kill -0 "$BG_PID" 2>/dev/null
@@ -321,7 +291,7 @@ soak() {
 		fi
 		count_lines
 		mark+=("$LINES_N")
-		run_to_end "$conf"
+		run_to_end "$conf" 60
 		finals+=(1)
 		settle
 		[ "$BG_RC" = 3 ] || break
@@ -356,7 +326,7 @@ soak() {
 	else
 		diag "$phase: $((end_pages - start_pages)) pages committed, including the rerun's new listings"
 	fi
-	is "$(pairs "${mark[0]}" "${mark[n_seg]}")" "$REF_PAIRS" "$phase: every page of every listing answered 200, none other"
+	is "$(pairs "${mark[0]}" "${mark[n_seg]}" 200)" "$REF_PAIRS" "$phase: every page of every listing answered 200, none other"
 	PHASE_FAULTS=$(count_faults "${mark[0]}" "${mark[n_seg]}")
 	((PHASE_FAULTS > 0))
 	ok $? "$phase: the fake answered $PHASE_FAULTS requests with 429/500/503 (of $((mark[n_seg] - mark[0])))"
@@ -369,7 +339,7 @@ soak() {
 
 # check_final PHASE VARIANT: schema soak equals ref after the phase's sweep.
 check_final() {
-	local p=$1 v=$2 open_bad
+	local p=$1 v=$2
 	is "$(rows_differ soak ref "$VALUE_COLS, deleted_at IS NULL" user_channels)" 0 \
 		"$p: user_channels (values, deleted or not) equal ref's (EXCEPT ALL both ways)"
 	is "$(sql "SELECT count(*) FROM soak.user_channels")|$(sql "SELECT count(*) FROM soak.user_channels WHERE deleted_at IS NOT NULL")" \
@@ -377,17 +347,8 @@ check_final() {
 		"$p: as many rows and deleted rows as ref"
 	load_expected "${DATA[@]}" --variant "$v" -- "${USERS[@]}"
 	is "$(SCHEMA=soak diff_expected)" 0 "$p: live user_channels equal the fake's --dump"
-	open_bad=$(sql "SELECT count(*) FROM soak.user_channels uc
-	            WHERE (SELECT count(*) FROM soak.user_channel_history h
-	                    WHERE (h.service_sid, h.user_sid, h.channel_sid)
-	                        = (uc.service_sid, uc.user_sid, uc.channel_sid)
-	                      AND h.valid_to IS NULL) <> CASE WHEN uc.deleted_at IS NULL THEN 1 ELSE 0 END")
-	open_bad+="|$(sql "SELECT count(*) FROM soak.user_channel_history h
-	            WHERE h.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM soak.user_channels uc
-	                    WHERE (h.service_sid, h.user_sid, h.channel_sid)
-	                        = (uc.service_sid, uc.user_sid, uc.channel_sid)
-	                      AND uc.deleted_at IS NULL)")"
-	is "$open_bad" "0|0" "$p: exactly one open history version per live row, none for others"
+	is "$(past_differ soak)" 0 \
+		"$p: past versions: exactly those the fake's changes of data set ended, $(sql "SELECT count(*) FROM public.expected_past") (EXCEPT ALL both ways)"
 	is "$(sql "SELECT count(*) FROM soak.user_channel_history")" \
 		"$(sql "SELECT count(*) FROM ref.user_channel_history")" \
 		"$p: as many history rows as ref (no version written twice)"
@@ -416,6 +377,8 @@ check_final() {
 }
 
 T0=$SECONDS
+# Variant 0 on an empty schema ends no version.
+expect_no_past
 
 # ------------------------------------------------------------ 1. reference, variant 0
 
@@ -432,6 +395,10 @@ diag "soak0 done at $((SECONDS - T0)) s"
 # ------------------------------------------------------------ 3. variant 1
 
 ref_sweep ref1 1 11
+# Going to variant 1 (public.expected, from ref_sweep) ends the versions of
+# the memberships it changes or drops.
+load_dump public.variant0 "${DATA[@]}" --variant 0 -- "${USERS[@]}"
+expect_past_ended public.variant0 public.expected
 REMOVED=$(((CHANNELS - 2) / 10 + 1))
 is "$(sql "SELECT count(*) FROM ref.user_channels WHERE deleted_at IS NOT NULL")" $((REMOVED * N_USERS)) \
 	"ref v1: $REMOVED memberships a user marked deleted"
