@@ -52,6 +52,18 @@ current_version(struct db *db)
 	return v;
 }
 
+/* Runs the statements of one file; one that holds only comments does nothing. */
+static bool
+exec_script(struct db *db, const char *sql, const char *what)
+{
+	PGresult *res = PQexec(db_conn(db), sql);
+	bool ok = (res != NULL && PQresultStatus(res) == PGRES_EMPTY_QUERY) ||
+		  db_result_ok(db, res, PGRES_COMMAND_OK, what);
+
+	PQclear(res);
+	return ok;
+}
+
 static bool
 apply_one(struct db *db, const struct migration *m)
 {
@@ -61,10 +73,7 @@ apply_one(struct db *db, const struct migration *m)
 	bool ok;
 
 	snprintf(what, sizeof(what), "migration %s", m->name);
-	res = PQexec(db_conn(db), m->sql);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK, what);
-	PQclear(res);
-	if (!ok)
+	if (!exec_script(db, m->sql, what))
 		return false;
 	snprintf(version, sizeof(version), "%d", m->version);
 	params[0] = version;
@@ -101,13 +110,79 @@ apply_pending(struct db *db, int *applied)
 	return true;
 }
 
+/* Every function and view, as this chatsyncd writes them, after the migrations. */
+static bool
+apply_functions(struct db *db)
+{
+	char what[128];
+
+	for (size_t i = 0; i < n_function_scripts; i++) {
+		snprintf(what, sizeof(what), "applying sql/%s", function_scripts[i].name);
+		if (!exec_script(db, function_scripts[i].sql, what))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A migration that changes what a view reads drops the view, and
+ * 004_current_versions turned the table user_channel_history into a view of
+ * that name: the function scripts create such a view anew, without the grants
+ * it had.  save_readers() notes, for the rest of the transaction, who may
+ * SELECT from each relation of the schema before the migrations;
+ * restore_readers() grants SELECT on each view that is not the relation it
+ * was then to the same roles.
+ */
+static bool
+save_readers(struct db *db)
+{
+	static const char sql[] =
+		"SELECT set_config('chatsync.migrate_readers', coalesce(json_agg(r)::text, '[]'), true)"
+		"  FROM (SELECT DISTINCT c.oid AS relid, c.relname, a.grantee"
+		"          FROM pg_class c, aclexplode(c.relacl) a"
+		"         WHERE c.relnamespace = (SELECT oid FROM pg_namespace"
+		"                                  WHERE nspname = current_schema())"
+		"           AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner) r";
+	PGresult *res = PQexec(db_conn(db), sql);
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK, "reading who may read each relation");
+
+	PQclear(res);
+	return ok;
+}
+
+static bool
+restore_readers(struct db *db)
+{
+	static const char sql[] =
+		"DO $keep$\n"
+		"DECLARE\n"
+		"    r record;\n"
+		"BEGIN\n"
+		"    FOR r IN SELECT DISTINCT v.oid::regclass AS rel, s.grantee\n"
+		"               FROM json_to_recordset(current_setting('chatsync.migrate_readers')::json)\n"
+		"                    AS s(relid oid, relname name, grantee oid)\n"
+		"               JOIN pg_class v ON v.relname = s.relname AND v.relkind = 'v'\n"
+		"                AND v.relnamespace = (SELECT oid FROM pg_namespace\n"
+		"                                       WHERE nspname = current_schema())\n"
+		"              WHERE v.oid <> s.relid\n"
+		"    LOOP\n"
+		"        EXECUTE format('GRANT SELECT ON %s TO %s', r.rel, CASE WHEN r.grantee = 0\n"
+		"                       THEN 'PUBLIC' ELSE r.grantee::regrole::text END);\n"
+		"    END LOOP;\n"
+		"END\n"
+		"$keep$";
+
+	return exec_script(db, sql, "granting SELECT on the views again");
+}
+
 bool
 migrate_apply(struct db *db, int *applied)
 {
 	int count = 0;
 	bool ok;
 
-	ok = lock_and_prepare(db) && apply_pending(db, &count);
+	ok = lock_and_prepare(db) && save_readers(db) && apply_pending(db, &count) &&
+	     apply_functions(db) && restore_readers(db);
 	if (ok)
 		ok = db_exec(db, "COMMIT");
 	else if (db_connected(db) && !db_exec(db, "ROLLBACK"))

@@ -15,15 +15,30 @@ struct migration {
 	const char *sql;
 };
 
+struct schema_script {
+	const char *name;
+	const char *sql;
+};
+
 /* Built from the files sql/NNN_name.sql (see build-aux/embed-sql.sh), in version order. */
 extern const struct migration migrations[];
 extern const size_t n_migrations;
 
 /*
- * Creates the schema if needed and applies every pending migration, in
- * order, in one transaction under an advisory lock, recording each in
- * schema_migrations.  Logs and returns false on failure (nothing applied).
- * *applied, if not NULL, receives the number applied.
+ * Built from the files sql/functions/name.sql, in the order Makefile.am
+ * lists them: each function and view, written with CREATE OR REPLACE.
+ */
+extern const struct schema_script function_scripts[];
+extern const size_t n_function_scripts;
+
+/*
+ * Creates the schema if needed, applies every pending migration, in order,
+ * recording each in schema_migrations, then applies every function script,
+ * all in one transaction under an advisory lock.  A view that is new (or
+ * created again) is granted SELECT to whoever could read the relation of that
+ * name before.  A schema newer than these migrations is refused.  Logs and
+ * returns false on failure (nothing applied).  *applied, if not NULL,
+ * receives the number of migrations applied.
  */
 bool migrate_apply(struct db *db, int *applied) __attribute__((warn_unused_result));
 

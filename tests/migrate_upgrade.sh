@@ -162,11 +162,26 @@ done
 
 # ------------------------------------------------------------ every run
 
+# The functions and views are applied on every run, the migrations once.
 export PGDATABASE=fresh
+tamper() {
+	sql "CREATE OR REPLACE FUNCTION chatsync.sync_user_failed(p_run_id bigint, p_service text,
+	     p_user text, p_error text, p_requests integer, p_retries integer)
+	     RETURNS void LANGUAGE sql AS 'SELECT'"
+}
+body() { sql "SELECT prosrc FROM pg_proc WHERE oid = 'chatsync.sync_user_failed'::regproc"; }
+tamper
+is "$(body)" SELECT "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
 is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 4 "applies no migration twice"
-same_schema fresh "and leaves the schema, privileges included, as it was"
+same_schema fresh "but writes the functions again, and keeps the grants on the view"
+sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
+tamper
+migrate
+is "$?" 2 "a schema newer than the binary is refused"
+is "$(body)" SELECT "and none of its functions is written"
+sql "DELETE FROM chatsync.schema_migrations WHERE version = 999"
 unset PGDATABASE
 
 done_testing
