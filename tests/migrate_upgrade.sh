@@ -15,6 +15,13 @@ U=US00000000000000000000000000000001
 U2=US00000000000000000000000000000002
 HIST_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
 	last_consumed_message_index, unread_messages_count, channel_url, member_url, valid_from, valid_to"
+# What chatsyncd runs at the end of a sweep: the totals in this order.
+FINISH_SQL="SELECT users_ok, users_failed, pages, rows_received, rows_inserted, rows_updated,
+	rows_unchanged, rows_deleted, rows_rejected, http_requests, http_retries
+	FROM sync_run_finish(\$1::bigint, \$2::integer, \$3::integer)"
+finish() { # finish RUN: the end of sweep RUN, with 2 requests and 1 retry
+	sql "SET search_path TO chatsync; PREPARE finish AS $FINISH_SQL; EXECUTE finish('$1', '2', '1')"
+}
 # The columns of sync_cursors in every version.
 CURSOR_COLS="service_sid, user_sid, run_id, state, next_page_url, pages_done, last_complete_at,
 	last_error, last_error_at, updated_at"
@@ -157,6 +164,11 @@ for n in 1 2 3 4; do
 	is "$(sql "SELECT pages, users_ok, rows_received, rows_unchanged, rows_deleted, http_requests
 		FROM chatsync.sync_runs WHERE run_id = $r")" "2|1|2|1|1|2" \
 		"from version $n: the run counts both pages of the listing"
+	is "$(finish "$r")" "1|0|2|2|0|1|1|1|0|4|1" \
+		"from version $n: sync_run_finish() adds the last requests and returns the run's totals"
+	is "$(sql "SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL")" 1 \
+		"from version $n: and marks that run finished, only that one"
+	is "$(finish $((r + 1)) && echo none)" none "from version $n: sync_run_finish() of no run returns no row"
 	unset PGDATABASE
 done
 

@@ -22,15 +22,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    UPDATE sync_runs
-       SET pages = pages + 1,
-           users_ok = users_ok + 1,
-           rows_received = rows_received + p_received + p_rejected,
-           rows_unchanged = rows_unchanged + v_rows,
-           rows_rejected = rows_rejected + p_rejected,
-           http_requests = http_requests + p_requests,
-           http_retries = http_retries + p_retries
-     WHERE run_id = p_run_id;
+    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => 1,
+                         p_received => p_received + p_rejected, p_unchanged => v_rows,
+                         p_rejected => p_rejected, p_requests => p_requests,
+                         p_retries => p_retries);
     RETURN v_rows;
 END
 $fn$;

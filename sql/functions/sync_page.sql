@@ -184,17 +184,11 @@ BEGIN
            last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
            updated_at = now();
 
-    UPDATE sync_runs
-       SET pages = pages + 1,
-           users_ok = users_ok + (p_next_url IS NULL)::integer,
-           rows_received = rows_received + coalesce(cardinality(p_channel), 0) + p_rejected,
-           rows_inserted = rows_inserted + inserted,
-           rows_updated = rows_updated + updated,
-           rows_unchanged = rows_unchanged + unchanged,
-           rows_deleted = rows_deleted + deleted,
-           rows_rejected = rows_rejected + p_rejected,
-           http_requests = http_requests + p_requests,
-           http_retries = http_retries + p_retries
-     WHERE run_id = p_run_id;
+    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
+                         p_received => coalesce(cardinality(p_channel), 0) + p_rejected,
+                         p_inserted => inserted, p_updated => updated,
+                         p_unchanged => unchanged, p_deleted => deleted,
+                         p_rejected => p_rejected, p_requests => p_requests,
+                         p_retries => p_retries);
 END
 $fn$;

@@ -11,9 +11,6 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
     ON CONFLICT (service_sid, user_sid) DO UPDATE
        SET run_id = EXCLUDED.run_id, state = 'failed', last_error = EXCLUDED.last_error,
            last_error_at = EXCLUDED.last_error_at, updated_at = now();
-    UPDATE sync_runs
-       SET users_failed = users_failed + 1,
-           http_requests = http_requests + p_requests,
-           http_retries = http_retries + p_retries
-     WHERE run_id = p_run_id;
+    SELECT FROM sync_run_add(p_run_id, p_users_failed => 1, p_requests => p_requests,
+                             p_retries => p_retries);
 $fn$;
