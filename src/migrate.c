@@ -137,7 +137,8 @@ static bool
 save_readers(struct db *db)
 {
 	static const char sql[] =
-		"SELECT set_config('chatsync.migrate_readers', coalesce(json_agg(r)::text, '[]'), true)"
+		"SELECT set_config('chatsync.migrate_readers',"
+		"                  coalesce(json_agg(r)::text, '[]'), true)"
 		"  FROM (SELECT DISTINCT c.oid AS relid, c.relname, a.grantee"
 		"          FROM pg_class c, aclexplode(c.relacl) a"
 		"         WHERE c.relnamespace = (SELECT oid FROM pg_namespace"
@@ -159,15 +160,17 @@ restore_readers(struct db *db)
 		"    r record;\n"
 		"BEGIN\n"
 		"    FOR r IN SELECT DISTINCT v.oid::regclass AS rel, s.grantee\n"
-		"               FROM json_to_recordset(current_setting('chatsync.migrate_readers')::json)\n"
+		"               FROM json_to_recordset(\n"
+		"                        current_setting('chatsync.migrate_readers')::json)\n"
 		"                    AS s(relid oid, relname name, grantee oid)\n"
 		"               JOIN pg_class v ON v.relname = s.relname AND v.relkind = 'v'\n"
 		"                AND v.relnamespace = (SELECT oid FROM pg_namespace\n"
 		"                                       WHERE nspname = current_schema())\n"
 		"              WHERE v.oid <> s.relid\n"
 		"    LOOP\n"
-		"        EXECUTE format('GRANT SELECT ON %s TO %s', r.rel, CASE WHEN r.grantee = 0\n"
-		"                       THEN 'PUBLIC' ELSE r.grantee::regrole::text END);\n"
+		"        EXECUTE format('GRANT SELECT ON %s TO %s', r.rel,\n"
+		"                       CASE WHEN r.grantee = 0 THEN 'PUBLIC'\n"
+		"                            ELSE r.grantee::regrole::text END);\n"
 		"    END LOOP;\n"
 		"END\n"
 		"$keep$";
