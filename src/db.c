@@ -264,7 +264,8 @@ db_exec_ticking(struct db *db, const char *sql, void (*tick)(void *arg), void *a
 	}
 	/* Read every result, so the connection is idle again; the first failure is the one kept. */
 	while ((res = PQgetResult(db->conn)) != NULL) {
-		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK)
+		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK &&
+		    PQresultStatus(res) != PGRES_EMPTY_QUERY)
 			ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 		PQclear(last);
 		last = res;

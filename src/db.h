@@ -45,7 +45,8 @@ void db_set_error(struct db *db, const char *fmt, ...) __attribute__((format(pri
 bool db_exec(struct db *db, const char *sql) __attribute__((warn_unused_result));
 
 /*
- * Runs a script of commands that return no rows (a migration, say), calling
+ * Runs a script of commands that return no rows (a migration, say; one of
+ * comments only does nothing), calling
  * tick(arg) about every second until it ends, so that a long one keeps the
  * service manager informed.  tick may be NULL.
  */

@@ -57,20 +57,33 @@ struct ticker {
 	void *arg;
 };
 
+/*
+ * Runs the statements of one file (one that holds only comments does
+ * nothing), ticking while it runs; a failure's reason names what.
+ */
+static bool
+exec_script(struct db *db, const char *sql, const char *what, const struct ticker *t)
+{
+	char why[512];
+
+	if (db_exec_ticking(db, sql, t->tick, t->arg))
+		return true;
+	snprintf(why, sizeof(why), "%s", db_error(db));
+	db_set_error(db, "%s: %s", what, why);
+	return false;
+}
+
 static bool
 apply_one(struct db *db, const struct migration *m, const struct ticker *t)
 {
 	const char *params[2];
-	char version[16], what[512];
+	char version[16], what[128];
 	PGresult *res;
 	bool ok;
 
-	ok = db_exec_ticking(db, m->sql, t->tick, t->arg);
-	if (!ok) {
-		snprintf(what, sizeof(what), "%s", db_error(db));
-		db_set_error(db, "migration %s: %s", m->name, what);
+	snprintf(what, sizeof(what), "migration %s", m->name);
+	if (!exec_script(db, m->sql, what, t))
 		return false;
-	}
 	snprintf(version, sizeof(version), "%d", m->version);
 	params[0] = version;
 	params[1] = m->name;
@@ -106,6 +119,76 @@ apply_pending(struct db *db, int *applied, const struct ticker *t)
 	return true;
 }
 
+/* Every function and view, as this chatsyncd writes them, after the migrations. */
+static bool
+apply_functions(struct db *db, const struct ticker *t)
+{
+	char what[128];
+
+	for (size_t i = 0; i < n_function_scripts; i++) {
+		snprintf(what, sizeof(what), "applying sql/%s", function_scripts[i].name);
+		if (!exec_script(db, function_scripts[i].sql, what, t))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A migration that changes what a view reads drops the view, and
+ * 004_current_versions turned the table user_channel_history into a view of
+ * that name: the function scripts create such a view anew, without the grants
+ * it had.  save_readers() notes, for the rest of the transaction, who may
+ * SELECT from each relation of the schema before the migrations;
+ * restore_readers() grants SELECT on each view that is not the relation it
+ * was then to the same roles.
+ */
+static bool
+save_readers(struct db *db)
+{
+	static const char sql[] =
+		"SELECT set_config('chatsync.migrate_readers',"
+		"                  coalesce(json_agg(r)::text, '[]'), true)"
+		"  FROM (SELECT DISTINCT c.oid AS relid, c.relname, a.grantee"
+		"          FROM pg_class c, aclexplode(c.relacl) a"
+		"         WHERE c.relnamespace = (SELECT oid FROM pg_namespace"
+		"                                  WHERE nspname = current_schema())"
+		"           AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner) r";
+	PGresult *res = PQexec(db_conn(db), sql);
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	PQclear(res);
+	return ok;
+}
+
+static bool
+restore_readers(struct db *db)
+{
+	static const char sql[] =
+		"DO $keep$\n"
+		"DECLARE\n"
+		"    r record;\n"
+		"BEGIN\n"
+		"    FOR r IN SELECT DISTINCT v.oid::regclass AS rel, s.grantee\n"
+		"               FROM json_to_recordset(\n"
+		"                        current_setting('chatsync.migrate_readers')::json)\n"
+		"                    AS s(relid oid, relname name, grantee oid)\n"
+		"               JOIN pg_class v ON v.relname = s.relname AND v.relkind = 'v'\n"
+		"                AND v.relnamespace = (SELECT oid FROM pg_namespace\n"
+		"                                       WHERE nspname = current_schema())\n"
+		"              WHERE v.oid <> s.relid\n"
+		"    LOOP\n"
+		"        EXECUTE format('GRANT SELECT ON %s TO %s', r.rel,\n"
+		"                       CASE WHEN r.grantee = 0 THEN 'PUBLIC'\n"
+		"                            ELSE r.grantee::regrole::text END);\n"
+		"    END LOOP;\n"
+		"END\n"
+		"$keep$";
+
+	static const struct ticker none = {NULL, NULL};
+
+	return exec_script(db, sql, "granting SELECT on the views again", &none);
+}
+
 bool
 migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 {
@@ -113,7 +196,8 @@ migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 	int count = 0;
 	bool ok;
 
-	ok = lock_and_prepare(db) && apply_pending(db, &count, &t) && db_exec(db, "COMMIT");
+	ok = lock_and_prepare(db) && save_readers(db) && apply_pending(db, &count, &t) &&
+	     apply_functions(db, &t) && restore_readers(db) && db_exec(db, "COMMIT");
 	if (!ok && db_connected(db)) {
 		char why[512];
 

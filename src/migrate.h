@@ -15,17 +15,31 @@ struct migration {
 	const char *sql;
 };
 
+struct schema_script {
+	const char *name;
+	const char *sql;
+};
+
 /* Built from the files sql/NNN_name.sql (see build-aux/embed-sql.sh), in version order. */
 extern const struct migration migrations[];
 extern const size_t n_migrations;
 
 /*
- * Creates the schema if needed and applies every pending migration, in
- * order, in one transaction under an advisory lock, recording each in
- * schema_migrations.  Returns false on failure (nothing applied), with the
- * reason in db_error(db).
- * *applied, if not NULL, receives the number applied.  tick(arg), if not
- * NULL, is called about every second while a migration runs.
+ * Built from the files sql/functions/name.sql, in the order Makefile.am
+ * lists them: each function and view, written with CREATE OR REPLACE.
+ */
+extern const struct schema_script function_scripts[];
+extern const size_t n_function_scripts;
+
+/*
+ * Creates the schema if needed, applies every pending migration, in order,
+ * recording each in schema_migrations, then applies every function script,
+ * all in one transaction under an advisory lock.  A view that is new (or
+ * created again) is granted SELECT to whoever could read the relation of that
+ * name before.  A schema newer than these migrations is refused.  Returns
+ * false on failure (nothing applied), with the reason in db_error(db).
+ * *applied, if not NULL, receives the number of migrations applied.
+ * tick(arg), if not NULL, is called about every second while a script runs.
  */
 bool migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 	__attribute__((warn_unused_result));

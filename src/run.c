@@ -39,12 +39,9 @@ run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 	   struct run_totals *out)
 {
 	static const char sql[] =
-		"UPDATE sync_runs SET finished_at = now(), "
-		"http_requests = http_requests + $2::integer, "
-		"http_retries = http_retries + $3::integer WHERE run_id = $1::bigint "
-		"RETURNING users_ok, users_failed, pages, rows_received, rows_inserted, "
-		"rows_updated, rows_unchanged, rows_deleted, rows_rejected, http_requests, "
-		"http_retries";
+		"SELECT users_ok, users_failed, pages, rows_received, rows_inserted, rows_updated, "
+		"rows_unchanged, rows_deleted, rows_rejected, http_requests, http_retries "
+		"FROM sync_run_finish($1::bigint, $2::integer, $3::integer)";
 	long *fields[] = {&out->users_ok, &out->users_failed, &out->pages,     &out->received,
 			  &out->inserted, &out->updated,      &out->unchanged, &out->deleted,
 			  &out->rejected, &out->requests,     &out->retries};

@@ -64,8 +64,8 @@ wait $first
 is "$?" 0 "the first stops"
 wait_for 'grep -q "^READY=1" "$TEST_TMP/notify.out"' 15
 ok $? "the second takes the lock, migrates and is ready"
-grep -B3 '^READY=1' "$TEST_TMP/notify.out" | grep -q '^STATUS=applying schema migrations'
-ok $? "saying it applies migrations before it is ready"
+is "$(awk '/^STATUS=/ { last = $0 } /^READY=1/ { print last; exit }' "$TEST_TMP/notify.out")" \
+	"STATUS=applying schema migrations" "saying it applies migrations before it is ready"
 wait $second
 is "$?" 0 "and finishes its sweep"
 kill $listener

@@ -1,0 +1,194 @@
+-- sync_page(): applies one page of a user's listing and advances its cursor,
+-- atomically.  p_next_url NULL means this was the listing's last page:
+-- memberships not listed by any of its pages are then marked deleted.
+--
+-- New memberships go in with a plain INSERT: one chatsyncd holds the
+-- schema's advisory lock, and it never commits two pages of one user at
+-- once, so no other session adds the same key.  A version is copied to
+-- user_channel_past_versions only when it changes or ends.  p_digest, for a
+-- listing on one page, is kept on the cursor with the number of memberships
+-- it held (see sync_listing_unchanged.sql).
+--
+-- Each statement is planned afresh on every call (plan_cache_mode): PL/pgSQL
+-- would otherwise keep generic plans made while the tables were empty
+-- (sequential scans), and each page of a first sweep would cost more than the
+-- one before.
+CREATE OR REPLACE FUNCTION sync_page(
+    p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
+    p_channel text[], p_account text[], p_member text[], p_status text[],
+    p_lcmi bigint[], p_unread bigint[], p_channel_url text[], p_member_url text[],
+    p_rejected integer, p_requests integer, p_retries integer, p_digest text,
+    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_distinct integer;
+    v_single   boolean := p_first AND p_next_url IS NULL;
+    v_fresh    boolean := false;  -- the user has no stored membership at all
+BEGIN
+    -- Two pages of one user are never applied at once, even by mistake.
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
+    IF p_first AND NOT v_single THEN
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    END IF;
+    IF p_first THEN
+        v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
+                                WHERE service_sid = p_service AND user_sid = p_user);
+    END IF;
+
+    IF v_fresh THEN
+        -- A user's first listing: nothing to compare with.
+        INSERT INTO user_channels
+               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                last_consumed_message_index, unread_messages_count, channel_url, member_url)
+        SELECT DISTINCT ON (t.channel_sid)
+               p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
+               t.lcmi, t.unread, t.channel_url, t.member_url
+          FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
+                      p_channel_url, p_member_url) WITH ORDINALITY
+               AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
+                    channel_url, member_url, ord)
+         ORDER BY t.channel_sid, t.ord DESC;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        updated := 0;
+        v_distinct := inserted;
+    ELSE
+        -- All parts of one statement see the tables as they were before it, so
+        -- "archived" copies the versions that "modified" replaces.
+        WITH incoming AS (
+            SELECT DISTINCT ON (t.channel_sid) t.*
+              FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
+                          p_channel_url, p_member_url) WITH ORDINALITY
+                   AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
+                        channel_url, member_url, ord)
+             ORDER BY t.channel_sid, t.ord DESC
+        ), changed AS (
+            SELECT i.*, uc.channel_sid IS NOT NULL AS existed
+              FROM incoming i
+              LEFT JOIN user_channels uc
+                     ON uc.service_sid = p_service AND uc.user_sid = p_user
+                    AND uc.channel_sid = i.channel_sid
+             WHERE uc.channel_sid IS NULL
+                OR uc.deleted_at IS NOT NULL
+                OR (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,
+                    uc.unread_messages_count, uc.channel_url, uc.member_url)
+                   IS DISTINCT FROM
+                   (i.account_sid, i.member_sid, i.status, i.lcmi, i.unread,
+                    i.channel_url, i.member_url)
+        ), added AS (
+            INSERT INTO user_channels
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url)
+            SELECT p_service, p_user, c.channel_sid, c.account_sid, c.member_sid, c.status,
+                   c.lcmi, c.unread, c.channel_url, c.member_url
+              FROM changed c
+             WHERE NOT c.existed
+            RETURNING 1
+        ), archived AS (
+            INSERT INTO user_channel_past_versions
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url,
+                    valid_from, valid_to)
+            SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
+                   uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
+                   uc.channel_url, uc.member_url, uc.updated_at, now()
+              FROM changed c
+              JOIN user_channels uc
+                ON uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.channel_sid = c.channel_sid
+             WHERE c.existed AND uc.deleted_at IS NULL
+        ), modified AS (
+            UPDATE user_channels uc
+               SET account_sid = c.account_sid,
+                   member_sid = c.member_sid,
+                   status = c.status,
+                   last_consumed_message_index = c.lcmi,
+                   unread_messages_count = c.unread,
+                   channel_url = c.channel_url,
+                   member_url = c.member_url,
+                   updated_at = now(),
+                   deleted_at = NULL
+              FROM changed c
+             WHERE c.existed
+               AND uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.channel_sid = c.channel_sid
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
+               (SELECT count(*) FROM incoming)
+          INTO inserted, updated, v_distinct;
+    END IF;
+    unchanged := v_distinct - inserted - updated;
+
+    deleted := 0;
+    IF p_next_url IS NULL THEN
+        -- A user's first listing, on one page, can have left nothing behind.
+        IF NOT (v_fresh AND v_single) THEN
+            WITH gone AS (
+                SELECT uc.*
+                  FROM user_channels uc
+                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+                   AND uc.deleted_at IS NULL
+                   AND uc.channel_sid NOT IN (SELECT unnest(p_channel))
+                   AND (v_single OR NOT EXISTS (
+                           SELECT 1 FROM sync_seen s
+                            WHERE s.service_sid = p_service AND s.user_sid = p_user
+                              AND s.channel_sid = uc.channel_sid))
+            ), archived AS (
+                INSERT INTO user_channel_past_versions
+                       (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                        last_consumed_message_index, unread_messages_count, channel_url,
+                        member_url, valid_from, valid_to)
+                SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
+                       g.status, g.last_consumed_message_index, g.unread_messages_count,
+                       g.channel_url, g.member_url, g.updated_at, now()
+                  FROM gone g
+            ), marked AS (
+                UPDATE user_channels uc
+                   SET deleted_at = now(), updated_at = now()
+                  FROM gone g
+                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+                   AND uc.channel_sid = g.channel_sid
+            )
+            SELECT count(*) INTO deleted FROM gone;
+        END IF;
+        IF NOT v_single THEN
+            DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+        END IF;
+    ELSE
+        INSERT INTO sync_seen (service_sid, user_sid, channel_sid)
+        SELECT p_service, p_user, c FROM unnest(p_channel) AS c
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    INSERT INTO sync_cursors AS c
+           (service_sid, user_sid, run_id, state, next_page_url, pages_done,
+            last_complete_at, listing_digest, listing_rows, updated_at)
+    VALUES (p_service, p_user, p_run_id,
+            CASE WHEN p_next_url IS NULL THEN 'complete' ELSE 'running' END,
+            p_next_url, 1,
+            CASE WHEN p_next_url IS NULL THEN now() END,
+            CASE WHEN v_single THEN p_digest END,
+            CASE WHEN v_single AND p_digest IS NOT NULL THEN v_distinct END, now())
+    ON CONFLICT (service_sid, user_sid) DO UPDATE
+       SET run_id = EXCLUDED.run_id,
+           state = EXCLUDED.state,
+           next_page_url = EXCLUDED.next_page_url,
+           pages_done = CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END,
+           last_complete_at = coalesce(EXCLUDED.last_complete_at, c.last_complete_at),
+           listing_digest = EXCLUDED.listing_digest,
+           listing_rows = EXCLUDED.listing_rows,
+           last_error = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error END,
+           last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
+           updated_at = now();
+
+    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
+                         p_received => coalesce(cardinality(p_channel), 0) + p_rejected,
+                         p_inserted => inserted, p_updated => updated,
+                         p_unchanged => unchanged, p_deleted => deleted,
+                         p_rejected => p_rejected, p_requests => p_requests,
+                         p_retries => p_retries);
+END
+$fn$;
