@@ -34,8 +34,12 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 
 /*
  * Copies s into out (of size outsz, at least 4) so that it is safe to print
- * inside double quotes: control characters, quotes and backslashes are
- * escaped, and a value too long is cut with "...".  Returns out.
+ * inside double quotes: quotes and backslashes get a backslash, C0 and C1
+ * controls and DEL become \xNN, bidirectional controls and the line and
+ * paragraph separators \u{N}, and bytes that are not valid UTF-8 \xNN;
+ * valid UTF-8 is kept.  A value too long is cut with "...".  Returns out.
+ * Every log line gets the same treatment (without the quoting), so a value
+ * from the API can never forge, split or disguise a line.
  */
 const char *log_escape(char *out, size_t outsz, const char *s);
 

@@ -98,13 +98,14 @@ usage(FILE *out)
 static bool
 parse_args(int argc, char **argv, struct options *o, int *exit_now)
 {
-	enum { OPT_ONCE = 256, OPT_CHECK, OPT_MIGRATE, OPT_STATUS, OPT_HELP, OPT_VERSION };
+	/* An option that picks a mode returns OPT_MODE + the mode. */
+	enum { OPT_HELP = 256, OPT_VERSION, OPT_MODE };
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
-		{"once", no_argument, NULL, OPT_ONCE},
-		{"check-config", no_argument, NULL, OPT_CHECK},
-		{"migrate", no_argument, NULL, OPT_MIGRATE},
-		{"status", no_argument, NULL, OPT_STATUS},
+		{"once", no_argument, NULL, OPT_MODE + MODE_ONCE},
+		{"check-config", no_argument, NULL, OPT_MODE + MODE_CHECK_CONFIG},
+		{"migrate", no_argument, NULL, OPT_MODE + MODE_MIGRATE},
+		{"status", no_argument, NULL, OPT_MODE + MODE_STATUS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, OPT_HELP},
 		{"version", no_argument, NULL, OPT_VERSION},
@@ -125,17 +126,11 @@ parse_args(int argc, char **argv, struct options *o, int *exit_now)
 		case 'v':
 			o->verbose++;
 			break;
-		case OPT_ONCE:
-			o->mode = MODE_ONCE;
-			break;
-		case OPT_CHECK:
-			o->mode = MODE_CHECK_CONFIG;
-			break;
-		case OPT_MIGRATE:
-			o->mode = MODE_MIGRATE;
-			break;
-		case OPT_STATUS:
-			o->mode = MODE_STATUS;
+		case OPT_MODE + MODE_ONCE:
+		case OPT_MODE + MODE_CHECK_CONFIG:
+		case OPT_MODE + MODE_MIGRATE:
+		case OPT_MODE + MODE_STATUS:
+			o->mode = (enum mode)(c - OPT_MODE);
 			break;
 		case OPT_HELP:
 			usage(stdout);
@@ -326,28 +321,14 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 	}
 }
 
-/* Reconnects db if libpq knows it is lost; false (logged) if that fails. */
-static bool
-reconnected(struct db *db)
-{
-	if (db_connected(db))
-		return true;
-	if (!db_reconnect(db)) {
-		log_warning("could not reconnect to the database: %s", db_error(db));
-		return false;
-	}
-	log_info("reconnected to the database");
-	return true;
-}
-
 /* Are all connections up (reconnecting those that are not)? */
 static bool
 connected(struct daemon *d)
 {
-	if (!reconnected(d->db))
+	if (!sweep_db_usable(d->db, false))
 		return false;
 	for (size_t i = 0; i < d->n_writers; i++) {
-		if (!reconnected(d->writers[i]))
+		if (!sweep_db_usable(d->writers[i], false))
 			return false;
 	}
 	return true;

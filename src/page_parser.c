@@ -228,6 +228,18 @@ target_field(enum target t)
 	return t == T_LINKS ? MEMBERSHIP_LINKS : 0;
 }
 
+/* The entry's field being parsed is NULL (null in the JSON, or of the wrong type). */
+static void
+clear_field(struct page_parser *p)
+{
+	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
+		p->str_set[p->target - T_STR_FIRST] = false;
+	else if (p->target == T_INT_LCMI)
+		p->row.has_last_consumed_message_index = false;
+	else if (p->target == T_INT_UNREAD)
+		p->row.has_unread_messages_count = false;
+}
+
 /*
  * An entry's field has an unexpected type: the field is left NULL and
  * flagged, the entry stays.  A channel_sid of the wrong type leaves the
@@ -236,12 +248,7 @@ target_field(enum target t)
 static void
 drift(struct page_parser *p)
 {
-	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
-		p->str_set[p->target - T_STR_FIRST] = false;
-	else if (p->target == T_INT_LCMI)
-		p->row.has_last_consumed_message_index = false;
-	else if (p->target == T_INT_UNREAD)
-		p->row.has_unread_messages_count = false;
+	clear_field(p);
 	p->row.drifted |= target_field(p->target);
 	if (p->target == T_STR_FIRST + RS_CHANNEL)
 		p->row_reject = "channel_sid is not a string";
@@ -297,13 +304,7 @@ on_null(void *ctx)
 	if (p->target == T_TOP || p->target == T_CHANNELS || p->target == T_META ||
 	    p->target == T_ROW)
 		return wrong_type(p, "null");
-	/* any entry field may be null */
-	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
-		p->str_set[p->target - T_STR_FIRST] = false;
-	else if (p->target == T_INT_LCMI)
-		p->row.has_last_consumed_message_index = false;
-	else if (p->target == T_INT_UNREAD)
-		p->row.has_unread_messages_count = false;
+	clear_field(p); /* any entry field may be null */
 	return 1;
 }
 
@@ -424,8 +425,9 @@ on_start_map(void *ctx)
 	return open_container(ctx, true);
 }
 
+/* The end of an object or an array. */
 static int
-on_end_map(void *ctx)
+on_end_container(void *ctx)
 {
 	return close_container(ctx);
 }
@@ -436,11 +438,6 @@ on_start_array(void *ctx)
 	return open_container(ctx, false);
 }
 
-static int
-on_end_array(void *ctx)
-{
-	return close_container(ctx);
-}
 
 static enum target
 row_key_target(const unsigned char *key, size_t len)
@@ -530,9 +527,9 @@ static const yajl_callbacks callbacks = {
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
-	.yajl_end_map = on_end_map,
+	.yajl_end_map = on_end_container,
 	.yajl_start_array = on_start_array,
-	.yajl_end_array = on_end_array,
+	.yajl_end_array = on_end_container,
 };
 
 struct page_parser *

@@ -172,14 +172,13 @@ abandon_listings(struct sweep *sw)
 		listing_abandon(sw->listings[i]);
 }
 
-/* Reconnects c if a round trip fails; a live connection (and its lock) is kept. */
-static bool
-revive(struct db *c)
+bool
+sweep_db_usable(struct db *db, bool probe)
 {
-	if (db_alive(c))
+	if (probe ? db_alive(db) : db_connected(db))
 		return true;
-	if (!db_reconnect(c)) {
-		log_warning("could not reconnect to the database: %s", db_error(c));
+	if (!db_reconnect(db)) {
+		log_warning("could not reconnect to the database: %s", db_error(db));
 		return false;
 	}
 	log_info("reconnected to the database");
@@ -201,10 +200,10 @@ recover_database(struct sweep *sw)
 		    backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->st.rng));
 		if (*sw->st.stop)
 			break;
-		bool up = revive(sw->st.db);
+		bool up = sweep_db_usable(sw->st.db, true);
 
 		for (size_t i = 0; up && i < sw->n_writers; i++)
-			up = revive(sw->writers[i]);
+			up = sweep_db_usable(sw->writers[i], true);
 		if (up) {
 			metrics_db_reconnect(sw->st.metrics);
 			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */

@@ -9,6 +9,7 @@
 #define CHATSYNC_SWEEP_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,5 +51,13 @@ struct sweep_hooks {
 enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *const *writers,
 			    size_t n_writers, struct http *http, const volatile sig_atomic_t *stop,
 			    const struct sweep_hooks *hooks);
+
+/*
+ * Makes sure db is usable, reconnecting it if it is lost (and taking its
+ * schema lock again if it held it); a live connection is kept.  probe
+ * checks with a round trip, else libpq's view is trusted.  Logs a
+ * reconnection, or why it failed.
+ */
+bool sweep_db_usable(struct db *db, bool probe) __attribute__((warn_unused_result));
 
 #endif

@@ -10,7 +10,9 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CANARY 'X'
 
@@ -136,11 +138,70 @@ test_truncation(void)
 	}
 }
 
+/* Bytes that are not UTF-8, and code points that disguise text, are escaped; UTF-8 is kept. */
+static void
+test_unicode(void)
+{
+	struct guarded g;
+
+	is_str(escape(&g, 64, "a\xff" "b"), "a\\xffb", "a byte that starts no UTF-8 sequence: \\xff");
+	is_str(escape(&g, 64, "\x80x"), "\\x80x", "a stray continuation byte: \\x80");
+	is_str(escape(&g, 64, "\xc3"), "\\xc3", "a sequence cut by the end of the value");
+	is_str(escape(&g, 64, "\xc3("), "\\xc3(", "a sequence cut by an ASCII byte");
+	is_str(escape(&g, 64, "\xc0\xaf"), "\\xc0\\xaf", "an overlong '/' (C0 AF)");
+	is_str(escape(&g, 64, "\xe0\x80\xaf"), "\\xe0\\x80\\xaf", "an overlong 3-byte form");
+	is_str(escape(&g, 64, "\xed\xa0\x80"), "\\xed\\xa0\\x80", "a UTF-16 surrogate (U+D800)");
+	is_str(escape(&g, 64, "\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80", "past U+10FFFF");
+	is_str(escape(&g, 64, "\xc2\x85" "next"), "\\u{85}next", "a C1 control (NEL, U+0085)");
+	is_str(escape(&g, 64, "\xc2\x9b" "31m"), "\\u{9b}31m", "the C1 CSI (U+009B)");
+	is_str(escape(&g, 64, "user\xe2\x80\xaegpj.exe"), "user\\u{202e}gpj.exe",
+	       "RIGHT-TO-LEFT OVERRIDE (U+202E)");
+	is_str(escape(&g, 64, "\xe2\x81\xa6x\xe2\x81\xa9"), "\\u{2066}x\\u{2069}",
+	       "bidirectional isolates (U+2066, U+2069)");
+	is_str(escape(&g, 64, "\xe2\x80\x8f\xd8\x9c"), "\\u{200f}\\u{61c}",
+	       "RIGHT-TO-LEFT MARK and ARABIC LETTER MARK");
+	is_str(escape(&g, 64, "a\xe2\x80\xa8" "b"), "a\\u{2028}b", "LINE SEPARATOR (U+2028)");
+	is_str(escape(&g, 64, "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80"),
+	       "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80", "NBSP, euro sign and an emoji are kept");
+	is_str(escape(&g, 13, "abcdef\xe2\x82\xac\xe2\x82\xac"), "abcdef\xe2\x82\xac...",
+	       "a cut never splits a UTF-8 sequence");
+	ok(untouched_after(&g) && terminated(&g), "and stays within outsz");
+}
+
+/* Every line logged is one line of valid, visible text, whatever the message holds. */
+static void
+test_lines(void)
+{
+	char path[] = "/tmp/test_log.XXXXXX", got[512];
+	int fd = mkstemp(path), saved = dup(2);
+	ssize_t n;
+
+	if (fd < 0 || saved < 0 || dup2(fd, 2) < 0) {
+		ok(false, "log lines: could not capture stderr");
+		return;
+	}
+	log_init(false);
+	log_set_level(LOG_LEVEL_INFO);
+	log_warning("value %s end", "one\ntwo\xe2\x80\xae\xff\\\"");
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, got, sizeof(got) - 1, 0);
+	close(fd);
+	unlink(path);
+	got[n > 0 ? n : 0] = '\0';
+	ok(strchr(got, '\n') == got + strlen(got) - 1, "log lines: a newline in a message does not split the line");
+	ok(strstr(got, "warning: value one\\x0atwo\\u{202e}\\xff\\\" end\n") != NULL,
+	   "log lines: controls, bidi and bad bytes are escaped, quotes are not (%s)", got);
+}
+
 int
 main(void)
 {
 	test_plain();
 	test_escapes();
 	test_truncation();
+	test_unicode();
+	test_lines();
 	return tap_done();
 }
