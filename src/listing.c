@@ -152,6 +152,14 @@ listing_release(struct listing *l)
 	l->state = LISTING_IDLE;
 }
 
+/* A user's part in the sweep ended, as the progress and the metrics count it. */
+static void
+user_done(struct sweep_state *st, const char *service_sid, bool ok)
+{
+	st->progress.users_done++;
+	metrics_user_done(st->metrics, service_sid, ok);
+}
+
 /* Records on the user's cursor that its listing failed; a failure that cannot be recorded is counted. */
 static void
 record_failure(struct sweep_state *st, const char *service_sid, const char *user, const char *user_esc,
@@ -184,7 +192,7 @@ fail_user(struct listing *l, const char *fmt, ...)
 	va_end(ap);
 	log_warning("service %s user \"%s\": %s", l->service_sid, l->user_esc, reason);
 	st->service_failed[l->service_index] = true;
-	metrics_user_done(st->metrics, l->service_sid, false);
+	user_done(st, l->service_sid, false);
 	record_failure(st, l->service_sid, l->user, l->user_esc, reason, l->requests, l->retries);
 	l->requests = l->retries = 0;
 	listing_release(l);
@@ -252,6 +260,7 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 
 	l->state = LISTING_FETCHING; /* out of the queue: nothing to forget there */
 	st->progress.pages++;
+	st->progress.rows += page_batch_rows(l->batch) + l->rejected;
 	metrics_page(st->metrics, l->service_sid, (long)(page_batch_rows(l->batch) + l->rejected),
 		     counts->inserted, counts->updated, counts->unchanged, counts->deleted,
 		     l->rejected);
@@ -261,7 +270,7 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 		  l->service_sid, l->user_esc, l->page_no, page_batch_rows(l->batch),
 		  counts->inserted, counts->updated, counts->unchanged, counts->deleted, l->rejected);
 	if (l->next_url == NULL) {
-		metrics_user_done(st->metrics, l->service_sid, true);
+		user_done(st, l->service_sid, true);
 		listing_release(l);
 		return;
 	}
@@ -465,7 +474,7 @@ sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *
 	log_escape(user_esc, sizeof(user_esc), user);
 	log_warning("service %s user \"%s\": %s", service_sid, user_esc, reason);
 	st->service_failed[service_index] = true;
-	metrics_user_done(st->metrics, service_sid, false);
+	user_done(st, service_sid, false);
 	record_failure(st, service_sid, user, user_esc, reason, 0, 0);
 }
 

@@ -24,6 +24,7 @@ enum log_target {
 /* Read by the metrics server's thread too. */
 static _Atomic int current_level = LOG_LEVEL_INFO;
 static enum log_target target = TARGET_STDERR;
+static bool status_line_shown;
 
 static const int priorities[] = {
 	[LOG_LEVEL_ERROR] = LOG_ERR,
@@ -62,6 +63,12 @@ static const char *const level_names[] = {
 	[LOG_LEVEL_INFO] = "info",
 	[LOG_LEVEL_DEBUG] = "debug",
 };
+
+void
+log_set_status_line(bool shown)
+{
+	status_line_shown = shown;
+}
 
 void
 log_set_level(enum log_level level)
@@ -217,6 +224,11 @@ log_msg(enum log_level level, const char *fmt, ...)
 	if (target == TARGET_SYSLOG) {
 		syslog(priorities[level], "%s", line);
 		return;
+	}
+	if (status_line_shown) {
+		/* Erase the progress line; it is drawn again on its next update. */
+		fputs("\r\033[K", stderr);
+		status_line_shown = false;
 	}
 	/* One write per line, so lines from a crash are never interleaved. */
 	fprintf(stderr, "%s\n", line);

@@ -33,6 +33,12 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 
 /*
+ * A status line (a terminal's progress line) is shown on stderr: the next
+ * log line clears it first.
+ */
+void log_set_status_line(bool shown);
+
+/*
  * Copies s into out (of size outsz, at least 4) so that it is safe to print
  * inside double quotes: quotes and backslashes get a backslash, C0 and C1
  * controls and DEL become \xNN, bidirectional controls and the line and

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "notify.h"
+#include "progress.h"
 #include "settings.h"
 #include "status.h"
 #include "sweep.h"
@@ -204,6 +205,7 @@ apply_log_settings(const struct settings *s, int verbose)
 struct daemon {
 	const struct options *o;
 	struct settings *s;
+	struct progress *progress; /* --once at a terminal, else NULL */
 	struct db *db;	     /* cursors, the schema lock */
 	struct db **writers; /* page commits: database.writers connections */
 	size_t n_writers;
@@ -237,6 +239,7 @@ on_tick(void *arg, const struct sweep_progress *p)
 {
 	struct daemon *d = arg;
 
+	progress_show(d->progress, p);
 	notify_watchdog();
 	if (clock_seconds_since(&d->last_status) < 1.0)
 		return;
@@ -431,10 +434,14 @@ run_sync(struct daemon *d)
 	if (d->http == NULL)
 		return EXIT_DATABASE;
 	notify_ready();
-	if (d->o->mode == MODE_ONCE)
+	if (d->o->mode == MODE_ONCE) {
+		d->progress = progress_new(STDERR_FILENO);
 		code = exit_code_for(sweep_once(d));
-	else
+		progress_end(d->progress);
+		progress_free(d->progress);
+	} else {
 		code = run_daemon(d);
+	}
 	log_info("stopping");
 	notify_stopping();
 	return code;

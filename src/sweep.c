@@ -74,8 +74,10 @@ start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t use
 		sweep_state_fail_user(&sw->st, service_index, svc->users[user_index], reason);
 		return false;
 	}
-	if (pos.start == CURSOR_SKIP)
+	if (pos.start == CURSOR_SKIP) {
+		sw->st.progress.users_done++; /* finished before this process resumed the sweep */
 		return false;
+	}
 	listing_start(l, service_index, svc->users[user_index], &pos);
 	return true;
 }

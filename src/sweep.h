@@ -30,7 +30,9 @@ struct sweep_progress {
 	int64_t run_id;
 	size_t users_total;
 	size_t users_started; /* listings started by this process in this sweep */
+	size_t users_done;    /* users that need nothing more of this process: done or failed */
 	unsigned long pages;  /* pages committed by this process in this sweep */
+	unsigned long rows;   /* entries received in those pages */
 };
 
 /* What the caller learns while a sweep runs; every member may be NULL. */
