@@ -163,7 +163,9 @@ collect(struct commit_queue *q, struct writer *w, bool wait)
 		committed = store_unchanged_result(w->db, res, &applied, &counts);
 	else
 		committed = store_page_result(w->db, res, &counts);
-	if (committed && !applied) {
+	if (committed && counts.refused) {
+		q->ev.refused(q->ev.arg, c);
+	} else if (committed && !applied) {
 		/* The cursor's digest changed meanwhile: send the page whole, first. */
 		c->known_digest[0] = '\0';
 		push_front(q, c);

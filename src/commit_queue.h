@@ -33,6 +33,11 @@ struct commit_queue_events {
 	void (*committed)(void *arg, struct commit *c, const struct store_counts *counts);
 	/* c was not committed: why is db_error(wdb); the connection may be lost. */
 	void (*failed)(void *arg, struct commit *c, struct db *wdb);
+	/*
+	 * c was refused: the writer has been fenced out (another chatsyncd took
+	 * the schema), nothing was applied.
+	 */
+	void (*refused)(void *arg, struct commit *c);
 	/* May pages be sent now?  (Not while the database is lost, nor after a stop.) */
 	bool (*may_send)(void *arg);
 	void *arg;

@@ -8,6 +8,7 @@
 #include "mem.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,7 +26,8 @@ struct db {
 	void *lock_waiting_arg;
 	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
 	size_t n_prepared;
-	bool busy; /* an asynchronous statement is in flight */
+	bool busy;     /* an asynchronous statement is in flight */
+	int64_t epoch; /* the writer's fencing epoch this session carries; 0 before one is taken */
 	char error[512];
 };
 
@@ -100,14 +102,22 @@ session_setup(struct db *db)
 	sql = xasprintf("SET search_path TO %s", db->schema_ident);
 	ok = db_exec(db, sql);
 	free(sql);
-	return ok;
+	return ok && (db->epoch == 0 || db_set_epoch(db, db->epoch));
 }
 
 struct db *
 db_open(const char *conninfo, const char *schema, char *err, size_t errsz)
 {
-	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *const values[] = {conninfo, "chatsyncd", NULL};
+	/*
+	 * TCP keepalives, so that a connection lost without a word (a NAT
+	 * timeout, a host gone) is noticed in about two minutes; before dbname,
+	 * so that the configured conninfo may say otherwise.
+	 */
+	const char *const keys[] = {"keepalives",	  "keepalives_idle",
+				    "keepalives_interval", "keepalives_count",
+				    "dbname",		  "fallback_application_name",
+				    NULL};
+	const char *const values[] = {"1", "60", "10", "6", conninfo, "chatsyncd", NULL};
 	struct db *db = xcalloc(1, sizeof(*db));
 	char *ident;
 
@@ -142,8 +152,57 @@ db_reconnect(struct db *db)
 	}
 	if (!session_setup(db))
 		return false;
-	return db->lock_stop == NULL ||
-	       db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg);
+	if (db->lock_stop == NULL)
+		return true;
+	/* The lock holder's new session takes the lock, and the fence, again. */
+	return db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg) &&
+	       (db->epoch == 0 || db_take_fence(db));
+}
+
+bool
+db_set_epoch(struct db *db, int64_t epoch)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "SET chatsync.epoch TO '%" PRId64 "'", epoch);
+	if (!db_exec(db, sql))
+		return false;
+	db->epoch = epoch;
+	return true;
+}
+
+int64_t
+db_epoch(const struct db *db)
+{
+	return db->epoch;
+}
+
+bool
+db_take_fence(struct db *db)
+{
+	PGresult *res = PQexec(db->conn, "SELECT sync_fence_take()");
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok && (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))) {
+		db_set_error(db, "sync_writer has no row");
+		ok = false;
+	}
+	if (ok)
+		ok = db_set_epoch(db, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
+	PQclear(res);
+	return ok;
+}
+
+bool
+db_gone(struct db *db)
+{
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		return true;
+	if (!PQconsumeInput(db->conn)) {
+		conn_failed(db);
+		return true;
+	}
+	return PQstatus(db->conn) != CONNECTION_OK;
 }
 
 /* 1: locked, 0: held by another session, -1: error. */

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct db;
 struct buf;
@@ -112,6 +113,25 @@ bool db_alive(struct db *db);
  * lock again if it was held.
  */
 bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
+
+/*
+ * The writer's fencing epoch (see sql/005_writer_fence.sql): only sessions
+ * that carry the current one may commit pages.  db_take_fence, on the
+ * connection that holds the schema lock, moves the epoch on and makes this
+ * session carry the new one; db_set_epoch makes another session (a writer
+ * connection) carry it.  A session carries its epoch again after a
+ * reconnect, and the lock holder takes a new one.
+ */
+bool db_take_fence(struct db *db) __attribute__((warn_unused_result));
+bool db_set_epoch(struct db *db, int64_t epoch) __attribute__((warn_unused_result));
+int64_t db_epoch(const struct db *db);
+
+/*
+ * For an idle connection: reads what the server sent (for a backend that was
+ * terminated, the news of it) and tells whether the connection is gone.
+ * Cheap: no round trip.
+ */
+bool db_gone(struct db *db);
 
 /*
  * Takes the session's advisory lock that makes this process the only

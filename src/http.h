@@ -60,7 +60,7 @@ int http_pending(const struct http *h);
  * reports those that ended.  With nothing running it simply waits.  False,
  * with the reason in err, if libcurl failed to wait or to move them on.
  */
-#define HTTP_MAX_EXTRA_FDS 16
+#define HTTP_MAX_EXTRA_FDS 32
 bool http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, char *err,
 	      size_t errsz) __attribute__((warn_unused_result));
 

@@ -252,6 +252,21 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 }
 
 /* The page was committed: move on to the next page, or finish. */
+/*
+ * The page was refused: this process no longer holds the schema.  The page
+ * is dropped without a trace on the user (another chatsyncd has it now),
+ * and the sweep stops writing until it has taken the schema back.
+ */
+void
+listing_commit_refused(struct commit *c)
+{
+	struct listing *l = c->owner;
+
+	l->st->fenced_out = true;
+	l->st->db_lost = true;
+	listing_release(l);
+}
+
 void
 listing_committed(struct commit *c, const struct store_counts *counts)
 {

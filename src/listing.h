@@ -39,6 +39,7 @@ struct sweep_state {
 	uint64_t rng;
 	struct pacer pacer;
 	bool db_lost;
+	bool fenced_out; /* a page was refused: another chatsyncd has taken the schema */
 	bool auth_failed;
 	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */
@@ -96,5 +97,6 @@ void listing_release(struct listing *l);
 /* The commit queue's reports about a listing's page (c->owner is the listing). */
 void listing_committed(struct commit *c, const struct store_counts *counts);
 void listing_commit_failed(struct commit *c, struct db *wdb);
+void listing_commit_refused(struct commit *c);
 
 #endif

@@ -328,13 +328,7 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 static bool
 connected(struct daemon *d)
 {
-	if (!sweep_db_usable(d->db, false))
-		return false;
-	for (size_t i = 0; i < d->n_writers; i++) {
-		if (!sweep_db_usable(d->writers[i], false))
-			return false;
-	}
-	return true;
+	return sweep_connections_usable(d->db, d->writers, d->n_writers, false, false);
 }
 
 static int
@@ -416,6 +410,10 @@ lock_and_migrate(struct daemon *d)
 		log_error("could not migrate the schema: %s", db_error(d->db));
 		return false;
 	}
+	if (!db_take_fence(d->db)) {
+		log_error("could not take the writer's fencing epoch: %s", db_error(d->db));
+		return false;
+	}
 	return true;
 }
 
@@ -429,6 +427,12 @@ run_sync(struct daemon *d)
 		d->writers[d->n_writers] = connect_db(d->s);
 		if (d->writers[d->n_writers] == NULL)
 			return EXIT_DATABASE;
+		if (!db_set_epoch(d->writers[d->n_writers], db_epoch(d->db))) {
+			log_error("could not set a writer's fencing epoch: %s",
+				  db_error(d->writers[d->n_writers]));
+			db_close(d->writers[d->n_writers]);
+			return EXIT_DATABASE;
+		}
 	}
 	d->http = http_for(d->s);
 	if (d->http == NULL)

@@ -32,6 +32,10 @@ static const char sync_page_sql[] =
 static void
 read_counts(const PGresult *res, struct store_counts *out)
 {
+	memset(out, 0, sizeof(*out));
+	out->refused = PQgetisnull(res, 0, 0);
+	if (out->refused)
+		return;
 	out->inserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	out->updated = strtol(PQgetvalue(res, 0, 1), NULL, 10);
 	out->unchanged = strtol(PQgetvalue(res, 0, 2), NULL, 10);
@@ -111,10 +115,13 @@ store_unchanged_result(struct db *db, PGresult *res, bool *applied, struct store
 		ok = false;
 	}
 	if (ok) {
-		*applied = !PQgetisnull(res, 0, 0);
+		long v = PQgetisnull(res, 0, 0) ? 0 : strtol(PQgetvalue(res, 0, 0), NULL, 10);
+
 		memset(out, 0, sizeof(*out));
+		*applied = !PQgetisnull(res, 0, 0) && v >= 0;
+		out->refused = v < 0; /* -1: fenced out */
 		if (*applied)
-			out->unchanged = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+			out->unchanged = v;
 	}
 	PQclear(res);
 	return ok;

@@ -31,6 +31,11 @@ struct store_page {
 
 struct store_counts {
 	long inserted, updated, unchanged, deleted;
+	/*
+	 * The session's writer was fenced out (another chatsyncd took the
+	 * schema): nothing was applied, and the page must be dropped quietly.
+	 */
+	bool refused;
 };
 
 /*

@@ -174,16 +174,36 @@ abandon_listings(struct sweep *sw)
 		listing_abandon(sw->listings[i]);
 }
 
-bool
-sweep_db_usable(struct db *db, bool probe)
+/* Reconnects db if it is lost (or, with renew, whatever its state); false (logged) on failure. */
+static bool
+db_usable(struct db *db, bool probe, bool renew)
 {
-	if (probe ? db_alive(db) : db_connected(db))
+	if (!renew && (probe ? db_alive(db) : db_connected(db)))
 		return true;
 	if (!db_reconnect(db)) {
 		log_warning("could not reconnect to the database: %s", db_error(db));
 		return false;
 	}
 	log_info("reconnected to the database");
+	return true;
+}
+
+bool
+sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
+			 bool probe, bool renew)
+{
+	if (!db_usable(control, probe, renew))
+		return false;
+	for (size_t i = 0; i < n_writers; i++) {
+		if (!db_usable(writers[i], probe, false))
+			return false;
+		/* After the control connection took the schema again, its writers follow. */
+		if (db_epoch(writers[i]) != db_epoch(control) &&
+		    !db_set_epoch(writers[i], db_epoch(control))) {
+			log_warning("could not set a writer's fencing epoch: %s", db_error(writers[i]));
+			return false;
+		}
+	}
 	return true;
 }
 
@@ -196,17 +216,19 @@ sweep_db_usable(struct db *db, bool probe)
 static bool
 recover_database(struct sweep *sw)
 {
-	log_warning("lost the database connection; uncommitted pages will be fetched again");
+	if (sw->st.fenced_out)
+		log_warning("another chatsyncd has taken the schema; uncommitted pages are dropped, "
+			    "and this one waits to take it back");
+	else
+		log_warning("lost the database connection; uncommitted pages will be fetched again");
 	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->st.stop; attempt++) {
 		nap(sw,
 		    backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->st.rng));
 		if (*sw->st.stop)
 			break;
-		bool up = sweep_db_usable(sw->st.db, true);
-
-		for (size_t i = 0; up && i < sw->n_writers; i++)
-			up = sweep_db_usable(sw->writers[i], true);
-		if (up) {
+		if (sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true,
+					     sw->st.fenced_out)) {
+			sw->st.fenced_out = false;
 			metrics_db_reconnect(sw->st.metrics);
 			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */
 			sw->st.db_lost = false;
@@ -324,6 +346,9 @@ await_activity(struct sweep *sw, long wait_ms, const int *fds, size_t n_fds)
 	}
 	if (n_fds > 0)
 		commit_queue_poll(sw->st.commits, false);
+	/* The control connection holds the schema: its loss stops the writing at once. */
+	if (!sw->st.db_lost && db_gone(sw->st.db))
+		sw->st.db_lost = true;
 }
 
 static void
@@ -338,6 +363,13 @@ on_commit_failed(void *arg, struct commit *c, struct db *wdb)
 {
 	(void)arg;
 	listing_commit_failed(c, wdb);
+}
+
+static void
+on_commit_refused(void *arg, struct commit *c)
+{
+	(void)arg;
+	listing_commit_refused(c);
 }
 
 static bool
@@ -355,6 +387,7 @@ sweep_begin(struct sweep *sw)
 	const struct commit_queue_events events = {
 		.committed = on_committed,
 		.failed = on_commit_failed,
+		.refused = on_commit_refused,
 		.may_send = may_send_commits,
 		.arg = sw,
 	};
@@ -400,7 +433,7 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 	struct timespec t0 = clock_now();
 
 	sw.writers = writers;
-	sw.n_writers = n_writers < HTTP_MAX_EXTRA_FDS ? n_writers : HTTP_MAX_EXTRA_FDS;
+	sw.n_writers = n_writers < HTTP_MAX_EXTRA_FDS - 1 ? n_writers : HTTP_MAX_EXTRA_FDS - 1;
 	if (!sweep_begin(&sw))
 		return SWEEP_DB_FAILED;
 	for (;;) {
@@ -420,7 +453,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		in_flight = commit_queue_sockets(sw.st.commits, fds);
 		if (sweep_over(&sw, in_flight))
 			break;
-		await_activity(&sw, wait, fds, in_flight);
+		fds[in_flight] = db_socket(sw.st.db); /* news of the control connection's end */
+		await_activity(&sw, wait, fds, in_flight + (fds[in_flight] >= 0));
 		tick(&sw);
 	}
 	/* Commits still in flight (after a stop) are let finish, so the connections are idle. */

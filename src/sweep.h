@@ -55,11 +55,14 @@ enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *
 			    const struct sweep_hooks *hooks);
 
 /*
- * Makes sure db is usable, reconnecting it if it is lost (and taking its
- * schema lock again if it held it); a live connection is kept.  probe
- * checks with a round trip, else libpq's view is trusted.  Logs a
+ * Makes sure the connections are usable, reconnecting those that are lost
+ * (the control connection takes the schema lock and a new fencing epoch
+ * again, and the writers then carry it); live connections are kept, but
+ * with renew the control connection is opened anew whatever its state.
+ * probe checks with a round trip, else libpq's view is trusted.  Logs a
  * reconnection, or why it failed.
  */
-bool sweep_db_usable(struct db *db, bool probe) __attribute__((warn_unused_result));
+bool sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
+			      bool probe, bool renew) __attribute__((warn_unused_result));
 
 #endif

@@ -128,7 +128,7 @@ for n in 1 2 3 4; do
 	migrate
 	is "$?" 0 "--migrate upgrades version $n"
 	is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
-		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions" \
+		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence" \
 		"from version $n: every migration recorded, once"
 	same_schema "v$n" "from version $n: the schema is that of a fresh install, privileges included"
 
@@ -151,7 +151,9 @@ for n in 1 2 3 4; do
 
 	# The current sync_page() goes on from there: the listing's last page.
 	r=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
-	is "$(sql "SELECT * FROM chatsync.sync_page($r, '$S', '$U', false, NULL,
+	# (as the writer: a session carrying the writer's fencing epoch)
+	epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+	is "$(PGOPTIONS="-c chatsync.epoch=$epoch" sql "SELECT * FROM chatsync.sync_page($r, '$S', '$U', false, NULL,
 		'{CH3}'::text[], NULL::text[], NULL::text[], NULL::text[], NULL::bigint[], '{2}'::bigint[],
 		NULL::text[], NULL::text[], 0, 1, 0, NULL)")" "0|0|1|1" \
 		"from version $n: the listing finishes: CH3 unchanged, CH2 (not listed) deleted"
@@ -186,7 +188,7 @@ tamper
 is "$(body)" SELECT "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 4 "applies no migration twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 5 "applies no migration twice"
 same_schema fresh "but writes the functions again, and keeps the grants on the view"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 tamper

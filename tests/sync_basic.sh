@@ -88,8 +88,17 @@ is "$(sql 'SELECT users_ok, pages, rows_received, rows_inserted, rows_updated, r
 is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE state = 'complete' AND run_id = (SELECT max(run_id) FROM chatsync.sync_runs) AND last_complete_at > now() - interval '1 minute'")" 3 \
 	"every cursor records the completed listing in this sweep"
 run_id=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
-is "$(sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', 'other', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
+# A session of the writer carries its fencing epoch (chatsyncd sets it on each connection).
+epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+is "$(PGOPTIONS="-c chatsync.epoch=$epoch" sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', 'other', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
 	"null|3" "sync_listing_unchanged() with another digest does nothing and says so"
+digest=$(sql "SELECT listing_digest FROM chatsync.sync_cursors WHERE user_sid = '${USERS[0]}'")
+is "$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '$digest', 5, 0, 1, 0)")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
+	"-1|3" "a session without the writer's fencing epoch is refused (-1), even with the right digest"
+is "$(PGOPTIONS="-c chatsync.epoch=$((epoch - 1))" sql "SELECT count(*) FROM chatsync.sync_page($run_id, '$SERVICE_SID', '${USERS[0]}', true, NULL,
+             '{}'::text[], '{}'::text[], '{}'::text[], '{}'::text[], '{}'::bigint[], '{}'::bigint[],
+             '{}'::text[], '{}'::text[], 0, 1, 0, NULL) WHERE inserted IS NULL")|$(sql "SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '${USERS[0]}' AND deleted_at IS NULL")" \
+	"1|$CHANNELS" "sync_page() from a former writer's epoch changes nothing: an empty last page deletes nothing"
 
 # The cursor's digest moves while chatsyncd's call waits for the cursor's
 # row (another session updates it and commits 2 s later): the server

@@ -2,7 +2,8 @@
 -- the user's cursor holds exactly what the table holds: only the cursor and
 -- the run's counters move.  Returns the number of memberships it left
 -- unchanged, or NULL (nothing done) if the cursor's digest is not p_digest;
--- the client then sends the page to sync_page().
+-- the client then sends the page to sync_page(); or -1 (nothing done) if the
+-- session's writer has been fenced out (see sync_fence.sql).
 CREATE OR REPLACE FUNCTION sync_listing_unchanged(
     p_run_id bigint, p_service text, p_user text, p_digest text, p_received integer,
     p_rejected integer, p_requests integer, p_retries integer)
@@ -11,6 +12,9 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_rows integer;
 BEGIN
+    IF sync_fence_stale() THEN
+        RETURN -1;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
     UPDATE sync_cursors
        SET run_id = p_run_id, state = 'complete', next_page_url = NULL, pages_done = 1,

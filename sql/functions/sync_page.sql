@@ -1,6 +1,8 @@
 -- sync_page(): applies one page of a user's listing and advances its cursor,
 -- atomically.  p_next_url NULL means this was the listing's last page:
--- memberships not listed by any of its pages are then marked deleted.
+-- memberships not listed by any of its pages are then marked deleted.  A
+-- session whose writer has been fenced out (see sync_fence.sql) changes
+-- nothing and gets NULL counts.
 --
 -- New memberships go in with a plain INSERT: one chatsyncd holds the
 -- schema's advisory lock, and it never commits two pages of one user at
@@ -28,6 +30,9 @@ DECLARE
     v_single   boolean := p_first AND p_next_url IS NULL;
     v_fresh    boolean := false;  -- the user has no stored membership at all
 BEGIN
+    IF sync_fence_stale() THEN
+        RETURN;
+    END IF;
     -- Two pages of one user are never applied at once, even by mistake.
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
     IF p_first AND NOT v_single THEN
