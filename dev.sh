@@ -15,8 +15,10 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libcurl4-openssl-dev libyajl-dev libpq-dev libconfig-dev libmicrohttpd-dev
 	postgresql postgresql-client curl)
-# Only for sanitize, valgrind and fuzzing.
-CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind)
+# Only for sanitize, valgrind and fuzzing; and prometheus for promtool, with
+# which tests/service.sh checks the metrics (it skips that check without it).
+# Not in PACKAGES: it is the whole Prometheus server, not just promtool.
+CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind prometheus)
 
 install_packages() {
 	local missing=() p

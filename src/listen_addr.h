@@ -2,7 +2,8 @@
  * listen_addr.h - parsing "ADDR:PORT" listen addresses into socket addresses
  *
  * Pure parsing: no sockets are opened and nothing is logged.  The config
- * loader uses it to validate a key, the metrics listener to bind.
+ * loader uses it to validate a key (and to refuse a remote address unless
+ * allowed), the metrics listener to bind.
  */
 #ifndef CHATSYNC_LISTEN_ADDR_H
 #define CHATSYNC_LISTEN_ADDR_H
@@ -22,5 +23,13 @@
  */
 bool listen_addr_parse(const char *text, struct sockaddr_storage *addr, socklen_t *len,
 		       char *err, size_t errsz) __attribute__((warn_unused_result));
+
+/*
+ * Whether addr (from listen_addr_parse) is a loopback address: 127.0.0.0/8
+ * or ::1, the numeric addresses url_is_loopback_host accepts.  Anything
+ * else, including the wildcards 0.0.0.0 and ::, and IPv4-mapped addresses
+ * (::ffff:127.0.0.1), is not.
+ */
+bool listen_addr_is_loopback(const struct sockaddr_storage *addr);
 
 #endif

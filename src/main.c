@@ -269,6 +269,7 @@ reload(struct daemon *d)
 	fresh = settings_load(d->o->config_path, SETTINGS_TOKEN_READ);
 	if (fresh == NULL) {
 		log_error("keeping the running configuration: %s is not valid", d->o->config_path);
+		metrics_config_reloaded(d->metrics, false);
 		notify_ready();
 		return;
 	}
@@ -276,6 +277,7 @@ reload(struct daemon *d)
 	http = http_for(fresh);
 	if (http == NULL) {
 		settings_free(fresh);
+		metrics_config_reloaded(d->metrics, false);
 		notify_ready();
 		return;
 	}
@@ -286,6 +288,7 @@ reload(struct daemon *d)
 	apply_log_settings(d->s, d->o->verbose);
 	log_info("configuration reloaded: %zu users, sweeping every %d s",
 		 settings_user_count(d->s), d->s->interval);
+	metrics_config_reloaded(d->metrics, true);
 	notify_ready();
 }
 

@@ -19,6 +19,7 @@
 #include "listen_addr.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics_process.h"
 #include "metrics_server.h"
 
 #include <inttypes.h>
@@ -65,7 +66,11 @@ struct service_stats {
 
 struct metrics {
 	struct metrics_server *server;
-	double start_time; /* unix time; written before the listener starts */
+	/* Written before the listener starts, read-only after. */
+	double start_time; /* unix time metrics_new ran */
+	bool have_process_start;
+	double process_start; /* unix time the process started, from the kernel */
+	char *version_label;  /* PACKAGE_VERSION escaped for a label value */
 
 	/* Zeroed by xcalloc, a valid initial value for lock-free atomics. */
 	_Atomic uint64_t http[N_CLASSES];
@@ -75,10 +80,12 @@ struct metrics {
 	_Atomic uint64_t db_reconnects;
 	_Atomic uint64_t users_failing;
 	atomic_bool sweep_in_progress;
+	atomic_bool config_ok; /* the last reload, or the start, succeeded */
 
 	pthread_mutex_t lock; /* guards everything below */
 	bool swept;	      /* last_sweep_seconds is set */
 	double last_sweep_seconds;
+	size_t sweep_users, sweep_users_done; /* of the current or last sweep */
 	struct service_stats *services; /* in first-seen order */
 	size_t n_services, alloc_services;
 	uint32_t *index; /* open addressing: 1 + position in services, 0 = empty */
@@ -90,6 +97,15 @@ struct metrics {
 struct render {
 	struct buf out;
 	bool failed;
+};
+
+/* What a scrape copies under the lock, to render without it. */
+struct snapshot {
+	struct service_stats *services; /* owned array; its strings are borrowed */
+	size_t n_services;
+	bool swept;
+	double last_sweep_seconds;
+	size_t sweep_users, sweep_users_done;
 };
 
 /* ------------------------------------------------------------ the service table */
@@ -253,11 +269,25 @@ metrics_user_done(struct metrics *m, const char *service_sid, bool ok)
 	if (m == NULL || service_sid == NULL)
 		return;
 	pthread_mutex_lock(&m->lock);
+	/* A user listed again after a lost database must not count twice. */
+	if (m->sweep_users_done < m->sweep_users)
+		m->sweep_users_done++;
 	st = service_get(m, service_sid);
 	if (st != NULL && ok)
 		st->users_ok++;
 	else if (st != NULL)
 		st->users_failed++;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
+metrics_sweep_users(struct metrics *m, size_t total)
+{
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->sweep_users = total;
+	m->sweep_users_done = 0;
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -311,6 +341,14 @@ metrics_db_reconnect(struct metrics *m)
 	if (m == NULL)
 		return;
 	count(&m->db_reconnects);
+}
+
+void
+metrics_config_reloaded(struct metrics *m, bool ok)
+{
+	if (m == NULL)
+		return;
+	atomic_store_explicit(&m->config_ok, ok, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------ rendering */
@@ -435,7 +473,7 @@ render_service_gauges(struct render *r, const struct service_stats *sv, size_t n
 }
 
 static void
-render_sweeps(struct render *r, struct metrics *m, bool swept, double last_seconds)
+render_sweeps(struct render *r, struct metrics *m, const struct snapshot *snap)
 {
 	char num[40];
 
@@ -443,32 +481,41 @@ render_sweeps(struct render *r, struct metrics *m, bool swept, double last_secon
 	family(r, "chatsync_sweep_in_progress", "gauge", "1 while a sweep is running");
 	emit(r, "chatsync_sweep_in_progress %d\n",
 	     atomic_load_explicit(&m->sweep_in_progress, memory_order_relaxed) ? 1 : 0);
+	/*
+	 * A gauge, but typed untyped: the text format's linters (promtool check
+	 * metrics) reserve the _total suffix for counters, and this name is fixed.
+	 */
+	family(r, "chatsync_sweep_users_total", "untyped",
+	       "Users in the current sweep, or in the last one while none runs");
+	emit(r, "chatsync_sweep_users_total %zu\n", snap->sweep_users);
+	family(r, "chatsync_sweep_users_done", "gauge",
+	       "Users of the current or last sweep whose listing has ended, ok or failed");
+	emit(r, "chatsync_sweep_users_done %zu\n", snap->sweep_users_done);
 	family(r, "chatsync_last_sweep_duration_seconds", "gauge",
 	       "Duration of the last finished sweep");
-	if (swept)
+	if (snap->swept)
 		emit(r, "chatsync_last_sweep_duration_seconds %s\n",
-		     format_double(num, sizeof(num), last_seconds));
+		     format_double(num, sizeof(num), snap->last_sweep_seconds));
 }
 
-/* Copies the service table and the sweep gauges under the lock; the caller frees the copy. */
-static struct service_stats *
-snapshot(struct metrics *m, size_t *n, bool *swept, double *last_seconds)
+/* Copies the service table and the sweep gauges under the lock; the caller frees snap->services. */
+static void
+snapshot_take(struct metrics *m, struct snapshot *snap)
 {
-	struct service_stats *sv;
-
 	pthread_mutex_lock(&m->lock);
-	*n = m->n_services;
-	sv = xmalloc(*n * sizeof(*sv));
-	if (*n > 0)
-		memcpy(sv, m->services, *n * sizeof(*sv));
-	*swept = m->swept;
-	*last_seconds = m->last_sweep_seconds;
+	snap->n_services = m->n_services;
+	snap->services = xmalloc(m->n_services * sizeof(*snap->services));
+	if (m->n_services > 0)
+		memcpy(snap->services, m->services, m->n_services * sizeof(*snap->services));
+	snap->swept = m->swept;
+	snap->last_sweep_seconds = m->last_sweep_seconds;
+	snap->sweep_users = m->sweep_users;
+	snap->sweep_users_done = m->sweep_users_done;
 	pthread_mutex_unlock(&m->lock);
-	return sv;
 }
 
 static void
-render_process(struct render *r, struct metrics *m)
+render_daemon(struct render *r, struct metrics *m)
 {
 	char num[40];
 
@@ -480,25 +527,65 @@ render_process(struct render *r, struct metrics *m)
 		&m->db_reconnects);
 	family(r, "chatsync_start_time_seconds", "gauge", "Unix time the daemon started");
 	emit(r, "chatsync_start_time_seconds %s\n", format_double(num, sizeof(num), m->start_time));
+	family(r, "chatsync_config_last_reload_successful", "gauge",
+	       "1 if the configuration was loaded at start or by the last reload, 0 if the last "
+	       "reload was refused");
+	emit(r, "chatsync_config_last_reload_successful %d\n",
+	     atomic_load_explicit(&m->config_ok, memory_order_relaxed) ? 1 : 0);
+	family(r, "chatsync_build_info", "gauge",
+	       "The version of chatsyncd, as a label; the value is always 1");
+	emit(r, "chatsync_build_info{version=\"%s\"} 1\n", m->version_label);
+}
+
+/* One gauge or counter from a reading; the sample is left out if it could not be read. */
+static void
+reading(struct render *r, const char *name, const char *type, const char *help, bool have,
+	double value)
+{
+	char num[40];
+
+	family(r, name, type, help);
+	if (have)
+		emit(r, "%s %s\n", name, format_double(num, sizeof(num), value));
+}
+
+/* The process_* families, named, typed and described as the Prometheus client libraries do. */
+static void
+render_process(struct render *r, struct metrics *m)
+{
+	double v = 0;
+	bool have;
+
+	have = metrics_process_cpu_seconds(&v);
+	reading(r, "process_cpu_seconds_total", "counter",
+		"Total user and system CPU time spent in seconds.", have, v);
+	have = metrics_process_resident_bytes(&v);
+	reading(r, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", have,
+		v);
+	have = metrics_process_open_fds(&v);
+	reading(r, "process_open_fds", "gauge", "Number of open file descriptors.", have, v);
+	have = metrics_process_max_fds(&v);
+	reading(r, "process_max_fds", "gauge", "Maximum number of open file descriptors.", have, v);
+	reading(r, "process_start_time_seconds", "gauge",
+		"Start time of the process since unix epoch in seconds.", m->have_process_start,
+		m->process_start);
 }
 
 /* Renders the whole exposition into r, families in a fixed order, services in first-seen order. */
 static void
 render_all(struct render *r, struct metrics *m)
 {
-	double last_seconds;
-	size_t n;
-	bool swept;
-	struct service_stats *sv = snapshot(m, &n, &swept, &last_seconds);
+	struct snapshot snap;
 
+	snapshot_take(m, &snap);
 	render_http(r, m);
-	render_service_counters(r, sv, n);
-	render_sweeps(r, m, swept, last_seconds);
-	render_service_gauges(r, sv, n);
+	render_service_counters(r, snap.services, snap.n_services);
+	render_sweeps(r, m, &snap);
+	render_service_gauges(r, snap.services, snap.n_services);
+	render_daemon(r, m);
 	render_process(r, m);
-	free(sv);
+	free(snap.services);
 }
-
 
 /* The listener's render function: the whole exposition, or false past EXPOSITION_CAP. */
 static bool
@@ -537,6 +624,9 @@ metrics_new(const char *listen)
 	m = xcalloc(1, sizeof(*m));
 	pthread_mutex_init(&m->lock, NULL);
 	m->start_time = clock_unix_seconds();
+	m->have_process_start = metrics_process_start_time(&m->process_start);
+	m->version_label = label_escape(PACKAGE_VERSION);
+	atomic_init(&m->config_ok, true);
 	render.arg = m;
 	m->server = metrics_server_new(&addr, &render);
 	if (m->server == NULL) {
@@ -562,6 +652,7 @@ metrics_free(struct metrics *m)
 	}
 	free(m->services);
 	free(m->index);
+	free(m->version_label);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }

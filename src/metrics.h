@@ -26,9 +26,11 @@ struct metrics;
 
 /*
  * listen is "ADDR:PORT" as listen_addr_parse takes it ("127.0.0.1:19187",
- * "[::1]:19187"; port 0 picks any free port).  Returns a listener the caller
+ * "[::1]:19187"; port 0 picks any free port); whether a remote address is
+ * allowed is the configuration's business.  Returns a listener the caller
  * owns (free with metrics_free), or NULL after logging why if listen is
- * invalid or cannot be bound.
+ * invalid or cannot be bound.  It is created once the configuration has
+ * loaded, so chatsync_config_last_reload_successful starts at 1.
  */
 struct metrics *metrics_new(const char *listen) __attribute__((warn_unused_result));
 
@@ -55,8 +57,20 @@ void metrics_retry(struct metrics *m, long status);
 void metrics_page(struct metrics *m, const char *service_sid, long received, long inserted,
 		  long updated, long unchanged, long deleted, long rejected);
 
-/* A user's listing ended in a sweep, successfully or not. */
+/*
+ * A user's listing ended in a sweep, successfully or not; it also counts
+ * in chatsync_sweep_users_done, up to the sweep's chatsync_sweep_users_total.
+ */
 void metrics_user_done(struct metrics *m, const char *service_sid, bool ok);
+
+/*
+ * A sweep over total users begins: chatsync_sweep_users_total becomes total
+ * and chatsync_sweep_users_done 0.  Both keep their values after the sweep
+ * until the next one begins.  Done counts the listings that end in this
+ * process: in a sweep resumed after a restart, the users that had finished
+ * before it are not counted, and done stays short of total.
+ */
+void metrics_sweep_users(struct metrics *m, size_t total);
 
 /* Sets chatsync_sweep_in_progress to 1. */
 void metrics_sweep_started(struct metrics *m);
@@ -75,5 +89,11 @@ void metrics_sweep_finished(struct metrics *m, double seconds, long users_failed
 
 /* The connection to PostgreSQL was re-established. */
 void metrics_db_reconnect(struct metrics *m);
+
+/*
+ * A reload (SIGHUP) replaced the configuration (ok) or was refused and the
+ * running one kept: chatsync_config_last_reload_successful becomes 1 or 0.
+ */
+void metrics_config_reloaded(struct metrics *m, bool ok);
 
 #endif

@@ -3,13 +3,15 @@
  *
  * libmicrohttpd runs the listener on its internal polling thread; every
  * request is answered from that thread, a scrape by calling the render
- * function.  MHD_stop_daemon joins the thread, so after metrics_server_free
- * no render call is running or will start.
+ * function, and its messages are logged from there too.  MHD_stop_daemon
+ * joins the thread, so after metrics_server_free no render call is running
+ * or will start.
  */
 #include "config.h"
 
 #include "metrics_server.h"
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -25,14 +27,30 @@
 #define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define ERROR_CONTENT_TYPE "text/plain; charset=utf-8"
 
-/* Keep the listener cheap to hold open: it is only ever scraped. */
+/*
+ * Keep the listener cheap to hold open: it is only ever scraped.  One
+ * address may hold half the connections, so a client that opens many and
+ * sends nothing cannot keep every other scraper out; an idle connection is
+ * closed after CONNECTION_TIMEOUT_S.  A connection past the per-address
+ * limit is closed at once; with MAX_CONNECTIONS open, libmicrohttpd accepts
+ * no more until one closes.
+ */
 #define MAX_CONNECTIONS 16
+#define MAX_CONNECTIONS_PER_IP 8
 #define CONNECTION_TIMEOUT_S 30
+
+/* libmicrohttpd's message for a connection past either limit, logged at most this often. */
+#define LIMIT_MESSAGE "Server reached connection limit"
+#define LIMIT_LOG_INTERVAL_S 60
 
 struct metrics_server {
 	struct MHD_Daemon *daemon;
 	unsigned port;
 	struct metrics_render render;
+	/* Connections refused past the limits; only the listener's thread touches these. */
+	bool refused_logged;
+	struct timespec refused_logged_at;
+	unsigned long refused_unlogged; /* since refused_logged_at */
 };
 
 /* Queues resp (which it always destroys) with its headers; MHD_NO if resp is NULL. */
@@ -98,6 +116,34 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	return respond_metrics(conn, cls);
 }
 
+/*
+ * A connection refused past the limits: one line, then none for
+ * LIMIT_LOG_INTERVAL_S, so a client that keeps opening connections cannot
+ * flood the log; the next line says how many were refused meanwhile.
+ */
+static void
+log_refused(struct metrics_server *s)
+{
+	if (s->refused_logged &&
+	    clock_seconds_since(&s->refused_logged_at) < LIMIT_LOG_INTERVAL_S) {
+		s->refused_unlogged++;
+		return;
+	}
+	if (s->refused_unlogged == 0)
+		log_warning(
+			"metrics server: refused a connection past the limits (%d open, %d from "
+			"one address); such refusals are logged at most once a minute",
+			MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP);
+	else
+		log_warning(
+			"metrics server: refused a connection past the limits (%d open, %d from "
+			"one address), and %lu more since the last such line",
+			MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, s->refused_unlogged);
+	s->refused_logged = true;
+	s->refused_logged_at = clock_now();
+	s->refused_unlogged = 0;
+}
+
 /* Routes libmicrohttpd's own messages (bind failures, bad clients) to our log. */
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -105,8 +151,11 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	char msg[512];
 	size_t n;
 
-	(void)cls;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (strncmp(msg, LIMIT_MESSAGE, strlen(LIMIT_MESSAGE)) == 0) {
+		log_refused(cls);
+		return;
+	}
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
@@ -147,6 +196,7 @@ start_daemon(struct metrics_server *s, const struct sockaddr_storage *addr)
 				MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, s,
 				MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS,
+				MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS_PER_IP,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
 				MHD_OPTION_END);
 }

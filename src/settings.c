@@ -80,6 +80,7 @@ static const struct setting_def setting_defs[] = {
 	STR("log", "level", log_level_name, "info", true),
 	BOOL("log", "syslog", log_syslog, false, false),
 	STR("metrics", "listen", metrics_listen, "", false),
+	BOOL("metrics", "allow_remote", metrics_allow_remote, false, false),
 };
 
 /* Keys that are not scalars of setting_defs[] but are still allowed. */
@@ -491,12 +492,37 @@ schema_ok(const char *s)
 	return true;
 }
 
+/* metrics.listen: empty, or ADDR:PORT on loopback unless metrics.allow_remote says otherwise. */
+static bool
+metrics_listen_ok(struct loader *l, const config_t *cf)
+{
+	const char *listen = l->s->metrics_listen;
+	const config_setting_t *at = config_lookup(cf, "metrics.listen");
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char err[256];
+
+	if (listen[0] == '\0')
+		return true;
+	if (!listen_addr_parse(listen, &addr, &addr_len, err, sizeof(err))) {
+		fail_at(l, at, "metrics.listen",
+			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:19187 or [::1]:19187)");
+		return false;
+	}
+	if (!l->s->metrics_allow_remote && !listen_addr_is_loopback(&addr)) {
+		fail_at(l, at, "metrics.listen",
+			"\"%s\" is not a loopback address (127.0.0.0/8 or [::1]); the endpoint has "
+			"no authentication: set metrics.allow_remote = true to serve it there",
+			listen);
+		return false;
+	}
+	return true;
+}
+
 static bool
 validate(struct loader *l, const config_t *cf)
 {
 	struct settings *s = l->s;
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
 	char err[256];
 
 	if (s->proxy[0] != '\0' && !url_check_proxy(s->proxy, err, sizeof(err))) {
@@ -522,12 +548,8 @@ validate(struct loader *l, const config_t *cf)
 			"must be one of error, warning, info, debug");
 		return false;
 	}
-	if (s->metrics_listen[0] != '\0' &&
-	    !listen_addr_parse(s->metrics_listen, &addr, &addr_len, err, sizeof(err))) {
-		fail_at(l, config_lookup(cf, "metrics.listen"), "metrics.listen",
-			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:19187 or [::1]:19187)");
+	if (!metrics_listen_ok(l, cf))
 		return false;
-	}
 	if (s->n_services == 0) {
 		fail_at(l, config_lookup(cf, "sync.services"), "sync.services",
 			"must list at least one service");

@@ -51,7 +51,8 @@ struct settings {
 	enum log_level log_level;
 	bool log_syslog;
 
-	char *metrics_listen; /* "" when off */
+	char *metrics_listen;	   /* "" when off */
+	bool metrics_allow_remote; /* metrics_listen may be other than loopback */
 };
 
 /*
@@ -73,7 +74,7 @@ void settings_free(struct settings *s);
 
 /*
  * For a reload: every key that cannot change while running (database.*,
- * log.syslog, metrics.listen) gets old's value back in fresh, with a warning
+ * log.syslog, metrics.*) gets old's value back in fresh, with a warning
  * for each that differed.  Returns how many were kept.
  */
 size_t settings_keep_fixed(struct settings *fresh, const struct settings *old);

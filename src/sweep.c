@@ -410,6 +410,7 @@ sweep_begin(struct sweep *sw)
 	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
 	sw->lookahead = cursor_lookahead_new();
+	metrics_sweep_users(st->metrics, st->progress.users_total);
 	metrics_sweep_started(st->metrics);
 	return true;
 }

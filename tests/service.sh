@@ -147,11 +147,38 @@ sed -i 's/interval = 1;/interval = 3600;/' "$TEST_TMP/m.conf"
 start_daemon "$TEST_TMP/m.conf" "$TEST_TMP/m.log"
 scrape() { curl -s "http://127.0.0.1:$port/metrics"; }
 metric() { scrape | awk -v m="$1" '$1 == m { print $2 }'; }
+value_in() { awk -v m="$2" '$1 == m { print $2 }' "$1"; } # value_in FILE METRIC
+# promtool_check FILE DESCRIPTION: promtool check metrics finds nothing to say about FILE.
+promtool_check() {
+	local out
+	if ! command -v promtool >/dev/null; then
+		ok 0 "$2 # SKIP promtool is not installed (Debian package prometheus)"
+		return
+	fi
+	out=$(promtool check metrics <"$1" 2>&1)
+	is "$?|$out" "0|" "$2"
+}
 wait_for '[ "$(metric chatsync_sweep_in_progress)" = 1 ]' 10
 ok $? "during a sweep, chatsync_sweep_in_progress is 1"
-mid=$(metric 'chatsync_http_requests_total{class="2xx"}')
+scrape >"$TEST_TMP/during.prom"
+mid=$(value_in "$TEST_TMP/during.prom" 'chatsync_http_requests_total{class="2xx"}')
+is "$(value_in "$TEST_TMP/during.prom" chatsync_sweep_in_progress)|$(value_in "$TEST_TMP/during.prom" chatsync_sweep_users_total)" \
+	"1|3" "a scrape during the sweep counts its 3 users in chatsync_sweep_users_total"
+done_mid=$(value_in "$TEST_TMP/during.prom" chatsync_sweep_users_done)
+ok $([ "${done_mid:-9}" -lt 3 ] && echo 0 || echo 1) "and fewer than 3 in chatsync_sweep_users_done (${done_mid:-none})"
+promtool_check "$TEST_TMP/during.prom" "promtool check metrics finds nothing wrong during a sweep"
 wait_for '[ "$(metric chatsync_sweeps_total)" = 1 ]' 20
 ok $? "after it, chatsync_sweeps_total is 1"
+scrape >"$TEST_TMP/after.prom"
+promtool_check "$TEST_TMP/after.prom" "promtool check metrics finds nothing wrong after it"
+is "$(value_in "$TEST_TMP/after.prom" chatsync_sweep_users_total)|$(value_in "$TEST_TMP/after.prom" chatsync_sweep_users_done)" \
+	"3|3" "after it, all 3 users are done"
+is "$(value_in "$TEST_TMP/after.prom" "chatsync_build_info{version=\"$("$CHATSYNCD" --version | awk '{ print $2 }')\"}")" \
+	1 "chatsync_build_info has chatsyncd's version"
+is "$(value_in "$TEST_TMP/after.prom" process_max_fds)" "$(awk '$2 == "open" && $3 == "files" { print $4 }' /proc/"$DAEMON_PID"/limits)" \
+	"process_max_fds is the daemon's soft limit on open files"
+ok $(awk '$1 == "process_resident_memory_bytes" && $2 > 0 { found = 1 } END { exit !found }' "$TEST_TMP/after.prom"; echo $?) \
+	"process_resident_memory_bytes is there"
 ok $([ "${mid:-0}" -lt "$(metric 'chatsync_http_requests_total{class="2xx"}')" ] && echo 0 || echo 1) \
 	"counters grow while the sweep runs (${mid:-0} requests mid-sweep)"
 is "$(metric chatsync_sweep_in_progress)" 0 "and chatsync_sweep_in_progress is back to 0"
@@ -168,6 +195,16 @@ ok $(awk -v t="${ts:-0}" -v now="$(date +%s)" 'BEGIN { exit !(t > now - 60 && t 
 	"the service's last success is now ($ts)"
 is "$(metric chatsync_users_failing)" 0 "no user failing"
 is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/other")" 404 "other paths are 404"
+is "$(metric chatsync_config_last_reload_successful)" 1 "the configuration loaded: chatsync_config_last_reload_successful is 1"
+cp "$TEST_TMP/m.conf" "$TEST_TMP/m.good"
+echo 'twilio: { page_size = "lots"; };' >>"$TEST_TMP/m.conf"
+kill -HUP "$DAEMON_PID"
+wait_for '[ "$(metric chatsync_config_last_reload_successful)" = 0 ]' 10
+ok $? "a refused reload sets it to 0"
+cp "$TEST_TMP/m.good" "$TEST_TMP/m.conf"
+kill -HUP "$DAEMON_PID"
+wait_for '[ "$(metric chatsync_config_last_reload_successful)" = 1 ]' 10
+ok $? "and the next good one back to 1"
 stop_daemon
 is "$?" 0 "the daemon with metrics stops cleanly"
 curl -s "http://127.0.0.1:$port/metrics" >/dev/null

@@ -2,8 +2,9 @@
  * test_metrics.c - unit tests for src/metrics.c and src/metrics_server.c:
  * the Prometheus endpoint scraped over loopback with libcurl (exact
  * exposition text, label escaping, 404/405, the service cap, concurrent
- * updates and scrapes, and that metrics_free closes the listener), and the
- * error metrics_new logs for an invalid listen address
+ * updates and scrapes, and that metrics_free closes the listener), the
+ * connection limits, the error metrics_new logs for an invalid listen
+ * address, and src/metrics_process.c's readings of the process
  */
 #include "config.h"
 
@@ -11,17 +12,22 @@
 
 #include "clock.h"
 #include "mem.h"
+#include "metrics_process.h"
 #include "tap.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -133,6 +139,23 @@ take_line(char *text, const char *prefix, double *value)
 	return true;
 }
 
+/* The process_* samples of one scrape. */
+struct process_values {
+	double cpu, resident, open_fds, max_fds, start;
+};
+
+/* Takes the five process_* samples out of text; false if any is missing. */
+static bool
+take_process(char *text, struct process_values *p)
+{
+	bool all = take_line(text, "process_cpu_seconds_total ", &p->cpu);
+
+	all = take_line(text, "process_resident_memory_bytes ", &p->resident) && all;
+	all = take_line(text, "process_open_fds ", &p->open_fds) && all;
+	all = take_line(text, "process_max_fds ", &p->max_fds) && all;
+	return take_line(text, "process_start_time_seconds ", &p->start) && all;
+}
+
 static size_t
 count_substr(const char *text, const char *needle)
 {
@@ -180,7 +203,9 @@ test_null(void)
 	metrics_sweep_started(NULL);
 	metrics_sweep_stopped(NULL);
 	metrics_sweep_finished(NULL, 1.0, 0, services, 1);
+	metrics_sweep_users(NULL, 3);
 	metrics_db_reconnect(NULL);
+	metrics_config_reloaded(NULL, false);
 	metrics_free(NULL);
 	is_int(metrics_port(NULL), 0, "every function accepts a NULL struct metrics");
 }
@@ -206,6 +231,41 @@ test_cannot_listen(void)
 	if (fd >= 0)
 		close(fd);
 }
+
+/* chatsync_sweep_users_total and _done before any sweep. */
+#define SWEEP_USERS_NONE                                                                           \
+	"# HELP chatsync_sweep_users_total Users in the current sweep, or in the last one while "  \
+	"none runs\n"                                                                              \
+	"# TYPE chatsync_sweep_users_total untyped\n"                                              \
+	"chatsync_sweep_users_total 0\n"                                                           \
+	"# HELP chatsync_sweep_users_done Users of the current or last sweep whose listing has "   \
+	"ended, ok or failed\n"                                                                    \
+	"# TYPE chatsync_sweep_users_done gauge\n"                                                 \
+	"chatsync_sweep_users_done 0\n"
+
+/*
+ * What follows chatsync_start_time_seconds, once take_process has taken the
+ * process_* samples out: every family but process_*'s is exact.
+ */
+#define TAIL_EXPOSITION                                                                            \
+	"# HELP chatsync_config_last_reload_successful 1 if the configuration was loaded at "      \
+	"start or by the last reload, 0 if the last reload was refused\n"                          \
+	"# TYPE chatsync_config_last_reload_successful gauge\n"                                    \
+	"chatsync_config_last_reload_successful 1\n"                                               \
+	"# HELP chatsync_build_info The version of chatsyncd, as a label; the value is always 1\n" \
+	"# TYPE chatsync_build_info gauge\n"                                                       \
+	"chatsync_build_info{version=\"" PACKAGE_VERSION "\"} 1\n"                                 \
+	"# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"      \
+	"# TYPE process_cpu_seconds_total counter\n"                                               \
+	"# HELP process_resident_memory_bytes Resident memory size in bytes.\n"                    \
+	"# TYPE process_resident_memory_bytes gauge\n"                                             \
+	"# HELP process_open_fds Number of open file descriptors.\n"                               \
+	"# TYPE process_open_fds gauge\n"                                                          \
+	"# HELP process_max_fds Maximum number of open file descriptors.\n"                        \
+	"# TYPE process_max_fds gauge\n"                                                           \
+	"# HELP process_start_time_seconds Start time of the process since unix epoch in "         \
+	"seconds.\n"                                                                               \
+	"# TYPE process_start_time_seconds gauge\n"
 
 static const char fresh_exposition[] =
 	"# HELP chatsync_http_requests_total Responses from the Twilio API by status class "
@@ -234,7 +294,7 @@ static const char fresh_exposition[] =
 	"chatsync_sweeps_total 0\n"
 	"# HELP chatsync_sweep_in_progress 1 while a sweep is running\n"
 	"# TYPE chatsync_sweep_in_progress gauge\n"
-	"chatsync_sweep_in_progress 0\n"
+	"chatsync_sweep_in_progress 0\n" SWEEP_USERS_NONE
 	"# HELP chatsync_last_sweep_duration_seconds Duration of the last finished sweep\n"
 	"# TYPE chatsync_last_sweep_duration_seconds gauge\n"
 	"# HELP chatsync_service_sweep_duration_seconds Duration of the last sweep in which every "
@@ -250,7 +310,7 @@ static const char fresh_exposition[] =
 	"# TYPE chatsync_database_reconnects_total counter\n"
 	"chatsync_database_reconnects_total 0\n"
 	"# HELP chatsync_start_time_seconds Unix time the daemon started\n"
-	"# TYPE chatsync_start_time_seconds gauge\n";
+	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION;
 
 static const char busy_exposition[] =
 	"# HELP chatsync_http_requests_total Responses from the Twilio API by status class "
@@ -306,7 +366,7 @@ static const char busy_exposition[] =
 	"chatsync_sweeps_total 1\n"
 	"# HELP chatsync_sweep_in_progress 1 while a sweep is running\n"
 	"# TYPE chatsync_sweep_in_progress gauge\n"
-	"chatsync_sweep_in_progress 0\n"
+	"chatsync_sweep_in_progress 0\n" SWEEP_USERS_NONE
 	"# HELP chatsync_last_sweep_duration_seconds Duration of the last finished sweep\n"
 	"# TYPE chatsync_last_sweep_duration_seconds gauge\n"
 	"chatsync_last_sweep_duration_seconds 2.5\n"
@@ -324,16 +384,18 @@ static const char busy_exposition[] =
 	"# TYPE chatsync_database_reconnects_total counter\n"
 	"chatsync_database_reconnects_total 3\n"
 	"# HELP chatsync_start_time_seconds Unix time the daemon started\n"
-	"# TYPE chatsync_start_time_seconds gauge\n";
+	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION;
 
 static void
 test_fresh(struct metrics *m, double started_after, double started_before)
 {
 	char *text = get_metrics(metrics_port(m));
+	struct process_values pv;
 	double start = 0;
 
 	ok(take_line(text, "chatsync_start_time_seconds ", &start),
 	   "the exposition has chatsync_start_time_seconds");
+	ok(take_process(text, &pv), "and the five process_* samples");
 	ok(start >= started_after - 0.001 && start <= started_before + 0.001,
 	   "chatsync_start_time_seconds is when metrics_new ran (%.3f)", start);
 	is_str(text, fresh_exposition, "a fresh exposition: every family, zero counters");
@@ -388,12 +450,14 @@ static void
 test_busy(struct metrics *m)
 {
 	double before = clock_unix_seconds(), after, last = 0, start = 0;
+	struct process_values pv;
 	char *text;
 
 	feed_history(m);
 	after = clock_unix_seconds();
 	text = get_metrics(metrics_port(m));
 	ok(take_line(text, "chatsync_start_time_seconds ", &start), "still a start time");
+	ok(take_process(text, &pv), "still the process_* samples");
 	ok(take_line(text,
 		     "chatsync_service_last_success_timestamp_seconds{service=\"" SVC_A "\"} ",
 		     &last),
@@ -662,9 +726,289 @@ test_ipv6(void)
 	metrics_free(m);
 }
 
+/* ------------------------------------------------------------ sweep progress, reloads */
+
+static bool
+has_line(const char *text, const char *line)
+{
+	char want[256];
+
+	snprintf(want, sizeof(want), "\n%s\n", line);
+	return strstr(text, want) != NULL;
+}
+
+static void
+test_sweep_users(void)
+{
+	static const char *const ok_services[] = {SVC_A};
+	struct metrics *m = metrics_new("127.0.0.1:0");
+	char *text;
+
+	if (!ok(m != NULL, "a listener for the sweep's progress"))
+		return;
+	metrics_sweep_users(m, 3);
+	metrics_sweep_started(m);
+	metrics_user_done(m, SVC_A, true);
+	metrics_user_done(m, SVC_C, false);
+	text = get_metrics(metrics_port(m));
+	ok(has_line(text, "chatsync_sweep_users_total 3") &&
+		   has_line(text, "chatsync_sweep_users_done 2"),
+	   "during a sweep of 3 users, 2 of which ended (ok or failed): total 3, done 2");
+	free(text);
+	metrics_user_done(m, SVC_A, true);
+	metrics_user_done(m, SVC_A, false); /* listed again after a lost database */
+	metrics_sweep_finished(m, 1.0, 1, ok_services, 1);
+	text = get_metrics(metrics_port(m));
+	ok(has_line(text, "chatsync_sweep_users_total 3") &&
+		   has_line(text, "chatsync_sweep_users_done 3"),
+	   "after the sweep: total 3, done 3, never more than the total");
+	free(text);
+	metrics_sweep_users(m, 5);
+	text = get_metrics(metrics_port(m));
+	ok(has_line(text, "chatsync_sweep_users_total 5") &&
+		   has_line(text, "chatsync_sweep_users_done 0"),
+	   "the next sweep starts over: total 5, done 0");
+	free(text);
+	metrics_free(m);
+}
+
+static void
+test_config_reloaded(void)
+{
+	struct metrics *m = metrics_new("127.0.0.1:0");
+	char *text;
+
+	if (!ok(m != NULL, "a listener for the reload gauge"))
+		return;
+	metrics_config_reloaded(m, false);
+	text = get_metrics(metrics_port(m));
+	ok(has_line(text, "chatsync_config_last_reload_successful 0"),
+	   "a refused reload sets chatsync_config_last_reload_successful to 0");
+	free(text);
+	metrics_config_reloaded(m, true);
+	text = get_metrics(metrics_port(m));
+	ok(has_line(text, "chatsync_config_last_reload_successful 1"),
+	   "a successful reload sets it back to 1");
+	free(text);
+	metrics_free(m);
+}
+
+/* ------------------------------------------------------------ process_* */
+
+/* Busy for ms of wall-clock time. */
+static void
+spin(long ms)
+{
+	struct timespec until = clock_after_ms(clock_now(), ms);
+	volatile unsigned long x = 0;
+
+	while (!clock_reached(&until))
+		x++;
+}
+
+static void
+test_process_fds(void)
+{
+	double before = -1, during = -1, after = -1, limit = 0;
+	struct rlimit rl, lower;
+	int fds[3];
+
+	ok(metrics_process_open_fds(&before), "metrics_process_open_fds reads /proc/self/fd");
+	for (size_t i = 0; i < 3; i++)
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ok(metrics_process_open_fds(&during) && during == before + 3,
+	   "three more open files count three (%.0f, then %.0f)", before, during);
+	for (size_t i = 0; i < 3; i++)
+		close(fds[i]);
+	ok(metrics_process_open_fds(&after) && after == before, "and closing them uncounts them");
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max < 200) {
+		ok(true, "process_max_fds follows the soft limit # SKIP no room to lower it");
+		return;
+	}
+	lower = (struct rlimit){.rlim_cur = 200, .rlim_max = rl.rlim_max};
+	if (setrlimit(RLIMIT_NOFILE, &lower) != 0) {
+		ok(true, "process_max_fds follows the soft limit # SKIP setrlimit failed");
+		return;
+	}
+	ok(metrics_process_max_fds(&limit) && limit == 200,
+	   "metrics_process_max_fds is the soft RLIMIT_NOFILE (%.0f with 200 set)", limit);
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		ok(false, "restore RLIMIT_NOFILE");
+}
+
+static void
+test_process_usage(double main_started)
+{
+	const size_t size = 64 << 20;
+	double cpu0 = -1, cpu1 = -1, rss0 = -1, rss1 = -1, start = 0;
+	char *block;
+
+	ok(metrics_process_cpu_seconds(&cpu0), "metrics_process_cpu_seconds reads the CPU time");
+	spin(200);
+	ok(metrics_process_cpu_seconds(&cpu1) && cpu1 >= cpu0 + 0.02,
+	   "200 ms of spinning shows in it (%.3f s, then %.3f s)", cpu0, cpu1);
+
+	ok(metrics_process_resident_bytes(&rss0) && rss0 > 0,
+	   "metrics_process_resident_bytes reads /proc/self/statm (%.0f)", rss0);
+	block = xmalloc(size);
+	memset(block, 0x5a, size);
+	ok(metrics_process_resident_bytes(&rss1) && rss1 >= rss0 + (double)size / 2,
+	   "64 MB written to shows in it (%.0f, then %.0f)", rss0, rss1);
+	free(block);
+
+	ok(metrics_process_start_time(&start) && start <= main_started + 1.0 &&
+		   start > main_started - 300,
+	   "metrics_process_start_time is just before main() ran (%.2f, main at %.2f)", start,
+	   main_started);
+}
+
+/* The process_* samples of a scrape hold what the readings give. */
+static void
+test_process_scraped(void)
+{
+	struct metrics *m = metrics_new("127.0.0.1:0");
+	struct process_values pv = {0};
+	double max_fds = 0, start = 0;
+	char *text;
+
+	if (!ok(m != NULL, "a listener for the process_* samples"))
+		return;
+	text = get_metrics(metrics_port(m));
+	ok(take_process(text, &pv), "a scrape has the five process_* samples");
+	ok(pv.cpu > 0 && pv.resident > 0 && pv.open_fds >= 3,
+	   "CPU time, resident memory and open fds are there (%.3f s, %.0f bytes, %.0f fds)",
+	   pv.cpu, pv.resident, pv.open_fds);
+	ok(metrics_process_max_fds(&max_fds) && pv.max_fds == max_fds,
+	   "process_max_fds is the soft limit (%.0f)", pv.max_fds);
+	ok(metrics_process_start_time(&start) && pv.start == start,
+	   "process_start_time_seconds is the process's start (%.2f)", pv.start);
+	free(text);
+	metrics_free(m);
+}
+
+/* ------------------------------------------------------------ connection limits */
+
+/* A TCP connection to 127.0.0.1:port from the loopback address from; -1 if it cannot be made. */
+static int
+connect_from(const char *from, unsigned port)
+{
+	struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	inet_pton(AF_INET, from, &src.sin_addr);
+	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	dst.sin_port = htons((uint16_t)port);
+	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends GET /metrics on fd: whether a status line came back within wait_ms. */
+static bool
+answered(int fd, int wait_ms)
+{
+	static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char got[9];
+	size_t len = 0;
+
+	if (fd < 0 || send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
+		return false;
+	while (len < sizeof(got) && poll(&p, 1, wait_ms) == 1) {
+		ssize_t n = recv(fd, got + len, sizeof(got) - len, 0);
+
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+	}
+	return len == sizeof(got) && memcmp(got, "HTTP/1.", 7) == 0;
+}
+
+static void
+close_all(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+/* 16 idle connections from 127.0.0.1 and 127.0.0.2 fill the listener; one more is refused. */
+static void
+check_total_limit(unsigned port, int *idle)
+{
+	int extra;
+
+	for (size_t i = 8; i < 16; i++)
+		idle[i] = connect_from("127.0.0.2", port);
+	extra = connect_from("127.0.0.3", port);
+	ok(!answered(extra, 1000),
+	   "with 8 idle connections from each of two addresses, one from a third is not served");
+	close(extra);
+}
+
+static void
+limits_with_stderr(struct metrics *m)
+{
+	unsigned port = metrics_port(m);
+	int idle[16], ninth, other;
+
+	for (size_t i = 0; i < 16; i++)
+		idle[i] = i < 8 ? connect_from("127.0.0.1", port) : -1;
+	ninth = connect_from("127.0.0.1", port);
+	ok(ninth >= 0 && !answered(ninth, 1000),
+	   "with 8 idle connections from 127.0.0.1, a 9th from there is not served");
+	close(ninth);
+	/* Refused in the order they came, before the next one is served. */
+	for (int i = 0; i < 20; i++) {
+		int fd = connect_from("127.0.0.1", port);
+
+		if (fd >= 0)
+			close(fd);
+	}
+	other = connect_from("127.0.0.2", port);
+	if (other < 0) {
+		ok(true, "another address is still served # SKIP cannot connect from 127.0.0.2");
+		close_all(idle, 16);
+		return;
+	}
+	ok(answered(other, 10000), "while one from 127.0.0.2 is served");
+	close(other);
+	check_total_limit(port, idle);
+	close_all(idle, 16);
+	other = connect_from("127.0.0.1", port);
+	ok(answered(other, 10000), "once they close, 127.0.0.1 is served again");
+	close(other);
+}
+
+static void
+test_connection_limits(void)
+{
+	struct metrics *m = metrics_new("127.0.0.1:0");
+	char *log;
+
+	if (!ok(m != NULL, "a listener for the connection limits"))
+		return;
+	log = capture_stderr(limits_with_stderr, m);
+	is_int(count_substr(log, "refused a connection past the limits"), 1,
+	       "the 21 connections refused from 127.0.0.1 are logged once");
+	ok(strstr(log, "Server reached connection limit") == NULL,
+	   "and not once each in libmicrohttpd's words");
+	free(log);
+	metrics_free(m);
+}
+
 int
 main(void)
 {
+	double main_started = clock_unix_seconds();
 	struct metrics *m;
 	double before, after;
 	unsigned port;
@@ -674,6 +1018,8 @@ main(void)
 		printf("1..0 # SKIP could not initialise libcurl\n");
 		return 0;
 	}
+	test_process_fds();
+	test_process_usage(main_started);
 	test_null();
 	test_cannot_listen();
 	test_invalid_logged();
@@ -702,6 +1048,10 @@ main(void)
 	test_concurrent();
 	test_cap();
 	test_ipv6();
+	test_sweep_users();
+	test_config_reloaded();
+	test_process_scraped();
+	test_connection_limits();
 	curl_global_cleanup();
 	return tap_done();
 }

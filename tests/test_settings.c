@@ -803,6 +803,72 @@ test_file_errors(void)
 	ok(true, "settings_free(NULL) does nothing");
 }
 
+/* metrics.listen is loopback unless metrics.allow_remote; neither changes on a reload. */
+static void
+test_metrics_listen(void)
+{
+	static const char *const remote[] = {"0.0.0.0:19187",	    "10.1.2.3:19187",
+					     "128.0.0.1:19187",	    "[::]:19187",
+					     "[2001:db8::1]:19187", "[::ffff:127.0.0.1]:19187"};
+	static const char *const loopback[] = {"127.0.0.1:19187", "127.255.255.254:0",
+					       "[::1]:19187"};
+	char extra[256];
+	struct settings *s;
+
+	s = accepted("no metrics group", &(struct conf){0});
+	if (s != NULL)
+		ok(s->metrics_listen[0] == '\0' && !s->metrics_allow_remote,
+		   "metrics are off and metrics.allow_remote is false by default");
+	settings_free(s);
+	for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		snprintf(extra, sizeof(extra), "metrics: {\n  listen = \"%s\";\n};", remote[i]);
+		refused(remote[i], &(struct conf){.extra = extra}, "listen =", "metrics.listen");
+		ok(strstr(errlog, "not a loopback address") != NULL &&
+			   strstr(errlog, "metrics.allow_remote = true") != NULL,
+		   "%s: the error says why and what allows it", remote[i]);
+		snprintf(extra, sizeof(extra),
+			 "metrics: {\n  listen = \"%s\";\n  allow_remote = true;\n};", remote[i]);
+		s = accepted(remote[i], &(struct conf){.extra = extra});
+		if (s != NULL)
+			ok(strcmp(s->metrics_listen, remote[i]) == 0 && s->metrics_allow_remote,
+			   "%s with metrics.allow_remote = true is accepted", remote[i]);
+		settings_free(s);
+	}
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		snprintf(extra, sizeof(extra), "metrics: {\n  listen = \"%s\";\n};", loopback[i]);
+		s = accepted(loopback[i], &(struct conf){.extra = extra});
+		if (s != NULL)
+			ok(strcmp(s->metrics_listen, loopback[i]) == 0,
+			   "%s needs no metrics.allow_remote", loopback[i]);
+		settings_free(s);
+	}
+	refused("metrics.allow_remote as a string",
+		&(struct conf){.extra = "metrics: {\n  allow_remote = \"yes\";\n};"},
+		"allow_remote", "metrics.allow_remote");
+}
+
+static void
+test_metrics_fixed(void)
+{
+	struct settings *old = accepted(
+		"a remote metrics listener",
+		&(struct conf){
+			.extra = "metrics: { listen = \"0.0.0.0:19187\"; allow_remote = true; };"});
+	struct settings *fresh =
+		accepted("a loopback one",
+			 &(struct conf){.extra = "metrics: { listen = \"127.0.0.1:19188\"; };"});
+
+	if (old != NULL && fresh != NULL) {
+		is_int(settings_keep_fixed(fresh, old), 2,
+		       "a reload keeps both metrics.listen and metrics.allow_remote");
+		ok(strcmp(fresh->metrics_listen, "0.0.0.0:19187") == 0 &&
+			   fresh->metrics_allow_remote,
+		   "with their running values");
+	}
+	settings_free(old);
+	settings_free(fresh);
+}
+
 static int
 remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
@@ -828,6 +894,8 @@ main(void)
 	test_schema_and_level();
 	test_token();
 	test_file_errors();
+	test_metrics_listen();
+	test_metrics_fixed();
 	if (nftw(tmpdir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
 		ok(false, "remove %s: %s", tmpdir, strerror(errno));
 	return tap_done();
