@@ -15,10 +15,12 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libcurl4-openssl-dev libyajl-dev libpq-dev libconfig-dev libmicrohttpd-dev
 	postgresql postgresql-client curl)
-# Only for sanitize, valgrind and fuzzing; and prometheus for promtool, with
-# which tests/service.sh checks the metrics (it skips that check without it).
-# Not in PACKAGES: it is the whole Prometheus server, not just promtool.
-CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind prometheus)
+# What the tests check with: promtool (package prometheus) for the metrics,
+# systemd-analyze for the unit, script (bsdutils) for a terminal; a test
+# skips, saying why, where one is missing.
+TEST_PACKAGES=(prometheus systemd bsdutils)
+# Only for sanitize, valgrind and fuzzing.
+CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind)
 
 install_packages() {
 	local missing=() p
@@ -85,7 +87,7 @@ demo)
 	make -s demo
 	;;
 test)
-	install_packages "${PACKAGES[@]}"
+	install_packages "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 	build
 	set +e
 	make -j"$(nproc)" check 2>&1 | tee .check.out
@@ -96,7 +98,7 @@ test)
 	exit $status
 	;;
 sanitize)
-	install_packages "${PACKAGES[@]}" "${CHECK_PACKAGES[@]}"
+	install_packages "${PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${CHECK_PACKAGES[@]}"
 	set +e
 	sanitize
 	status=$?
