@@ -16,9 +16,10 @@ PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libcurl4-openssl-dev libyajl-dev libpq-dev libconfig-dev libmicrohttpd-dev
 	postgresql postgresql-client curl)
 # What the tests check with: promtool (package prometheus) for the metrics,
-# systemd-analyze for the unit, script (bsdutils) for a terminal; a test
-# skips, saying why, where one is missing.
-TEST_PACKAGES=(prometheus systemd bsdutils)
+# systemd-analyze for the unit, script (bsdutils) for a terminal,
+# clang-format for make check-format; a test skips, saying why, where one is
+# missing.
+TEST_PACKAGES=(prometheus systemd bsdutils clang-format)
 # Only for sanitize, valgrind and fuzzing.
 CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind)
 

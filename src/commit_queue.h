@@ -21,11 +21,11 @@ struct page_batch;
 
 /* A page to commit; the owner keeps it alive until it is reported or forgotten. */
 struct commit {
-	struct store_page page;	   /* page.digest: set for a whole one-page listing */
+	struct store_page page; /* page.digest: set for a whole one-page listing */
 	struct page_batch *batch;
-	char known_digest[33];	   /* the cursor's digest of the listing, "" if none */
+	char known_digest[33]; /* the cursor's digest of the listing, "" if none */
 	void *owner;
-	bool unchanged_sent;	   /* sent without its rows */
+	bool unchanged_sent; /* sent without its rows */
 };
 
 struct commit_queue_events {
@@ -49,8 +49,8 @@ struct commit_queue;
  * Returns a queue the caller owns, for at most capacity pages at once, over
  * n_writers connections (borrowed; they must outlive the queue).
  */
-struct commit_queue *commit_queue_new(struct db *const *writers, size_t n_writers,
-				      size_t capacity, const struct commit_queue_events *events);
+struct commit_queue *commit_queue_new(struct db *const *writers, size_t n_writers, size_t capacity,
+				      const struct commit_queue_events *events);
 void commit_queue_free(struct commit_queue *q);
 
 /*

@@ -47,13 +47,14 @@ cursor_position_from_row(const PGresult *res, int row, int64_t run_id, struct cu
 }
 
 bool
-cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
-		 const char *const *users, size_t n, struct cursor_position *out)
+cursor_positions(struct db *db, int64_t run_id, const char *service_sid, const char *const *users,
+		 size_t n, struct cursor_position *out)
 {
-	static const char sql[] = "SELECT " POSITION_COLUMNS " "
-				  "FROM unnest($2::text[]) WITH ORDINALITY AS u(user_sid, ord) "
-				  "LEFT JOIN sync_cursors c "
-				  "ON c.service_sid = $1 AND c.user_sid = u.user_sid ORDER BY u.ord";
+	static const char sql[] =
+		"SELECT " POSITION_COLUMNS " "
+		"FROM unnest($2::text[]) WITH ORDINALITY AS u(user_sid, ord) "
+		"LEFT JOIN sync_cursors c "
+		"ON c.service_sid = $1 AND c.user_sid = u.user_sid ORDER BY u.ord";
 	const char *params[2];
 	struct buf list;
 	PGresult *res;
@@ -111,7 +112,8 @@ cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const 
 	static const char sql[] =
 		"INSERT INTO sync_cursors AS c (service_sid, user_sid, run_id, state, last_error, "
 		"last_error_at) VALUES ($1, $2, $4::bigint, 'running', $3, now()) "
-		"ON CONFLICT (service_sid, user_sid) DO UPDATE SET last_error = EXCLUDED.last_error, "
+		"ON CONFLICT (service_sid, user_sid) DO UPDATE "
+		"SET last_error = EXCLUDED.last_error, "
 		"last_error_at = EXCLUDED.last_error_at, updated_at = now()";
 	char run[24];
 	const char *params[4] = {service_sid, user, error, run};
@@ -162,9 +164,9 @@ lookahead_holds(const struct cursor_lookahead *la, size_t service_key, size_t us
 }
 
 bool
-cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
-		     size_t service_key, const char *service_sid, const char *const *users,
-		     size_t n_users, size_t user_index, struct cursor_position *out)
+cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id, size_t service_key,
+		     const char *service_sid, const char *const *users, size_t n_users,
+		     size_t user_index, struct cursor_position *out)
 {
 	struct cursor_position *p;
 

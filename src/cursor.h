@@ -12,14 +12,14 @@
 struct db;
 
 enum cursor_start {
-	CURSOR_SKIP,	  /* the user already finished in this sweep */
+	CURSOR_SKIP,	   /* the user already finished in this sweep */
 	CURSOR_FIRST_PAGE, /* start the listing from its first page */
-	CURSOR_RESUME,	  /* continue the listing at next_url */
+	CURSOR_RESUME,	   /* continue the listing at next_url */
 };
 
 struct cursor_position {
 	enum cursor_start start;
-	char *next_url;	   /* for CURSOR_RESUME; the caller owns it */
+	char *next_url;	     /* for CURSOR_RESUME; the caller owns it */
 	unsigned pages_done; /* pages of the listing already committed */
 	char digest[33];     /* the last one-page listing's digest ("" if none) */
 };

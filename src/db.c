@@ -24,7 +24,7 @@ struct db {
 	const volatile sig_atomic_t *lock_stop; /* set once the schema lock is wanted */
 	void (*lock_waiting)(void *arg, bool first);
 	void *lock_waiting_arg;
-	const char *prepared[MAX_PREPARED];	/* names prepared on this connection */
+	const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
 	size_t n_prepared;
 	bool busy;     /* an asynchronous statement is in flight */
 	int64_t epoch; /* the writer's fencing epoch this session carries; 0 before one is taken */
@@ -113,9 +113,12 @@ db_open(const char *conninfo, const char *schema, char *err, size_t errsz)
 	 * timeout, a host gone) is noticed in about two minutes; before dbname,
 	 * so that the configured conninfo may say otherwise.
 	 */
-	const char *const keys[] = {"keepalives",	  "keepalives_idle",
-				    "keepalives_interval", "keepalives_count",
-				    "dbname",		  "fallback_application_name",
+	const char *const keys[] = {"keepalives",
+				    "keepalives_idle",
+				    "keepalives_interval",
+				    "keepalives_count",
+				    "dbname",
+				    "fallback_application_name",
 				    NULL};
 	const char *const values[] = {"1", "60", "10", "6", conninfo, "chatsyncd", NULL};
 	struct db *db = xcalloc(1, sizeof(*db));
@@ -209,8 +212,8 @@ db_gone(struct db *db)
 static int
 try_schema_lock(struct db *db)
 {
-	static const char sql[] =
-		"SELECT pg_try_advisory_lock(hashtext('chatsync.writer.' || current_setting('search_path')))";
+	static const char sql[] = "SELECT pg_try_advisory_lock("
+				  "hashtext('chatsync.writer.' || current_setting('search_path')))";
 	PGresult *res = PQexec(db->conn, sql);
 	int got = -1;
 

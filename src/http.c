@@ -268,7 +268,7 @@ fill_result(struct transfer *t, CURLcode code, struct http_result *res)
 
 		res->transport_error = true;
 		twilio_printable(detail, sizeof(detail),
-			       t->curl_error[0] ? t->curl_error : curl_easy_strerror(code));
+				 t->curl_error[0] ? t->curl_error : curl_easy_strerror(code));
 		snprintf(res->error, sizeof(res->error), "%s", detail);
 	} else if (res->status < 200 || res->status >= 300) {
 		twilio_describe_error(res->status, buf_str(&t->error_body), &res->twilio_code,

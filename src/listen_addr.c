@@ -38,8 +38,7 @@ parse_port(const char *s, unsigned *port)
  * brackets) and points *port at the port's text.  On failure sets *why.
  */
 static bool
-split(const char *text, char *host, size_t hostsz, const char **port, bool *v6,
-      const char **why)
+split(const char *text, char *host, size_t hostsz, const char **port, bool *v6, const char **why)
 {
 	const char *start = text, *end;
 
@@ -84,8 +83,8 @@ split(const char *text, char *host, size_t hostsz, const char **port, bool *v6,
 
 /* Fills ss from a numeric address and a port; on failure sets *why. */
 static bool
-fill_sockaddr(const char *host, bool v6, unsigned port, struct sockaddr_storage *ss,
-	      socklen_t *len, const char **why)
+fill_sockaddr(const char *host, bool v6, unsigned port, struct sockaddr_storage *ss, socklen_t *len,
+	      const char **why)
 {
 	memset(ss, 0, sizeof(*ss));
 	if (v6) {

@@ -21,8 +21,8 @@
  * reason into err (errsz bytes, always terminated); the caller logs it.
  * A NULL text is refused.
  */
-bool listen_addr_parse(const char *text, struct sockaddr_storage *addr, socklen_t *len,
-		       char *err, size_t errsz) __attribute__((warn_unused_result));
+bool listen_addr_parse(const char *text, struct sockaddr_storage *addr, socklen_t *len, char *err,
+		       size_t errsz) __attribute__((warn_unused_result));
 
 /*
  * Whether addr (from listen_addr_parse) is a loopback address: 127.0.0.0/8

@@ -28,7 +28,10 @@
 /* The API never sends more than 1000 entries a page (PageSize's maximum). */
 #define MAX_ROWS_PER_PAGE 1000
 
-/* Pages of one listing remembered to detect a next_page_url loop; limits.max_pages stops longer ones. */
+/*
+ * Pages of one listing remembered to detect a next_page_url loop;
+ * limits.max_pages stops longer listings.
+ */
 #define LOOP_MEMORY 1024
 
 enum listing_state {
@@ -84,10 +87,11 @@ log_drift(struct listing *l, const struct membership *m)
 		if ((fresh & bit) == 0)
 			continue;
 		fresh &= ~bit;
-		log_warning("service %s user \"%s\" page %u: channel %s: %s has an unexpected type; "
-			    "stored as NULL (not logged again in this listing)",
-			    l->service_sid, l->user_esc, l->page_no, m->channel_sid,
-			    page_parser_field_name(bit));
+		log_warning(
+			"service %s user \"%s\" page %u: channel %s: %s has an unexpected type; "
+			"stored as NULL (not logged again in this listing)",
+			l->service_sid, l->user_esc, l->page_no, m->channel_sid,
+			page_parser_field_name(bit));
 	}
 	l->drift_logged |= m->drifted;
 }
@@ -100,7 +104,8 @@ on_row(void *arg, const struct membership *m, const char *reject)
 
 	if (reject != NULL) {
 		l->rejected++;
-		log_warning("service %s user \"%s\" page %u: rejected an entry: %s (channel_sid \"%s\")",
+		log_warning("service %s user \"%s\" page %u: rejected an entry: %s "
+			    "(channel_sid \"%s\")",
 			    l->service_sid, l->user_esc, l->page_no, reject,
 			    log_escape(esc, sizeof(esc), m->channel_sid));
 		return true;
@@ -108,9 +113,10 @@ on_row(void *arg, const struct membership *m, const char *reject)
 	if ((m->drifted & ~l->drift_logged) != 0)
 		log_drift(l, m);
 	if (m->status != NULL && !twilio_status_known(m->status))
-		log_warning("service %s user \"%s\" page %u: channel %s has unexpected status \"%s\"",
-			    l->service_sid, l->user_esc, l->page_no, m->channel_sid,
-			    log_escape(esc, sizeof(esc), m->status));
+		log_warning(
+			"service %s user \"%s\" page %u: channel %s has unexpected status \"%s\"",
+			l->service_sid, l->user_esc, l->page_no, m->channel_sid,
+			log_escape(esc, sizeof(esc), m->status));
 	return page_batch_add(l->batch, m);
 }
 
@@ -160,10 +166,13 @@ user_done(struct sweep_state *st, const char *service_sid, bool ok)
 	metrics_user_done(st->metrics, service_sid, ok);
 }
 
-/* Records on the user's cursor that its listing failed; a failure that cannot be recorded is counted. */
+/*
+ * Records on the user's cursor that its listing failed; a failure that
+ * cannot be recorded is counted all the same.
+ */
 static void
-record_failure(struct sweep_state *st, const char *service_sid, const char *user, const char *user_esc,
-	       const char *reason, unsigned requests, unsigned retries)
+record_failure(struct sweep_state *st, const char *service_sid, const char *user,
+	       const char *user_esc, const char *reason, unsigned requests, unsigned retries)
 {
 	if (cursor_fail(st->db, st->run_id, service_sid, user, reason, requests, retries))
 		return;
@@ -177,8 +186,8 @@ record_failure(struct sweep_state *st, const char *service_sid, const char *user
 			  user_esc, db_error(st->db));
 }
 
-static void
-fail_user(struct listing *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_user(struct listing *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static void
 fail_user(struct listing *l, const char *fmt, ...)
@@ -231,7 +240,10 @@ fetch_page(struct listing *l)
 		fail_user(l, "could not start a request for page %u: %s", l->page_no, why);
 }
 
-/* A commit on wdb failed: the database is gone (the page is fetched again later), or the page was refused. */
+/*
+ * A commit on wdb failed: the database is gone (the page is fetched again
+ * later), or the page was refused.
+ */
 void
 listing_commit_failed(struct commit *c, struct db *wdb)
 {
@@ -239,7 +251,8 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 	char why[512];
 
 	if (*l->st->stop) {
-		listing_release(l); /* cancelled, or cut short by the stop: fetched again next time */
+		listing_release(
+			l); /* cancelled, or cut short by the stop: fetched again next time */
 		return;
 	}
 	snprintf(why, sizeof(why), "%s", db_error(wdb));
@@ -283,7 +296,8 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
 		  "%ld unchanged, %ld deleted, %u rejected",
 		  l->service_sid, l->user_esc, l->page_no, page_batch_rows(l->batch),
-		  counts->inserted, counts->updated, counts->unchanged, counts->deleted, l->rejected);
+		  counts->inserted, counts->updated, counts->unchanged, counts->deleted,
+		  l->rejected);
 	if (l->next_url == NULL) {
 		user_done(st, l->service_sid, true);
 		listing_release(l);
@@ -338,12 +352,14 @@ next_url_ok(struct listing *l, const char *next)
 	if (next == NULL)
 		return true;
 	if (!url_same_listing(next, l->first_url)) {
-		fail_user(l, "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
+		fail_user(l,
+			  "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
 			  l->page_no, log_escape(esc, sizeof(esc), next), l->st->s->base_url);
 		return false;
 	}
 	if (url_seen_has(l->fetched, next)) {
-		fail_user(l, "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
+		fail_user(l,
+			  "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
 			  l->page_no, log_escape(esc, sizeof(esc), next));
 		return false;
 	}
@@ -357,7 +373,8 @@ page_received(struct listing *l)
 	const char *next;
 
 	if (!page_parser_finish(l->parser)) {
-		fail_user(l, "could not parse page %u: %s", l->page_no, page_parser_error(l->parser));
+		fail_user(l, "could not parse page %u: %s", l->page_no,
+			  page_parser_error(l->parser));
 		return;
 	}
 	next = page_parser_next_url(l->parser);
@@ -374,7 +391,8 @@ page_received(struct listing *l)
 static bool
 retryable(const struct http_result *res)
 {
-	return res->transport_error || res->status == 429 || (res->status >= 500 && res->status < 600);
+	return res->transport_error || res->status == 429 ||
+	       (res->status >= 500 && res->status < 600);
 }
 
 static void
@@ -462,14 +480,15 @@ on_done(void *arg, const struct http_result *res)
 		pacer_success(&l->st->pacer);
 		page_received(l);
 	} else if (res->aborted && page_parser_error(l->parser)[0] != '\0')
-		fail_user(l, "could not parse page %u: %s", l->page_no, page_parser_error(l->parser));
+		fail_user(l, "could not parse page %u: %s", l->page_no,
+			  page_parser_error(l->parser));
 	else if (res->status == 401 || res->status == 403)
 		auth_failed(l, res);
 	else if (retryable(res) && l->attempts < (unsigned)s->max_retries)
 		schedule_retry(l, res);
 	else if (retryable(res))
-		fail_user(l, "could not fetch page %u after %u retries: %s", l->page_no, l->attempts,
-			  res->error);
+		fail_user(l, "could not fetch page %u after %u retries: %s", l->page_no,
+			  l->attempts, res->error);
 	else if (resumed_page_refused(l, res))
 		restart_listing(l, res);
 	else if (res->status == 404 && l->page_no == 1)
@@ -477,7 +496,6 @@ on_done(void *arg, const struct http_result *res)
 	else
 		fail_user(l, "could not fetch page %u: %s", l->page_no, res->error);
 }
-
 
 void
 sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user,

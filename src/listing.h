@@ -73,7 +73,10 @@ void listing_start(struct listing *l, size_t service_index, const char *user,
 /* Is the listing doing anything (fetching, waiting to retry, committing)? */
 bool listing_busy(const struct listing *l);
 
-/* Does it hold one of the slots that bound the listings in flight (all but a last page being committed)? */
+/*
+ * Does it hold one of the slots that bound the listings in flight (all but
+ * a last page being committed)?
+ */
 bool listing_holds_slot(const struct listing *l);
 
 /*

@@ -88,7 +88,6 @@ log_level_parse(const char *name, enum log_level *out)
 	return false;
 }
 
-
 /*
  * The length of the well-formed UTF-8 sequence at s (2 to 4 bytes), its code
  * point in *cp, or 0 if s does not start one: a stray continuation byte, a

@@ -206,8 +206,8 @@ struct daemon {
 	const struct options *o;
 	struct settings *s;
 	struct progress *progress; /* --once at a terminal, else NULL */
-	struct db *db;	     /* cursors, the schema lock */
-	struct db **writers; /* page commits: database.writers connections */
+	struct db *db;		   /* cursors, the schema lock */
+	struct db **writers;	   /* page commits: database.writers connections */
 	size_t n_writers;
 	struct http *http;
 	struct metrics *metrics; /* NULL when metrics.listen is empty */

@@ -86,7 +86,7 @@ struct metrics {
 	bool swept;	      /* last_sweep_seconds is set */
 	double last_sweep_seconds;
 	size_t sweep_users, sweep_users_done; /* of the current or last sweep */
-	struct service_stats *services; /* in first-seen order */
+	struct service_stats *services;	      /* in first-seen order */
 	size_t n_services, alloc_services;
 	uint32_t *index; /* open addressing: 1 + position in services, 0 = empty */
 	size_t index_size;
@@ -240,12 +240,12 @@ metrics_retry(struct metrics *m, long status)
 }
 
 void
-metrics_page(struct metrics *m, const char *service_sid, long received, long inserted,
-	     long updated, long unchanged, long deleted, long rejected)
+metrics_page(struct metrics *m, const char *service_sid, long received, long inserted, long updated,
+	     long unchanged, long deleted, long rejected)
 {
 	const long rows[N_OUTCOMES] = {
 		[ROW_RECEIVED] = received,   [ROW_INSERTED] = inserted, [ROW_UPDATED] = updated,
-		[ROW_UNCHANGED] = unchanged, [ROW_DELETED] = deleted,   [ROW_REJECTED] = rejected,
+		[ROW_UNCHANGED] = unchanged, [ROW_DELETED] = deleted,	[ROW_REJECTED] = rejected,
 	};
 	struct service_stats *st;
 
@@ -421,8 +421,8 @@ render_http(struct render *r, struct metrics *m)
 		     atomic_load_explicit(&m->http[i], memory_order_relaxed));
 	counter(r, "chatsync_http_retries_total", "Requests retried after a retryable failure",
 		&m->retries);
-	counter(r, "chatsync_http_429_total",
-		"Retries scheduled after HTTP 429 Too Many Requests", &m->http_429);
+	counter(r, "chatsync_http_429_total", "Retries scheduled after HTTP 429 Too Many Requests",
+		&m->http_429);
 }
 
 static void

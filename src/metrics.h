@@ -82,7 +82,10 @@ void metrics_sweep_started(struct metrics *m);
  * whose users succeeded in this sweep: their last-success timestamp becomes
  * now and their sweep duration seconds.
  */
-/* A sweep ended without finishing (stop, lost database, refused credentials): no longer in progress. */
+/*
+ * A sweep ended without finishing (stop, lost database, refused
+ * credentials): no longer in progress.
+ */
 void metrics_sweep_stopped(struct metrics *m);
 void metrics_sweep_finished(struct metrics *m, double seconds, long users_failed,
 			    const char *const *ok_services, size_t n_ok_services);

@@ -186,19 +186,18 @@ bound_port(struct MHD_Daemon *d)
 static struct MHD_Daemon *
 start_daemon(struct metrics_server *s, const struct sockaddr_storage *addr)
 {
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-			 MHD_USE_ERROR_LOG;
+	unsigned flags =
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
 	if (addr->ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* The logger goes first so MHD sends it every message; the port only names it in them. */
 	return MHD_start_daemon(flags, (uint16_t)sockaddr_port(addr), NULL, NULL, &on_request, s,
-				MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, s,
-				MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS,
-				MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS_PER_IP,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
-				MHD_OPTION_END);
+				MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, s, MHD_OPTION_SOCK_ADDR,
+				(const struct sockaddr *)addr, MHD_OPTION_CONNECTION_LIMIT,
+				(unsigned int)MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+				(unsigned int)MAX_CONNECTIONS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
+				(unsigned int)CONNECTION_TIMEOUT_S, MHD_OPTION_END);
 }
 
 struct metrics_server *

@@ -43,7 +43,8 @@ lock_and_prepare(struct db *db)
 static int
 current_version(struct db *db)
 {
-	PGresult *res = PQexec(db_conn(db), "SELECT coalesce(max(version), 0) FROM schema_migrations");
+	PGresult *res =
+		PQexec(db_conn(db), "SELECT coalesce(max(version), 0) FROM schema_migrations");
 	int v = -1;
 
 	if (db_result_ok(db, res, PGRES_TUPLES_OK))
@@ -87,8 +88,9 @@ apply_one(struct db *db, const struct migration *m, const struct ticker *t)
 	snprintf(version, sizeof(version), "%d", m->version);
 	params[0] = version;
 	params[1] = m->name;
-	res = PQexecParams(db_conn(db), "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-			   2, NULL, params, NULL, NULL, 0);
+	res = PQexecParams(db_conn(db),
+			   "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2, NULL,
+			   params, NULL, NULL, 0);
 	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 	PQclear(res);
 	if (ok)
@@ -105,8 +107,10 @@ apply_pending(struct db *db, int *applied, const struct ticker *t)
 	if (have < 0)
 		return false;
 	if (have > newest) {
-		db_set_error(db, "database schema is at version %d, newer than this chatsyncd knows (%d)",
-			     have, newest);
+		db_set_error(
+			db,
+			"database schema is at version %d, newer than this chatsyncd knows (%d)",
+			have, newest);
 		return false;
 	}
 	for (size_t i = 0; i < n_migrations; i++) {
@@ -201,7 +205,7 @@ migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 	if (!ok && db_connected(db)) {
 		char why[512];
 
-		/* The reason is the failure's, not the rollback's; a failed rollback ends the session anyway. */
+		/* The reason is the failure's; a failed rollback ends the session anyway. */
 		snprintf(why, sizeof(why), "%s", db_error(db));
 		if (!db_exec(db, "ROLLBACK"))
 			db_set_error(db, "%s (and the rollback failed)", why);

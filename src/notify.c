@@ -67,7 +67,8 @@ notify_init(void)
 	notify_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
 	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (notify_fd < 0) {
-		log_warning("could not create the systemd notification socket: %s", strerror(errno));
+		log_warning("could not create the systemd notification socket: %s",
+			    strerror(errno));
 		return;
 	}
 	init_watchdog();

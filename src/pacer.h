@@ -13,14 +13,14 @@
 #include <stdbool.h>
 
 struct pacer {
-	double rate;   /* requests per second; 0: no rate cap */
-	double burst;  /* bucket size */
+	double rate;  /* requests per second; 0: no rate cap */
+	double burst; /* bucket size */
 	double tokens;
 	double last_ms;
-	unsigned cap;	     /* configured concurrency */
-	unsigned limit;	     /* current concurrency limit, 1..cap */
-	unsigned successes;  /* since the last change of limit */
-	double last_cut_ms;  /* when limit was last cut */
+	unsigned cap;	    /* configured concurrency */
+	unsigned limit;	    /* current concurrency limit, 1..cap */
+	unsigned successes; /* since the last change of limit */
+	double last_cut_ms; /* when limit was last cut */
 };
 
 /* Starts full: limit = concurrency, a full bucket. */

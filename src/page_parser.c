@@ -59,14 +59,10 @@ static const struct {
 	const char *key;
 	enum target target;
 } row_keys[] = {
-	{"channel_sid", T_STR_FIRST + RS_CHANNEL},
-	{"account_sid", T_STR_FIRST + RS_ACCOUNT},
-	{"service_sid", T_STR_FIRST + RS_SERVICE},
-	{"member_sid", T_STR_FIRST + RS_MEMBER},
-	{"status", T_STR_FIRST + RS_STATUS},
-	{"last_consumed_message_index", T_INT_LCMI},
-	{"unread_messages_count", T_INT_UNREAD},
-	{"links", T_LINKS},
+	{"channel_sid", T_STR_FIRST + RS_CHANNEL}, {"account_sid", T_STR_FIRST + RS_ACCOUNT},
+	{"service_sid", T_STR_FIRST + RS_SERVICE}, {"member_sid", T_STR_FIRST + RS_MEMBER},
+	{"status", T_STR_FIRST + RS_STATUS},	   {"last_consumed_message_index", T_INT_LCMI},
+	{"unread_messages_count", T_INT_UNREAD},   {"links", T_LINKS},
 };
 
 /* top, channels, an entry, its links: the deepest nesting we keep state for */
@@ -103,8 +99,7 @@ struct page_parser {
 	bool parsing; /* inside yajl_parse of the current chunk */
 };
 
-static int
-fail(struct page_parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct page_parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int
 fail(struct page_parser *p, const char *fmt, ...)
@@ -254,7 +249,10 @@ drift(struct page_parser *p)
 		p->row_reject = "channel_sid is not a string";
 }
 
-/* A value of the wrong type for its target: a field of an entry drifts, anything else fails the page. */
+/*
+ * A value of the wrong type for its target: a field of an entry drifts,
+ * anything else fails the page.
+ */
 static int
 wrong_type(struct page_parser *p, const char *what)
 {
@@ -384,7 +382,8 @@ open_container(struct page_parser *p, bool is_map)
 	if (p->depth + p->skip_depth >= p->limits.max_depth)
 		return fail(p, "JSON nested deeper than %u levels", p->limits.max_depth);
 	c = ctx_for(p->target, is_map);
-	if (c == CTX_SKIP && p->target != T_SKIP && !wrong_type(p, is_map ? "an object" : "an array"))
+	if (c == CTX_SKIP && p->target != T_SKIP &&
+	    !wrong_type(p, is_map ? "an object" : "an array"))
 		return 0;
 	p->target = T_SKIP;
 	/* Containers we ignore are only counted, so any depth costs no memory. */
@@ -437,7 +436,6 @@ on_start_array(void *ctx)
 {
 	return open_container(ctx, false);
 }
-
 
 static enum target
 row_key_target(const unsigned char *key, size_t len)

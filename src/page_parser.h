@@ -54,7 +54,10 @@ const char *page_parser_error(const struct page_parser *p);
 /* After a successful finish: meta.next_page_url, or NULL on the last page (borrowed). */
 const char *page_parser_next_url(const struct page_parser *p);
 
-/* After a successful finish: meta.url, the page's own URL as the API names it, or NULL (borrowed). */
+/*
+ * After a successful finish: meta.url, the page's own URL as the API names
+ * it, or NULL (borrowed).
+ */
 const char *page_parser_self_url(const struct page_parser *p);
 
 /* Entries seen so far, usable or not. */

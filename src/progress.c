@@ -50,7 +50,8 @@ progress_format(char *out, size_t outsz, const struct sweep_progress *sp, double
 			      eta, sizeof(eta));
 	else if (sp->users_done >= sp->users_total)
 		snprintf(eta, sizeof(eta), "0s");
-	snprintf(out, outsz, "sweep %lld: %zu of %zu users, %lu pages, %lu rows, %.0f rows/s, ETA %s",
+	snprintf(out, outsz,
+		 "sweep %lld: %zu of %zu users, %lu pages, %lu rows, %.0f rows/s, ETA %s",
 		 (long long)sp->run_id, sp->users_done, sp->users_total, sp->pages, sp->rows, rate,
 		 eta);
 }

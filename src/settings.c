@@ -51,9 +51,12 @@ struct setting_def {
 };
 
 #define FIELD(f) offsetof(struct settings, f)
+/* Rows of the table below, one a line. */
+/* clang-format off */
 #define STR(g, n, f, def, rl) {g, n, SETTING_STRING, FIELD(f), def, 0, 0, 0, rl}
 #define INT(g, n, f, def, lo, hi, rl) {g, n, SETTING_INT, FIELD(f), NULL, def, lo, hi, rl}
 #define BOOL(g, n, f, def, rl) {g, n, SETTING_BOOL, FIELD(f), NULL, def, 0, 1, rl}
+/* clang-format on */
 
 static const struct setting_def setting_defs[] = {
 	STR("twilio", "base_url", base_url, "https://ip-messaging.twilio.com", true),
@@ -93,9 +96,8 @@ struct loader {
 	enum settings_token token;
 };
 
-static void
-fail_at(const struct loader *l, const config_setting_t *at, const char *key, const char *fmt,
-	...) __attribute__((format(printf, 4, 5)));
+static void fail_at(const struct loader *l, const config_setting_t *at, const char *key,
+		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void
 fail_at(const struct loader *l, const config_setting_t *at, const char *key, const char *fmt, ...)
@@ -214,7 +216,8 @@ load_users(struct loader *l, struct settings_service *svc, const config_setting_
 		fail_at(l, service, key, "users is missing (a list of user strings)");
 		return false;
 	}
-	if (!config_setting_is_aggregate(users) || config_setting_type(users) == CONFIG_TYPE_GROUP) {
+	if (!config_setting_is_aggregate(users) ||
+	    config_setting_type(users) == CONFIG_TYPE_GROUP) {
 		fail_at(l, users, key, "must be a list of user strings");
 		return false;
 	}
@@ -260,8 +263,8 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 		const char *name = config_setting_name(config_setting_get_elem(cs, (unsigned)i));
 
 		if (strcmp(name, "sid") != 0 && strcmp(name, "users") != 0) {
-			fail_at(l, config_setting_get_elem(cs, (unsigned)i), key, "unknown key \"%s\"",
-				name);
+			fail_at(l, config_setting_get_elem(cs, (unsigned)i), key,
+				"unknown key \"%s\"", name);
 			return false;
 		}
 	}
@@ -309,7 +312,8 @@ load_group(struct loader *l, const config_setting_t *group)
 	if (gname == NULL || !is_known_group(gname) ||
 	    config_setting_type(group) != CONFIG_TYPE_GROUP) {
 		fail_at(l, group, gname ? gname : "(top level)",
-			"unknown setting (expected groups twilio, database, sync, log, limits, metrics)");
+			"unknown setting (expected groups twilio, database, sync, log, limits, "
+			"metrics)");
 		return false;
 	}
 	for (int i = 0; i < config_setting_length(group); i++) {
@@ -407,7 +411,8 @@ conninfo_has_password(const char *conninfo)
 {
 	const char *authority, *end;
 
-	for (const char *p = strstr(conninfo, "password"); p != NULL; p = strstr(p + 1, "password")) {
+	for (const char *p = strstr(conninfo, "password"); p != NULL;
+	     p = strstr(p + 1, "password")) {
 		const char *q = p + strlen("password");
 
 		while (*q == ' ' || *q == '\t')
@@ -471,7 +476,8 @@ resolve_token(struct loader *l, const config_t *cf)
 	if (l->s->auth_token == NULL || l->s->auth_token[0] == '\0') {
 		const config_setting_t *at = file_at ? file_at : token_at;
 
-		fail_at(l, at ? at : config_lookup(cf, "twilio"), at == file_at && at ? "twilio.auth_token_file" : "twilio.auth_token",
+		fail_at(l, at ? at : config_lookup(cf, "twilio"),
+			at == file_at && at ? "twilio.auth_token_file" : "twilio.auth_token",
 			"no auth token (set auth_token, auth_token_file or TWILIO_AUTH_TOKEN)");
 		return false;
 	}
@@ -506,7 +512,8 @@ metrics_listen_ok(struct loader *l, const config_t *cf)
 		return true;
 	if (!listen_addr_parse(listen, &addr, &addr_len, err, sizeof(err))) {
 		fail_at(l, at, "metrics.listen",
-			"must be ADDR:PORT with a numeric address (e.g. 127.0.0.1:19187 or [::1]:19187)");
+			"must be ADDR:PORT with a numeric address "
+			"(e.g. 127.0.0.1:19187 or [::1]:19187)");
 		return false;
 	}
 	if (!l->s->metrics_allow_remote && !listen_addr_is_loopback(&addr)) {
@@ -647,7 +654,8 @@ same_value(const struct setting_def *d, const struct settings *a, const struct s
 	if (d->type == SETTING_STRING) {
 		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
 
-		return (sa == NULL && sb == NULL) || (sa != NULL && sb != NULL && strcmp(sa, sb) == 0);
+		return (sa == NULL && sb == NULL) ||
+		       (sa != NULL && sb != NULL && strcmp(sa, sb) == 0);
 	}
 	if (d->type == SETTING_BOOL)
 		return *(const bool *)fa == *(const bool *)fb;
@@ -666,8 +674,8 @@ settings_keep_fixed(struct settings *fresh, const struct settings *old)
 
 		if (d->reloadable || same_value(d, fresh, old))
 			continue;
-		log_warning("%s.%s changed, but takes effect only when chatsyncd restarts", d->group,
-			    d->name);
+		log_warning("%s.%s changed, but takes effect only when chatsyncd restarts",
+			    d->group, d->name);
 		if (d->type == SETTING_STRING) {
 			free(*(char **)dst);
 			*(char **)dst = xstrdup(*(char *const *)src);

@@ -84,8 +84,8 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 		PQclear(res);
 		return -1;
 	}
-	fprintf(out, "%-34s  %-24s  %-22s  %6s  %-8s  %5s  %s\n", "SERVICE", "USER", "LAST COMPLETE",
-		"AGE", "STATE", "PAGE", "LAST ERROR");
+	fprintf(out, "%-34s  %-24s  %-22s  %6s  %-8s  %5s  %s\n", "SERVICE", "USER",
+		"LAST COMPLETE", "AGE", "STATE", "PAGE", "LAST ERROR");
 	for (int r = 0; r < PQntuples(res); r++) {
 		long long age = strtoll(PQgetvalue(res, r, 3), NULL, 10);
 		char esc[200], age_s[32];

@@ -64,7 +64,8 @@ start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t use
 	char reason[600];
 
 	if (!cursor_lookahead_get(sw->lookahead, sw->st.db, sw->st.run_id, service_index, svc->sid,
-				  (const char *const *)svc->users, svc->n_users, user_index, &pos)) {
+				  (const char *const *)svc->users, svc->n_users, user_index,
+				  &pos)) {
 		if (!db_alive(sw->st.db)) {
 			sw->st.db_lost = true;
 			return false;
@@ -98,7 +99,10 @@ users_left(const struct sweep *sw)
 	return sw->next_service < sw->st.s->n_services;
 }
 
-/* Gives idle listings the next users that have work, while slots are free (up to the pacer's limit). */
+/*
+ * Gives idle listings the next users that have work, while slots are free
+ * (up to the pacer's limit).
+ */
 static void
 fill_listings(struct sweep *sw)
 {
@@ -166,7 +170,7 @@ nap(struct sweep *sw, long ms)
 	}
 }
 
-/* The database is lost or a stop was asked for: drops what need not finish (see listing_abandon). */
+/* The database is lost or a stop was asked for: drops what need not finish. */
 static void
 abandon_listings(struct sweep *sw)
 {
@@ -200,7 +204,8 @@ sweep_connections_usable(struct db *control, struct db *const *writers, size_t n
 		/* After the control connection took the schema again, its writers follow. */
 		if (db_epoch(writers[i]) != db_epoch(control) &&
 		    !db_set_epoch(writers[i], db_epoch(control))) {
-			log_warning("could not set a writer's fencing epoch: %s", db_error(writers[i]));
+			log_warning("could not set a writer's fencing epoch: %s",
+				    db_error(writers[i]));
 			return false;
 		}
 	}
@@ -217,13 +222,15 @@ static bool
 recover_database(struct sweep *sw)
 {
 	if (sw->st.fenced_out)
-		log_warning("another chatsyncd has taken the schema; uncommitted pages are dropped, "
-			    "and this one waits to take it back");
+		log_warning(
+			"another chatsyncd has taken the schema; uncommitted pages are dropped, "
+			"and this one waits to take it back");
 	else
-		log_warning("lost the database connection; uncommitted pages will be fetched again");
+		log_warning(
+			"lost the database connection; uncommitted pages will be fetched again");
 	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->st.stop; attempt++) {
-		nap(sw,
-		    backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1, &sw->st.rng));
+		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1,
+					 &sw->st.rng));
 		if (*sw->st.stop)
 			break;
 		if (sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true,
@@ -243,11 +250,12 @@ recover_database(struct sweep *sw)
 static void
 log_totals(const struct run_totals *t, double seconds)
 {
-	log_info("sweep finished in %.1f s: %ld users ok, %ld failed, %ld pages, %ld rows received, "
-		 "%ld inserted, %ld updated, %ld unchanged, %ld deleted, %ld rejected, "
-		 "%ld requests, %ld retries",
-		 seconds, t->users_ok, t->users_failed, t->pages, t->received, t->inserted,
-		 t->updated, t->unchanged, t->deleted, t->rejected, t->requests, t->retries);
+	log_info(
+		"sweep finished in %.1f s: %ld users ok, %ld failed, %ld pages, %ld rows received, "
+		"%ld inserted, %ld updated, %ld unchanged, %ld deleted, %ld rejected, "
+		"%ld requests, %ld retries",
+		seconds, t->users_ok, t->users_failed, t->pages, t->received, t->inserted,
+		t->updated, t->unchanged, t->deleted, t->rejected, t->requests, t->retries);
 }
 
 /* Tells the metrics which services had every user succeed in this sweep. */

@@ -154,7 +154,8 @@ base_ok(CURLU *u, char *err, size_t errsz)
 	if (ok && strcmp(o.scheme, "http") == 0) {
 		ok = url_is_loopback_host(o.host);
 		if (!ok)
-			snprintf(err, errsz, "http:// is allowed only to a loopback host; use https://");
+			snprintf(err, errsz,
+				 "http:// is allowed only to a loopback host; use https://");
 	} else if (ok && strcmp(o.scheme, "https") != 0) {
 		snprintf(err, errsz, "scheme must be https");
 		ok = false;

@@ -35,7 +35,8 @@ bool url_check_base(const char *base, char *err, size_t errsz) __attribute__((wa
  * Checks a proxy URL: http://, https://, socks5:// or socks5h://, a host,
  * an optional port, nothing else.  On failure writes the reason into err.
  */
-bool url_check_proxy(const char *proxy, char *err, size_t errsz) __attribute__((warn_unused_result));
+bool url_check_proxy(const char *proxy, char *err, size_t errsz)
+	__attribute__((warn_unused_result));
 
 /*
  * The first page of a user's channel list:

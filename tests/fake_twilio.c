@@ -64,16 +64,19 @@
 /* Rough sizes of one channel entry in JSON, to size a page body once. */
 #define ENTRY_JSON_ESTIMATE 640
 #define EXTRA_JSON_ESTIMATE 400
-/* The deep and longstr faults: beyond chatsyncd's default limits.max_depth (32) and max_string (65536). */
+/*
+ * The deep and longstr faults: beyond chatsyncd's default limits.max_depth
+ * (32) and max_string (65536).
+ */
 #define DEEP_NESTING 100
 #define LONG_STRING_BYTES 100000
 
 /* Unknown fields added by --extra-fields; a client must skip all of them. */
-#define EXTRA_ENTRY_HEAD                                                                   \
-	"\"friendly_name\":\"brace } bracket ] quote \\\" backslash \\\\ "                 \
+#define EXTRA_ENTRY_HEAD                                                                           \
+	"\"friendly_name\":\"brace } bracket ] quote \\\" backslash \\\\ "                         \
 	"\\u00e9 \\ud83d\\ude00\",\"date_created\":\"2015-07-30T20:00:00Z\","
-#define EXTRA_ENTRY_ATTRIBUTES                                                             \
-	",\"attributes\":{\"x\":[1,2.5,{\"y\":null}],\"z\":true,\"n\":-1.5e3,\"e\":{},"    \
+#define EXTRA_ENTRY_ATTRIBUTES                                                                     \
+	",\"attributes\":{\"x\":[1,2.5,{\"y\":null}],\"z\":true,\"n\":-1.5e3,\"e\":{},"            \
 	"\"s\":\"[{\\\"not\\\":\\\"json\\\"}]\"},\"roles\":[]"
 #define EXTRA_META_HEAD "\"total\":null,\"extra\":{\"a\":[{\"b\":[]}],\"c\":\"\\u00e9\\\"\\\\\"},"
 #define EXTRA_META_TAIL ",\"more\":[true,false,null,0.0,{\"key\":\"channels\"}]"
@@ -218,7 +221,7 @@ buf_add_json_string(struct buf *b, const char *s)
 			buf_addc(b, '\\');
 			buf_addc(b, (char)c);
 		} else if (c < 0x20) {
-			char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 
 			buf_add(b, esc, sizeof(esc));
 		} else {
@@ -265,7 +268,7 @@ buf_add_pct_segment(struct buf *b, const char *s)
 		if (is_unreserved(c)) {
 			buf_addc(b, (char)c);
 		} else {
-			char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
+			char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
 
 			buf_add(b, esc, sizeof(esc));
 		}
@@ -448,26 +451,26 @@ static const struct {
 	enum fault_match match;
 	bool modifier; /* changes a normal page instead of replacing the response */
 } fault_kinds[] = {
-	{ "429", FAULT_429, MATCH_COUNT, false },
-	{ "429r", FAULT_429R, MATCH_COUNT, false },
-	{ "500", FAULT_500, MATCH_COUNT, false },
-	{ "503", FAULT_503, MATCH_COUNT, false },
-	{ "400", FAULT_400, MATCH_COUNT, false },
-	{ "403", FAULT_403, MATCH_COUNT, false },
-	{ "cut", FAULT_CUT, MATCH_COUNT, false },
-	{ "404", FAULT_404, MATCH_ALWAYS, false },
-	{ "malformed", FAULT_MALFORMED, MATCH_PAGE, false },
-	{ "shape", FAULT_SHAPE, MATCH_PAGE, false },
-	{ "nometa", FAULT_NOMETA, MATCH_PAGE, false },
-	{ "truncate", FAULT_TRUNCATE, MATCH_PAGE, false },
-	{ "redirect", FAULT_REDIRECT, MATCH_PAGE, false },
-	{ "badrow", FAULT_BADROW, MATCH_PAGE, true },
-	{ "oddstatus", FAULT_ODDSTATUS, MATCH_PAGE, true },
-	{ "loop", FAULT_LOOP, MATCH_PAGE, true },
-	{ "foreign", FAULT_FOREIGN, MATCH_PAGE, true },
-	{ "deep", FAULT_DEEP, MATCH_PAGE, true },
-	{ "longstr", FAULT_LONGSTR, MATCH_PAGE, true },
-	{ "typedrift", FAULT_TYPEDRIFT, MATCH_PAGE, true },
+	{"429", FAULT_429, MATCH_COUNT, false},
+	{"429r", FAULT_429R, MATCH_COUNT, false},
+	{"500", FAULT_500, MATCH_COUNT, false},
+	{"503", FAULT_503, MATCH_COUNT, false},
+	{"400", FAULT_400, MATCH_COUNT, false},
+	{"403", FAULT_403, MATCH_COUNT, false},
+	{"cut", FAULT_CUT, MATCH_COUNT, false},
+	{"404", FAULT_404, MATCH_ALWAYS, false},
+	{"malformed", FAULT_MALFORMED, MATCH_PAGE, false},
+	{"shape", FAULT_SHAPE, MATCH_PAGE, false},
+	{"nometa", FAULT_NOMETA, MATCH_PAGE, false},
+	{"truncate", FAULT_TRUNCATE, MATCH_PAGE, false},
+	{"redirect", FAULT_REDIRECT, MATCH_PAGE, false},
+	{"badrow", FAULT_BADROW, MATCH_PAGE, true},
+	{"oddstatus", FAULT_ODDSTATUS, MATCH_PAGE, true},
+	{"loop", FAULT_LOOP, MATCH_PAGE, true},
+	{"foreign", FAULT_FOREIGN, MATCH_PAGE, true},
+	{"deep", FAULT_DEEP, MATCH_PAGE, true},
+	{"longstr", FAULT_LONGSTR, MATCH_PAGE, true},
+	{"typedrift", FAULT_TYPEDRIFT, MATCH_PAGE, true},
 };
 
 #define N_FAULT_KINDS (sizeof(fault_kinds) / sizeof(fault_kinds[0]))
@@ -536,6 +539,8 @@ config_free(struct config *cfg)
 	free(cfg->auth_token);
 }
 
+/* The help text is laid out as it is printed. */
+/* clang-format off */
 static void
 usage(FILE *out)
 {
@@ -550,7 +555,8 @@ usage(FILE *out)
 	      "  --auth-token-file FILE  read the auth token from FILE\n"
 	      "  --seed N                data seed (default 1)\n"
 	      "  --channels M            channel slots per user, 0..100000 (default 20)\n"
-	      "  --variant V             data variant: removes and changes memberships (default 0)\n"
+	      "  --variant V             data variant: removes and changes memberships\n"
+	      "                          (default 0)\n"
 	      "  --latency-ms MS         delay every response by MS milliseconds\n"
 	      "  --threads N             worker threads when latency is 0 (default 4)\n"
 	      "  --log FILE              append status, user, page, target per request\n"
@@ -565,7 +571,8 @@ usage(FILE *out)
 	      "                          400: an expired PageToken; cut: a transfer cut short;\n"
 	      "                          redirect: 302 to " FOREIGN_HOST " on the same port;\n"
 	      "                          deep: an entry nested " STR(DEEP_NESTING) " levels deep;\n"
-	      "                          longstr: an entry with a " STR(LONG_STRING_BYTES) "-byte string\n"
+	      "                          longstr: an entry with a " STR(LONG_STRING_BYTES) "-byte\n"
+	      "                          string\n"
 	      "  --fault-rate KIND=P[,KIND=P]  random 429/500/503 with probability P\n"
 	      "  --fault-seed N          seed of the random faults (default 0)\n"
 	      "  --extra-fields          add unknown fields to entries and meta\n"
@@ -576,6 +583,7 @@ usage(FILE *out)
 	      "  -h, --help              show this help\n",
 	      out);
 }
+/* clang-format on */
 
 static bool
 parse_number_option(const char *name, const char *value, uint64_t max, uint64_t *out)
@@ -591,7 +599,8 @@ static bool
 lookup_fault_kind(const char *name, size_t len, struct fault *f)
 {
 	for (size_t i = 0; i < N_FAULT_KINDS; i++) {
-		if (strlen(fault_kinds[i].name) == len && memcmp(fault_kinds[i].name, name, len) == 0) {
+		if (strlen(fault_kinds[i].name) == len &&
+		    memcmp(fault_kinds[i].name, name, len) == 0) {
 			f->kind = fault_kinds[i].kind;
 			f->match = fault_kinds[i].match;
 			f->modifier = fault_kinds[i].modifier;
@@ -700,7 +709,8 @@ add_fault_rates(struct config *cfg, const char *spec)
 	}
 	free(copy);
 	if (!ok)
-		fprintf(stderr, PROGNAME ": invalid --fault-rate \"%s\" (expected 429=P,500=P,503=P)\n",
+		fprintf(stderr,
+			PROGNAME ": invalid --fault-rate \"%s\" (expected 429=P,500=P,503=P)\n",
 			spec);
 	return ok;
 }
@@ -709,7 +719,7 @@ add_fault_rates(struct config *cfg, const char *spec)
 static char *
 read_token_file(const char *path)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 	char chunk[512];
 	FILE *f = fopen(path, "r");
 
@@ -764,26 +774,26 @@ enum {
 };
 
 static const struct option long_options[] = {
-	{ "listen", required_argument, NULL, OPT_LISTEN },
-	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
-	{ "account-sid", required_argument, NULL, OPT_ACCOUNT_SID },
-	{ "auth-token", required_argument, NULL, OPT_AUTH_TOKEN },
-	{ "auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE },
-	{ "seed", required_argument, NULL, OPT_SEED },
-	{ "channels", required_argument, NULL, OPT_CHANNELS },
-	{ "variant", required_argument, NULL, OPT_VARIANT },
-	{ "latency-ms", required_argument, NULL, OPT_LATENCY_MS },
-	{ "threads", required_argument, NULL, OPT_THREADS },
-	{ "log", required_argument, NULL, OPT_LOG },
-	{ "fault", required_argument, NULL, OPT_FAULT },
-	{ "fault-rate", required_argument, NULL, OPT_FAULT_RATE },
-	{ "fault-seed", required_argument, NULL, OPT_FAULT_SEED },
-	{ "extra-fields", no_argument, NULL, OPT_EXTRA_FIELDS },
-	{ "dump", required_argument, NULL, OPT_DUMP },
-	{ "service", required_argument, NULL, OPT_SERVICE },
-	{ "page-size", required_argument, NULL, OPT_PAGE_SIZE },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"port-file", required_argument, NULL, OPT_PORT_FILE},
+	{"account-sid", required_argument, NULL, OPT_ACCOUNT_SID},
+	{"auth-token", required_argument, NULL, OPT_AUTH_TOKEN},
+	{"auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE},
+	{"seed", required_argument, NULL, OPT_SEED},
+	{"channels", required_argument, NULL, OPT_CHANNELS},
+	{"variant", required_argument, NULL, OPT_VARIANT},
+	{"latency-ms", required_argument, NULL, OPT_LATENCY_MS},
+	{"threads", required_argument, NULL, OPT_THREADS},
+	{"log", required_argument, NULL, OPT_LOG},
+	{"fault", required_argument, NULL, OPT_FAULT},
+	{"fault-rate", required_argument, NULL, OPT_FAULT_RATE},
+	{"fault-seed", required_argument, NULL, OPT_FAULT_SEED},
+	{"extra-fields", no_argument, NULL, OPT_EXTRA_FIELDS},
+	{"dump", required_argument, NULL, OPT_DUMP},
+	{"service", required_argument, NULL, OPT_SERVICE},
+	{"page-size", required_argument, NULL, OPT_PAGE_SIZE},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static bool
@@ -1014,7 +1024,7 @@ format_sid(char *out, const char *prefix, uint64_t hi, uint64_t lo, bool upper)
 static void
 make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 {
-	static const char *const statuses[] = { "joined", "invited", "not_participating" };
+	static const char *const statuses[] = {"joined", "invited", "not_participating"};
 	uint64_t b = ds->base;
 
 	memset(e, 0, sizeof(*e));
@@ -1113,7 +1123,7 @@ static bool
 dump_user(const struct config *cfg, const char *user)
 {
 	struct dataset ds;
-	struct buf b = { 0 };
+	struct buf b = {0};
 	bool ok;
 
 	dataset_init(&ds, cfg, cfg->service, user);
@@ -1136,7 +1146,8 @@ run_dump(const struct config *cfg)
 {
 	for (size_t i = 0; i < cfg->n_dump; i++) {
 		if (!dump_user(cfg, cfg->dump_users[i])) {
-			fprintf(stderr, PROGNAME ": could not write to stdout: %s\n", strerror(errno));
+			fprintf(stderr, PROGNAME ": could not write to stdout: %s\n",
+				strerror(errno));
 			return 1;
 		}
 	}
@@ -1230,7 +1241,7 @@ struct server {
 	int log_fd;
 	unsigned port;
 	char authority[INET6_ADDRSTRLEN + 10]; /* ADDR:PORT, used without a Host header */
-	char *credentials;                     /* "sid:token" */
+	char *credentials;		       /* "sid:token" */
 	size_t credentials_len;
 	char *account_json; /* the account SID as a JSON string */
 	struct counter_map counters;
@@ -1250,10 +1261,10 @@ struct exchange {
 	struct server *srv;
 	struct MHD_Connection *conn;
 	const char *target; /* raw, as received */
-	char *path;         /* raw path, without the query */
+	char *path;	    /* raw path, without the query */
 	const char *query;  /* raw query, without '?' ("" if none) */
-	char *service;      /* decoded, NULL until the route matched */
-	char *user;         /* decoded, NULL until the route matched */
+	char *service;	    /* decoded, NULL until the route matched */
+	char *user;	    /* decoded, NULL until the route matched */
 	bool have_page;
 	uint64_t page;
 	uint64_t page_size;
@@ -1289,7 +1300,8 @@ wait_latency(struct server *srv)
 	}
 	pthread_mutex_lock(&srv->stop_lock);
 	while (!srv->stopping) {
-		if (pthread_cond_timedwait(&srv->stop_cond, &srv->stop_lock, &deadline) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&srv->stop_cond, &srv->stop_lock, &deadline) ==
+		    ETIMEDOUT)
 			break;
 	}
 	pthread_mutex_unlock(&srv->stop_lock);
@@ -1300,7 +1312,7 @@ static void
 log_request(struct exchange *ex, unsigned status)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	struct buf b = { 0 };
+	struct buf b = {0};
 
 	if (ex->srv->log_fd < 0)
 		return;
@@ -1318,7 +1330,7 @@ log_request(struct exchange *ex, unsigned status)
 	buf_addc(&b, '\t');
 	for (const char *p = ex->target; *p != '\0'; p++) {
 		unsigned char c = (unsigned char)*p;
-		char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
+		char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
 
 		if (c < 0x20 || c == 0x7f)
 			buf_add(&b, esc, sizeof(esc));
@@ -1327,7 +1339,8 @@ log_request(struct exchange *ex, unsigned status)
 	}
 	buf_addc(&b, '\n');
 	if (write(ex->srv->log_fd, b.data, b.len) != (ssize_t)b.len)
-		fprintf(stderr, PROGNAME ": could not write the request log: %s\n", strerror(errno));
+		fprintf(stderr, PROGNAME ": could not write the request log: %s\n",
+			strerror(errno));
 	buf_free(&b);
 }
 
@@ -1363,7 +1376,7 @@ respond_buf(struct exchange *ex, unsigned status, struct buf *b)
 static enum MHD_Result
 respond_text(struct exchange *ex, unsigned status, const char *text)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 
 	buf_adds(&b, text);
 	return respond_buf(ex, status, &b);
@@ -1374,7 +1387,7 @@ static enum MHD_Result
 respond_error(struct exchange *ex, unsigned status, unsigned code, const char *message,
 	      const char *header, const char *header_value)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 	struct MHD_Response *resp;
 	size_t len;
 	char *data;
@@ -1403,7 +1416,7 @@ respond_error(struct exchange *ex, unsigned status, unsigned code, const char *m
 static enum MHD_Result
 respond_not_found(struct exchange *ex)
 {
-	struct buf msg = { 0 };
+	struct buf msg = {0};
 	enum MHD_Result ret;
 
 	buf_adds(&msg, "The requested resource ");
@@ -1450,8 +1463,8 @@ next_segment(const char **p, bool last, char **out)
 static bool
 parse_route(struct exchange *ex)
 {
-	static const char *const fixed[6] = { "v1", "Services", NULL, "Users", NULL, "Channels" };
-	char *seg[6] = { NULL };
+	static const char *const fixed[6] = {"v1", "Services", NULL, "Users", NULL, "Channels"};
+	char *seg[6] = {NULL};
 	const char *p = ex->path;
 	bool ok = *p == '/';
 	int i;
@@ -1559,8 +1572,8 @@ check_paging(struct exchange *ex, const struct query *q, enum MHD_Result *ret)
 	if (q->page_size != NULL &&
 	    (!parse_u64(q->page_size, MAX_PAGE_SIZE, &ex->page_size) || ex->page_size == 0)) {
 		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 20001,
-				     "Invalid PageSize: must be an integer between 1 and 1000", NULL,
-				     NULL);
+				     "Invalid PageSize: must be an integer between 1 and 1000",
+				     NULL, NULL);
 		return false;
 	}
 	if (q->page != NULL && !parse_u64(q->page, MAX_PAGE, &ex->page)) {
@@ -1571,7 +1584,8 @@ check_paging(struct exchange *ex, const struct query *q, enum MHD_Result *ret)
 	snprintf(expected, sizeof(expected), "PT%" PRIu64, ex->page);
 	if ((ex->page > 0 || q->page_token != NULL) &&
 	    (q->page_token == NULL || strcmp(q->page_token, expected) != 0)) {
-		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 21481, "Invalid PageToken", NULL, NULL);
+		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 21481, "Invalid PageToken", NULL,
+				     NULL);
 		return false;
 	}
 	ex->have_page = true;
@@ -1647,8 +1661,8 @@ plan_modifiers(struct exchange *ex, struct page_plan *plan)
 static const char *
 request_host(struct exchange *ex)
 {
-	const char *host = MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND,
-						       MHD_HTTP_HEADER_HOST);
+	const char *host =
+		MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
 
 	return host != NULL && *host != '\0' ? host : ex->srv->authority;
 }
@@ -1657,7 +1671,7 @@ request_host(struct exchange *ex)
 static void
 add_page_url(struct buf *b, struct exchange *ex, const char *origin, uint64_t k)
 {
-	struct buf url = { 0 };
+	struct buf url = {0};
 
 	buf_adds(&url, origin);
 	buf_add(&url, ex->url_path.data, ex->url_path.len);
@@ -1721,7 +1735,10 @@ add_extra_entry_tail(struct buf *b, const struct exchange *ex, const struct entr
 	buf_adds(b, EXTRA_ENTRY_ATTRIBUTES);
 }
 
-/* The unknown fields of the deep and longstr faults: well-formed JSON, beyond the client's limits. */
+/*
+ * The unknown fields of the deep and longstr faults: well-formed JSON,
+ * beyond the client's limits.
+ */
 static void
 add_hostile_fields(struct buf *b, const struct entry *e)
 {
@@ -1810,7 +1827,8 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 	uint64_t end = first + ex->page_size < ds->present ? first + ex->page_size : ds->present;
 	uint64_t count = first < end ? end - first : 0;
 	uint64_t items = 0;
-	size_t per_entry = ENTRY_JSON_ESTIMATE + (ex->srv->cfg->extra_fields ? EXTRA_JSON_ESTIMATE : 0);
+	size_t per_entry =
+		ENTRY_JSON_ESTIMATE + (ex->srv->cfg->extra_fields ? EXTRA_JSON_ESTIMATE : 0);
 
 	buf_reserve(b, (size_t)(count + 2) * per_entry + 2048);
 	buf_adds(b, "\"channels\":[");
@@ -1852,11 +1870,10 @@ add_next_url(struct buf *b, struct exchange *ex, const struct dataset *ds,
 }
 
 static void
-add_meta(struct buf *b, struct exchange *ex, const struct dataset *ds,
-	 const struct page_plan *plan)
+add_meta(struct buf *b, struct exchange *ex, const struct dataset *ds, const struct page_plan *plan)
 {
 	bool extra = ex->srv->cfg->extra_fields;
-	struct buf origin = { 0 };
+	struct buf origin = {0};
 
 	buf_adds(&origin, "http://");
 	buf_adds(&origin, request_host(ex));
@@ -1934,7 +1951,7 @@ static enum MHD_Result
 serve_page(struct exchange *ex, const struct page_plan *plan)
 {
 	struct dataset ds;
-	struct buf b = { 0 };
+	struct buf b = {0};
 
 	dataset_init(&ds, ex->srv->cfg, ex->service, ex->user);
 	buf_addc(&b, '{');
@@ -1950,7 +1967,7 @@ serve_page(struct exchange *ex, const struct page_plan *plan)
 static enum MHD_Result
 respond_malformed(struct exchange *ex)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 
 	buf_adds(&b, "{\"channels\":[{\"account_sid\":");
 	buf_adds(&b, ex->srv->account_json);
@@ -1962,8 +1979,9 @@ respond_malformed(struct exchange *ex)
 static enum MHD_Result
 respond_redirect(struct exchange *ex)
 {
-	struct buf location = { 0 };
-	struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	struct buf location = {0};
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
 	enum MHD_Result ret;
 	char origin[48];
 
@@ -2015,7 +2033,7 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 static enum MHD_Result
 serve(struct exchange *ex, const char *method)
 {
-	struct page_plan plan = { 0 };
+	struct page_plan plan = {0};
 	const struct fault *f;
 	struct query q;
 	enum MHD_Result ret;
@@ -2026,7 +2044,8 @@ serve(struct exchange *ex, const char *method)
 		return respond_not_found(ex);
 	if (!check_auth(ex))
 		return respond_error(ex, MHD_HTTP_UNAUTHORIZED, 20003, "Authenticate",
-				     MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"Twilio API\"");
+				     MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+				     "Basic realm=\"Twilio API\"");
 	query_parse(ex->query, &q);
 	route_ok = check_paging(ex, &q, &ret);
 	query_free(&q);
@@ -2235,7 +2254,7 @@ fail:
 static bool
 write_port_file(const char *path, unsigned port)
 {
-	struct buf tmp = { 0 };
+	struct buf tmp = {0};
 	char line[16];
 	int len = snprintf(line, sizeof(line), "%u\n", port);
 	bool ok = false;
@@ -2259,7 +2278,7 @@ write_port_file(const char *path, unsigned port)
 static void
 server_init(struct server *srv, const struct config *cfg)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 	pthread_condattr_t attr;
 
 	memset(srv, 0, sizeof(*srv));
@@ -2309,7 +2328,8 @@ server_stop_waiters(struct server *srv)
 static struct MHD_Daemon *
 start_daemon(struct server *srv, int listen_fd, int family)
 {
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags =
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	enum MHD_OPTION pool_option = MHD_OPTION_THREAD_POOL_SIZE;
 
 	if (family == AF_INET6)

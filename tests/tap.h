@@ -49,8 +49,7 @@ tap_ok(bool cond, const char *fmt, ...)
 			printf("#   got:  %lld\n#   want: %lld\n", g_, w_);                        \
 	} while (0)
 
-static int __attribute__((unused))
-tap_done(void)
+static int __attribute__((unused)) tap_done(void)
 {
 	printf("1..%d\n", tap_count);
 	return tap_failed ? 1 : 0;

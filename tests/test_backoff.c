@@ -22,7 +22,7 @@ struct range {
 static struct range
 draw(unsigned attempt, long base_ms, long max_ms, long retry_after_s, uint64_t seed)
 {
-	struct range r = { LONG_MAX, LONG_MIN };
+	struct range r = {LONG_MAX, LONG_MIN};
 	uint64_t rng = seed;
 
 	for (int i = 0; i < DRAWS; i++) {
@@ -42,7 +42,8 @@ test_random(void)
 	uint64_t a = 42, b = 42, c = 43;
 	uint64_t first = backoff_random(&a);
 
-	is_int((long long)backoff_random(&b), (long long)first, "the same state gives the same number");
+	is_int((long long)backoff_random(&b), (long long)first,
+	       "the same state gives the same number");
 	ok(a == b && a != 42, "and moves the state on");
 	ok(backoff_random(&a) != first, "the next step gives another number");
 	ok(backoff_random(&c) != first, "another seed gives another number");
@@ -91,12 +92,12 @@ test_cap(void)
 {
 	struct range r = draw(30, 10, 1000, -1, 3);
 
-	ok(r.lo >= 10 && r.hi <= 1000, "attempt 30: within [10, 1000] ms, never above max_ms (%ld..%ld)",
-	   r.lo, r.hi);
+	ok(r.lo >= 10 && r.hi <= 1000,
+	   "attempt 30: within [10, 1000] ms, never above max_ms (%ld..%ld)", r.lo, r.hi);
 	is_int(r.hi, 1000, "the cap itself is drawn");
 	r = draw(UINT_MAX, 250, 30000, -1, 3);
-	ok(r.lo >= 250 && r.hi <= 30000, "attempt UINT_MAX: no overflow, within [250, 30000] (%ld..%ld)",
-	   r.lo, r.hi);
+	ok(r.lo >= 250 && r.hi <= 30000,
+	   "attempt UINT_MAX: no overflow, within [250, 30000] (%ld..%ld)", r.lo, r.hi);
 	r = draw(5, 10, 100, -1, 3);
 	ok(r.hi <= 100, "a cap below base * 2^attempt wins (%ld)", r.hi);
 }
@@ -108,10 +109,11 @@ test_floor(void)
 
 	is_int(r.lo, 10, "attempt 0 still waits base_ms at least");
 	r = draw(3, 500, 100, -1, 9);
-	ok(r.lo == 500 && r.hi == 500, "max_ms below base_ms: always base_ms (%ld..%ld)", r.lo, r.hi);
+	ok(r.lo == 500 && r.hi == 500, "max_ms below base_ms: always base_ms (%ld..%ld)", r.lo,
+	   r.hi);
 	r = draw(3, 0, 1000, -1, 9);
-	ok(r.lo >= 1 && r.hi <= 8, "base_ms 0 counts as 1 ms: never 0, and it still grows (%ld..%ld)",
-	   r.lo, r.hi);
+	ok(r.lo >= 1 && r.hi <= 8,
+	   "base_ms 0 counts as 1 ms: never 0, and it still grows (%ld..%ld)", r.lo, r.hi);
 	r = draw(3, -50, 1000, -1, 9);
 	ok(r.lo >= 1 && r.hi <= 8, "a negative base_ms too (%ld..%ld)", r.lo, r.hi);
 }
@@ -130,20 +132,21 @@ test_retry_after(void)
 	ok(r.lo >= 10 && r.hi <= 20, "Retry-After: 0 still backs off: within [10, 20] (%ld..%ld)",
 	   r.lo, r.hi);
 	r = draw(1, 10, 5000, 60, 11);
-	ok(r.lo == 5000 && r.hi == 5000, "a Retry-After beyond max_ms waits max_ms (%ld..%ld)", r.lo,
-	   r.hi);
+	ok(r.lo == 5000 && r.hi == 5000, "a Retry-After beyond max_ms waits max_ms (%ld..%ld)",
+	   r.lo, r.hi);
 	r = draw(1, 10, 5000, 5, 11);
-	ok(r.lo == 5000 && r.hi == 5000, "a Retry-After of exactly max_ms waits it (%ld..%ld)", r.lo,
-	   r.hi);
+	ok(r.lo == 5000 && r.hi == 5000, "a Retry-After of exactly max_ms waits it (%ld..%ld)",
+	   r.lo, r.hi);
 	r = draw(1, 10, 1500, 2, 11);
 	ok(r.lo == 1500 && r.hi == 1500,
 	   "a Retry-After between max_ms and the next whole second waits max_ms (%ld..%ld)", r.lo,
 	   r.hi);
 	r = draw(1, 10, 60000, LONG_MAX, 11);
-	ok(r.lo == 60000 && r.hi == 60000, "a huge Retry-After does not overflow: max_ms (%ld..%ld)",
-	   r.lo, r.hi);
+	ok(r.lo == 60000 && r.hi == 60000,
+	   "a huge Retry-After does not overflow: max_ms (%ld..%ld)", r.lo, r.hi);
 	r = draw(1, 10, 60000, -1, 11);
-	ok(r.lo >= 10 && r.hi <= 20, "no Retry-After (-1): the plain backoff (%ld..%ld)", r.lo, r.hi);
+	ok(r.lo >= 10 && r.hi <= 20, "no Retry-After (-1): the plain backoff (%ld..%ld)", r.lo,
+	   r.hi);
 }
 
 int

@@ -37,7 +37,8 @@ cursor_row(const char *run_id, const char *state, const char *next, const char *
 	if (res == NULL || !PQsetResultAttrs(res, 5, attrs))
 		abort();
 	for (int i = 0; i < 5; i++) {
-		if (!PQsetvalue(res, 0, i, (char *)values[i], values[i] ? (int)strlen(values[i]) : -1))
+		if (!PQsetvalue(res, 0, i, (char *)values[i],
+				values[i] ? (int)strlen(values[i]) : -1))
 			abort();
 	}
 	return res;
@@ -64,7 +65,8 @@ test_positions(void)
 	ok(pos.start == CURSOR_SKIP, "finished in this sweep: skipped");
 
 	read_row(cursor_row("7", "failed", "https://x/p2", "1", NULL), 7, &pos);
-	ok(pos.start == CURSOR_SKIP, "failed in this sweep: skipped too (the next sweep resumes it)");
+	ok(pos.start == CURSOR_SKIP,
+	   "failed in this sweep: skipped too (the next sweep resumes it)");
 	free(pos.next_url);
 
 	read_row(cursor_row("6", "failed", "https://x/p2", "1", NULL), 7, &pos);
@@ -79,7 +81,8 @@ test_positions(void)
 	free(pos.next_url);
 
 	read_row(cursor_row("6", "complete", NULL, "1", DIGEST), 7, &pos);
-	ok(pos.start == CURSOR_FIRST_PAGE, "complete in an earlier sweep: listed again from page 1");
+	ok(pos.start == CURSOR_FIRST_PAGE,
+	   "complete in an earlier sweep: listed again from page 1");
 	is_str(pos.digest, DIGEST, "with the digest of its last one-page listing");
 	ok(pos.next_url == NULL, "and no URL to resume at");
 

@@ -59,7 +59,8 @@ test_plain(void)
 	is_str(escape(&g, 64, ""), "", "an empty string gives an empty string");
 	is_str(escape(&g, 64, NULL), "(null)", "NULL is shown as (null)");
 	is_str(escape(&g, 64, "Zo\xc3\xab \xce\xa9mega \xe6\x97\xa5\xe6\x9c\xac"),
-	       "Zo\xc3\xab \xce\xa9mega \xe6\x97\xa5\xe6\x9c\xac", "bytes >= 0x80 (UTF-8) pass through");
+	       "Zo\xc3\xab \xce\xa9mega \xe6\x97\xa5\xe6\x9c\xac",
+	       "bytes >= 0x80 (UTF-8) pass through");
 	is_str(escape(&g, 64, "'single' 100% {}"), "'single' 100% {}",
 	       "single quotes and %% are not escaped");
 }
@@ -133,7 +134,9 @@ test_truncation(void)
 			    strncmp(g.buf, s, n - 3) != 0)
 				good = false;
 		}
-		ok(good, "outsz %zu: for every length, NUL-terminated within outsz, whole or cut with ...",
+		ok(good,
+		   "outsz %zu: for every length, NUL-terminated within outsz, "
+		   "whole or cut with ...",
 		   outsz);
 	}
 }
@@ -144,7 +147,10 @@ test_unicode(void)
 {
 	struct guarded g;
 
-	is_str(escape(&g, 64, "a\xff" "b"), "a\\xffb", "a byte that starts no UTF-8 sequence: \\xff");
+	is_str(escape(&g, 64,
+		      "a\xff"
+		      "b"),
+	       "a\\xffb", "a byte that starts no UTF-8 sequence: \\xff");
 	is_str(escape(&g, 64, "\x80x"), "\\x80x", "a stray continuation byte: \\x80");
 	is_str(escape(&g, 64, "\xc3"), "\\xc3", "a sequence cut by the end of the value");
 	is_str(escape(&g, 64, "\xc3("), "\\xc3(", "a sequence cut by an ASCII byte");
@@ -152,15 +158,24 @@ test_unicode(void)
 	is_str(escape(&g, 64, "\xe0\x80\xaf"), "\\xe0\\x80\\xaf", "an overlong 3-byte form");
 	is_str(escape(&g, 64, "\xed\xa0\x80"), "\\xed\\xa0\\x80", "a UTF-16 surrogate (U+D800)");
 	is_str(escape(&g, 64, "\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80", "past U+10FFFF");
-	is_str(escape(&g, 64, "\xc2\x85" "next"), "\\u{85}next", "a C1 control (NEL, U+0085)");
-	is_str(escape(&g, 64, "\xc2\x9b" "31m"), "\\u{9b}31m", "the C1 CSI (U+009B)");
+	is_str(escape(&g, 64,
+		      "\xc2\x85"
+		      "next"),
+	       "\\u{85}next", "a C1 control (NEL, U+0085)");
+	is_str(escape(&g, 64,
+		      "\xc2\x9b"
+		      "31m"),
+	       "\\u{9b}31m", "the C1 CSI (U+009B)");
 	is_str(escape(&g, 64, "user\xe2\x80\xaegpj.exe"), "user\\u{202e}gpj.exe",
 	       "RIGHT-TO-LEFT OVERRIDE (U+202E)");
 	is_str(escape(&g, 64, "\xe2\x81\xa6x\xe2\x81\xa9"), "\\u{2066}x\\u{2069}",
 	       "bidirectional isolates (U+2066, U+2069)");
 	is_str(escape(&g, 64, "\xe2\x80\x8f\xd8\x9c"), "\\u{200f}\\u{61c}",
 	       "RIGHT-TO-LEFT MARK and ARABIC LETTER MARK");
-	is_str(escape(&g, 64, "a\xe2\x80\xa8" "b"), "a\\u{2028}b", "LINE SEPARATOR (U+2028)");
+	is_str(escape(&g, 64,
+		      "a\xe2\x80\xa8"
+		      "b"),
+	       "a\\u{2028}b", "LINE SEPARATOR (U+2028)");
 	is_str(escape(&g, 64, "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80"),
 	       "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80", "NBSP, euro sign and an emoji are kept");
 	is_str(escape(&g, 13, "abcdef\xe2\x82\xac\xe2\x82\xac"), "abcdef\xe2\x82\xac...",
@@ -190,7 +205,8 @@ test_lines(void)
 	close(fd);
 	unlink(path);
 	got[n > 0 ? n : 0] = '\0';
-	ok(strchr(got, '\n') == got + strlen(got) - 1, "log lines: a newline in a message does not split the line");
+	ok(strchr(got, '\n') == got + strlen(got) - 1,
+	   "log lines: a newline in a message does not split the line");
 	ok(strstr(got, "warning: value one\\x0atwo\\u{202e}\\xff\\\" end\n") != NULL,
 	   "log lines: controls, bidi and bad bytes are escaped, quotes are not (%s)", got);
 }

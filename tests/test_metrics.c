@@ -407,7 +407,7 @@ static void
 feed_history(struct metrics *m)
 {
 	static const long statuses[] = {200, 204, 299, 301, 304, 404, 429, 499,
-					500, 599, 0,   -1,  99,  199, 600};
+					500, 599, 0,   -1,  99,	 199, 600};
 	static const char *const ok_services[] = {SVC_A, NULL};
 
 	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)

@@ -113,7 +113,8 @@ test_digest(void)
 	/* Pinned: digests are stored on the cursors, so the algorithm must not drift. */
 	is_str(d1, "6cf8bdc711e33438f59be7e69c8ade84", "digest: a known row gives the known value");
 	digest_of(NULL, 0, d2);
-	is_str(d2, "55797e413ca5860734117b170781a604", "digest: an empty page gives the known value");
+	is_str(d2, "55797e413ca5860734117b170781a604",
+	       "digest: an empty page gives the known value");
 
 	digest_of(two, 2, d1);
 	digest_of(two, 2, d2);

@@ -54,9 +54,10 @@ static const char page_json[] =
 	"        \"member\": \"" LINK CH1 "/Members/" MB1 "\",\n"
 	"        \"extra\": {\"channel\": \"not this\", \"member\": [\"nor this\"]}\n"
 	"      },\n"
-	"      \"url\": \"https://chat.twilio.com/v2/Services/" SERVICE
-	"/Users/alice/Channels/" CH1 "\",\n"
-	"      \"attributes\": {\"status\": \"left\", \"deep\": [{\"a\": [1, [2, {\"b\": null}]]}]},\n"
+	"      \"url\": \"https://chat.twilio.com/v2/Services/" SERVICE "/Users/alice/Channels/" CH1
+	"\",\n"
+	"      \"attributes\": {\"status\": \"left\", "
+	"\"deep\": [{\"a\": [1, [2, {\"b\": null}]]}]},\n"
 	"      \"notification_level\": \"default\",\n"
 	"      \"flags\": [true, false, null, 1.5, \"s\"]\n"
 	"    },\n"
@@ -71,11 +72,13 @@ static const char page_json[] =
 	"      \"links\": null,\n"
 	"      \"url\": null\n"
 	"    },\n"
-	"    {\"channel_sid\": \"" CH3 "\", \"account_sid\": \"" ACCOUNT "\", \"service_sid\": \"" SERVICE
-	"\", \"member_sid\": \"" MB3 "\", \"status\": \"in\\\"vi\\\\ted \\u00e9\\u65e5\\/\","
+	"    {\"channel_sid\": \"" CH3 "\", \"account_sid\": \"" ACCOUNT
+	"\", \"service_sid\": \"" SERVICE "\", \"member_sid\": \"" MB3
+	"\", \"status\": \"in\\\"vi\\\\ted \\u00e9\\u65e5\\/\","
 	" \"last_consumed_message_index\": 0, \"unread_messages_count\": -7,"
 	" \"links\": {\"channel\": null, \"member\": \"" LINK CH3 "/Members/" MB3 "\"}},\n"
-	"    {\"links\": {\"channel\": \"" LINK CH4 "\"}, \"unread_messages_count\": 9223372036854775807,"
+	"    {\"links\": {\"channel\": \"" LINK CH4
+	"\"}, \"unread_messages_count\": 9223372036854775807,"
 	" \"last_consumed_message_index\": -9223372036854775807, \"channel_sid\": \"" CH4 "\"}\n"
 	"  ],\n"
 	"  \"meta\": {\n"
@@ -247,12 +250,12 @@ static const struct page_parser_limits roomy = {
 /* The outcome of parsing one body. */
 struct run {
 	struct recorder rec;
-	bool ok;	    /* every feed and the finish succeeded */
-	bool feed_failed;   /* a feed returned false (else finish did, if !ok) */
-	size_t fed;	    /* bytes handed over before the failing feed */
+	bool ok;	  /* every feed and the finish succeeded */
+	bool feed_failed; /* a feed returned false (else finish did, if !ok) */
+	size_t fed;	  /* bytes handed over before the failing feed */
 	char *next_url;
 	char *error;
-	size_t rows;	    /* page_parser_rows() at the end */
+	size_t rows; /* page_parser_rows() at the end */
 };
 
 static void
@@ -470,13 +473,15 @@ test_rejected_rows(void)
 		"{\"channel_sid\":\"CH0000000000000000000000000000000g\"},\n"
 		"{\"channel_sid\":5},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"status\":7,\"unread_messages_count\":3},\n"
-		"{\"channel_sid\":\"" CH2 "\",\"status\":\"joined\",\"unread_messages_count\":\"5\"},\n"
+		"{\"channel_sid\":\"" CH2
+		"\",\"status\":\"joined\",\"unread_messages_count\":\"5\"},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"links\":\"str\"},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"last_consumed_message_index\":1.5},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"status\":true},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"member_sid\":{\"sid\":\"MB\"}},\n"
 		"{\"channel_sid\":\"" CH2 "\",\"account_sid\":[\"" ACCOUNT "\"]},\n"
-		"{\"channel_sid\":\"" CH2 "\",\"links\":{\"channel\":7,\"member\":\"" LINK "m\"}},\n"
+		"{\"channel_sid\":\"" CH2 "\",\"links\":{\"channel\":7,\"member\":\"" LINK
+		"m\"}},\n"
 		"{\"channel_sid\":\"" CH3 "\",\"status\":\"left\",\"unread_messages_count\":2}\n"
 		"],\"meta\":{\"key\":\"channels\",\"next_page_url\":null}}";
 	static const struct {
@@ -519,9 +524,10 @@ test_rejected_rows(void)
 
 				ok((x->reject != NULL) == want[i].rejected,
 				   "entries (%s): %s is %s (%s)", how, want[i].what,
-				   want[i].rejected ? "rejected" : "kept", x->reject ? x->reject : "-");
-				is_int(x->drifted, want[i].drifted, "entries (%s): %s: fields flagged",
-				       how, want[i].what);
+				   want[i].rejected ? "rejected" : "kept",
+				   x->reject ? x->reject : "-");
+				is_int(x->drifted, want[i].drifted,
+				       "entries (%s): %s: fields flagged", how, want[i].what);
 			}
 			is_str(r.rec.rows[7].reject, "channel_sid is not a string",
 			       "entries (%s): a number for channel_sid says so", how);
@@ -533,9 +539,10 @@ test_rejected_rows(void)
 			   "entries (%s): unread \"5\" is NULL, the valid status is kept", how);
 			ok(r.rec.rows[15].channel_url == NULL && r.rec.rows[15].member_url != NULL,
 			   "entries (%s): links.channel 7 is NULL, links.member is kept", how);
-			ok(r.rec.rows[11].has_lcmi == false, "entries (%s): an index of 1.5 is NULL",
-			   how);
-			is_str(r.rec.rows[n - 1].status, "left", "entries (%s): last row status", how);
+			ok(r.rec.rows[11].has_lcmi == false,
+			   "entries (%s): an index of 1.5 is NULL", how);
+			is_str(r.rec.rows[n - 1].status, "left", "entries (%s): last row status",
+			       how);
 			ok(r.rec.rows[n - 1].has_unread && r.rec.rows[n - 1].unread == 2,
 			   "entries (%s): last row count", how);
 			ok(r.rec.rows[1].channel_sid == NULL && r.rec.rows[2].channel_sid == NULL,
@@ -598,8 +605,8 @@ check_bad(const struct bad_page *b, size_t chunk, const char *how)
 	}
 	parse(&r, &b->limits, b->body, len, chunk, 0);
 	ok(!r.ok, "%s (%s): the page fails", b->desc, how);
-	ok(b->at_finish ? !r.feed_failed : r.feed_failed, "%s (%s): %s returns false", b->desc,
-	   how, b->at_finish ? "page_parser_finish" : "page_parser_feed");
+	ok(b->at_finish ? !r.feed_failed : r.feed_failed, "%s (%s): %s returns false", b->desc, how,
+	   b->at_finish ? "page_parser_finish" : "page_parser_feed");
 	if (!ok(r.error != NULL && strstr(r.error, b->want) != NULL,
 		"%s (%s): the error says \"%s\"", b->desc, how, b->want))
 		printf("#   error: %s\n", r.error ? r.error : "(null)");
@@ -657,8 +664,8 @@ test_bad_pages(void)
 		{"an entry that is not an object",
 		 "{\"channels\":[\"" CH1 "\"],\"meta\":{\"key\":\"channels\"}}", 0, roomy, false,
 		 "not an object", "\"" CH1 "\"", 0},
-		{"no channels", "{\"meta\":{\"key\":\"channels\"}}", 0, roomy, true, "channels", NULL,
-		 0},
+		{"no channels", "{\"meta\":{\"key\":\"channels\"}}", 0, roomy, true, "channels",
+		 NULL, 0},
 		{"missing meta", "{\"channels\":[{\"channel_sid\":\"" CH1 "\"}]}", 0, roomy, true,
 		 "meta", NULL, 1},
 		{"meta not an object", "{\"channels\":[],\"meta\":[\"channels\"]}", 0, roomy, false,
@@ -674,11 +681,14 @@ test_bad_pages(void)
 		 0, small, false, "longer than 40", "\"0123456789012345678901234567890123456789x\"",
 		 0},
 		{"unknown string over max_string",
-		 "{\"x\":\"0123456789012345678901234567890123456789x\",\"channels\":[],\"meta\":{}}", 0,
-		 small, false, "longer than 40", "\"0123456789012345678901234567890123456789x\"", 0},
+		 "{\"x\":\"0123456789012345678901234567890123456789x\","
+		 "\"channels\":[],\"meta\":{}}",
+		 0, small, false, "longer than 40", "\"0123456789012345678901234567890123456789x\"",
+		 0},
 		{"key over max_string",
 		 "{\"channels\":[],\"0123456789012345678901234567890123456789x\":1,\"meta\":{}}", 0,
-		 small, false, "longer than 40", "\"0123456789012345678901234567890123456789x\"", 0},
+		 small, false, "longer than 40", "\"0123456789012345678901234567890123456789x\"",
+		 0},
 		{"nesting over max_depth",
 		 "{\"channels\":[{\"channel_sid\":\"" CH1 "\",\"a\":{\"b\":[1]}}],\"meta\":{}}", 0,
 		 small, false, "nested deeper than 4", "[1", 0},
@@ -753,12 +763,12 @@ test_max_bytes(void)
 		 * p->offset already holds: N = offset + previous chunk.
 		 */
 		if (r.fed == 0)
-			ok(at >= 0 && at <= 60, "over max_bytes (chunks of %zu): at byte %lld, in 0..60",
-			   chunk, at);
+			ok(at >= 0 && at <= 60,
+			   "over max_bytes (chunks of %zu): at byte %lld, in 0..60", chunk, at);
 		else
 			ok(at >= (long long)r.fed && at <= 60,
-			     "over max_bytes (chunks of %zu): at byte %lld, in %zu..60", chunk, at,
-			     r.fed);
+			   "over max_bytes (chunks of %zu): at byte %lld, in %zu..60", chunk, at,
+			   r.fed);
 		run_clear(&r);
 	}
 }
@@ -786,15 +796,14 @@ test_limits_boundary(void)
 	ok(r.ok, "a 40-byte string and key, depth 4 and 2 rows pass limits of 40, 4 and 2");
 	if (!r.ok)
 		printf("#   error: %s\n", r.error);
-	ok(r.rec.n == 2 && same_str(r.rec.rows[0].channel_url,
-				    "0123456789012345678901234567890123456789"),
+	ok(r.rec.n == 2 &&
+		   same_str(r.rec.rows[0].channel_url, "0123456789012345678901234567890123456789"),
 	   "the 40-byte links.channel arrives whole");
 	run_clear(&r);
 
 	parse(&r, &roomy, nul, strlen(nul), 1, 0);
 	ok(!(r.ok && r.rec.n == 1 && r.rec.rows[0].reject == NULL),
-	   "a status holding \\u0000 is not stored cut short (%s)",
-	   r.ok ? "page ok" : r.error);
+	   "a status holding \\u0000 is not stored cut short (%s)", r.ok ? "page ok" : r.error);
 	run_clear(&r);
 }
 
@@ -817,8 +826,8 @@ test_stop(void)
 		run_parser(p, &r, page_json, len, chunk, 0);
 		ok(!r.ok && r.feed_failed, "stop (chunks of %zu): page_parser_feed returns false",
 		   chunk);
-		is_int(r.rec.n, 2, "stop (chunks of %zu): no callback after the one returning false",
-		       chunk);
+		is_int(r.rec.n, 2,
+		       "stop (chunks of %zu): no callback after the one returning false", chunk);
 		ok(r.error != NULL && strstr(r.error, "stopped by the caller") != NULL,
 		   "stop (chunks of %zu): error \"%s\"", chunk, r.error ? r.error : "(null)");
 		again = page_parser_feed(p, "  ", 2);
@@ -837,7 +846,8 @@ test_stop(void)
 static void
 test_reset(void)
 {
-	static const char bad[] = "{\"channels\":[{\"channel_sid\":\"" CH1 "\"}],\"meta\":{\"key\":[";
+	static const char bad[] =
+		"{\"channels\":[{\"channel_sid\":\"" CH1 "\"}],\"meta\":{\"key\":[";
 	static const char last[] = "{\"channels\":[{\"channel_sid\":\"" CH3
 				   "\",\"status\":\"left\"}],\"meta\":{\"key\":\"channels\"}}";
 	static const char nometa[] = "{\"channels\":[]}";

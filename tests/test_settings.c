@@ -105,7 +105,7 @@ struct conf {
 	const char *sync;
 	const char *services; /* the services = ( ... ); lines */
 	const char *log;
-	const char *extra; /* after the groups */
+	const char *extra;     /* after the groups */
 	bool only_twilio_sync; /* leave the database and log groups out */
 	mode_t mode;	       /* 0 means 0600 */
 };
@@ -138,7 +138,8 @@ render(char *out, size_t outsz, const struct conf *c)
 		 c->token ? c->token : "auth_token = \"" TOKEN "\";", c->twilio ? c->twilio : "",
 		 database, c->sync ? c->sync : "",
 		 c->services ? c->services
-			     : "services = ( { sid = \"" SERVICE_A "\"; users = [ \"alice\" ]; } );",
+			     : "services = ( { sid = \"" SERVICE_A
+			       "\"; users = [ \"alice\" ]; } );",
 		 log, c->extra ? c->extra : "");
 }
 
@@ -255,7 +256,8 @@ test_full(void)
 		 "  interval = 120;\n"
 		 "  services = (\n"
 		 "    { sid = \"" SERVICE_A "\";\n"
-		 "      users = [ \"US0123456789abcdef0123456789abcdef\", \"alice@example.com\" ]; },\n"
+		 "      users = [ \"US0123456789abcdef0123456789abcdef\",\n"
+		 "                \"alice@example.com\" ]; },\n"
 		 "    { sid = \"" SERVICE_B "\"; users = [ \"bob smith\" ]; }\n"
 		 "  );\n"
 		 "};\n"
@@ -375,9 +377,8 @@ test_bounds(void)
 		"page_size", "twilio.page_size");
 	refused("page_size as a float", &(struct conf){.twilio = "page_size = 10.5;"}, "page_size",
 		"twilio.page_size");
-	refused("page_size huge (int64)",
-		&(struct conf){.twilio = "page_size = 4294967297L;"}, "page_size",
-		"twilio.page_size");
+	refused("page_size huge (int64)", &(struct conf){.twilio = "page_size = 4294967297L;"},
+		"page_size", "twilio.page_size");
 	refused("concurrency = 65", &(struct conf){.twilio = "concurrency = 65;"}, "concurrency",
 		"twilio.concurrency");
 	refused("interval = 0", &(struct conf){.sync = "interval = 0;"}, "interval",
@@ -389,19 +390,19 @@ test_bounds(void)
 static void
 test_unknown(void)
 {
-	refused("unknown key in twilio", &(struct conf){.twilio = "page_sizes = 10;"},
-		"page_sizes", "twilio.page_sizes");
+	refused("unknown key in twilio", &(struct conf){.twilio = "page_sizes = 10;"}, "page_sizes",
+		"twilio.page_sizes");
 	refused("key of another group", &(struct conf){.database = "interval = 10;"},
 		"interval = 10", "database.interval");
-	refused("unknown key in log", &(struct conf){.log = "file = \"/tmp/x\";"}, "file =",
-		"log.file");
+	refused("unknown key in log", &(struct conf){.log = "file = \"/tmp/x\";"},
+		"file =", "log.file");
 	refused("unknown top-level group", &(struct conf){.extra = "bogus: { a = 1; };"},
 		"bogus:", "bogus");
-	refused("unknown top-level scalar", &(struct conf){.extra = "verbose = true;"},
-		"verbose", "verbose");
+	refused("unknown top-level scalar", &(struct conf){.extra = "verbose = true;"}, "verbose",
+		"verbose");
 	refused("a known group that is not a group",
-		&(struct conf){.only_twilio_sync = true, .extra = "log = \"debug\";"}, "log =",
-		"log");
+		&(struct conf){.only_twilio_sync = true, .extra = "log = \"debug\";"},
+		"log =", "log");
 }
 
 static void
@@ -468,8 +469,8 @@ test_users(void)
 	struct settings *s;
 
 	refused("empty users list",
-		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
-					   "\"; users = [ ]; } );"},
+		&(struct conf){.services =
+				       "services = ( { sid = \"" SERVICE_A "\"; users = [ ]; } );"},
 		"services", "sync.services");
 	refused("an empty-string user",
 		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
@@ -492,14 +493,15 @@ test_users(void)
 	refused("no services", &(struct conf){.services = "services = ( );"}, "services",
 		"sync.services");
 	refused("service without users",
-		     &(struct conf){.services = "services = ( { sid = \"" SERVICE_A "\"; } );"},
-		     "services", "sync.services");
+		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A "\"; } );"},
+		"services", "sync.services");
 
 	s = accepted("the same user in two services",
-		     &(struct conf){.services = "services = (\n"
-						"    { sid = \"" SERVICE_A "\"; users = [ \"bob\" ]; },\n"
-						"    { sid = \"" SERVICE_B "\"; users = [ \"bob\" ]; }\n"
-						"  );"});
+		     &(struct conf){
+			     .services = "services = (\n"
+					 "    { sid = \"" SERVICE_A "\"; users = [ \"bob\" ]; },\n"
+					 "    { sid = \"" SERVICE_B "\"; users = [ \"bob\" ]; }\n"
+					 "  );"});
 	if (s != NULL)
 		is_int(settings_user_count(s), 2, "the same user in two services counts twice");
 	settings_free(s);
@@ -587,8 +589,7 @@ test_schema_and_level(void)
 	refused("log.level verbose", &(struct conf){.log = "level = \"verbose\";"}, "level",
 		"log.level");
 	refused("log.level empty", &(struct conf){.log = "level = \"\";"}, "level", "log.level");
-	refused("log.level as a number", &(struct conf){.log = "level = 3;"}, "level",
-		"log.level");
+	refused("log.level as a number", &(struct conf){.log = "level = 3;"}, "level", "log.level");
 }
 
 static void
@@ -607,30 +608,30 @@ test_token(void)
 	snprintf(line, sizeof(line), "auth_token_file = \"%s\";", tokfile);
 	s = accepted("auth_token_file", &(struct conf){.token = line});
 	if (s != NULL) {
-		is_str(s->auth_token, FILE_TOKEN, "the token file is read, trailing newline stripped");
+		is_str(s->auth_token, FILE_TOKEN,
+		       "the token file is read, trailing newline stripped");
 		is_str(s->auth_token_file, tokfile, "auth_token_file is kept");
 	}
 	settings_free(s);
 
 	/* the key is absent: the twilio group is the closest line there is */
-	refused("no token at all", &(struct conf){.token = ""}, "twilio: {",
-		     "twilio.auth_token");
-	refused("an empty auth_token", &(struct conf){.token = "auth_token = \"\";"},
-		     "auth_token", "twilio.auth_token");
+	refused("no token at all", &(struct conf){.token = ""}, "twilio: {", "twilio.auth_token");
+	refused("an empty auth_token", &(struct conf){.token = "auth_token = \"\";"}, "auth_token",
+		"twilio.auth_token");
 
 	snprintf(line, sizeof(line), "auth_token = \"" TOKEN "\"; auth_token_file = \"%s\";",
 		 tokfile);
 	refused("both auth_token and auth_token_file", &(struct conf){.token = line},
-		     "auth_token_file", "twilio.auth_token_file");
+		"auth_token_file", "twilio.auth_token_file");
 
 	snprintf(line, sizeof(line), "auth_token_file = \"%s\";", missing);
-	refused("a missing auth_token_file", &(struct conf){.token = line},
-		     "auth_token_file", "twilio.auth_token_file");
+	refused("a missing auth_token_file", &(struct conf){.token = line}, "auth_token_file",
+		"twilio.auth_token_file");
 	ok(strstr(errlog, missing) != NULL, "the missing token file is named");
 
 	snprintf(line, sizeof(line), "auth_token_file = \"%s\";", tokdir);
 	refused("an auth_token_file that cannot be read (a directory)",
-		     &(struct conf){.token = line}, "auth_token_file", "twilio.auth_token_file");
+		&(struct conf){.token = line}, "auth_token_file", "twilio.auth_token_file");
 
 	if (geteuid() != 0) {
 		char locked[PATH_MAX];
@@ -638,9 +639,8 @@ test_token(void)
 		path_in_tmp(locked, sizeof(locked), "locked_token");
 		write_file(locked, FILE_TOKEN "\n", 0000);
 		snprintf(line, sizeof(line), "auth_token_file = \"%s\";", locked);
-		refused("an auth_token_file without read permission",
-			     &(struct conf){.token = line}, "auth_token_file",
-			     "twilio.auth_token_file");
+		refused("an auth_token_file without read permission", &(struct conf){.token = line},
+			"auth_token_file", "twilio.auth_token_file");
 	} else {
 		ok(true, "# SKIP running as root: mode 000 does not stop reading");
 	}
@@ -673,7 +673,7 @@ test_token(void)
 	write_file(tokfile, "\n", 0600);
 	snprintf(line, sizeof(line), "auth_token_file = \"%s\";", tokfile);
 	refused("an auth_token_file holding only a newline", &(struct conf){.token = line},
-		     "auth_token_file", "twilio.auth_token");
+		"auth_token_file", "twilio.auth_token");
 	write_file(tokfile, FILE_TOKEN "\n", 0600);
 
 	/* the environment wins over both */
@@ -755,16 +755,14 @@ test_file_errors(void)
 
 	path_in_tmp(path, sizeof(path), "unquoted.conf");
 	snprintf(text, sizeof(text),
-		 "twilio: {\n  account_sid = \"" ACCOUNT "\";\n  auth_token = " TOKEN
-		 ";\n};\n");
+		 "twilio: {\n  account_sid = \"" ACCOUNT "\";\n  auth_token = " TOKEN ";\n};\n");
 	write_file(path, text, 0600);
 	s = load_captured(path);
 	ok(s == NULL && errlog[0] != '\0', "an unquoted token is a syntax error");
 	settings_free(s);
 	no_secret_logged("unquoted token");
 
-	s = accepted("a token in a 0644 file",
-		     &(struct conf){.mode = 0644});
+	s = accepted("a token in a 0644 file", &(struct conf){.mode = 0644});
 	ok(strstr(errlog, "readable by group or others") != NULL,
 	   "a token in a group/world-readable file draws a warning");
 	settings_free(s);
@@ -784,7 +782,8 @@ test_file_errors(void)
 
 		for (size_t i = 0; i < sizeof(conninfos) / sizeof(conninfos[0]); i++) {
 			s = accepted(conninfos[i].conninfo,
-				     &(struct conf){.database = conninfos[i].conninfo, .mode = 0644});
+				     &(struct conf){.database = conninfos[i].conninfo,
+						    .mode = 0644});
 			ok((strstr(errlog, "holds a password in database.conninfo") != NULL) ==
 				   conninfos[i].has_password,
 			   "%s in a 0644 file: %s", conninfos[i].conninfo,
@@ -795,7 +794,8 @@ test_file_errors(void)
 		}
 		s = accepted("a password in a 0600 file",
 			     &(struct conf){.database = conninfos[0].conninfo, .mode = 0600});
-		ok(strstr(errlog, "holds a password") == NULL, "a password in a 0600 file: no warning");
+		ok(strstr(errlog, "holds a password") == NULL,
+		   "a password in a 0600 file: no warning");
 		settings_free(s);
 	}
 

@@ -47,8 +47,9 @@ test_describe_error(void)
 	char out[320];
 	long code = -1;
 
-	twilio_describe_error(404, "{\"code\": 20404, \"message\": \"The requested resource was not found\"}",
-			      &code, out, sizeof(out));
+	twilio_describe_error(
+		404, "{\"code\": 20404, \"message\": \"The requested resource was not found\"}",
+		&code, out, sizeof(out));
 	is_str(out, "HTTP 404 (Twilio error 20404: The requested resource was not found)",
 	       "error: Twilio's error body is described");
 	is_int(code, 20404, "error: its code is returned");
@@ -60,8 +61,8 @@ test_describe_error(void)
 	twilio_describe_error(429, "", &code, out, sizeof(out));
 	is_str(out, "HTTP 429", "error: an empty body gives the status alone");
 
-	twilio_describe_error(400, "{\"code\": 21481, \"message\": \"bad\\nline\\u001b[31m\"}", &code,
-			      out, sizeof(out));
+	twilio_describe_error(400, "{\"code\": 21481, \"message\": \"bad\\nline\\u001b[31m\"}",
+			      &code, out, sizeof(out));
 	is_str(out, "HTTP 400 (Twilio error 21481: bad?line?[31m)",
 	       "error: control characters in the message cannot forge log lines");
 

@@ -55,7 +55,7 @@ test_round_trip(void)
 		"100%",
 		"what?",
 		"#channel",
-		"\xc3\xa9",		/* é */
+		"\xc3\xa9",		    /* é */
 		"\xe6\x97\xa5\xe6\x9c\xac", /* 日本 */
 		"Ren\xc3\xa9 / \xe6\x97\xa5\xe6\x9c\xac + x@y.z?q=1#frag %41",
 		"plain-._~ID09",
@@ -66,9 +66,10 @@ test_round_trip(void)
 		char *enc = url_encode_segment(ids[i]);
 		char *dec = url_decode_segment(enc);
 
-		ok(only_unreserved_or_escapes(enc), "encoded \"%s\" is \"%s\": unreserved and %%XX only",
-		   ids[i], enc);
-		is_str(dec, ids[i], "identity %zu (encoded %s) survives encode then decode", i, enc);
+		ok(only_unreserved_or_escapes(enc),
+		   "encoded \"%s\" is \"%s\": unreserved and %%XX only", ids[i], enc);
+		is_str(dec, ids[i], "identity %zu (encoded %s) survives encode then decode", i,
+		       enc);
 		free(enc);
 		free(dec);
 	}
@@ -121,18 +122,13 @@ test_all_bytes(void)
 static void
 test_decode(void)
 {
-	static const char *const bad[] = {"%", "%4", "%zz", "%00", "a%", "a%4", "%g1", "%1g",
-					  "abc%2", "x%00y"};
+	static const char *const bad[] = {"%",	 "%4",	"%zz", "%00",	"a%",
+					  "a%4", "%g1", "%1g", "abc%2", "x%00y"};
 	static const struct {
 		const char *in, *out;
 	} good[] = {
-		{"a%2fb", "a/b"},
-		{"a%2Fb", "a/b"},
-		{"a+b", "a+b"},
-		{"%C3%a9", "\xc3\xa9"},
-		{"%41%42c", "ABc"},
-		{"plain", "plain"},
-		{"", ""},
+		{"a%2fb", "a/b"},   {"a%2Fb", "a/b"},	{"a+b", "a+b"}, {"%C3%a9", "\xc3\xa9"},
+		{"%41%42c", "ABc"}, {"plain", "plain"}, {"", ""},
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -153,7 +149,7 @@ static void
 test_loopback(void)
 {
 	static const char *const yes[] = {"127.0.0.1", "127.255.255.254", "127.1.2.3", "::1",
-					  "[::1]", "localhost", "LOCALHOST", "LocalHost"};
+					  "[::1]",     "localhost",	  "LOCALHOST", "LocalHost"};
 	static const char *const no[] = {"128.0.0.1",
 					 "10.0.0.1",
 					 "126.255.255.255",
@@ -229,12 +225,14 @@ test_first_page(void)
 	char *u;
 
 	u = url_first_page("https://chat.example.com", SERVICE, "alice", 50);
-	is_str(u, "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
+	is_str(u,
+	       "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
 	       "first page URL for a plain identity");
 	free(u);
 
 	u = url_first_page("https://chat.example.com/", SERVICE, "alice", 50);
-	is_str(u, "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
+	is_str(u,
+	       "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
 	       "a trailing slash on the base is tolerated");
 	free(u);
 
@@ -256,8 +254,8 @@ test_first_page(void)
 static void
 test_same_listing(void)
 {
-	const char *first_ab = "https://chat.example.com/v1/Services/" SERVICE
-			       "/Users/a%2Fb/Channels?PageSize=50";
+	const char *first_ab =
+		"https://chat.example.com/v1/Services/" SERVICE "/Users/a%2Fb/Channels?PageSize=50";
 	char *first = url_first_page("https://chat.example.com", SERVICE, "alice@x.org", 50);
 	char *first_local = url_first_page("http://127.0.0.1:8080", SERVICE, "bob", 50);
 	static const char *const same[] = {
@@ -358,12 +356,10 @@ test_dot_segments(void)
 	is_str(dots3,
 	       "https://chat.example.com/v1/Services/" SERVICE "/Users/.../Channels?PageSize=50",
 	       "identity \"...\" is an ordinary segment");
-	ok(strstr(dotdot, "/../") == NULL,
-	     "identity \"..\" is not a dot-segment in %s", dotdot);
+	ok(strstr(dotdot, "/../") == NULL, "identity \"..\" is not a dot-segment in %s", dotdot);
 	ok(!url_same_listing(service_list, dotdot),
-	     "user \"..\" does not resolve to the service's channel list");
-	ok(strstr(dot, "/./") == NULL,
-	     "identity \".\" is not a dot-segment in %s", dot);
+	   "user \"..\" does not resolve to the service's channel list");
+	ok(strstr(dot, "/./") == NULL, "identity \".\" is not a dot-segment in %s", dot);
 	free(dotdot);
 	free(dot);
 	free(dots3);
@@ -373,15 +369,19 @@ static void
 test_check_proxy(void)
 {
 	static const char *const good[] = {
-		"http://proxy.example:3128", "https://proxy.example", "socks5://127.0.0.1:1080",
-		"socks5h://[::1]:1080", "http://user:secret@proxy.example:3128/",
+		"http://proxy.example:3128",
+		"https://proxy.example",
+		"socks5://127.0.0.1:1080",
+		"socks5h://[::1]:1080",
+		"http://user:secret@proxy.example:3128/",
 	};
 	static const struct {
 		const char *url, *why;
 	} bad[] = {
 		{"ftp://proxy.example", "scheme must be http, https, socks5 or socks5h"},
 		{"proxy.example:3128", "not a valid absolute URL"},
-		{"http://proxy.example/path", "a path is not allowed (give scheme, host and port only)"},
+		{"http://proxy.example/path",
+		 "a path is not allowed (give scheme, host and port only)"},
 		{"http://proxy.example/?q=1", "a query or fragment is not allowed"},
 	};
 	char err[128];
@@ -390,7 +390,8 @@ test_check_proxy(void)
 		ok(url_check_proxy(good[i], err, sizeof(err)), "proxy: %s is accepted", good[i]);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
-		ok(!url_check_proxy(bad[i].url, err, sizeof(err)), "proxy: %s is refused", bad[i].url);
+		ok(!url_check_proxy(bad[i].url, err, sizeof(err)), "proxy: %s is refused",
+		   bad[i].url);
 		is_str(err, bad[i].why, "proxy: %s: the reason", bad[i].url);
 	}
 }

@@ -39,7 +39,7 @@
 #define WARN_UNUSED __attribute__((warn_unused_result))
 
 #define MAX_PAGE 1000
-#define SID_LEN 34 /* two letters and 32 hex digits */
+#define SID_LEN 34	    /* two letters and 32 hex digits */
 #define CHANNEL_URL_LEN 128 /* BASE_URL "/Channels/" CH...: 114 */
 #define MEMBER_URL_LEN (CHANNEL_URL_LEN + 48)
 #define LITERAL_CAP ((size_t)64 << 20) /* far above a page's column */
@@ -86,8 +86,8 @@ struct literal {
 };
 
 struct measure {
-	double wall;	   /* s spent writing pages */
-	double client_cpu; /* s of this process's CPU while writing them */
+	double wall;	    /* s spent writing pages */
+	double client_cpu;  /* s of this process's CPU while writing them */
 	double backend_cpu; /* s of the server backend's CPU; < 0: unknown */
 	long long written;  /* rows inserted or updated */
 };
@@ -113,34 +113,34 @@ static const char table_ddl[] =
 	");\n"
 	"CREATE INDEX user_channels_channel_idx ON wm.user_channels (service_sid, channel_sid);\n";
 
-#define UPSERT_COLUMNS                                                                          \
-	"INSERT INTO wm.user_channels AS uc\n"                                                  \
-	"       (service_sid, user_sid, channel_sid, account_sid, member_sid, status,\n"        \
+#define UPSERT_COLUMNS                                                                             \
+	"INSERT INTO wm.user_channels AS uc\n"                                                     \
+	"       (service_sid, user_sid, channel_sid, account_sid, member_sid, status,\n"           \
 	"        last_consumed_message_index, unread_messages_count, channel_url, member_url)\n"
 
-#define UPSERT_CONFLICT                                                                         \
-	"ON CONFLICT (service_sid, user_sid, channel_sid) DO UPDATE\n"                          \
-	"   SET account_sid = EXCLUDED.account_sid,\n"                                      \
-	"       member_sid = EXCLUDED.member_sid,\n"                                        \
-	"       status = EXCLUDED.status,\n"                                                \
-	"       last_consumed_message_index = EXCLUDED.last_consumed_message_index,\n"      \
-	"       unread_messages_count = EXCLUDED.unread_messages_count,\n"                  \
-	"       channel_url = EXCLUDED.channel_url,\n"                                      \
-	"       member_url = EXCLUDED.member_url,\n"                                        \
-	"       updated_at = now(),\n"                                                      \
-	"       deleted_at = NULL\n"                                                        \
-	" WHERE (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,\n" \
-	"        uc.unread_messages_count, uc.channel_url, uc.member_url, uc.deleted_at)\n"   \
-	"       IS DISTINCT FROM\n"                                                         \
-	"       (EXCLUDED.account_sid, EXCLUDED.member_sid, EXCLUDED.status,\n"             \
-	"        EXCLUDED.last_consumed_message_index, EXCLUDED.unread_messages_count,\n"   \
+#define UPSERT_CONFLICT                                                                            \
+	"ON CONFLICT (service_sid, user_sid, channel_sid) DO UPDATE\n"                             \
+	"   SET account_sid = EXCLUDED.account_sid,\n"                                             \
+	"       member_sid = EXCLUDED.member_sid,\n"                                               \
+	"       status = EXCLUDED.status,\n"                                                       \
+	"       last_consumed_message_index = EXCLUDED.last_consumed_message_index,\n"             \
+	"       unread_messages_count = EXCLUDED.unread_messages_count,\n"                         \
+	"       channel_url = EXCLUDED.channel_url,\n"                                             \
+	"       member_url = EXCLUDED.member_url,\n"                                               \
+	"       updated_at = now(),\n"                                                             \
+	"       deleted_at = NULL\n"                                                               \
+	" WHERE (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,\n"      \
+	"        uc.unread_messages_count, uc.channel_url, uc.member_url, uc.deleted_at)\n"        \
+	"       IS DISTINCT FROM\n"                                                                \
+	"       (EXCLUDED.account_sid, EXCLUDED.member_sid, EXCLUDED.status,\n"                    \
+	"        EXCLUDED.last_consumed_message_index, EXCLUDED.unread_messages_count,\n"          \
 	"        EXCLUDED.channel_url, EXCLUDED.member_url, NULL::timestamptz)"
 
 static const char unnest_sql[] =
-	UPSERT_COLUMNS
-	"SELECT $1, $2, t.*\n"
-	"  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],\n"
-	"              $9::text[], $10::text[]) AS t\n" UPSERT_CONFLICT;
+	UPSERT_COLUMNS "SELECT $1, $2, t.*\n"
+		       "  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[],\n"
+		       "              $7::bigint[], $8::bigint[],\n"
+		       "              $9::text[], $10::text[]) AS t\n" UPSERT_CONFLICT;
 
 static const char row_sql[] =
 	UPSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)\n" UPSERT_CONFLICT;
@@ -157,15 +157,17 @@ usage(FILE *out)
 {
 	fprintf(out,
 		"usage: write_modes [OPTION]...\n"
-		"Writes users x channels synthetic memberships into wm.user_channels, a page per\n"
-		"user, twice per mode (initial load, unchanged resync), and prints a markdown table.\n"
+		"Writes users x channels synthetic memberships into wm.user_channels, a page\n"
+		"per user, twice per mode (initial load, unchanged resync), and prints a\n"
+		"markdown table.\n"
 		"\n"
 		"  unnest    per page one INSERT ... SELECT FROM unnest() of array literals\n"
 		"  pipeline  per page BEGIN, one INSERT per row, COMMIT in libpq's pipeline mode\n"
 		"\n"
 		"  --conninfo STR   libpq connection string (default \"\": the PG* variables)\n"
 		"  --users N        users, one page each (default 200)\n"
-		"  --channels M     channels per user (default 500; pages split above --page-size)\n"
+		"  --channels M     channels per user (default 500; pages split above\n"
+		"                   --page-size)\n"
 		"  --page-size P    rows per page, 1..%d (default %d)\n"
 		"  -h, --help       this help\n"
 		"\n"
@@ -209,8 +211,10 @@ fill_row(struct member_row *r, long user, long channel, long channels)
 	else
 		snprintf(r->lcmi, sizeof(r->lcmi), "%ld", (user * 31 + channel * 17) % 1000);
 	snprintf(r->unread, sizeof(r->unread), "%ld", (user + 3 * channel) % 4);
-	snprintf(r->channel_url, sizeof(r->channel_url), "%s/Channels/%s", BASE_URL, r->channel_sid);
-	snprintf(r->member_url, sizeof(r->member_url), "%s/Members/%s", r->channel_url, r->member_sid);
+	snprintf(r->channel_url, sizeof(r->channel_url), "%s/Channels/%s", BASE_URL,
+		 r->channel_sid);
+	snprintf(r->member_url, sizeof(r->member_url), "%s/Members/%s", r->channel_url,
+		 r->member_sid);
 }
 
 /* The page of user (0-based) holding channels first .. first + rows - 1. */
@@ -374,8 +378,8 @@ prepare_mode(PGconn *conn, enum mode mode)
 	res = PQprepare(conn, "wm_upsert", mode == MODE_UNNEST ? unnest_sql : row_sql, 10, NULL);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
-		fprintf(stderr, "write_modes: could not prepare the %s statement: %s", mode_name[mode],
-			PQerrorMessage(conn));
+		fprintf(stderr, "write_modes: could not prepare the %s statement: %s",
+			mode_name[mode], PQerrorMessage(conn));
 	PQclear(res);
 	return ok;
 }
@@ -516,7 +520,8 @@ write_pipeline(PGconn *conn, const struct page *p, long long *written)
 	bool ok;
 
 	if (PQenterPipelineMode(conn) != 1) {
-		fprintf(stderr, "write_modes: could not enter pipeline mode: %s", PQerrorMessage(conn));
+		fprintf(stderr, "write_modes: could not enter pipeline mode: %s",
+			PQerrorMessage(conn));
 		return false;
 	}
 	ok = send_pipeline(conn, p);
@@ -525,11 +530,13 @@ write_pipeline(PGconn *conn, const struct page *p, long long *written)
 	else
 		ok = read_pipeline(conn, p->rows + 2, written, err, sizeof(err));
 	if (ok && PQexitPipelineMode(conn) != 1) {
-		snprintf(err, sizeof(err), "could not leave pipeline mode: %s", PQerrorMessage(conn));
+		snprintf(err, sizeof(err), "could not leave pipeline mode: %s",
+			 PQerrorMessage(conn));
 		ok = false;
 	}
 	if (!ok)
-		fprintf(stderr, "write_modes: could not write the page of user \"%s\" (pipeline): %s",
+		fprintf(stderr,
+			"write_modes: could not write the page of user \"%s\" (pipeline): %s",
 			p->user_sid, err);
 	return ok;
 }
@@ -547,7 +554,7 @@ run_once(PGconn *conn, enum mode mode, const struct options *opt, struct page *p
 	for (long u = 0; u < opt->users; u++) {
 		for (long first = 0; first < opt->channels; first += opt->page_size) {
 			long rows = opt->channels - first < opt->page_size ? opt->channels - first
-									     : opt->page_size;
+									   : opt->page_size;
 			double t0, c0;
 			bool ok;
 
@@ -580,12 +587,15 @@ check_run(PGconn *conn, enum mode mode, enum phase phase, const struct options *
 	if (!fingerprint(conn, &rows, sum, sumsz))
 		return false;
 	if (rows != want) {
-		fprintf(stderr, "write_modes: %s %s: wm.user_channels holds %lld rows, not %ld x %ld = %lld\n",
+		fprintf(stderr,
+			"write_modes: %s %s: wm.user_channels holds %lld rows, "
+			"not %ld x %ld = %lld\n",
 			mode_name[mode], phase_name[phase], rows, opt->users, opt->channels, want);
 		return false;
 	}
 	if (m->written != want_written) {
-		fprintf(stderr, "write_modes: %s %s: %lld rows inserted or updated, expected %lld\n",
+		fprintf(stderr,
+			"write_modes: %s %s: %lld rows inserted or updated, expected %lld\n",
 			mode_name[mode], phase_name[phase], m->written, want_written);
 		return false;
 	}
@@ -612,7 +622,8 @@ run_mode(enum mode mode, const struct options *opt, struct measure m[PHASE_COUNT
 		*server_version = PQserverVersion(conn);
 	for (int ph = 0; ok && ph < PHASE_COUNT; ph++) {
 		if (ph == PHASE_RESYNC)
-			ok = exec_ok(conn, "VACUUM (ANALYZE) wm.user_channels", "vacuum wm.user_channels");
+			ok = exec_ok(conn, "VACUUM (ANALYZE) wm.user_channels",
+				     "vacuum wm.user_channels");
 		ok = ok && run_once(conn, mode, opt, page, col, &m[ph]);
 		ok = ok && check_run(conn, mode, (enum phase)ph, opt, &m[ph], sum, sumsz);
 	}
@@ -652,7 +663,8 @@ print_report(const struct options *opt, struct measure m[MODE_COUNT][PHASE_COUNT
 	long long rows = (long long)opt->users * opt->channels;
 
 	printf("%ld users × %ld channels = %lld rows, pages of up to %ld rows, PostgreSQL %d.%d,"
-	       " synchronous_commit off. Times count writing the pages, not generating their rows.\n\n",
+	       " synchronous_commit off. Times count writing the pages, not generating"
+	       " their rows.\n\n",
 	       opt->users, opt->channels, rows, opt->page_size, v / 10000, v % 10000);
 	printf("| mode | run | rows | wall s | rows/s | client CPU s | backend CPU s |\n");
 	printf("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
@@ -686,8 +698,8 @@ parse_count(const char *flag, const char *s, long max, long *out)
 	}
 	v = strtol(s, &end, 10);
 	if (end == s || *end != '\0' || v < 1 || v > max) {
-		fprintf(stderr, "write_modes: %s must be a number from 1 to %ld, not \"%s\"\n", flag, max,
-			s);
+		fprintf(stderr, "write_modes: %s must be a number from 1 to %ld, not \"%s\"\n",
+			flag, max, s);
 		return false;
 	}
 	*out = v;
@@ -739,11 +751,13 @@ main(int argc, char **argv)
 	for (int md = 0; md < MODE_COUNT; md++) {
 		fprintf(stderr, "# write_modes: %s, %ld users x %ld channels\n", mode_name[md],
 			opt.users, opt.channels);
-		if (!run_mode((enum mode)md, &opt, m[md], sum[md], sizeof(sum[md]), &server_version))
+		if (!run_mode((enum mode)md, &opt, m[md], sum[md], sizeof(sum[md]),
+			      &server_version))
 			return 1;
 	}
 	if (strcmp(sum[MODE_UNNEST], sum[MODE_PIPELINE]) != 0) {
-		fprintf(stderr, "write_modes: the modes left different tables (hash sums %s and %s)\n",
+		fprintf(stderr,
+			"write_modes: the modes left different tables (hash sums %s and %s)\n",
 			sum[MODE_UNNEST], sum[MODE_PIPELINE]);
 		return 1;
 	}

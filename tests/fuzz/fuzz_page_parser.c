@@ -59,7 +59,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ok = page_parser_finish(p);
 	if (!ok && strstr(page_parser_error(p), " at byte ") == NULL)
 		abort(); /* every failure says where */
-	if (ok && page_parser_next_url(p) != NULL && strlen(page_parser_next_url(p)) > limits.max_string)
+	if (ok && page_parser_next_url(p) != NULL &&
+	    strlen(page_parser_next_url(p)) > limits.max_string)
 		abort();
 	if (rows != page_parser_rows(p))
 		abort();

@@ -42,7 +42,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FILE *f;
 
 	if (path[0] == '\0') {
-		snprintf(path, sizeof(path), "/tmp/chatsync-fuzz-settings.%ld.conf", (long)getpid());
+		snprintf(path, sizeof(path), "/tmp/chatsync-fuzz-settings.%ld.conf",
+			 (long)getpid());
 		unsetenv("TWILIO_AUTH_TOKEN");
 	}
 	f = fopen(path, "wb");
