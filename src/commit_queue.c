@@ -25,7 +25,7 @@ struct writer {
 };
 
 struct commit_queue {
-	struct writer *writers;
+	struct writer writers[COMMIT_QUEUE_MAX_WRITERS];
 	size_t n_writers;
 	struct commit **waiting; /* pages waiting for a writer, oldest first */
 	size_t n_waiting, capacity;
@@ -40,7 +40,8 @@ commit_queue_new(struct db *const *writers, size_t n_writers, size_t capacity,
 {
 	struct commit_queue *q = xcalloc(1, sizeof(*q));
 
-	q->writers = xcalloc(n_writers, sizeof(*q->writers));
+	if (n_writers > COMMIT_QUEUE_MAX_WRITERS)
+		n_writers = COMMIT_QUEUE_MAX_WRITERS;
 	for (size_t i = 0; i < n_writers; i++)
 		q->writers[i].db = writers[i];
 	q->n_writers = n_writers;
@@ -53,10 +54,8 @@ commit_queue_new(struct db *const *writers, size_t n_writers, size_t capacity,
 void
 commit_queue_free(struct commit_queue *q)
 {
-	if (q == NULL)
-		return;
-	free(q->writers);
-	free(q->waiting);
+	if (q != NULL)
+		free(q->waiting);
 	free(q);
 }
 

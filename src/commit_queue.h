@@ -45,9 +45,13 @@ struct commit_queue_events {
 
 struct commit_queue;
 
+/* Writer connections a queue uses at most (database.writers allows 16). */
+#define COMMIT_QUEUE_MAX_WRITERS 32
+
 /*
  * Returns a queue the caller owns, for at most capacity pages at once, over
- * n_writers connections (borrowed; they must outlive the queue).
+ * n_writers connections (borrowed; they must outlive the queue; at most
+ * COMMIT_QUEUE_MAX_WRITERS are used).
  */
 struct commit_queue *commit_queue_new(struct db *const *writers, size_t n_writers, size_t capacity,
 				      const struct commit_queue_events *events);

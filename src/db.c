@@ -145,6 +145,16 @@ fail:
 	return NULL;
 }
 
+void
+db_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	PQfinish(db->conn);
+	free(db->schema_ident);
+	free(db);
+}
+
 bool
 db_reconnect(struct db *db)
 {
@@ -162,6 +172,12 @@ db_reconnect(struct db *db)
 	       (db->epoch == 0 || db_take_fence(db));
 }
 
+int64_t
+db_epoch(const struct db *db)
+{
+	return db->epoch;
+}
+
 bool
 db_set_epoch(struct db *db, int64_t epoch)
 {
@@ -173,13 +189,6 @@ db_set_epoch(struct db *db, int64_t epoch)
 	db->epoch = epoch;
 	return true;
 }
-
-int64_t
-db_epoch(const struct db *db)
-{
-	return db->epoch;
-}
-
 bool
 db_take_fence(struct db *db)
 {
@@ -245,16 +254,6 @@ db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
 	}
 	db->error[0] = '\0';
 	return false;
-}
-
-void
-db_close(struct db *db)
-{
-	if (db == NULL)
-		return;
-	PQfinish(db->conn);
-	free(db->schema_ident);
-	free(db);
 }
 
 PGconn *

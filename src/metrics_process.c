@@ -107,17 +107,6 @@ metrics_process_open_fds(double *n)
 	return true;
 }
 
-bool
-metrics_process_max_fds(double *n)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return false;
-	*n = (double)rl.rlim_cur;
-	return true;
-}
-
 /* The process's start, in clock ticks since boot. */
 static bool
 start_ticks(unsigned long long *ticks)
@@ -172,5 +161,16 @@ metrics_process_start_time(double *seconds)
 	if (hz <= 0 || !start_ticks(&ticks) || !boot_time(&btime))
 		return false;
 	*seconds = (double)btime + (double)ticks / (double)hz;
+	return true;
+}
+
+bool
+metrics_process_max_fds(double *n)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return false;
+	*n = (double)rl.rlim_cur;
 	return true;
 }

@@ -530,6 +530,20 @@ static const yajl_callbacks callbacks = {
 	.yajl_end_array = on_end_container,
 };
 
+void
+page_parser_free(struct page_parser *p)
+{
+	if (p == NULL)
+		return;
+	if (p->yajl != NULL)
+		yajl_free(p->yajl);
+	for (int i = 0; i < RS_COUNT; i++)
+		buf_free(&p->str[i]);
+	buf_free(&p->next_url);
+	buf_free(&p->self_url);
+	free(p);
+}
+
 struct page_parser *
 page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row, void *arg)
 {
@@ -545,21 +559,6 @@ page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row, voi
 	page_parser_reset(p);
 	return p;
 }
-
-void
-page_parser_free(struct page_parser *p)
-{
-	if (p == NULL)
-		return;
-	if (p->yajl != NULL)
-		yajl_free(p->yajl);
-	for (int i = 0; i < RS_COUNT; i++)
-		buf_free(&p->str[i]);
-	buf_free(&p->next_url);
-	buf_free(&p->self_url);
-	free(p);
-}
-
 void
 page_parser_reset(struct page_parser *p)
 {

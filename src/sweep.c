@@ -392,6 +392,7 @@ may_send_commits(void *arg)
 static bool
 sweep_begin(struct sweep *sw)
 {
+	struct sweep_state *st = &sw->st;
 	const struct commit_queue_events events = {
 		.committed = on_committed,
 		.failed = on_commit_failed,
@@ -399,7 +400,6 @@ sweep_begin(struct sweep *sw)
 		.may_send = may_send_commits,
 		.arg = sw,
 	};
-	struct sweep_state *st = &sw->st;
 	struct timespec now = clock_now();
 	bool resumed;
 

@@ -297,16 +297,15 @@ url_same_listing(const char *next, const char *first)
 }
 
 struct url_seen {
-	uint64_t *hashes;
 	size_t n, capacity;
+	uint64_t hashes[]; /* capacity of them */
 };
 
 struct url_seen *
 url_seen_new(size_t capacity)
 {
-	struct url_seen *s = xcalloc(1, sizeof(*s));
+	struct url_seen *s = xcalloc(1, sizeof(*s) + capacity * sizeof(s->hashes[0]));
 
-	s->hashes = xcalloc(capacity, sizeof(uint64_t));
 	s->capacity = capacity;
 	return s;
 }
@@ -314,9 +313,6 @@ url_seen_new(size_t capacity)
 void
 url_seen_free(struct url_seen *s)
 {
-	if (s == NULL)
-		return;
-	free(s->hashes);
 	free(s);
 }
 
