@@ -85,46 +85,47 @@ cursor_positions(struct db *db, int64_t run_id, const char *service_sid, const c
 	return ok;
 }
 
-bool
-cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-	    const char *error, unsigned requests, unsigned retries)
+/* Calls one of the SQL functions that record an error (see sql/functions/sync_user_failed.sql). */
+static bool
+record_error(struct db *db, const char *name, const char *sql, int64_t run_id,
+	     const char *service_sid, const char *user, const struct cursor_error *e)
 {
-	static const char sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, $5::integer, "
-				  "$6::integer)";
-	char run[24], req[16], ret[16];
-	const char *params[6] = {run, service_sid, user, error, req, ret};
+	char run[24], req[16], ret[16], page[16];
+	const char *params[8] = {run,	     service_sid, user,
+				 e->message, e->kind,	  e->page > 0 ? page : NULL,
+				 req,	     ret};
 	PGresult *res;
 	bool ok;
 
 	snprintf(run, sizeof(run), "%" PRId64, run_id);
-	snprintf(req, sizeof(req), "%u", requests);
-	snprintf(ret, sizeof(ret), "%u", retries);
-	res = db_exec_prepared(db, "cursor_fail", sql, 6, params);
+	snprintf(page, sizeof(page), "%u", e->page);
+	snprintf(req, sizeof(req), "%u", e->requests);
+	snprintf(ret, sizeof(ret), "%u", e->retries);
+	res = db_exec_prepared(db, name, sql, 8, params);
 	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 	PQclear(res);
 	return ok;
 }
 
 bool
-cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		  const char *error)
+cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+	    const struct cursor_error *e)
 {
-	static const char sql[] =
-		"INSERT INTO sync_cursors AS c (service_sid, user_sid, run_id, state, last_error, "
-		"last_error_at) VALUES ($1, $2, $4::bigint, 'running', $3, now()) "
-		"ON CONFLICT (service_sid, user_sid) DO UPDATE "
-		"SET last_error = EXCLUDED.last_error, "
-		"last_error_at = EXCLUDED.last_error_at, updated_at = now()";
-	char run[24];
-	const char *params[4] = {service_sid, user, error, run};
-	PGresult *res;
-	bool ok;
+	static const char sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, $7::integer, "
+				  "$8::integer, $5, $6::integer)";
 
-	snprintf(run, sizeof(run), "%" PRId64, run_id);
-	res = db_exec_prepared(db, "cursor_note_error", sql, 4, params);
-	ok = db_result_ok(db, res, PGRES_COMMAND_OK);
-	PQclear(res);
-	return ok;
+	return record_error(db, "cursor_fail", sql, run_id, service_sid, user, e);
+}
+
+bool
+cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+		  const struct cursor_error *e)
+{
+	/* $7 and $8 (the requests and retries) are not counted here: they go with the sweep. */
+	static const char sql[] = "SELECT sync_user_error($1::bigint, $2, $3, $4, $5, $6::integer) "
+				  "WHERE $7::integer IS NOT NULL AND $8::integer IS NOT NULL";
+
+	return record_error(db, "cursor_note_error", sql, run_id, service_sid, user, e);
 }
 
 struct cursor_lookahead {

@@ -33,21 +33,29 @@ bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
 		      const char *const *users, size_t n, struct cursor_position *out)
 	__attribute__((warn_unused_result));
 
+/* An error to record for a user, on its cursor and in sync_errors. */
+struct cursor_error {
+	const char *message;
+	const char *kind; /* "http 404", "transport", "parse", "limit", "url", "database", "auth" */
+	unsigned page;	  /* of the listing; 0: before any */
+	unsigned requests; /* HTTP requests and retries not yet counted in the run */
+	unsigned retries;
+};
+
 /*
  * Records that the user's listing failed in this sweep; its position is
  * kept.  On failure the reason is in db_error(db).
  */
 bool cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		 const char *error, unsigned requests, unsigned retries)
-	__attribute__((warn_unused_result));
+		 const struct cursor_error *e) __attribute__((warn_unused_result));
 
 /*
  * Records an error on the user's cursor without ending its part in the
- * sweep run_id (so a resumed sweep tries it again).  On failure the reason
- * is in db_error(db).
+ * sweep run_id (so a resumed sweep tries it again); e's requests and
+ * retries are not counted.  On failure the reason is in db_error(db).
  */
 bool cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		       const char *error) __attribute__((warn_unused_result));
+		       const struct cursor_error *e) __attribute__((warn_unused_result));
 
 /*
  * Reads one row of a cursor query (columns: run_id, state, next_page_url,

@@ -172,13 +172,13 @@ user_done(struct sweep_state *st, const char *service_sid, bool ok)
  */
 static void
 record_failure(struct sweep_state *st, const char *service_sid, const char *user,
-	       const char *user_esc, const char *reason, unsigned requests, unsigned retries)
+	       const char *user_esc, const struct cursor_error *e)
 {
-	if (cursor_fail(st->db, st->run_id, service_sid, user, reason, requests, retries))
+	if (cursor_fail(st->db, st->run_id, service_sid, user, e))
 		return;
 	st->unrecorded_failures++;
-	st->uncounted_requests += requests;
-	st->uncounted_retries += retries;
+	st->uncounted_requests += e->requests;
+	st->uncounted_retries += e->retries;
 	if (!db_alive(st->db))
 		st->db_lost = true;
 	else
@@ -186,14 +186,16 @@ record_failure(struct sweep_state *st, const char *service_sid, const char *user
 			  user_esc, db_error(st->db));
 }
 
-static void fail_user(struct listing *l, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void fail_user(struct listing *l, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
+/* The user's listing failed, for a reason of this kind (see struct cursor_error). */
 static void
-fail_user(struct listing *l, const char *fmt, ...)
+fail_user(struct listing *l, const char *kind, const char *fmt, ...)
 {
 	struct sweep_state *st = l->st;
 	char reason[512];
+	struct cursor_error e = {reason, kind, l->page_no, l->requests, l->retries};
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -202,7 +204,7 @@ fail_user(struct listing *l, const char *fmt, ...)
 	log_warning("service %s user \"%s\": %s", l->service_sid, l->user_esc, reason);
 	st->service_failed[l->service_index] = true;
 	user_done(st, l->service_sid, false);
-	record_failure(st, l->service_sid, l->user, l->user_esc, reason, l->requests, l->retries);
+	record_failure(st, l->service_sid, l->user, l->user_esc, &e);
 	l->requests = l->retries = 0;
 	listing_release(l);
 }
@@ -222,7 +224,8 @@ fetch_page(struct listing *l)
 	long wait;
 
 	if (l->page_no > (unsigned)s->max_pages) {
-		fail_user(l, "listing has more than %d pages (limits.max_pages)", s->max_pages);
+		fail_user(l, "limit", "listing has more than %d pages (limits.max_pages)",
+			  s->max_pages);
 		return;
 	}
 	wait = pacer_take(&l->st->pacer, clock_now_ms());
@@ -237,7 +240,8 @@ fetch_page(struct listing *l)
 	l->rejected = 0;
 	l->state = LISTING_FETCHING;
 	if (!http_get(l->st->http, l->url, on_body, on_done, l, why, sizeof(why)))
-		fail_user(l, "could not start a request for page %u: %s", l->page_no, why);
+		fail_user(l, "transport", "could not start a request for page %u: %s", l->page_no,
+			  why);
 }
 
 /*
@@ -261,7 +265,7 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 		listing_release(l);
 		return;
 	}
-	fail_user(l, "could not store page %u: %s", l->page_no, why);
+	fail_user(l, "database", "could not store page %u: %s", l->page_no, why);
 }
 
 /* The page was committed: move on to the next page, or finish. */
@@ -352,13 +356,13 @@ next_url_ok(struct listing *l, const char *next)
 	if (next == NULL)
 		return true;
 	if (!url_same_listing(next, l->first_url)) {
-		fail_user(l,
+		fail_user(l, "url",
 			  "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
 			  l->page_no, log_escape(esc, sizeof(esc), next), l->st->s->base_url);
 		return false;
 	}
 	if (url_seen_has(l->fetched, next)) {
-		fail_user(l,
+		fail_user(l, "url",
 			  "page %u: next_page_url \"%s\" repeats a page of this listing (a loop)",
 			  l->page_no, log_escape(esc, sizeof(esc), next));
 		return false;
@@ -373,7 +377,7 @@ page_received(struct listing *l)
 	const char *next;
 
 	if (!page_parser_finish(l->parser)) {
-		fail_user(l, "could not parse page %u: %s", l->page_no,
+		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
 			  page_parser_error(l->parser));
 		return;
 	}
@@ -433,6 +437,7 @@ static void
 auth_failed(struct listing *l, const struct http_result *res)
 {
 	struct sweep_state *st = l->st;
+	const struct cursor_error e = {"authentication failed", "auth", l->page_no, 0, 0};
 
 	log_error("authentication failed (%s): check twilio.account_sid and the auth token; "
 		  "stopping this sweep",
@@ -440,8 +445,7 @@ auth_failed(struct listing *l, const struct http_result *res)
 	st->auth_failed = true;
 	st->service_failed[l->service_index] = true;
 	/* Not this user's fault: the sweep stays open and tries it again first. */
-	if (!cursor_note_error(st->db, st->run_id, l->service_sid, l->user,
-			       "authentication failed")) {
+	if (!cursor_note_error(st->db, st->run_id, l->service_sid, l->user, &e)) {
 		if (!db_alive(st->db))
 			st->db_lost = true;
 		else
@@ -464,12 +468,23 @@ resumed_page_refused(const struct listing *l, const struct http_result *res)
 	return (res->status == 400 || res->status == 404) && !l->first_page && !l->restarted;
 }
 
+/* The kind of a failed transfer, for sync_errors: "http NNN", or "transport". */
+static const char *
+http_kind(const struct http_result *res, char *out, size_t outsz)
+{
+	if (res->transport_error || res->status == 0)
+		return "transport";
+	snprintf(out, outsz, "http %ld", res->status);
+	return out;
+}
+
 /* A transfer ended: the sweep's policy for every outcome. */
 static void
 on_done(void *arg, const struct http_result *res)
 {
 	struct listing *l = arg;
 	const struct settings *s = l->st->s;
+	char kind[16];
 
 	l->requests++;
 	if (!res->aborted)
@@ -480,21 +495,23 @@ on_done(void *arg, const struct http_result *res)
 		pacer_success(&l->st->pacer);
 		page_received(l);
 	} else if (res->aborted && page_parser_error(l->parser)[0] != '\0')
-		fail_user(l, "could not parse page %u: %s", l->page_no,
+		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
 			  page_parser_error(l->parser));
 	else if (res->status == 401 || res->status == 403)
 		auth_failed(l, res);
 	else if (retryable(res) && l->attempts < (unsigned)s->max_retries)
 		schedule_retry(l, res);
 	else if (retryable(res))
-		fail_user(l, "could not fetch page %u after %u retries: %s", l->page_no,
-			  l->attempts, res->error);
+		fail_user(l, http_kind(res, kind, sizeof(kind)),
+			  "could not fetch page %u after %u retries: %s", l->page_no, l->attempts,
+			  res->error);
 	else if (resumed_page_refused(l, res))
 		restart_listing(l, res);
 	else if (res->status == 404 && l->page_no == 1)
-		fail_user(l, "user not found: could not fetch page 1: %s", res->error);
+		fail_user(l, "http 404", "user not found: could not fetch page 1: %s", res->error);
 	else
-		fail_user(l, "could not fetch page %u: %s", l->page_no, res->error);
+		fail_user(l, http_kind(res, kind, sizeof(kind)), "could not fetch page %u: %s",
+			  l->page_no, res->error);
 }
 
 void
@@ -508,7 +525,9 @@ sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *
 	log_warning("service %s user \"%s\": %s", service_sid, user_esc, reason);
 	st->service_failed[service_index] = true;
 	user_done(st, service_sid, false);
-	record_failure(st, service_sid, user, user_esc, reason, 0, 0);
+	const struct cursor_error e = {reason, "database", 0, 0, 0};
+
+	record_failure(st, service_sid, user, user_esc, &e);
 }
 
 struct listing *

@@ -6,6 +6,8 @@
 #include "run.h"
 
 #include "db.h"
+#include "mem.h"
+#include "settings.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -64,4 +66,63 @@ run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 		*fields[i] = strtol(PQgetvalue(res, 0, i), NULL, 10);
 	PQclear(res);
 	return ok;
+}
+
+bool
+run_record_config(struct db *db, const struct settings *s)
+{
+	static const char sql[] = "SELECT sync_record_config($1::integer, $2::text[], $3::text[])";
+	struct buf services, users;
+	char interval[16];
+	const char *params[3] = {interval, NULL, NULL};
+	PGresult *res;
+	bool ok;
+
+	buf_init(&services, (size_t)1 << 30);
+	buf_init(&users, (size_t)1 << 30);
+	ok = buf_append(&services, "{", 1) && buf_append(&users, "{", 1);
+	for (size_t i = 0; ok && i < s->n_services; i++) {
+		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
+			ok = db_array_add_text(&services, s->services[i].sid) &&
+			     db_array_add_text(&users, s->services[i].users[j]);
+	}
+	ok = ok && buf_append(&services, "}", 1) && buf_append(&users, "}", 1);
+	if (!ok) {
+		db_set_error(db, "the list of users is too long to record");
+	} else {
+		snprintf(interval, sizeof(interval), "%d", s->interval);
+		params[1] = buf_str(&services);
+		params[2] = buf_str(&users);
+		res = PQexecParams(db_conn(db), sql, 3, NULL, params, NULL, NULL, 0);
+		ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+		PQclear(res);
+	}
+	buf_free(&services);
+	buf_free(&users);
+	return ok;
+}
+
+bool
+run_prune(struct db *db, int days, int batch, long *deleted)
+{
+	static const char sql[] = "SELECT sync_prune($1::integer, $2::integer)";
+	char d[16], b[16];
+	const char *params[2] = {d, b};
+	long n = 1;
+
+	snprintf(d, sizeof(d), "%d", days);
+	snprintf(b, sizeof(b), "%d", batch);
+	*deleted = 0;
+	while (n > 0) {
+		PGresult *res = PQexecParams(db_conn(db), sql, 2, NULL, params, NULL, NULL, 0);
+
+		if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
+			PQclear(res);
+			return false;
+		}
+		n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		*deleted += n;
+		PQclear(res);
+	}
+	return true;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct db;
+struct settings;
 
 /*
  * Resumes the newest unfinished sweep, or starts a new one.  *resumed tells
@@ -27,5 +28,20 @@ struct run_totals {
  */
 bool run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 		struct run_totals *out) __attribute__((warn_unused_result));
+
+/*
+ * Records sync.interval and the configured users (sync_config,
+ * sync_configured_users), for the sync_health view.  On failure the reason
+ * is in db_error(db).
+ */
+bool run_record_config(struct db *db, const struct settings *s) __attribute__((warn_unused_result));
+
+/*
+ * Deletes past versions, events and errors older than days days, in
+ * batches of batch rows, each batch its own transaction; *deleted counts
+ * them.  On failure the reason is in db_error(db).
+ */
+bool run_prune(struct db *db, int days, int batch, long *deleted)
+	__attribute__((warn_unused_result));
 
 #endif

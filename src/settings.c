@@ -80,6 +80,7 @@ static const struct setting_def setting_defs[] = {
 	STR("database", "schema", schema, "chatsync", false),
 	INT("database", "writers", writers, 2, 1, 16, false),
 	INT("sync", "interval", interval, 300, 1, 7 * 86400, true),
+	INT("history", "retention_days", retention_days, 0, 0, 36500, true),
 	STR("log", "level", log_level_name, "info", true),
 	BOOL("log", "syslog", log_syslog, false, false),
 	STR("metrics", "listen", metrics_listen, "", false),
@@ -312,8 +313,8 @@ load_group(struct loader *l, const config_setting_t *group)
 	if (gname == NULL || !is_known_group(gname) ||
 	    config_setting_type(group) != CONFIG_TYPE_GROUP) {
 		fail_at(l, group, gname ? gname : "(top level)",
-			"unknown setting (expected groups twilio, database, sync, log, limits, "
-			"metrics)");
+			"unknown setting (expected groups twilio, database, sync, history, log, "
+			"limits, metrics)");
 		return false;
 	}
 	for (int i = 0; i < config_setting_length(group); i++) {

@@ -44,6 +44,7 @@ struct settings {
 	char *schema;
 
 	int interval;
+	int retention_days; /* history.retention_days: 0 keeps all */
 	struct settings_service *services;
 	size_t n_services;
 

@@ -41,6 +41,9 @@
 #define DB_BACKOFF_BASE_MS 200
 #define DB_BACKOFF_MAX_MS 5000
 
+/* Rows of each kind of history deleted in one transaction when pruning. */
+#define PRUNE_BATCH 5000
+
 /* The longest wait for activity in one turn of the loop. */
 #define TURN_MS 200
 
@@ -274,6 +277,21 @@ report_services(struct sweep *sw, double seconds, long users_failed)
 	free(ok);
 }
 
+/* history.retention_days: after a finished sweep, older history goes, in small batches. */
+static void
+prune_history(struct sweep *sw)
+{
+	int days = sw->st.s->retention_days;
+	long deleted;
+
+	if (days == 0)
+		return;
+	if (!run_prune(sw->st.db, days, PRUNE_BATCH, &deleted))
+		log_warning("could not prune the history: %s", db_error(sw->st.db));
+	else if (deleted > 0)
+		log_info("pruned %ld rows of history older than %d days", deleted, days);
+}
+
 static enum sweep_result
 finish(struct sweep *sw, const struct timespec *t0)
 {
@@ -297,6 +315,7 @@ finish(struct sweep *sw, const struct timespec *t0)
 	seconds = clock_seconds_since(t0);
 	log_totals(&totals, seconds);
 	report_services(sw, seconds, totals.users_failed);
+	prune_history(sw);
 	return totals.users_failed > 0 ? SWEEP_USERS_FAILED : SWEEP_OK;
 }
 
@@ -410,6 +429,8 @@ sweep_begin(struct sweep *sw)
 		log_error("could not begin a sweep: %s", db_error(st->db));
 		return false;
 	}
+	if (!run_record_config(st->db, st->s))
+		log_warning("could not record the configured users: %s", db_error(st->db));
 	st->progress.run_id = st->run_id;
 	st->progress.users_total = settings_user_count(st->s);
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",

@@ -346,15 +346,16 @@ expect_past_ended() {
 	sql "INSERT INTO public.expected_past SELECT * FROM $1 EXCEPT ALL SELECT * FROM $2"
 }
 
-# past_differ [SCHEMA]: past versions of SCHEMA (default $SCHEMA) whose values
+# past_differ [SCHEMA]: past versions (not the removal periods) of SCHEMA (default $SCHEMA) whose values
 # differ from public.expected_past, both ways (EXCEPT ALL): 0 when exactly the
 # expected versions ended, each once.
 past_differ() {
 	local s=${1:-${SCHEMA:-chatsync}}
 	sql "SELECT count(*) FROM (
-	       (SELECT $VALUE_COLS FROM $s.user_channel_past_versions
+	       (SELECT $VALUE_COLS FROM $s.user_channel_past_versions WHERE NOT is_deleted
 	        EXCEPT ALL SELECT * FROM public.expected_past)
 	       UNION ALL
 	       (SELECT * FROM public.expected_past
-	        EXCEPT ALL SELECT $VALUE_COLS FROM $s.user_channel_past_versions)) d"
+	        EXCEPT ALL SELECT $VALUE_COLS FROM $s.user_channel_past_versions
+	         WHERE NOT is_deleted)) d"
 }

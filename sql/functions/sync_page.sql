@@ -29,6 +29,7 @@ DECLARE
     v_distinct integer;
     v_single   boolean := p_first AND p_next_url IS NULL;
     v_fresh    boolean := false;  -- the user has no stored membership at all
+    v_events   boolean;           -- not the user's first listing: changes are events
 BEGIN
     IF sync_fence_stale() THEN
         RETURN;
@@ -42,6 +43,9 @@ BEGIN
         v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
                                 WHERE service_sid = p_service AND user_sid = p_user);
     END IF;
+    v_events := EXISTS (SELECT 1 FROM sync_cursors
+                         WHERE service_sid = p_service AND user_sid = p_user
+                           AND last_complete_at IS NOT NULL);
 
     IF v_fresh THEN
         -- A user's first listing: nothing to compare with.
@@ -70,7 +74,8 @@ BEGIN
                         channel_url, member_url, ord)
              ORDER BY t.channel_sid, t.ord DESC
         ), changed AS (
-            SELECT i.*, uc.channel_sid IS NOT NULL AS existed
+            SELECT i.*, uc.channel_sid IS NOT NULL AS existed,
+                   uc.deleted_at AS old_deleted_at, uc.status AS old_status
               FROM incoming i
               LEFT JOIN user_channels uc
                      ON uc.service_sid = p_service AND uc.user_sid = p_user
@@ -104,6 +109,32 @@ BEGIN
                 ON uc.service_sid = p_service AND uc.user_sid = p_user
                AND uc.channel_sid = c.channel_sid
              WHERE c.existed AND uc.deleted_at IS NULL
+        ), removal_ended AS (
+            -- A membership that comes back: the time it was gone is a version of its own.
+            INSERT INTO user_channel_past_versions
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url,
+                    valid_from, valid_to, is_deleted)
+            SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
+                   uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
+                   uc.channel_url, uc.member_url, uc.deleted_at, now(), true
+              FROM changed c
+              JOIN user_channels uc
+                ON uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.channel_sid = c.channel_sid
+             WHERE c.existed AND uc.deleted_at IS NOT NULL
+        ), events AS (
+            INSERT INTO membership_event_log
+                   (at, service_sid, user_sid, channel_sid, event, old_status, new_status)
+            SELECT now(), p_service, p_user, c.channel_sid,
+                   CASE WHEN NOT c.existed OR c.old_deleted_at IS NOT NULL THEN 'added'
+                        ELSE 'status_changed' END,
+                   CASE WHEN c.existed AND c.old_deleted_at IS NULL THEN c.old_status END,
+                   c.status
+              FROM changed c
+             WHERE v_events
+               AND (NOT c.existed OR c.old_deleted_at IS NOT NULL
+                    OR c.old_status IS DISTINCT FROM c.status)
         ), modified AS (
             UPDATE user_channels uc
                SET account_sid = c.account_sid,
@@ -156,6 +187,12 @@ BEGIN
                   FROM gone g
                  WHERE uc.service_sid = p_service AND uc.user_sid = p_user
                    AND uc.channel_sid = g.channel_sid
+            ), events AS (
+                INSERT INTO membership_event_log
+                       (at, service_sid, user_sid, channel_sid, event, old_status, new_status)
+                SELECT now(), g.service_sid, g.user_sid, g.channel_sid, 'removed', g.status, NULL
+                  FROM gone g
+                 WHERE v_events
             )
             SELECT count(*) INTO deleted FROM gone;
         END IF;
