@@ -14,7 +14,8 @@ is "$?" 0 "make install DESTDIR=... succeeds"
 for f in "$prefix/sbin/chatsyncd" "$sysconfdir/chatsyncd.conf" \
 	"$prefix/share/chatsync/chatsyncd.conf" "$prefix/share/chatsync/sql/001_initial.sql" \
 	"$unitdir/chatsyncd.service" "$prefix/share/man/man8/chatsyncd.8" \
-	"$prefix/share/man/man5/chatsyncd.conf.5" "$prefix/share/doc/chatsync/LICENSE" \
+	"$prefix/share/man/man5/chatsyncd.conf.5" "$prefix/share/man/man7/chatsync.7" \
+	"$prefix/share/chatsync/questions.sql" "$prefix/share/doc/chatsync/LICENSE" \
 	"$prefix/share/doc/chatsync/NEWS" "$prefix/share/doc/chatsync/README.md"; do
 	[ -f "$DEST$f" ]
 	ok $? "installs $f"
