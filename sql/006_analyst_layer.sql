@@ -32,7 +32,7 @@ CREATE TABLE users (
     identity              text,
     friendly_name         text,
     role_sid              text,
-    joined_channels_count integer,
+    joined_channels_count integer CHECK (joined_channels_count >= 0),
     is_online             boolean,
     is_notifiable         boolean,
     attributes            text,          -- only with sync.store_attributes
@@ -50,13 +50,13 @@ CREATE TABLE channels (
     channel_sid    text NOT NULL,
     friendly_name  text,
     unique_name    text,
-    type           text,                 -- public or private
-    members_count  integer,
-    messages_count integer,
+    type           text CHECK (type IN ('public', 'private')),
     created_by     text,
     attributes     text,                 -- only with sync.store_attributes
     date_created   timestamptz,
     date_updated   timestamptz,
+    members_count  integer CHECK (members_count >= 0),
+    messages_count integer CHECK (messages_count >= 0),
     first_seen_at  timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
     deleted_at     timestamptz,

@@ -7,6 +7,7 @@
 
 #include "db.h"
 #include "mem.h"
+#include "settings.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -108,24 +109,19 @@ record_error(struct db *db, const char *name, const char *sql, int64_t run_id,
 }
 
 bool
-cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-	    const struct cursor_error *e)
+cursor_record_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+		    const struct cursor_error *e, bool ends_listing)
 {
-	static const char sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, $7::integer, "
-				  "$8::integer, $5, $6::integer)";
+	/* The failure of a listing counts its requests; a note does not. */
+	static const char fail_sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, "
+				       "$7::integer, $8::integer, $5, $6::integer)";
+	static const char note_sql[] = "SELECT sync_user_error($1::bigint, $2, $3, $4, $5, "
+				       "$6::integer) WHERE $7::integer IS NOT NULL "
+				       "AND $8::integer IS NOT NULL";
 
-	return record_error(db, "cursor_fail", sql, run_id, service_sid, user, e);
-}
-
-bool
-cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		  const struct cursor_error *e)
-{
-	/* $7 and $8 (the requests and retries) are not counted here: they go with the sweep. */
-	static const char sql[] = "SELECT sync_user_error($1::bigint, $2, $3, $4, $5, $6::integer) "
-				  "WHERE $7::integer IS NOT NULL AND $8::integer IS NOT NULL";
-
-	return record_error(db, "cursor_note_error", sql, run_id, service_sid, user, e);
+	if (ends_listing)
+		return record_error(db, "cursor_fail", fail_sql, run_id, service_sid, user, e);
+	return record_error(db, "cursor_note_error", note_sql, run_id, service_sid, user, e);
 }
 
 struct cursor_lookahead {
@@ -187,4 +183,20 @@ cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
 	*out = *p;
 	p->next_url = NULL;
 	return true;
+}
+
+bool
+cursor_user_arrays(const struct settings *s, struct buf *services, struct buf *users)
+{
+	bool ok;
+
+	buf_init(services, (size_t)1 << 30);
+	buf_init(users, (size_t)1 << 30);
+	ok = buf_append(services, "{", 1) && buf_append(users, "{", 1);
+	for (size_t i = 0; ok && i < s->n_services; i++) {
+		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
+			ok = db_array_add_text(services, s->services[i].sid) &&
+			     db_array_add_text(users, s->services[i].users[j]);
+	}
+	return ok && buf_append(services, "}", 1) && buf_append(users, "}", 1);
 }

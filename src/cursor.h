@@ -33,6 +33,18 @@ bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
 		      const char *const *users, size_t n, struct cursor_position *out)
 	__attribute__((warn_unused_result));
 
+struct buf;
+struct settings;
+
+/*
+ * Every configured user as two parallel text[] literals, the services' SIDs
+ * and the users, for a query over all of them.  Initialises both buffers
+ * (the caller frees them, whatever the outcome); false if they grow past
+ * their cap.
+ */
+bool cursor_user_arrays(const struct settings *s, struct buf *services, struct buf *users)
+	__attribute__((warn_unused_result));
+
 /* An error to record for a user, on its cursor and in sync_errors. */
 struct cursor_error {
 	const char *message;
@@ -43,19 +55,15 @@ struct cursor_error {
 };
 
 /*
- * Records that the user's listing failed in this sweep; its position is
- * kept.  On failure the reason is in db_error(db).
+ * Records e on the user's cursor and in sync_errors.  With ends_listing the
+ * user's listing failed in the sweep run_id (its position is kept, and e's
+ * requests and retries are counted in the run); without, the error is noted
+ * and the user is tried again when the sweep resumes.  On failure the
+ * reason is in db_error(db).
  */
-bool cursor_fail(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		 const struct cursor_error *e) __attribute__((warn_unused_result));
-
-/*
- * Records an error on the user's cursor without ending its part in the
- * sweep run_id (so a resumed sweep tries it again); e's requests and
- * retries are not counted.  On failure the reason is in db_error(db).
- */
-bool cursor_note_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
-		       const struct cursor_error *e) __attribute__((warn_unused_result));
+bool cursor_record_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
+			 const struct cursor_error *e, bool ends_listing)
+	__attribute__((warn_unused_result));
 
 /*
  * Reads one row of a cursor query (columns: run_id, state, next_page_url,

@@ -148,10 +148,10 @@ fail:
 void
 db_close(struct db *db)
 {
-	if (db == NULL)
-		return;
-	PQfinish(db->conn);
-	free(db->schema_ident);
+	if (db != NULL) {
+		PQfinish(db->conn);
+		free(db->schema_ident);
+	}
 	free(db);
 }
 

@@ -174,7 +174,7 @@ static void
 record_failure(struct sweep_state *st, const char *service_sid, const char *user,
 	       const char *user_esc, const struct cursor_error *e)
 {
-	if (cursor_fail(st->db, st->run_id, service_sid, user, e))
+	if (cursor_record_error(st->db, st->run_id, service_sid, user, e, true))
 		return;
 	st->unrecorded_failures++;
 	st->uncounted_requests += e->requests;
@@ -445,7 +445,7 @@ auth_failed(struct listing *l, const struct http_result *res)
 	st->auth_failed = true;
 	st->service_failed[l->service_index] = true;
 	/* Not this user's fault: the sweep stays open and tries it again first. */
-	if (!cursor_note_error(st->db, st->run_id, l->service_sid, l->user, &e)) {
+	if (!cursor_record_error(st->db, st->run_id, l->service_sid, l->user, &e, false)) {
 		if (!db_alive(st->db))
 			st->db_lost = true;
 		else

@@ -168,9 +168,9 @@ bool
 metrics_process_max_fds(double *n)
 {
 	struct rlimit rl;
+	bool ok = getrlimit(RLIMIT_NOFILE, &rl) == 0;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return false;
-	*n = (double)rl.rlim_cur;
-	return true;
+	if (ok)
+		*n = (double)rl.rlim_cur;
+	return ok;
 }

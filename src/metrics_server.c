@@ -215,6 +215,12 @@ metrics_server_new(const struct sockaddr_storage *addr, const struct metrics_ren
 	return s;
 }
 
+unsigned
+metrics_server_port(const struct metrics_server *s)
+{
+	return s != NULL ? s->port : 0;
+}
+
 void
 metrics_server_free(struct metrics_server *s)
 {
@@ -223,10 +229,4 @@ metrics_server_free(struct metrics_server *s)
 	/* Joins the listener thread: no scrape can be running after this. */
 	MHD_stop_daemon(s->daemon);
 	free(s);
-}
-
-unsigned
-metrics_server_port(const struct metrics_server *s)
-{
-	return s != NULL ? s->port : 0;
 }

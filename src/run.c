@@ -5,6 +5,7 @@
 
 #include "run.h"
 
+#include "cursor.h"
 #include "db.h"
 #include "mem.h"
 #include "settings.h"
@@ -78,15 +79,7 @@ run_record_config(struct db *db, const struct settings *s)
 	PGresult *res;
 	bool ok;
 
-	buf_init(&services, (size_t)1 << 30);
-	buf_init(&users, (size_t)1 << 30);
-	ok = buf_append(&services, "{", 1) && buf_append(&users, "{", 1);
-	for (size_t i = 0; ok && i < s->n_services; i++) {
-		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
-			ok = db_array_add_text(&services, s->services[i].sid) &&
-			     db_array_add_text(&users, s->services[i].users[j]);
-	}
-	ok = ok && buf_append(&services, "}", 1) && buf_append(&users, "}", 1);
+	ok = cursor_user_arrays(s, &services, &users);
 	if (!ok) {
 		db_set_error(db, "the list of users is too long to record");
 	} else {

@@ -5,6 +5,7 @@
 
 #include "status.h"
 
+#include "cursor.h"
 #include "db.h"
 #include "log.h"
 #include "mem.h"
@@ -57,18 +58,7 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 	PGresult *res;
 	int stale = 0;
 
-	bool ok;
-
-	buf_init(&services, (size_t)1 << 30);
-	buf_init(&users, (size_t)1 << 30);
-	ok = buf_append(&services, "{", 1) && buf_append(&users, "{", 1);
-	for (size_t i = 0; ok && i < s->n_services; i++) {
-		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
-			ok = db_array_add_text(&services, s->services[i].sid) &&
-			     db_array_add_text(&users, s->services[i].users[j]);
-	}
-	ok = ok && buf_append(&services, "}", 1) && buf_append(&users, "}", 1);
-	if (!ok) {
+	if (!cursor_user_arrays(s, &services, &users)) {
 		buf_free(&services);
 		buf_free(&users);
 		log_error("could not read the cursors: the list of users is too long");

@@ -407,18 +407,20 @@ may_send_commits(void *arg)
 	return !sw->st.db_lost && !*sw->st.stop;
 }
 
+/* What the commit queue reports, and asks (.arg is the sweep). */
+static const struct commit_queue_events commit_events = {
+	.committed = on_committed,
+	.failed = on_commit_failed,
+	.refused = on_commit_refused,
+	.may_send = may_send_commits,
+};
+
 /* Sets up the sweep's listings and queues; false (logged) if the sweep cannot begin. */
 static bool
 sweep_begin(struct sweep *sw)
 {
 	struct sweep_state *st = &sw->st;
-	const struct commit_queue_events events = {
-		.committed = on_committed,
-		.failed = on_commit_failed,
-		.refused = on_commit_refused,
-		.may_send = may_send_commits,
-		.arg = sw,
-	};
+	struct commit_queue_events events = commit_events;
 	struct timespec now = clock_now();
 	bool resumed;
 
@@ -436,6 +438,7 @@ sweep_begin(struct sweep *sw)
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",
 		 st->run_id, st->progress.users_total);
 	listings_new(sw);
+	events.arg = sw;
 	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
 	sw->lookahead = cursor_lookahead_new();

@@ -1,26 +1,8 @@
--- sync_user_failed(): records that a user's listing failed in this run, on
--- its cursor (which stays where it was) and in sync_errors: p_kind says what
--- failed ('http 404', 'transport', 'parse', 'database', 'limit', ...),
--- p_page on which page (NULL: before any).
-CREATE OR REPLACE FUNCTION sync_user_failed(
-    p_run_id bigint, p_service text, p_user text, p_error text,
-    p_requests integer, p_retries integer, p_kind text, p_page integer)
-RETURNS void
-LANGUAGE sql SET search_path FROM CURRENT AS $fn$
-    INSERT INTO sync_cursors AS c
-           (service_sid, user_sid, run_id, state, last_error, last_error_at)
-    VALUES (p_service, p_user, p_run_id, 'failed', p_error, now())
-    ON CONFLICT (service_sid, user_sid) DO UPDATE
-       SET run_id = EXCLUDED.run_id, state = 'failed', last_error = EXCLUDED.last_error,
-           last_error_at = EXCLUDED.last_error_at, updated_at = now();
-    INSERT INTO sync_errors (service_sid, "user", page, kind, message)
-    VALUES (p_service, p_user, p_page, p_kind, p_error);
-    SELECT FROM sync_run_add(p_run_id, p_users_failed => 1, p_requests => p_requests,
-                             p_retries => p_retries);
-$fn$;
-
--- sync_user_error(): records an error that does not end the user's part in
--- the sweep (the credentials refused, say), on its cursor and in sync_errors.
+-- sync_user_error(): records an error for a user, on its cursor (without
+-- moving it or ending the user's part in the sweep: the credentials refused,
+-- say) and in sync_errors.  p_kind says what failed ('http 404',
+-- 'transport', 'parse', 'database', 'limit', ...), p_page on which page of
+-- the listing (NULL: before any).
 CREATE OR REPLACE FUNCTION sync_user_error(
     p_run_id bigint, p_service text, p_user text, p_error text, p_kind text, p_page integer)
 RETURNS void
@@ -33,4 +15,19 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
            updated_at = now();
     INSERT INTO sync_errors (service_sid, "user", page, kind, message)
     VALUES (p_service, p_user, p_page, p_kind, p_error);
+$fn$;
+
+-- sync_user_failed(): the user's listing failed in this run: the error is
+-- recorded as above, and the user's part in the sweep ends (its cursor stays
+-- where it was; the next sweep resumes it).
+CREATE OR REPLACE FUNCTION sync_user_failed(
+    p_run_id bigint, p_service text, p_user text, p_error text,
+    p_requests integer, p_retries integer, p_kind text, p_page integer)
+RETURNS void
+LANGUAGE sql SET search_path FROM CURRENT AS $fn$
+    SELECT sync_user_error(p_run_id, p_service, p_user, p_error, p_kind, p_page);
+    UPDATE sync_cursors SET run_id = p_run_id, state = 'failed'
+     WHERE service_sid = p_service AND user_sid = p_user;
+    SELECT FROM sync_run_add(p_run_id, p_users_failed => 1, p_requests => p_requests,
+                             p_retries => p_retries);
 $fn$;
