@@ -15,11 +15,11 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libcurl4-openssl-dev libyajl-dev libpq-dev libconfig-dev libmicrohttpd-dev
 	postgresql postgresql-client curl)
-# What the tests check with: promtool (package prometheus) for the metrics,
-# systemd-analyze for the unit, script (bsdutils) for a terminal,
-# clang-format for make check-format; a test skips, saying why, where one is
-# missing.
-TEST_PACKAGES=(prometheus systemd bsdutils clang-format)
+# What the tests check with: promtool (package prometheus) for the metrics
+# and the alerting rules, jq for the Grafana dashboard, systemd-analyze for
+# the unit, script (bsdutils) for a terminal, clang-format for make
+# check-format; a test skips, saying why, where one is missing.
+TEST_PACKAGES=(prometheus jq systemd bsdutils clang-format)
 # Only for sanitize, valgrind and fuzzing.
 CHECK_PACKAGES=(clang-14 libclang-rt-14-dev valgrind)
 
