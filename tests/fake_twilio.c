@@ -3,9 +3,13 @@
  *
  * Serves GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels on loopback
  * only, with deterministic data derived from (seed, service, user, slot),
- * Twilio-style paging, HTTP basic auth and injectable faults.  With --dump it
- * prints instead the data set it would serve, in PostgreSQL COPY text format,
- * so that tests can compare it with what the daemon stored.
+ * Twilio-style paging, HTTP basic auth and injectable faults.  It serves the
+ * dimensions too, consistent with those memberships: the service
+ * (/v1/Services/{ServiceSid}), its users (.../Users, from --users and
+ * --user-count) and the channels of their memberships (.../Channels).  With
+ * --dump and --dump-* it prints instead the data set it would serve, in
+ * PostgreSQL COPY text format, so that tests can compare it with what the
+ * daemon stored.
  *
  * Run with --help for the options.
  */
@@ -51,6 +55,10 @@
 #define STR(x) STR_(x)
 
 #define MAX_CHANNELS 100000
+#define MAX_USERS 100000
+/* The channel types of the Type filter, as bits. */
+#define TYPE_PUBLIC 1u
+#define TYPE_PRIVATE 2u
 #define MAX_PAGE_SIZE 1000
 #define DEFAULT_PAGE_SIZE 50
 #define MAX_PAGE 100000000
@@ -77,6 +85,10 @@
 	"\\u00e9 \\ud83d\\ude00\",\"date_created\":\"2015-07-30T20:00:00Z\","
 #define EXTRA_ENTRY_ATTRIBUTES                                                                     \
 	",\"attributes\":{\"x\":[1,2.5,{\"y\":null}],\"z\":true,\"n\":-1.5e3,\"e\":{},"            \
+	"\"s\":\"[{\\\"not\\\":\\\"json\\\"}]\"},\"roles\":[]"
+/* Unknown fields that --extra-fields adds to the service, a user or a channel. */
+#define EXTRA_DIMENSION_FIELDS                                                                     \
+	",\"extra\":{\"x\":[1,2.5,{\"y\":null}],\"z\":true,\"n\":-1.5e3,\"e\":{},"                 \
 	"\"s\":\"[{\\\"not\\\":\\\"json\\\"}]\"},\"roles\":[]"
 #define EXTRA_META_HEAD "\"total\":null,\"extra\":{\"a\":[{\"b\":[]}],\"c\":\"\\u00e9\\\"\\\\\"},"
 #define EXTRA_META_TAIL ",\"more\":[true,false,null,0.0,{\"key\":\"channels\"}]"
@@ -475,11 +487,37 @@ static const struct {
 
 #define N_FAULT_KINDS (sizeof(fault_kinds) / sizeof(fault_kinds[0]))
 
+/* What a request asks for. */
+enum endpoint {
+	EP_MEMBERSHIPS, /* /v1/Services/{S}/Users/{U}/Channels */
+	EP_SERVICE,	/* /v1/Services/{S} */
+	EP_USERS,	/* /v1/Services/{S}/Users */
+	EP_CHANNELS,	/* /v1/Services/{S}/Channels */
+};
+
+/* The names that stand for a dimension endpoint in faults and the request log. */
+static const char *const pseudo_users[] = {
+	[EP_MEMBERSHIPS] = NULL,
+	[EP_SERVICE] = "@service",
+	[EP_USERS] = "@users",
+	[EP_CHANNELS] = "@channels",
+};
+
+static bool
+is_pseudo_user(const char *name)
+{
+	for (size_t i = 0; i < sizeof(pseudo_users) / sizeof(pseudo_users[0]); i++) {
+		if (pseudo_users[i] != NULL && strcmp(pseudo_users[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
 struct fault {
 	enum fault_kind kind;
 	enum fault_match match;
 	bool modifier;
-	char *user;    /* "*" matches every user */
+	char *user;    /* "*" matches every request, a pseudo-user its dimension endpoint */
 	bool any_page; /* ARG was "*" */
 	uint64_t arg;  /* request count or page index */
 	bool on_page;  /* a count fault given as N@PAGE: counts requests for that page only */
@@ -489,6 +527,13 @@ struct fault {
 struct fault_rate {
 	unsigned status;
 	double probability;
+};
+
+/* A user of the service, from --users or --user-count. */
+struct user {
+	char *identity;
+	uint64_t hash; /* of the seed and the identity: the SID and the user's dimension data */
+	char sid[35];
 };
 
 struct config {
@@ -512,6 +557,13 @@ struct config {
 	size_t n_dump;
 	const char *service;
 	uint64_t dump_page_size;
+	bool dump_service;
+	bool dump_user_rows;
+	bool dump_channel_rows;
+	struct user *users; /* in listing order: --users first, then --user-count */
+	size_t n_users;
+	uint64_t user_count;
+	const struct user **by_sid; /* the users sorted by SID */
 };
 
 static void
@@ -533,6 +585,10 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_faults; i++)
 		free(cfg->faults[i].user);
 	free(cfg->faults);
+	for (size_t i = 0; i < cfg->n_users; i++)
+		free(cfg->users[i].identity);
+	free(cfg->users);
+	free(cfg->by_sid);
 	free(cfg->dump_users);
 	free(cfg->listen);
 	free(cfg->account_sid);
@@ -545,7 +601,10 @@ static void
 usage(FILE *out)
 {
 	fputs("usage: " PROGNAME " [OPTION]...\n"
-	      "Fake of Twilio's GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels.\n\n"
+	      "Fake of Twilio's IP Messaging v1: a user's channels (memberships) at\n"
+	      "GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels, and the dimensions:\n"
+	      "the service at /v1/Services/{ServiceSid}, its users at .../Users and its\n"
+	      "channels at .../Channels[?Type=public|private[&Type=...]].\n\n"
 	      "  --listen ADDR:PORT      loopback address to listen on (default " DEFAULT_LISTEN
 	      ";\n"
 	      "                          port 0 picks a free port; [::1]:PORT for IPv6)\n"
@@ -555,12 +614,23 @@ usage(FILE *out)
 	      "  --auth-token-file FILE  read the auth token from FILE\n"
 	      "  --seed N                data seed (default 1)\n"
 	      "  --channels M            channel slots per user, 0..100000 (default 20)\n"
-	      "  --variant V             data variant: removes and changes memberships\n"
-	      "                          (default 0)\n"
+	      "  --variant V             data variant (default 0): V > 0 removes the memberships\n"
+	      "                          of slots i % 10 == V % 10 and changes others; renames\n"
+	      "                          the service, users k % 3 == V % 3 and channels\n"
+	      "                          i % 5 == V % 5 (appending \" (variant V)\"); odd V\n"
+	      "                          deletes users k % 4 == 3 and channels i % 20 == V % 10,\n"
+	      "                          even V none: V=1 renames and deletes, V=2 brings those\n"
+	      "                          back (k: a user's index in the set, i: a slot)\n"
+	      "  --users ID[,ID]...      users of the service, listed in this order (repeatable;\n"
+	      "                          an identity may not contain ',' nor start with '@')\n"
+	      "  --user-count N          N more users after those: user-0001 .. user-N\n"
 	      "  --latency-ms MS         delay every response by MS milliseconds\n"
 	      "  --threads N             worker threads when latency is 0 (default 4)\n"
 	      "  --log FILE              append status, user, page, target per request\n"
-	      "  --fault KIND:USER:ARG   inject a fault (repeatable; USER may be '*'):\n"
+	      "  --fault KIND:USER:ARG   inject a fault (repeatable); USER: a user as requested\n"
+	      "                          (identity or SID) for its memberships, '*' for every\n"
+	      "                          request, or @service, @users, @channels for a\n"
+	      "                          dimension (whose page is 0 for @service):\n"
 	      "                          429, 429r, 500, 503, 400, 403, cut with ARG = number of\n"
 	      "                          requests, or N@PAGE for the first N requests of PAGE;\n"
 	      "                          404 (ARG ignored); malformed, shape, nometa, truncate,\n"
@@ -580,7 +650,36 @@ usage(FILE *out)
 	      "  --service IS...         the service of --dump\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
 	      "                          (default 50)\n"
+	      "  --dump-service          print the service's expected row and exit\n"
+	      "  --dump-users            print the listed users' expected rows and exit\n"
+	      "  --dump-channels         print the channels' expected rows, both types, and exit\n"
 	      "  -h, --help              show this help\n",
+	      out);
+	fputs("\nUsers: a user's SID is US and 32 hex digits from a hash of the seed and its\n"
+	      "identity; /Users/{SID}/Channels serves the memberships of\n"
+	      "/Users/{identity}/Channels (also for a user the variant deleted).  Any other\n"
+	      "identity has memberships too.\n"
+	      "Channels: user k's membership in slot i is in the channel of slot i of k, created\n"
+	      "by k, private if i % 3 == 2, with members_count 1 if that membership is joined.\n"
+	      "Without Type the channel listing has the public channels only.\n"
+	      "Faults on the dimensions: the count kinds, 404, malformed, shape, truncate and\n"
+	      "redirect; nometa, badrow, loop and foreign on @users and @channels; deep, longstr\n"
+	      "and typedrift on all three; oddstatus on memberships only.  There deep and longstr\n"
+	      "add the fields extra_nesting and extra_string; typedrift serves is_online and\n"
+	      "read_status_enabled as numbers, type as 7, joined_channels_count, members_count\n"
+	      "and typing_indicator_timeout as strings.\n"
+	      "Dumps print tab-separated lines in COPY text format: --dump service_sid, user,\n"
+	      "channel_sid, account_sid, member_sid, status, last_consumed_message_index,\n"
+	      "unread_messages_count, channel_url, member_url; --dump-service sid, account_sid,\n"
+	      "friendly_name, date_created, date_updated, default_service_role_sid,\n"
+	      "default_channel_role_sid, default_channel_creator_role_sid, read_status_enabled,\n"
+	      "reachability_enabled, typing_indicator_timeout, consumption_report_interval, url;\n"
+	      "--dump-users service_sid, sid, identity, account_sid, friendly_name, role_sid,\n"
+	      "attributes, is_online, is_notifiable, joined_channels_count, date_created,\n"
+	      "date_updated, url; --dump-channels service_sid, sid, account_sid, friendly_name,\n"
+	      "unique_name, attributes, type, created_by, members_count, messages_count,\n"
+	      "date_created, date_updated, url.  All need --service; several print in that\n"
+	      "order, memberships last.\n",
 	      out);
 }
 /* clang-format on */
@@ -647,6 +746,13 @@ parse_fault(const char *spec, struct fault *f)
 	if (!ok)
 		goto bad;
 	f->user = xstrndup(first + 1, (size_t)(last - first - 1));
+	if (f->user[0] == '@' && !is_pseudo_user(f->user)) {
+		fprintf(stderr,
+			PROGNAME ": unknown pseudo-user \"%s\" (@service, @users, @channels)\n",
+			f->user);
+		free(f->user);
+		return false;
+	}
 	return true;
 bad:
 	fprintf(stderr, PROGNAME ": invalid fault \"%s\" (expected KIND:USER:ARG)\n", spec);
@@ -752,6 +858,39 @@ replace_string(char **slot, char *value)
 	*slot = value;
 }
 
+static void
+append_user(struct config *cfg, char *identity)
+{
+	cfg->users = xrealloc(cfg->users, (cfg->n_users + 1) * sizeof(*cfg->users));
+	memset(&cfg->users[cfg->n_users], 0, sizeof(*cfg->users));
+	cfg->users[cfg->n_users++].identity = identity;
+}
+
+/* Adds the comma-separated identities of --users; '@' starts a pseudo-user, not an identity. */
+static bool
+add_users(struct config *cfg, const char *list)
+{
+	const char *p = list;
+
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+
+		if (n == 0 || p[0] == '@' || cfg->n_users >= MAX_USERS) {
+			fprintf(stderr,
+				PROGNAME
+				": invalid --users \"%s\" (expected IDENTITY[,IDENTITY]..., "
+				"none empty or starting with '@', at most %d in all)\n",
+				list, MAX_USERS);
+			return false;
+		}
+		append_user(cfg, xstrndup(p, n));
+		if (comma == NULL)
+			return true;
+		p = comma + 1;
+	}
+}
+
 enum {
 	OPT_LISTEN = 256,
 	OPT_PORT_FILE,
@@ -771,6 +910,11 @@ enum {
 	OPT_DUMP,
 	OPT_SERVICE,
 	OPT_PAGE_SIZE,
+	OPT_USERS,
+	OPT_USER_COUNT,
+	OPT_DUMP_SERVICE,
+	OPT_DUMP_USERS,
+	OPT_DUMP_CHANNELS,
 };
 
 static const struct option long_options[] = {
@@ -792,6 +936,11 @@ static const struct option long_options[] = {
 	{"dump", required_argument, NULL, OPT_DUMP},
 	{"service", required_argument, NULL, OPT_SERVICE},
 	{"page-size", required_argument, NULL, OPT_PAGE_SIZE},
+	{"users", required_argument, NULL, OPT_USERS},
+	{"user-count", required_argument, NULL, OPT_USER_COUNT},
+	{"dump-service", no_argument, NULL, OPT_DUMP_SERVICE},
+	{"dump-users", no_argument, NULL, OPT_DUMP_USERS},
+	{"dump-channels", no_argument, NULL, OPT_DUMP_CHANNELS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -851,6 +1000,8 @@ apply_number_option(struct config *cfg, int opt, const char *arg)
 	case OPT_PAGE_SIZE:
 		return parse_number_option("page-size", arg, MAX_PAGE_SIZE, &cfg->dump_page_size) &&
 		       cfg->dump_page_size > 0;
+	case OPT_USER_COUNT:
+		return parse_number_option("user-count", arg, MAX_USERS, &cfg->user_count);
 	default:
 		return false;
 	}
@@ -871,6 +1022,17 @@ apply_option(struct config *cfg, int opt, const char *arg)
 		cfg->dump_users = xrealloc(cfg->dump_users, (cfg->n_dump + 1) * sizeof(char *));
 		cfg->dump_users[cfg->n_dump++] = arg;
 		return true;
+	case OPT_USERS:
+		return add_users(cfg, arg);
+	case OPT_DUMP_SERVICE:
+		cfg->dump_service = true;
+		return true;
+	case OPT_DUMP_USERS:
+		cfg->dump_user_rows = true;
+		return true;
+	case OPT_DUMP_CHANNELS:
+		cfg->dump_channel_rows = true;
+		return true;
 	case OPT_SEED:
 	case OPT_CHANNELS:
 	case OPT_VARIANT:
@@ -878,10 +1040,18 @@ apply_option(struct config *cfg, int opt, const char *arg)
 	case OPT_THREADS:
 	case OPT_FAULT_SEED:
 	case OPT_PAGE_SIZE:
+	case OPT_USER_COUNT:
 		return apply_number_option(cfg, opt, arg);
 	default:
 		return apply_string_option(cfg, opt, arg);
 	}
+}
+
+static bool
+wants_dump(const struct config *cfg)
+{
+	return cfg->n_dump > 0 || cfg->dump_service || cfg->dump_user_rows ||
+	       cfg->dump_channel_rows;
 }
 
 /* Returns 0 to go on, or an exit status + 1 (1 after --help, 3 on error). */
@@ -904,7 +1074,7 @@ parse_args(int argc, char **argv, struct config *cfg)
 		fprintf(stderr, PROGNAME ": unexpected argument \"%s\"\n", argv[optind]);
 		return 3;
 	}
-	if (cfg->n_dump > 0 && (cfg->service == NULL || !is_service_sid(cfg->service))) {
+	if (wants_dump(cfg) && (cfg->service == NULL || !is_service_sid(cfg->service))) {
 		fputs(PROGNAME ": --dump needs --service with a valid service SID (IS + 32 hex)\n",
 		      stderr);
 		return 3;
@@ -925,7 +1095,17 @@ enum salt {
 	SALT_INDEX,
 	SALT_UNREAD,
 	SALT_FAULT,
+	SALT_SID_HI,
+	SALT_SID_LO,
+	SALT_FLAGS,
+	SALT_CREATED,
+	SALT_UPDATED,
+	SALT_COUNT,
+	SALT_ROLE,
+	SALT_END, /* slot_word() keeps four bits for the salt */
 };
+
+_Static_assert(SALT_END <= 16, "a salt must fit in four bits");
 
 static uint64_t
 mix64(uint64_t x)
@@ -1021,6 +1201,116 @@ format_sid(char *out, const char *prefix, uint64_t hi, uint64_t lo, bool upper)
 	out[34] = '\0';
 }
 
+/*
+ * The hash behind a user's SID and data: of the seed and the identity only,
+ * the same in every service (0x5553, "US", sets it apart from the hashes of
+ * the data sets).
+ */
+static uint64_t
+user_hash(const struct config *cfg, const char *identity)
+{
+	return fnv1a_str(0xcbf29ce484222325ULL ^ mix64(cfg->seed ^ 0x5553), identity);
+}
+
+static int
+compare_identity(const void *a, const void *b)
+{
+	return strcmp((*(const struct user *const *)a)->identity,
+		      (*(const struct user *const *)b)->identity);
+}
+
+static int
+compare_sid(const void *a, const void *b)
+{
+	return strcmp((*(const struct user *const *)a)->sid, (*(const struct user *const *)b)->sid);
+}
+
+/*
+ * Sorts pointers to the users into sorted by compare; returns the first of
+ * two users that compare equal, or NULL if there are none.
+ */
+static const struct user *
+sort_users(const struct config *cfg, const struct user **sorted,
+	   int (*compare)(const void *, const void *))
+{
+	for (size_t i = 0; i < cfg->n_users; i++)
+		sorted[i] = &cfg->users[i];
+	qsort(sorted, cfg->n_users, sizeof(*sorted), compare);
+	for (size_t i = 1; i < cfg->n_users; i++) {
+		if (compare(&sorted[i - 1], &sorted[i]) == 0)
+			return sorted[i - 1];
+	}
+	return NULL;
+}
+
+/*
+ * Completes the user set once the options are read: the identities of
+ * --user-count, every user's SID, the index by SID.  False (after saying
+ * why) if two users share an identity or a SID.
+ */
+static bool
+users_finish(struct config *cfg)
+{
+	const struct user *twice;
+	char name[32];
+
+	if (cfg->n_users + cfg->user_count > MAX_USERS) {
+		fprintf(stderr, PROGNAME ": more than %d users\n", MAX_USERS);
+		return false;
+	}
+	for (uint64_t i = 1; i <= cfg->user_count; i++) {
+		snprintf(name, sizeof(name), "user-%04" PRIu64, i);
+		append_user(cfg, xstrdup(name));
+	}
+	for (size_t k = 0; k < cfg->n_users; k++) {
+		struct user *u = &cfg->users[k];
+
+		u->hash = user_hash(cfg, u->identity);
+		format_sid(u->sid, "US", slot_word(u->hash, 0, SALT_SID_HI),
+			   slot_word(u->hash, 0, SALT_SID_LO), false);
+	}
+	cfg->by_sid = xmalloc(cfg->n_users * sizeof(*cfg->by_sid));
+	twice = sort_users(cfg, cfg->by_sid, compare_identity);
+	if (twice != NULL) {
+		fprintf(stderr, PROGNAME ": user \"%s\" given twice\n", twice->identity);
+		return false;
+	}
+	twice = sort_users(cfg, cfg->by_sid, compare_sid);
+	if (twice != NULL) {
+		fprintf(stderr, PROGNAME ": two users have the SID %s\n", twice->sid);
+		return false;
+	}
+	return true;
+}
+
+/* The user whose SID is sid, or NULL. */
+static const struct user *
+user_by_sid(const struct config *cfg, const char *sid)
+{
+	struct user key;
+	const struct user *keyp = &key;
+	const struct user **found;
+
+	if (strlen(sid) != 34 || cfg->n_users == 0)
+		return NULL;
+	memcpy(key.sid, sid, sizeof(key.sid));
+	found = bsearch(&keyp, cfg->by_sid, cfg->n_users, sizeof(*cfg->by_sid), compare_sid);
+	return found != NULL ? *found : NULL;
+}
+
+/*
+ * The identity whose memberships a request for user serves: that of the
+ * user whose SID it is, else user itself (any identity has memberships).
+ * Borrowed from cfg or user.
+ */
+static const char *
+resolve_user(const struct config *cfg, const char *user)
+{
+	const struct user *u = user_by_sid(cfg, user);
+
+	return u != NULL ? u->identity : user;
+}
+
 static void
 make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 {
@@ -1047,10 +1337,19 @@ make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 	}
 }
 
+/*
+ * Whether f applies to a request of endpoint for user (a pseudo-user for a
+ * dimension): "*" matches all, a pseudo-user only its endpoint, any other
+ * name only the memberships of that user.
+ */
 static bool
-fault_user_matches(const struct fault *f, const char *user)
+fault_user_matches(const struct fault *f, enum endpoint endpoint, const char *user)
 {
-	return strcmp(f->user, "*") == 0 || strcmp(f->user, user) == 0;
+	if (strcmp(f->user, "*") == 0)
+		return true;
+	if ((endpoint == EP_MEMBERSHIPS) == is_pseudo_user(f->user))
+		return false;
+	return strcmp(f->user, user) == 0;
 }
 
 static bool
@@ -1060,15 +1359,357 @@ fault_page_matches(const struct fault *f, uint64_t page)
 }
 
 static bool
-has_modifier(const struct config *cfg, enum fault_kind kind, const char *user, uint64_t page)
+has_modifier(const struct config *cfg, enum fault_kind kind, enum endpoint endpoint,
+	     const char *user, uint64_t page)
 {
 	for (size_t i = 0; i < cfg->n_faults; i++) {
 		const struct fault *f = &cfg->faults[i];
 
-		if (f->kind == kind && fault_user_matches(f, user) && fault_page_matches(f, page))
+		if (f->kind == kind && fault_user_matches(f, endpoint, user) &&
+		    fault_page_matches(f, page))
 			return true;
 	}
 	return false;
+}
+
+/* ---------------------------------------------------------------------------
+ * Dimensions: the service, its users and its channels
+ *
+ * The users are those of --users and --user-count, the same for every
+ * service.  The channels are those of the users' memberships: user k's
+ * membership in slot i is in the channel of slot i of user k's data set,
+ * created by user k, private if i % 3 == 2.  A variant V > 0 renames the
+ * service, users with k % 3 == V % 3 and channels with i % 5 == V % 5; an
+ * odd V deletes users with k % 4 == 3 and channels with i % 20 == V % 10
+ * (whose memberships V removes too), an even V deletes none.
+ */
+
+#define DATE_BASE 1420070400 /* 2015-01-01T00:00:00Z */
+#define DATE_SPAN (3 * 365 * 86400)
+#define UPDATE_SPAN (90 * 86400)
+#define SERVICE_USER_CHANNELS 250
+#define SERVICE_CHANNEL_MEMBERS 100
+#define SERVICE_TYPING_TIMEOUT 5
+#define SERVICE_CONSUMPTION_INTERVAL 10
+#define DATE_LEN 21
+
+/* The roles of a service, in the order role_sid() takes them. */
+enum role {
+	ROLE_SERVICE_USER,
+	ROLE_SERVICE_ADMIN,
+	ROLE_CHANNEL_USER,
+	ROLE_CHANNEL_ADMIN,
+};
+
+static bool
+user_renamed(const struct config *cfg, size_t k)
+{
+	return cfg->variant > 0 && k % 3 == cfg->variant % 3;
+}
+
+/* The number of users the listing holds in this variant. */
+static size_t
+users_listed(const struct config *cfg)
+{
+	return cfg->variant % 2 == 1 ? cfg->n_users - cfg->n_users / 4 : cfg->n_users;
+}
+
+/* The index of the j-th user listed: an odd variant deletes those with k % 4 == 3. */
+static size_t
+listed_user(const struct config *cfg, size_t j)
+{
+	return cfg->variant % 2 == 1 ? j / 3 * 4 + j % 3 : j;
+}
+
+static bool
+channel_deleted(const struct config *cfg, uint64_t slot)
+{
+	return cfg->variant % 2 == 1 && slot % 20 == cfg->variant % 10;
+}
+
+static bool
+channel_renamed(const struct config *cfg, uint64_t slot)
+{
+	return cfg->variant > 0 && slot % 5 == cfg->variant % 5;
+}
+
+static bool
+channel_private(uint64_t slot)
+{
+	return slot % 3 == 2;
+}
+
+/* Whether the membership of slot is in the variant's data set (see dataset_slot()). */
+static bool
+membership_present(const struct config *cfg, uint64_t slot)
+{
+	return cfg->variant == 0 || slot % 10 != cfg->variant % 10;
+}
+
+static bool
+entry_joined(const struct entry *e)
+{
+	return e->status != NULL && strcmp(e->status, "joined") == 0;
+}
+
+static uint64_t
+service_hash(const struct config *cfg, const char *service)
+{
+	return fnv1a_str(0xcbf29ce484222325ULL ^ mix64(cfg->seed), service);
+}
+
+static void
+role_sid(char *out, uint64_t service_hash, enum role role)
+{
+	format_sid(out, "RL", slot_word(service_hash, 2 * (uint64_t)role, SALT_ROLE),
+		   slot_word(service_hash, 2 * (uint64_t)role + 1, SALT_ROLE), false);
+}
+
+static void
+format_date(char *out, uint64_t seconds)
+{
+	time_t t = (time_t)seconds;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, DATE_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Creation and update dates from (hash, slot); an update bump of seconds for a change. */
+static void
+make_dates(uint64_t hash, uint64_t slot, uint64_t bump, char *created, char *updated)
+{
+	uint64_t c = DATE_BASE + slot_word(hash, slot, SALT_CREATED) % DATE_SPAN;
+
+	format_date(created, c);
+	format_date(updated, c + slot_word(hash, slot, SALT_UPDATED) % UPDATE_SPAN + bump);
+}
+
+/* Appends " (variant V)" to a renamed dimension's name. */
+static void
+add_variant_suffix(struct buf *b, const struct config *cfg)
+{
+	buf_adds(b, " (variant ");
+	buf_add_u64(b, cfg->variant);
+	buf_addc(b, ')');
+}
+
+struct service_row {
+	struct buf friendly_name;
+	char date_created[DATE_LEN];
+	char date_updated[DATE_LEN];
+	char roles[4][35]; /* indexed by enum role */
+	uint64_t user_channels;
+};
+
+static void
+make_service_row(const struct config *cfg, const char *service, struct service_row *r)
+{
+	uint64_t h = service_hash(cfg, service);
+
+	memset(r, 0, sizeof(*r));
+	buf_adds(&r->friendly_name, "Chat service ");
+	buf_add_u64(&r->friendly_name, h % 10000);
+	if (cfg->variant > 0)
+		add_variant_suffix(&r->friendly_name, cfg);
+	make_dates(h, 0, cfg->variant * 3600, r->date_created, r->date_updated);
+	for (int i = 0; i < 4; i++)
+		role_sid(r->roles[i], h, (enum role)i);
+	r->user_channels =
+		cfg->channels > SERVICE_USER_CHANNELS ? cfg->channels : SERVICE_USER_CHANNELS;
+}
+
+struct user_row {
+	const struct user *user;
+	struct buf friendly_name;
+	bool name_null;
+	char role_sid[35];
+	struct buf attributes; /* a JSON document, served as a string */
+	bool is_online;
+	bool is_notifiable;
+	bool notifiable_null;
+	char date_created[DATE_LEN];
+	char date_updated[DATE_LEN];
+	uint64_t joined; /* the user's memberships with status joined */
+};
+
+/* The number of memberships of identity in service whose status is joined. */
+static uint64_t
+joined_count(const struct config *cfg, const char *service, const char *identity)
+{
+	struct dataset ds;
+	uint64_t n = 0;
+
+	dataset_init(&ds, cfg, service, identity);
+	for (uint64_t j = 0; j < ds.present; j++) {
+		struct entry e;
+
+		make_entry(&ds, dataset_slot(&ds, j), &e);
+		if (entry_joined(&e))
+			n++;
+	}
+	return n;
+}
+
+static void
+user_friendly_name(const struct config *cfg, size_t k, struct user_row *r)
+{
+	const char *identity = r->user->identity;
+
+	r->name_null = k % 7 == 6 && !user_renamed(cfg, k);
+	if (r->name_null)
+		return;
+	if (k % 8 == 5) {
+		buf_adds(&r->friendly_name, "Zo\xc3\xab \"");
+		buf_adds(&r->friendly_name, identity);
+		buf_adds(&r->friendly_name, "\"\tO'Brien \\o/");
+	} else if (k % 7 == 6) {
+		buf_adds(&r->friendly_name, identity);
+	} else {
+		buf_adds(&r->friendly_name, "User ");
+		buf_adds(&r->friendly_name, identity);
+	}
+	if (user_renamed(cfg, k))
+		add_variant_suffix(&r->friendly_name, cfg);
+}
+
+/* User k of the set, as service lists it; free with user_row_free(). */
+static void
+make_user_row(const struct config *cfg, const char *service, size_t k, struct user_row *r)
+{
+	uint64_t flags;
+
+	memset(r, 0, sizeof(*r));
+	r->user = &cfg->users[k];
+	flags = slot_word(r->user->hash, 0, SALT_FLAGS);
+	user_friendly_name(cfg, k, r);
+	role_sid(r->role_sid, service_hash(cfg, service),
+		 k % 10 == 0 ? ROLE_SERVICE_ADMIN : ROLE_SERVICE_USER);
+	if (k % 6 == 1) {
+		buf_adds(&r->attributes, "{}");
+	} else {
+		buf_adds(&r->attributes, "{\"department\":\"d");
+		buf_add_u64(&r->attributes, k % 4);
+		buf_adds(&r->attributes, "\",\"index\":");
+		buf_add_u64(&r->attributes, k);
+		buf_addc(&r->attributes, '}');
+	}
+	r->is_online = (flags & 1) != 0;
+	r->is_notifiable = (flags & 2) != 0;
+	r->notifiable_null = k % 5 == 3;
+	make_dates(r->user->hash, 0, user_renamed(cfg, k) ? cfg->variant * 3600 : 0,
+		   r->date_created, r->date_updated);
+	r->joined = joined_count(cfg, service, r->user->identity);
+}
+
+static void
+user_row_free(struct user_row *r)
+{
+	buf_free(&r->friendly_name);
+	buf_free(&r->attributes);
+}
+
+struct channel_row {
+	const struct user *creator;
+	uint64_t slot;
+	struct entry e; /* the creator's membership: the channel SID, its status */
+	struct buf friendly_name;
+	bool name_null;
+	struct buf unique_name;
+	bool unique_null;
+	struct buf attributes; /* a JSON document, served as a string */
+	bool is_private;
+	char date_created[DATE_LEN];
+	char date_updated[DATE_LEN];
+	uint64_t members;
+	uint64_t messages;
+};
+
+static void
+channel_names(const struct config *cfg, struct channel_row *r)
+{
+	const char *identity = r->creator->identity;
+	uint64_t i = r->slot;
+	bool renamed = channel_renamed(cfg, i);
+
+	r->name_null = i % 8 == 7 && !renamed;
+	if (i % 6 == 4) {
+		buf_adds(&r->friendly_name, "Caf\xc3\xa9 \"");
+		buf_add_u64(&r->friendly_name, i);
+		buf_adds(&r->friendly_name, "\"\tof ");
+		buf_adds(&r->friendly_name, identity);
+		buf_adds(&r->friendly_name, " \\o/");
+	} else if (!r->name_null) {
+		buf_adds(&r->friendly_name, "Channel ");
+		buf_add_u64(&r->friendly_name, i);
+		buf_adds(&r->friendly_name, " of ");
+		buf_adds(&r->friendly_name, identity);
+	}
+	if (renamed)
+		add_variant_suffix(&r->friendly_name, cfg);
+	r->unique_null = i % 4 == 3;
+	if (!r->unique_null) {
+		buf_adds(&r->unique_name, identity);
+		buf_adds(&r->unique_name, "-ch");
+		buf_add_u64(&r->unique_name, i);
+	}
+}
+
+/* The channel of slot in user k's memberships; free with channel_row_free(). */
+static void
+make_channel_row(const struct config *cfg, const char *service, size_t k, uint64_t slot,
+		 struct channel_row *r)
+{
+	struct dataset ds;
+	bool renamed = channel_renamed(cfg, slot);
+
+	memset(r, 0, sizeof(*r));
+	r->creator = &cfg->users[k];
+	r->slot = slot;
+	dataset_init(&ds, cfg, service, r->creator->identity);
+	make_entry(&ds, slot, &r->e);
+	channel_names(cfg, r);
+	if (slot % 5 == 0) {
+		buf_adds(&r->attributes, "{}");
+	} else {
+		buf_adds(&r->attributes, "{\"topic\":\"t");
+		buf_add_u64(&r->attributes, slot % 7);
+		buf_adds(&r->attributes, "\",\"slot\":");
+		buf_add_u64(&r->attributes, slot);
+		buf_addc(&r->attributes, '}');
+	}
+	r->is_private = channel_private(slot);
+	make_dates(ds.base, slot, renamed ? cfg->variant * 3600 : 0, r->date_created,
+		   r->date_updated);
+	r->members = membership_present(cfg, slot) && entry_joined(&r->e) ? 1 : 0;
+	r->messages = slot_word(ds.base, slot, SALT_COUNT) % 1000 + (renamed ? cfg->variant : 0);
+}
+
+static void
+channel_row_free(struct channel_row *r)
+{
+	buf_free(&r->friendly_name);
+	buf_free(&r->unique_name);
+	buf_free(&r->attributes);
+}
+
+/*
+ * The channel slots listed for the types asked for, in order, into slots
+ * (caller frees); their number in *n.  Every user has the same.
+ */
+static uint64_t *
+listed_slots(const struct config *cfg, unsigned types, uint64_t *n)
+{
+	uint64_t *slots = xmalloc(cfg->channels * sizeof(*slots));
+
+	*n = 0;
+	for (uint64_t i = 0; i < cfg->channels; i++) {
+		unsigned type = channel_private(i) ? TYPE_PRIVATE : TYPE_PUBLIC;
+
+		if ((types & type) != 0 && !channel_deleted(cfg, i))
+			slots[(*n)++] = i;
+	}
+	return slots;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1119,37 +1760,195 @@ add_dump_line(struct buf *b, const struct config *cfg, const char *user, const s
 	buf_addc(b, '\n');
 }
 
+/* Writes b to stdout and empties it. */
+static bool
+write_dump(struct buf *b)
+{
+	bool ok = b->len == 0 || fwrite(b->data, 1, b->len, stdout) == b->len;
+
+	buf_free(b);
+	return ok;
+}
+
 static bool
 dump_user(const struct config *cfg, const char *user)
 {
 	struct dataset ds;
 	struct buf b = {0};
-	bool ok;
 
-	dataset_init(&ds, cfg, cfg->service, user);
+	dataset_init(&ds, cfg, cfg->service, resolve_user(cfg, user));
 	for (uint64_t j = 0; j < ds.present; j++) {
 		struct entry e;
 		uint64_t page = j / cfg->dump_page_size;
 
 		make_entry(&ds, dataset_slot(&ds, j), &e);
-		if (j % cfg->dump_page_size == 0 && has_modifier(cfg, FAULT_ODDSTATUS, user, page))
+		if (j % cfg->dump_page_size == 0 &&
+		    has_modifier(cfg, FAULT_ODDSTATUS, EP_MEMBERSHIPS, user, page))
 			e.status = "archived";
 		add_dump_line(&b, cfg, user, &e);
 	}
-	ok = b.len == 0 || fwrite(b.data, 1, b.len, stdout) == b.len;
-	buf_free(&b);
+	return write_dump(&b);
+}
+
+static void
+add_copy_u64(struct buf *b, uint64_t value)
+{
+	buf_addc(b, '\t');
+	buf_add_u64(b, value);
+}
+
+static void
+add_copy_bool(struct buf *b, bool value, bool is_null)
+{
+	add_copy_field(b, value ? "t" : "f", is_null);
+}
+
+/* A tab and the URL LINK_BASE + service + collection + sid. */
+static void
+add_copy_link(struct buf *b, const char *service, const char *collection, const char *sid)
+{
+	buf_addc(b, '\t');
+	buf_adds(b, LINK_BASE);
+	buf_adds(b, service);
+	buf_adds(b, collection);
+	buf_adds(b, sid);
+}
+
+/*
+ * The service: sid, account_sid, friendly_name, date_created, date_updated,
+ * default_service_role_sid, default_channel_role_sid,
+ * default_channel_creator_role_sid, read_status_enabled,
+ * reachability_enabled, typing_indicator_timeout,
+ * consumption_report_interval, url.
+ */
+static bool
+dump_service(const struct config *cfg)
+{
+	struct service_row r;
+	struct buf b = {0};
+
+	make_service_row(cfg, cfg->service, &r);
+	buf_add_copy_text(&b, cfg->service);
+	add_copy_field(&b, cfg->account_sid, false);
+	add_copy_field(&b, r.friendly_name.data, false);
+	add_copy_field(&b, r.date_created, false);
+	add_copy_field(&b, r.date_updated, false);
+	add_copy_field(&b, r.roles[ROLE_SERVICE_USER], false);
+	add_copy_field(&b, r.roles[ROLE_CHANNEL_USER], false);
+	add_copy_field(&b, r.roles[ROLE_CHANNEL_ADMIN], false);
+	add_copy_bool(&b, true, false);
+	add_copy_bool(&b, false, false);
+	add_copy_u64(&b, SERVICE_TYPING_TIMEOUT);
+	add_copy_u64(&b, SERVICE_CONSUMPTION_INTERVAL);
+	add_copy_link(&b, cfg->service, "", "");
+	buf_addc(&b, '\n');
+	buf_free(&r.friendly_name);
+	return write_dump(&b);
+}
+
+/*
+ * The users listed, in order: service_sid, sid, identity, account_sid,
+ * friendly_name, role_sid, attributes, is_online, is_notifiable,
+ * joined_channels_count, date_created, date_updated, url.
+ */
+static bool
+dump_user_rows(const struct config *cfg)
+{
+	struct buf b = {0};
+
+	for (size_t j = 0; j < users_listed(cfg); j++) {
+		struct user_row r;
+
+		make_user_row(cfg, cfg->service, listed_user(cfg, j), &r);
+		buf_add_copy_text(&b, cfg->service);
+		add_copy_field(&b, r.user->sid, false);
+		add_copy_field(&b, r.user->identity, false);
+		add_copy_field(&b, cfg->account_sid, false);
+		add_copy_field(&b, r.friendly_name.data, r.name_null);
+		add_copy_field(&b, r.role_sid, false);
+		add_copy_field(&b, r.attributes.data, false);
+		add_copy_bool(&b, r.is_online, false);
+		add_copy_bool(&b, r.is_notifiable, r.notifiable_null);
+		add_copy_u64(&b, r.joined);
+		add_copy_field(&b, r.date_created, false);
+		add_copy_field(&b, r.date_updated, false);
+		add_copy_link(&b, cfg->service, "/Users/", r.user->sid);
+		buf_addc(&b, '\n');
+		user_row_free(&r);
+	}
+	return write_dump(&b);
+}
+
+static void
+add_channel_dump_line(struct buf *b, const struct config *cfg, const struct channel_row *r)
+{
+	buf_add_copy_text(b, cfg->service);
+	add_copy_field(b, r->e.channel_sid, false);
+	add_copy_field(b, cfg->account_sid, false);
+	add_copy_field(b, r->friendly_name.data, r->name_null);
+	add_copy_field(b, r->unique_name.data, r->unique_null);
+	add_copy_field(b, r->attributes.data, false);
+	add_copy_field(b, r->is_private ? "private" : "public", false);
+	add_copy_field(b, r->creator->identity, false);
+	add_copy_u64(b, r->members);
+	add_copy_u64(b, r->messages);
+	add_copy_field(b, r->date_created, false);
+	add_copy_field(b, r->date_updated, false);
+	add_copy_link(b, cfg->service, "/Channels/", r->e.channel_sid);
+	buf_addc(b, '\n');
+}
+
+/*
+ * The channels of both types, in the order Type=public&Type=private lists
+ * them: service_sid, sid, account_sid, friendly_name, unique_name,
+ * attributes, type, created_by, members_count, messages_count,
+ * date_created, date_updated, url.
+ */
+static bool
+dump_channel_rows(const struct config *cfg)
+{
+	uint64_t per_user;
+	uint64_t *slots = listed_slots(cfg, TYPE_PUBLIC | TYPE_PRIVATE, &per_user);
+	struct buf b = {0};
+	bool ok = true;
+
+	for (size_t k = 0; ok && k < cfg->n_users; k++) {
+		for (uint64_t i = 0; i < per_user; i++) {
+			struct channel_row r;
+
+			make_channel_row(cfg, cfg->service, k, slots[i], &r);
+			add_channel_dump_line(&b, cfg, &r);
+			channel_row_free(&r);
+		}
+		ok = write_dump(&b);
+	}
+	free(slots);
 	return ok;
 }
 
+static bool
+run_dumps(const struct config *cfg)
+{
+	if (cfg->dump_service && !dump_service(cfg))
+		return false;
+	if (cfg->dump_user_rows && !dump_user_rows(cfg))
+		return false;
+	if (cfg->dump_channel_rows && !dump_channel_rows(cfg))
+		return false;
+	for (size_t i = 0; i < cfg->n_dump; i++) {
+		if (!dump_user(cfg, cfg->dump_users[i]))
+			return false;
+	}
+	return true;
+}
+
+/* Prints the service, the users, the channels, then the memberships asked for. */
 static int
 run_dump(const struct config *cfg)
 {
-	for (size_t i = 0; i < cfg->n_dump; i++) {
-		if (!dump_user(cfg, cfg->dump_users[i])) {
-			fprintf(stderr, PROGNAME ": could not write to stdout: %s\n",
-				strerror(errno));
-			return 1;
-		}
+	if (!run_dumps(cfg)) {
+		fprintf(stderr, PROGNAME ": could not write to stdout: %s\n", strerror(errno));
+		return 1;
 	}
 	if (fflush(stdout) != 0) {
 		fprintf(stderr, PROGNAME ": could not write to stdout: %s\n", strerror(errno));
@@ -1263,12 +2062,16 @@ struct exchange {
 	const char *target; /* raw, as received */
 	char *path;	    /* raw path, without the query */
 	const char *query;  /* raw query, without '?' ("" if none) */
-	char *service;	    /* decoded, NULL until the route matched */
-	char *user;	    /* decoded, NULL until the route matched */
+	enum endpoint endpoint;
+	char *service;	      /* decoded, NULL until the route matched */
+	char *user;	      /* decoded (a pseudo-user for a dimension), NULL until then */
+	const char *identity; /* whose memberships: user, or the identity of its SID */
+	unsigned types;	      /* the channel types listed: TYPE_PUBLIC | TYPE_PRIVATE */
 	bool have_page;
 	uint64_t page;
 	uint64_t page_size;
-	struct buf url_path; /* /v1/Services/S/Users/U/Channels, re-encoded */
+	struct buf url_path;  /* /v1/Services/S/Users/U/Channels, re-encoded */
+	struct buf url_query; /* what page URLs carry before PageSize ("Type=private&") */
 };
 
 struct page_plan {
@@ -1445,45 +2248,77 @@ respond_status_fault(struct exchange *ex, unsigned status, bool retry_after)
 	}
 }
 
-/* Takes the next segment of the raw path at *p, decoded; false if absent or containing NUL. */
-static bool
-next_segment(const char **p, bool last, char **out)
-{
-	const char *end = strchr(*p, '/');
-	size_t n = end != NULL ? (size_t)(end - *p) : strlen(*p);
+#define MAX_SEGMENTS 6
 
-	if ((end == NULL) != last)
-		return false;
-	*out = pct_decode(*p, n, false);
-	*p = end != NULL ? end + 1 : *p + n;
-	return *out != NULL;
+/*
+ * Splits the raw path into its decoded segments (caller frees them); 0 if
+ * it does not start with '/', has more than MAX_SEGMENTS or decodes to NUL.
+ */
+static size_t
+split_path(const char *path, char **seg)
+{
+	const char *p = path + 1;
+	size_t n = 0;
+
+	if (path[0] != '/')
+		return 0;
+	for (;;) {
+		const char *end = strchr(p, '/');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (n == MAX_SEGMENTS)
+			break;
+		seg[n] = pct_decode(p, len, false);
+		if (seg[n] == NULL)
+			break;
+		n++;
+		if (end == NULL)
+			return n;
+		p = end + 1;
+	}
+	while (n > 0)
+		free(seg[--n]);
+	return 0;
 }
 
-/* Splits /v1/Services/{S}/Users/{U}/Channels into decoded segments. */
+static enum endpoint
+route_endpoint(char **seg, size_t n, bool *ok)
+{
+	*ok = n >= 3 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "Services") == 0;
+	if (n == 3)
+		return EP_SERVICE;
+	if (n == 4 && strcmp(seg[3], "Users") == 0)
+		return EP_USERS;
+	if (n == 4 && strcmp(seg[3], "Channels") == 0)
+		return EP_CHANNELS;
+	*ok = *ok && n == 6 && strcmp(seg[3], "Users") == 0 && seg[4][0] != '\0' &&
+	      strcmp(seg[5], "Channels") == 0;
+	return EP_MEMBERSHIPS;
+}
+
+/* Matches the path against the four routes; sets endpoint, service, user and identity. */
 static bool
 parse_route(struct exchange *ex)
 {
-	static const char *const fixed[6] = {"v1", "Services", NULL, "Users", NULL, "Channels"};
-	char *seg[6] = {NULL};
-	const char *p = ex->path;
-	bool ok = *p == '/';
-	int i;
+	char *seg[MAX_SEGMENTS];
+	size_t n = split_path(ex->path, seg);
+	bool ok;
 
-	p++;
-	for (i = 0; ok && i < 6; i++) {
-		ok = next_segment(&p, i == 5, &seg[i]);
-		if (ok && fixed[i] != NULL)
-			ok = strcmp(seg[i], fixed[i]) == 0;
-	}
-	if (ok && seg[4][0] != '\0') {
+	ex->endpoint = route_endpoint(seg, n, &ok);
+	if (ok) {
 		ex->service = seg[2];
-		ex->user = seg[4];
 		seg[2] = NULL;
-		seg[4] = NULL;
+		if (ex->endpoint == EP_MEMBERSHIPS) {
+			ex->user = seg[4];
+			seg[4] = NULL;
+			ex->identity = resolve_user(ex->srv->cfg, ex->user);
+		} else {
+			ex->user = xstrdup(pseudo_users[ex->endpoint]);
+		}
 	}
-	for (i = 0; i < 6; i++)
+	for (size_t i = 0; i < n; i++)
 		free(seg[i]);
-	return ex->user != NULL;
+	return ok;
 }
 
 static bool
@@ -1512,6 +2347,8 @@ struct query {
 	char *page_size;
 	char *page;
 	char *page_token;
+	unsigned types; /* each Type given */
+	bool bad_type;	/* a Type neither public nor private */
 };
 
 static void
@@ -1531,6 +2368,14 @@ query_set(struct query *q, const char *item, size_t n)
 	char *value = eq != NULL ? pct_decode(eq + 1, n - klen - 1, true) : xstrdup("");
 	char **slot = NULL;
 
+	if (key != NULL && value != NULL && strcmp(key, "Type") == 0) {
+		if (strcmp(value, "public") == 0)
+			q->types |= TYPE_PUBLIC;
+		else if (strcmp(value, "private") == 0)
+			q->types |= TYPE_PRIVATE;
+		else
+			q->bad_type = true;
+	}
 	if (key != NULL && strcmp(key, "PageSize") == 0)
 		slot = &q->page_size;
 	else if (key != NULL && strcmp(key, "Page") == 0)
@@ -1544,7 +2389,7 @@ query_set(struct query *q, const char *item, size_t n)
 	free(key);
 }
 
-/* Reads PageSize, Page and PageToken from the raw query; the last of each wins. */
+/* Reads PageSize, Page and PageToken (the last of each wins) and every Type from the raw query. */
 static void
 query_parse(const char *s, struct query *q)
 {
@@ -1592,6 +2437,26 @@ check_paging(struct exchange *ex, const struct query *q, enum MHD_Result *ret)
 	return true;
 }
 
+/*
+ * The Type filter of the channel listing: public only unless Type says
+ * otherwise, as Twilio does; on error queues a 400 and returns false.
+ */
+static bool
+check_types(struct exchange *ex, const struct query *q, enum MHD_Result *ret)
+{
+	if (q->bad_type) {
+		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 20001,
+				     "Invalid Type: must be public or private", NULL, NULL);
+		return false;
+	}
+	ex->types = q->types != 0 ? q->types : TYPE_PUBLIC;
+	if (q->types & TYPE_PUBLIC)
+		buf_adds(&ex->url_query, "Type=public&");
+	if (q->types & TYPE_PRIVATE)
+		buf_adds(&ex->url_query, "Type=private&");
+	return true;
+}
+
 /* Random 429/500/503 from --fault-rate: a hash of the target and its attempt number. */
 static unsigned
 pick_rate_fault(struct exchange *ex)
@@ -1619,13 +2484,14 @@ fault_fires(struct exchange *ex, size_t index)
 {
 	const struct fault *f = &ex->srv->cfg->faults[index];
 
-	if (f->modifier || !fault_user_matches(f, ex->user))
+	if (f->modifier || !fault_user_matches(f, ex->endpoint, ex->user))
 		return false;
 	switch (f->match) {
 	case MATCH_COUNT:
 		if (f->on_page && ex->page != f->page)
 			return false;
-		return counter_next(&ex->srv->counters, (long)index, ex->user) < f->arg;
+		return counter_next(&ex->srv->counters, (long)index * 4 + (long)ex->endpoint,
+				    ex->user) < f->arg;
 	case MATCH_PAGE:
 		return fault_page_matches(f, ex->page);
 	default:
@@ -1648,14 +2514,15 @@ static void
 plan_modifiers(struct exchange *ex, struct page_plan *plan)
 {
 	const struct config *cfg = ex->srv->cfg;
+	enum endpoint ep = ex->endpoint;
 
-	plan->badrow = has_modifier(cfg, FAULT_BADROW, ex->user, ex->page);
-	plan->oddstatus = has_modifier(cfg, FAULT_ODDSTATUS, ex->user, ex->page);
-	plan->loop = has_modifier(cfg, FAULT_LOOP, ex->user, ex->page);
-	plan->foreign = has_modifier(cfg, FAULT_FOREIGN, ex->user, ex->page);
-	plan->deep = has_modifier(cfg, FAULT_DEEP, ex->user, ex->page);
-	plan->longstr = has_modifier(cfg, FAULT_LONGSTR, ex->user, ex->page);
-	plan->typedrift = has_modifier(cfg, FAULT_TYPEDRIFT, ex->user, ex->page);
+	plan->badrow = has_modifier(cfg, FAULT_BADROW, ep, ex->user, ex->page);
+	plan->oddstatus = has_modifier(cfg, FAULT_ODDSTATUS, ep, ex->user, ex->page);
+	plan->loop = has_modifier(cfg, FAULT_LOOP, ep, ex->user, ex->page);
+	plan->foreign = has_modifier(cfg, FAULT_FOREIGN, ep, ex->user, ex->page);
+	plan->deep = has_modifier(cfg, FAULT_DEEP, ep, ex->user, ex->page);
+	plan->longstr = has_modifier(cfg, FAULT_LONGSTR, ep, ex->user, ex->page);
+	plan->typedrift = has_modifier(cfg, FAULT_TYPEDRIFT, ep, ex->user, ex->page);
 }
 
 static const char *
@@ -1667,6 +2534,13 @@ request_host(struct exchange *ex)
 	return host != NULL && *host != '\0' ? host : ex->srv->authority;
 }
 
+/* The key of the array a listing returns, the same in its meta. */
+static const char *
+listing_key(const struct exchange *ex)
+{
+	return ex->endpoint == EP_USERS ? "users" : "channels";
+}
+
 /* Appends the JSON string of the URL of page k at origin ("http://host"). */
 static void
 add_page_url(struct buf *b, struct exchange *ex, const char *origin, uint64_t k)
@@ -1675,7 +2549,10 @@ add_page_url(struct buf *b, struct exchange *ex, const char *origin, uint64_t k)
 
 	buf_adds(&url, origin);
 	buf_add(&url, ex->url_path.data, ex->url_path.len);
-	buf_adds(&url, "?PageSize=");
+	buf_addc(&url, '?');
+	if (ex->url_query.len > 0)
+		buf_add(&url, ex->url_query.data, ex->url_query.len);
+	buf_adds(&url, "PageSize=");
 	buf_add_u64(&url, ex->page_size);
 	buf_adds(&url, "&Page=");
 	buf_add_u64(&url, k);
@@ -1740,17 +2617,19 @@ add_extra_entry_tail(struct buf *b, const struct exchange *ex, const struct entr
  * beyond the client's limits.
  */
 static void
-add_hostile_fields(struct buf *b, const struct entry *e)
+add_hostile_fields(struct buf *b, const char *deep_key, const char *long_key, bool deep,
+		   bool longstr)
 {
-	if (e->deep) {
-		buf_adds(b, ",\"attributes\":");
+	if (deep) {
+		buf_adds(b, deep_key);
 		for (int i = 0; i < DEEP_NESTING; i++)
 			buf_addc(b, '[');
 		for (int i = 0; i < DEEP_NESTING; i++)
 			buf_addc(b, ']');
 	}
-	if (e->longstr) {
-		buf_adds(b, ",\"friendly_name\":\"");
+	if (longstr) {
+		buf_adds(b, long_key);
+		buf_addc(b, '"');
 		buf_reserve(b, LONG_STRING_BYTES + 1);
 		memset(b->data + b->len, 'x', LONG_STRING_BYTES);
 		b->len += LONG_STRING_BYTES;
@@ -1789,7 +2668,7 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 	add_links(b, ex, e);
 	if (extra)
 		add_extra_entry_tail(b, ex, e);
-	add_hostile_fields(b, e);
+	add_hostile_fields(b, ",\"attributes\":", ",\"friendly_name\":", e->deep, e->longstr);
 	buf_addc(b, '}');
 }
 
@@ -1852,8 +2731,8 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 }
 
 static void
-add_next_url(struct buf *b, struct exchange *ex, const struct dataset *ds,
-	     const struct page_plan *plan, const char *origin)
+add_next_url(struct buf *b, struct exchange *ex, uint64_t total, const struct page_plan *plan,
+	     const char *origin)
 {
 	char foreign[48];
 
@@ -1862,7 +2741,7 @@ add_next_url(struct buf *b, struct exchange *ex, const struct dataset *ds,
 	} else if (plan->foreign) {
 		snprintf(foreign, sizeof(foreign), "http://" FOREIGN_HOST ":%u", ex->srv->port);
 		add_page_url(b, ex, foreign, ex->page + 1);
-	} else if ((ex->page + 1) * ex->page_size < ds->present) {
+	} else if ((ex->page + 1) * ex->page_size < total) {
 		add_page_url(b, ex, origin, ex->page + 1);
 	} else {
 		buf_adds(b, "null");
@@ -1870,7 +2749,7 @@ add_next_url(struct buf *b, struct exchange *ex, const struct dataset *ds,
 }
 
 static void
-add_meta(struct buf *b, struct exchange *ex, const struct dataset *ds, const struct page_plan *plan)
+add_meta(struct buf *b, struct exchange *ex, uint64_t total, const struct page_plan *plan)
 {
 	bool extra = ex->srv->cfg->extra_fields;
 	struct buf origin = {0};
@@ -1894,8 +2773,10 @@ add_meta(struct buf *b, struct exchange *ex, const struct dataset *ds, const str
 	buf_adds(b, ",\"url\":");
 	add_page_url(b, ex, origin.data, ex->page);
 	buf_adds(b, ",\"next_page_url\":");
-	add_next_url(b, ex, ds, plan, origin.data);
-	buf_adds(b, ",\"key\":\"channels\"");
+	add_next_url(b, ex, total, plan, origin.data);
+	buf_adds(b, ",\"key\":\"");
+	buf_adds(b, listing_key(ex));
+	buf_addc(b, '"');
 	if (extra)
 		buf_adds(b, EXTRA_META_TAIL);
 	buf_addc(b, '}');
@@ -1947,21 +2828,314 @@ respond_truncated(struct exchange *ex, struct buf *b)
 	return respond(ex, MHD_HTTP_OK, resp);
 }
 
+/* Ends a listing's body with its meta and sends it. */
 static enum MHD_Result
-serve_page(struct exchange *ex, const struct page_plan *plan)
+finish_listing(struct exchange *ex, struct buf *b, uint64_t total, const struct page_plan *plan)
+{
+	if (!plan->nometa)
+		add_meta(b, ex, total, plan);
+	buf_addc(b, '}');
+	if (plan->truncate)
+		return respond_truncated(ex, b);
+	return respond_buf(ex, MHD_HTTP_OK, b);
+}
+
+static enum MHD_Result
+serve_memberships(struct exchange *ex, const struct page_plan *plan)
 {
 	struct dataset ds;
 	struct buf b = {0};
 
-	dataset_init(&ds, ex->srv->cfg, ex->service, ex->user);
+	dataset_init(&ds, ex->srv->cfg, ex->service, ex->identity);
 	buf_addc(&b, '{');
 	add_channels(&b, ex, &ds, plan);
-	if (!plan->nometa)
-		add_meta(&b, ex, &ds, plan);
-	buf_addc(&b, '}');
+	return finish_listing(ex, &b, ds.present, plan);
+}
+
+/* What the modifier faults do to one dimension entry. */
+struct row_faults {
+	bool deep;
+	bool longstr;
+	bool drift;
+};
+
+static void
+add_string_field(struct buf *b, const char *name, const char *value, bool is_null)
+{
+	buf_adds(b, name);
+	if (is_null)
+		buf_adds(b, "null");
+	else
+		buf_add_json_string(b, value);
+}
+
+static void
+add_u64_field(struct buf *b, const char *name, uint64_t value, bool as_string)
+{
+	buf_adds(b, name);
+	if (as_string)
+		buf_addc(b, '"');
+	buf_add_u64(b, value);
+	if (as_string)
+		buf_addc(b, '"');
+}
+
+static void
+add_bool_field(struct buf *b, const char *name, bool value, bool as_number)
+{
+	buf_adds(b, name);
+	if (as_number)
+		buf_adds(b, value ? "1" : "0");
+	else
+		buf_adds(b, value ? "true" : "false");
+}
+
+/* Appends the JSON string of LINK_BASE + service + collection + sid + sub. */
+static void
+add_link(struct buf *b, const char *service, const char *collection, const char *sid,
+	 const char *sub)
+{
+	struct buf url = {0};
+
+	buf_adds(&url, LINK_BASE);
+	buf_adds(&url, service);
+	buf_adds(&url, collection);
+	buf_adds(&url, sid);
+	buf_adds(&url, sub);
+	buf_add_json_string(b, url.data);
+	buf_free(&url);
+}
+
+/* The fields every dimension entry may end with: unknown ones, and those of deep and longstr. */
+static void
+add_dimension_tail(struct buf *b, const struct exchange *ex, const struct row_faults *rf)
+{
+	if (ex->srv->cfg->extra_fields)
+		buf_adds(b, EXTRA_DIMENSION_FIELDS);
+	add_hostile_fields(b, ",\"extra_nesting\":", ",\"extra_string\":", rf->deep, rf->longstr);
+}
+
+static void
+add_service_json(struct buf *b, const struct exchange *ex, const struct service_row *r,
+		 const struct row_faults *rf)
+{
+	add_string_field(b, "{\"sid\":", ex->service, false);
+	buf_adds(b, ",\"account_sid\":");
+	buf_adds(b, ex->srv->account_json);
+	add_string_field(b, ",\"friendly_name\":", r->friendly_name.data, false);
+	add_string_field(b, ",\"date_created\":", r->date_created, false);
+	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
+	add_string_field(b, ",\"default_service_role_sid\":", r->roles[ROLE_SERVICE_USER], false);
+	add_string_field(b, ",\"default_channel_role_sid\":", r->roles[ROLE_CHANNEL_USER], false);
+	add_string_field(b, ",\"default_channel_creator_role_sid\":", r->roles[ROLE_CHANNEL_ADMIN],
+			 false);
+	add_bool_field(b, ",\"read_status_enabled\":", true, rf->drift);
+	add_bool_field(b, ",\"reachability_enabled\":", false, false);
+	add_u64_field(b, ",\"typing_indicator_timeout\":", SERVICE_TYPING_TIMEOUT, rf->drift);
+	add_u64_field(b, ",\"consumption_report_interval\":", SERVICE_CONSUMPTION_INTERVAL, false);
+	add_u64_field(b, ",\"limits\":{\"channel_members\":", SERVICE_CHANNEL_MEMBERS, false);
+	add_u64_field(b, ",\"user_channels\":", r->user_channels, false);
+	buf_adds(b, "},\"webhooks\":{},\"pre_webhook_url\":null,\"post_webhook_url\":null,"
+		    "\"webhook_method\":null,\"webhook_filters\":[],\"notifications\":{"
+		    "\"added_to_channel\":{\"enabled\":false},"
+		    "\"invited_to_channel\":{\"enabled\":false},"
+		    "\"new_message\":{\"enabled\":false},"
+		    "\"removed_from_channel\":{\"enabled\":false}}");
+	buf_adds(b, ",\"url\":");
+	add_link(b, ex->service, "", "", "");
+	buf_adds(b, ",\"links\":{\"channels\":");
+	add_link(b, ex->service, "/Channels", "", "");
+	buf_adds(b, ",\"roles\":");
+	add_link(b, ex->service, "/Roles", "", "");
+	buf_adds(b, ",\"users\":");
+	add_link(b, ex->service, "/Users", "", "");
+	buf_addc(b, '}');
+	add_dimension_tail(b, ex, rf);
+	buf_addc(b, '}');
+}
+
+static void
+add_user_json(struct buf *b, const struct exchange *ex, const struct user_row *r,
+	      const struct row_faults *rf)
+{
+	const char *sid = r->user->sid;
+
+	add_string_field(b, "{\"sid\":", sid, false);
+	buf_adds(b, ",\"account_sid\":");
+	buf_adds(b, ex->srv->account_json);
+	add_string_field(b, ",\"service_sid\":", ex->service, false);
+	add_string_field(b, ",\"identity\":", r->user->identity, false);
+	add_string_field(b, ",\"friendly_name\":", r->friendly_name.data, r->name_null);
+	add_string_field(b, ",\"role_sid\":", r->role_sid, false);
+	add_string_field(b, ",\"attributes\":", r->attributes.data, false);
+	add_bool_field(b, ",\"is_online\":", r->is_online, rf->drift);
+	buf_adds(b, ",\"is_notifiable\":");
+	buf_adds(b, r->notifiable_null ? "null" : r->is_notifiable ? "true" : "false");
+	add_string_field(b, ",\"date_created\":", r->date_created, false);
+	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
+	add_u64_field(b, ",\"joined_channels_count\":", r->joined, rf->drift);
+	buf_adds(b, ",\"links\":{\"user_channels\":");
+	add_link(b, ex->service, "/Users/", sid, "/Channels");
+	buf_adds(b, "},\"url\":");
+	add_link(b, ex->service, "/Users/", sid, "");
+	add_dimension_tail(b, ex, rf);
+	buf_addc(b, '}');
+}
+
+static void
+add_channel_json(struct buf *b, const struct exchange *ex, const struct channel_row *r,
+		 const struct row_faults *rf)
+{
+	const char *sid = r->e.channel_sid;
+
+	add_string_field(b, "{\"sid\":", sid, false);
+	buf_adds(b, ",\"account_sid\":");
+	buf_adds(b, ex->srv->account_json);
+	add_string_field(b, ",\"service_sid\":", ex->service, false);
+	add_string_field(b, ",\"friendly_name\":", r->friendly_name.data, r->name_null);
+	add_string_field(b, ",\"unique_name\":", r->unique_name.data, r->unique_null);
+	add_string_field(b, ",\"attributes\":", r->attributes.data, false);
+	if (rf->drift)
+		buf_adds(b, ",\"type\":7");
+	else
+		add_string_field(b, ",\"type\":", r->is_private ? "private" : "public", false);
+	add_string_field(b, ",\"date_created\":", r->date_created, false);
+	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
+	add_string_field(b, ",\"created_by\":", r->creator->identity, false);
+	add_u64_field(b, ",\"members_count\":", r->members, rf->drift);
+	add_u64_field(b, ",\"messages_count\":", r->messages, false);
+	buf_adds(b, ",\"url\":");
+	add_link(b, ex->service, "/Channels/", sid, "");
+	buf_adds(b, ",\"links\":{\"members\":");
+	add_link(b, ex->service, "/Channels/", sid, "/Members");
+	buf_adds(b, ",\"messages\":");
+	add_link(b, ex->service, "/Channels/", sid, "/Messages");
+	buf_adds(b, ",\"invites\":");
+	add_link(b, ex->service, "/Channels/", sid, "/Invites");
+	buf_addc(b, '}');
+	add_dimension_tail(b, ex, rf);
+	buf_addc(b, '}');
+}
+
+/* The two bad entries of a badrow fault on a dimension: a null and an invalid SID. */
+static void
+add_dimension_bad_rows(struct buf *b, const struct exchange *ex, uint64_t *items)
+{
+	for (int i = 0; i < 2; i++) {
+		add_separator(b, items);
+		buf_adds(b, "{\"sid\":");
+		if (i == 0)
+			buf_adds(b, "null");
+		else
+			buf_adds(b,
+				 ex->endpoint == EP_USERS ? "\"USnot-a-sid\"" : "\"CHnot-a-sid\"");
+		buf_adds(b, ",\"account_sid\":");
+		buf_adds(b, ex->srv->account_json);
+		add_string_field(b, ",\"service_sid\":", ex->service, false);
+		buf_addc(b, '}');
+	}
+}
+
+/* The entries of the page asked for out of total: the first, and how many. */
+static void
+page_window(const struct exchange *ex, uint64_t total, uint64_t *first, uint64_t *count)
+{
+	uint64_t end;
+
+	*first = ex->page * ex->page_size;
+	end = *first + ex->page_size < total ? *first + ex->page_size : total;
+	*count = *first < end ? end - *first : 0;
+}
+
+static enum MHD_Result
+serve_service(struct exchange *ex, const struct page_plan *plan)
+{
+	struct row_faults rf = {plan->deep, plan->longstr, plan->typedrift};
+	struct service_row r;
+	struct buf b = {0};
+
+	make_service_row(ex->srv->cfg, ex->service, &r);
+	add_service_json(&b, ex, &r, &rf);
+	buf_free(&r.friendly_name);
 	if (plan->truncate)
 		return respond_truncated(ex, &b);
 	return respond_buf(ex, MHD_HTTP_OK, &b);
+}
+
+static enum MHD_Result
+serve_users(struct exchange *ex, const struct page_plan *plan)
+{
+	const struct config *cfg = ex->srv->cfg;
+	uint64_t total = users_listed(cfg);
+	uint64_t first, count, items = 0;
+	struct buf b = {0};
+
+	page_window(ex, total, &first, &count);
+	buf_adds(&b, "{\"users\":[");
+	for (uint64_t j = 0; j < count; j++) {
+		struct row_faults rf = {plan->deep && j == 0, plan->longstr && j == 0,
+					plan->typedrift};
+		struct user_row r;
+
+		if (plan->badrow && j == count / 2)
+			add_dimension_bad_rows(&b, ex, &items);
+		make_user_row(cfg, ex->service, listed_user(cfg, (size_t)(first + j)), &r);
+		add_separator(&b, &items);
+		add_user_json(&b, ex, &r, &rf);
+		user_row_free(&r);
+	}
+	if (plan->badrow && count == 0)
+		add_dimension_bad_rows(&b, ex, &items);
+	buf_addc(&b, ']');
+	return finish_listing(ex, &b, total, plan);
+}
+
+static enum MHD_Result
+serve_channels(struct exchange *ex, const struct page_plan *plan)
+{
+	const struct config *cfg = ex->srv->cfg;
+	uint64_t per_user;
+	uint64_t *slots = listed_slots(cfg, ex->types, &per_user);
+	uint64_t total = per_user * cfg->n_users;
+	uint64_t first, count, items = 0;
+	struct buf b = {0};
+
+	page_window(ex, total, &first, &count);
+	buf_adds(&b, "{\"channels\":[");
+	for (uint64_t j = 0; j < count; j++) {
+		struct row_faults rf = {plan->deep && j == 0, plan->longstr && j == 0,
+					plan->typedrift};
+		uint64_t n = first + j;
+		struct channel_row r;
+
+		if (plan->badrow && j == count / 2)
+			add_dimension_bad_rows(&b, ex, &items);
+		make_channel_row(cfg, ex->service, (size_t)(n / per_user), slots[n % per_user], &r);
+		add_separator(&b, &items);
+		add_channel_json(&b, ex, &r, &rf);
+		channel_row_free(&r);
+	}
+	if (plan->badrow && count == 0)
+		add_dimension_bad_rows(&b, ex, &items);
+	buf_addc(&b, ']');
+	free(slots);
+	return finish_listing(ex, &b, total, plan);
+}
+
+static enum MHD_Result
+serve_page(struct exchange *ex, const struct page_plan *plan)
+{
+	switch (ex->endpoint) {
+	case EP_SERVICE:
+		return serve_service(ex, plan);
+	case EP_USERS:
+		return serve_users(ex, plan);
+	case EP_CHANNELS:
+		return serve_channels(ex, plan);
+	case EP_MEMBERSHIPS:
+	default:
+		return serve_memberships(ex, plan);
+	}
 }
 
 static enum MHD_Result
@@ -1969,7 +3143,9 @@ respond_malformed(struct exchange *ex)
 {
 	struct buf b = {0};
 
-	buf_adds(&b, "{\"channels\":[{\"account_sid\":");
+	buf_adds(&b, "{\"");
+	buf_adds(&b, listing_key(ex));
+	buf_adds(&b, "\":[{\"account_sid\":");
 	buf_adds(&b, ex->srv->account_json);
 	buf_adds(&b, ",\"channel_sid\": tru}, {\"meta\":{\"page\":");
 	return respond_buf(ex, MHD_HTTP_OK, &b);
@@ -2030,12 +3206,43 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 	}
 }
 
+/* The path of the resource, re-encoded, as page URLs and links carry it. */
+static void
+set_url_path(struct exchange *ex)
+{
+	buf_adds(&ex->url_path, "/v1/Services/");
+	buf_adds(&ex->url_path, ex->service);
+	if (ex->endpoint == EP_USERS || ex->endpoint == EP_MEMBERSHIPS)
+		buf_adds(&ex->url_path, "/Users");
+	if (ex->endpoint == EP_MEMBERSHIPS) {
+		buf_addc(&ex->url_path, '/');
+		buf_add_pct_segment(&ex->url_path, ex->user);
+	}
+	if (ex->endpoint == EP_CHANNELS || ex->endpoint == EP_MEMBERSHIPS)
+		buf_adds(&ex->url_path, "/Channels");
+}
+
+/* Reads the query: paging for the listings, Type for the channels; false after queuing a 400. */
+static bool
+check_query(struct exchange *ex, enum MHD_Result *ret)
+{
+	struct query q;
+	bool ok = true;
+
+	query_parse(ex->query, &q);
+	if (ex->endpoint != EP_SERVICE)
+		ok = check_paging(ex, &q, ret);
+	if (ok && ex->endpoint == EP_CHANNELS)
+		ok = check_types(ex, &q, ret);
+	query_free(&q);
+	return ok;
+}
+
 static enum MHD_Result
 serve(struct exchange *ex, const char *method)
 {
 	struct page_plan plan = {0};
 	const struct fault *f;
-	struct query q;
 	enum MHD_Result ret;
 	unsigned status;
 	bool route_ok = parse_route(ex);
@@ -2046,19 +3253,12 @@ serve(struct exchange *ex, const char *method)
 		return respond_error(ex, MHD_HTTP_UNAUTHORIZED, 20003, "Authenticate",
 				     MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 				     "Basic realm=\"Twilio API\"");
-	query_parse(ex->query, &q);
-	route_ok = check_paging(ex, &q, &ret);
-	query_free(&q);
-	if (!route_ok)
+	if (!check_query(ex, &ret))
 		return ret;
 	status = pick_rate_fault(ex);
 	if (status != 0)
 		return respond_status_fault(ex, status, false);
-	buf_adds(&ex->url_path, "/v1/Services/");
-	buf_adds(&ex->url_path, ex->service);
-	buf_adds(&ex->url_path, "/Users/");
-	buf_add_pct_segment(&ex->url_path, ex->user);
-	buf_adds(&ex->url_path, "/Channels");
+	set_url_path(ex);
 	plan_modifiers(ex, &plan);
 	f = pick_fault(ex);
 	if (f != NULL)
@@ -2088,6 +3288,7 @@ exchange_clear(struct exchange *ex)
 	free(ex->service);
 	free(ex->user);
 	buf_free(&ex->url_path);
+	buf_free(&ex->url_query);
 }
 
 /*
@@ -2445,11 +3646,13 @@ main(int argc, char **argv)
 
 	config_init(&cfg);
 	status = parse_args(argc, argv, &cfg);
+	if (status == 0 && !users_finish(&cfg))
+		status = 3;
 	if (status != 0) {
 		config_free(&cfg);
 		return status - 1;
 	}
-	if (cfg.n_dump > 0)
+	if (wants_dump(&cfg))
 		status = run_dump(&cfg);
 	else
 		status = run_server(&cfg);
