@@ -109,10 +109,17 @@ CREATE INDEX membership_event_log_at_idx ON membership_event_log (at);
 CREATE INDEX membership_event_log_key_idx
     ON membership_event_log (service_sid, user_sid, channel_sid, at);
 
--- The events the history already shows.  A membership's first version is
--- not an event (as for a user's first listing from now on); its return
--- after a removal is.
-WITH versions AS (
+-- The events the history already shows.  A membership that a user's first
+-- listing brought is not an event (as from now on); one first seen after
+-- that listing (after the end of the sweep in which the user's first
+-- membership was seen) was added, and so was a return after a removal.
+WITH listed AS (
+    SELECT f.service_sid, f.user_sid,
+           coalesce((SELECT min(r.finished_at) FROM sync_runs r WHERE r.finished_at >= f.first),
+                    f.first) AS by
+      FROM (SELECT service_sid, user_sid, min(first_seen_at) AS first
+              FROM user_channels GROUP BY service_sid, user_sid) f
+), versions AS (
     SELECT service_sid, user_sid, channel_sid, status, valid_from, valid_to, is_deleted
       FROM user_channel_past_versions
     UNION ALL
@@ -122,23 +129,25 @@ WITH versions AS (
     SELECT service_sid, user_sid, channel_sid, status, deleted_at, NULL, true
       FROM user_channels WHERE deleted_at IS NOT NULL
 ), ordered AS (
-    SELECT v.*,
+    SELECT v.*, l.by AS listed_by,
            lag(is_deleted) OVER w AS prev_deleted,
            lag(status) OVER w AS prev_status,
            lag(valid_from) OVER w AS prev_from
       FROM versions v
-    WINDOW w AS (PARTITION BY service_sid, user_sid, channel_sid ORDER BY valid_from)
+      JOIN listed l USING (service_sid, user_sid)
+    WINDOW w AS (PARTITION BY v.service_sid, v.user_sid, v.channel_sid ORDER BY v.valid_from)
 )
 INSERT INTO membership_event_log (at, service_sid, user_sid, channel_sid, event, old_status, new_status)
 SELECT valid_from, service_sid, user_sid, channel_sid,
        CASE WHEN is_deleted THEN 'removed'
-            WHEN prev_deleted THEN 'added'
+            WHEN prev_from IS NULL OR prev_deleted THEN 'added'
             ELSE 'status_changed' END,
-       CASE WHEN prev_deleted THEN NULL ELSE prev_status END,
+       CASE WHEN prev_from IS NULL OR prev_deleted THEN NULL ELSE prev_status END,
        CASE WHEN is_deleted THEN NULL ELSE status END
   FROM ordered
- WHERE prev_from IS NOT NULL
-   AND (is_deleted OR prev_deleted OR status IS DISTINCT FROM prev_status)
+ WHERE (prev_from IS NULL AND valid_from > listed_by AND NOT is_deleted)
+    OR (prev_from IS NOT NULL
+        AND (is_deleted OR prev_deleted OR status <> prev_status))
  ORDER BY valid_from;
 
 CREATE TABLE sync_errors (

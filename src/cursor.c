@@ -112,7 +112,11 @@ bool
 cursor_record_error(struct db *db, int64_t run_id, const char *service_sid, const char *user,
 		    const struct cursor_error *e, bool ends_listing)
 {
-	/* The failure of a listing counts its requests; a note does not. */
+	/*
+	 * The failure of a listing counts its requests; a note does not, and
+	 * only names $7 and $8 so that both statements take the same eight
+	 * parameters.
+	 */
 	static const char fail_sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, "
 				       "$7::integer, $8::integer, $5, $6::integer)";
 	static const char note_sql[] = "SELECT sync_user_error($1::bigint, $2, $3, $4, $5, "

@@ -26,8 +26,9 @@ struct db {
 	void *lock_waiting_arg;
 	const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
 	size_t n_prepared;
-	bool busy;     /* an asynchronous statement is in flight */
-	int64_t epoch; /* the writer's fencing epoch this session carries; 0 before one is taken */
+	bool busy;	/* an asynchronous statement is in flight */
+	bool lock_held; /* the schema lock, once wanted (lock_stop set), is held */
+	int64_t epoch;	/* the writer's fencing epoch this session carries; 0 before one is taken */
 	char error[512];
 };
 
@@ -94,6 +95,17 @@ session_setup(struct db *db)
 	if (!db_exec(db, "SET synchronous_commit TO off"))
 		return false;
 	/*
+	 * Whatever the role or the database says: the fence is read under READ
+	 * COMMITTED (a snapshot taken before a takeover would not see it), and
+	 * an idle control connection between sweeps, a page of a large listing
+	 * or a wait for a lock must not be cut short by a timeout.
+	 */
+	if (!db_exec(db, "SET default_transaction_isolation TO 'read committed'") ||
+	    !db_exec(db, "SET idle_session_timeout TO 0") ||
+	    !db_exec(db, "SET idle_in_transaction_session_timeout TO 0") ||
+	    !db_exec(db, "SET statement_timeout TO 0") || !db_exec(db, "SET lock_timeout TO 0"))
+		return false;
+	/*
 	 * Plan every statement with the tables as they are now: a generic plan
 	 * cached while the tables were empty would scan them whole as they grow.
 	 */
@@ -109,18 +121,18 @@ struct db *
 db_open(const char *conninfo, const char *schema, char *err, size_t errsz)
 {
 	/*
-	 * TCP keepalives, so that a connection lost without a word (a NAT
-	 * timeout, a host gone) is noticed in about two minutes; before dbname,
-	 * so that the configured conninfo may say otherwise.
+	 * TCP keepalives and a user timeout, so that a connection lost without
+	 * a word (a NAT timeout, a host gone) is noticed in about two minutes,
+	 * and a connect that gets no answer gives up after 10 s (within the
+	 * watchdog's interval); before dbname, so that the configured conninfo
+	 * may say otherwise.
 	 */
-	const char *const keys[] = {"keepalives",
-				    "keepalives_idle",
-				    "keepalives_interval",
-				    "keepalives_count",
-				    "dbname",
-				    "fallback_application_name",
-				    NULL};
-	const char *const values[] = {"1", "60", "10", "6", conninfo, "chatsyncd", NULL};
+	const char *const keys[] = {
+		"keepalives",	    "keepalives_idle",		 "keepalives_interval",
+		"keepalives_count", "tcp_user_timeout",		 "connect_timeout",
+		"dbname",	    "fallback_application_name", NULL};
+	const char *const values[] = {"1",  "60",     "10",	   "6", "120000",
+				      "10", conninfo, "chatsyncd", NULL};
 	struct db *db = xcalloc(1, sizeof(*db));
 	char *ident;
 
@@ -158,6 +170,7 @@ db_close(struct db *db)
 bool
 db_reconnect(struct db *db)
 {
+	db->lock_held = false; /* a new session holds nothing */
 	PQreset(db->conn);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		conn_failed(db);
@@ -168,8 +181,25 @@ db_reconnect(struct db *db)
 	if (db->lock_stop == NULL)
 		return true;
 	/* The lock holder's new session takes the lock, and the fence, again. */
-	return db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg) &&
-	       (db->epoch == 0 || db_take_fence(db));
+	if (!db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg))
+		return false;
+	if (db->epoch != 0 && !db_take_fence(db)) {
+		db->lock_held = false; /* not the writer without the fence: start over */
+		return false;
+	}
+	return true;
+}
+
+bool
+db_has_fence(struct db *db, bool *present)
+{
+	PGresult *res = PQexec(db->conn, "SELECT to_regproc('sync_fence_take') IS NOT NULL");
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok)
+		*present = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok;
 }
 
 int64_t
@@ -245,8 +275,10 @@ db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
 		struct timespec second = {1, 0};
 		int got = try_schema_lock(db);
 
-		if (got != 0)
-			return got == 1;
+		if (got != 0) {
+			db->lock_held = got == 1;
+			return db->lock_held;
+		}
 		if (waiting != NULL)
 			waiting(arg, !said);
 		said = true;
@@ -308,23 +340,30 @@ bool
 db_exec_ticking(struct db *db, const char *sql, void (*tick)(void *arg), void *arg)
 {
 	PGresult *res, *last = NULL;
-	bool ok = true;
+	bool ok = true, waiting = true;
 
 	if (!PQsendQuery(db->conn, sql)) {
 		conn_failed(db);
 		return false;
 	}
-	while (ok && PQisBusy(db->conn)) {
-		ok = wait_readable(db, 1000);
-		if (ok && !PQconsumeInput(db->conn)) {
-			conn_failed(db);
-			ok = false;
+	/*
+	 * Read every result, so the connection is idle again; the first failure
+	 * is the one kept.  Before each, wait in one-second steps, ticking: a
+	 * script's statements come back one by one, each after its own run.
+	 */
+	for (;;) {
+		while (waiting && PQisBusy(db->conn)) {
+			waiting = wait_readable(db, 1000) && PQconsumeInput(db->conn);
+			if (!waiting && ok) {
+				conn_failed(db);
+				ok = false;
+			}
+			if (tick != NULL)
+				tick(arg);
 		}
-		if (tick != NULL)
-			tick(arg);
-	}
-	/* Read every result, so the connection is idle again; the first failure is the one kept. */
-	while ((res = PQgetResult(db->conn)) != NULL) {
+		res = PQgetResult(db->conn);
+		if (res == NULL)
+			break;
 		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK &&
 		    PQresultStatus(res) != PGRES_EMPTY_QUERY)
 			ok = db_result_ok(db, res, PGRES_COMMAND_OK);
@@ -421,7 +460,8 @@ db_collect(struct db *db, bool wait, PGresult **res)
 bool
 db_connected(struct db *db)
 {
-	return PQstatus(db->conn) == CONNECTION_OK;
+	/* A connection that should hold the schema lock and does not is no use. */
+	return PQstatus(db->conn) == CONNECTION_OK && (db->lock_stop == NULL || db->lock_held);
 }
 
 bool
@@ -430,7 +470,7 @@ db_alive(struct db *db)
 	PGresult *res;
 	bool ok;
 
-	if (PQstatus(db->conn) != CONNECTION_OK)
+	if (!db_connected(db))
 		return false;
 	res = PQexec(db->conn, "SELECT 1");
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;

@@ -123,6 +123,8 @@ bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
  * reconnect, and the lock holder takes a new one.
  */
 bool db_take_fence(struct db *db) __attribute__((warn_unused_result));
+/* Whether the schema has the fence yet (a schema older than migration 005 has not). */
+bool db_has_fence(struct db *db, bool *present) __attribute__((warn_unused_result));
 bool db_set_epoch(struct db *db, int64_t epoch) __attribute__((warn_unused_result));
 int64_t db_epoch(const struct db *db);
 

@@ -176,14 +176,16 @@ record_failure(struct sweep_state *st, const char *service_sid, const char *user
 {
 	if (cursor_record_error(st->db, st->run_id, service_sid, user, e, true))
 		return;
-	st->unrecorded_failures++;
 	st->uncounted_requests += e->requests;
 	st->uncounted_retries += e->retries;
-	if (!db_alive(st->db))
+	/* With the database lost the user is listed again once it is back: no failure to count. */
+	if (!db_alive(st->db)) {
 		st->db_lost = true;
-	else
-		log_error("service %s user \"%s\": could not record the failure: %s", service_sid,
-			  user_esc, db_error(st->db));
+		return;
+	}
+	st->unrecorded_failures++;
+	log_error("service %s user \"%s\": could not record the failure: %s", service_sid, user_esc,
+		  db_error(st->db));
 }
 
 static void fail_user(struct listing *l, const char *kind, const char *fmt, ...)
@@ -246,7 +248,7 @@ fetch_page(struct listing *l)
 
 /*
  * A commit on wdb failed: the database is gone (the page is fetched again
- * later), or the page was refused.
+ * later), or the statement failed on this page's data (the user fails).
  */
 void
 listing_commit_failed(struct commit *c, struct db *wdb)
@@ -268,7 +270,6 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 	fail_user(l, "database", "could not store page %u: %s", l->page_no, why);
 }
 
-/* The page was committed: move on to the next page, or finish. */
 /*
  * The page was refused: this process no longer holds the schema.  The page
  * is dropped without a trace on the user (another chatsyncd has it now),
@@ -284,6 +285,7 @@ listing_commit_refused(struct commit *c)
 	listing_release(l);
 }
 
+/* The page was committed: move on to the next page, or finish. */
 void
 listing_committed(struct commit *c, const struct store_counts *counts)
 {

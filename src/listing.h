@@ -40,6 +40,7 @@ struct sweep_state {
 	struct pacer pacer;
 	bool db_lost;
 	bool fenced_out; /* a page was refused: another chatsyncd has taken the schema */
+	bool taken_over; /* another chatsyncd finished this sweep while this one waited */
 	bool auth_failed;
 	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */

@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,7 +25,8 @@ enum log_target {
 /* Read by the metrics server's thread too. */
 static _Atomic int current_level = LOG_LEVEL_INFO;
 static enum log_target target = TARGET_STDERR;
-static bool status_line_shown;
+/* Set by the main thread, read by any that logs (the metrics listener's too). */
+static _Atomic bool status_line_shown;
 
 static const int priorities[] = {
 	[LOG_LEVEL_ERROR] = LOG_ERR,

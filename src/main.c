@@ -331,7 +331,8 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 static bool
 connected(struct daemon *d)
 {
-	return sweep_connections_usable(d->db, d->writers, d->n_writers, false, false);
+	/* A round trip each: a connection the server closed while idle shows only then. */
+	return sweep_connections_usable(d->db, d->writers, d->n_writers, true, false, NULL);
 }
 
 static int
@@ -402,9 +403,20 @@ on_migrate_tick(void *arg)
 static bool
 lock_and_migrate(struct daemon *d)
 {
+	bool fenced;
+
 	if (!db_lock_schema(d->db, &stop_requested, on_lock_wait, d->db)) {
 		if (!stop_requested)
 			log_error("could not take the schema lock: %s", db_error(d->db));
+		return false;
+	}
+	/*
+	 * Fenced before migrating (where the schema has the fence): a former
+	 * writer that wakes up now can commit nothing while the schema changes.
+	 * Fenced again after, as a schema that just got the fence needs.
+	 */
+	if (!db_has_fence(d->db, &fenced) || (fenced && !db_take_fence(d->db))) {
+		log_error("could not take the writer's fencing epoch: %s", db_error(d->db));
 		return false;
 	}
 	notify_status("applying schema migrations");

@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool
 run_begin(struct db *db, int64_t *run_id, bool *resumed)
@@ -96,7 +97,7 @@ run_record_config(struct db *db, const struct settings *s)
 }
 
 bool
-run_prune(struct db *db, int days, int batch, long *deleted)
+run_prune(struct db *db, int days, int batch, bool (*go_on)(void *arg), void *arg, long *deleted)
 {
 	static const char sql[] = "SELECT sync_prune($1::integer, $2::integer)";
 	char d[16], b[16];
@@ -106,7 +107,7 @@ run_prune(struct db *db, int days, int batch, long *deleted)
 	snprintf(d, sizeof(d), "%d", days);
 	snprintf(b, sizeof(b), "%d", batch);
 	*deleted = 0;
-	while (n > 0) {
+	while (n > 0 && go_on(arg)) {
 		PGresult *res = PQexecParams(db_conn(db), sql, 2, NULL, params, NULL, NULL, 0);
 
 		if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
@@ -118,4 +119,23 @@ run_prune(struct db *db, int days, int batch, long *deleted)
 		PQclear(res);
 	}
 	return true;
+}
+
+bool
+run_is_finished(struct db *db, int64_t run_id, bool *finished)
+{
+	static const char sql[] =
+		"SELECT finished_at IS NOT NULL FROM sync_runs WHERE run_id = $1::bigint";
+	char run[24];
+	const char *params[1] = {run};
+	PGresult *res;
+	bool ok;
+
+	snprintf(run, sizeof(run), "%" PRId64, run_id);
+	res = PQexecParams(db_conn(db), sql, 1, NULL, params, NULL, NULL, 0);
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	if (ok)
+		*finished = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok;
 }

@@ -29,6 +29,10 @@ struct run_totals {
 bool run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 		struct run_totals *out) __attribute__((warn_unused_result));
 
+/* Whether sweep run_id is finished.  On failure the reason is in db_error(db). */
+bool run_is_finished(struct db *db, int64_t run_id, bool *finished)
+	__attribute__((warn_unused_result));
+
 /*
  * Records sync.interval and the configured users (sync_config,
  * sync_configured_users), for the sync_health view.  On failure the reason
@@ -38,10 +42,11 @@ bool run_record_config(struct db *db, const struct settings *s) __attribute__((w
 
 /*
  * Deletes past versions, events and errors older than days days, in
- * batches of batch rows, each batch its own transaction; *deleted counts
- * them.  On failure the reason is in db_error(db).
+ * batches of batch rows, each batch its own transaction, while go_on(arg)
+ * says so (it is asked before each batch); *deleted counts them.  On
+ * failure the reason is in db_error(db).
  */
-bool run_prune(struct db *db, int days, int batch, long *deleted)
-	__attribute__((warn_unused_result));
+bool run_prune(struct db *db, int days, int batch, bool (*go_on)(void *arg), void *arg,
+	       long *deleted) __attribute__((warn_unused_result));
 
 #endif

@@ -181,14 +181,20 @@ abandon_listings(struct sweep *sw)
 		listing_abandon(sw->listings[i]);
 }
 
-/* Reconnects db if it is lost (or, with renew, whatever its state); false (logged) on failure. */
+/*
+ * Reconnects db if it is lost (or, with renew, whatever its state); false
+ * (logged) on failure.  *reconnected tells whether it did.
+ */
 static bool
-db_usable(struct db *db, bool probe, bool renew)
+db_usable(struct db *db, bool probe, bool renew, bool *reconnected)
 {
+	*reconnected = false;
 	if (!renew && (probe ? db_alive(db) : db_connected(db)))
 		return true;
+	*reconnected = true;
 	if (!db_reconnect(db)) {
-		log_warning("could not reconnect to the database: %s", db_error(db));
+		log_warning("could not reconnect to the database: %s",
+			    db_error(db)[0] != '\0' ? db_error(db) : "stopped");
 		return false;
 	}
 	log_info("reconnected to the database");
@@ -197,12 +203,16 @@ db_usable(struct db *db, bool probe, bool renew)
 
 bool
 sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
-			 bool probe, bool renew)
+			 bool probe, bool renew, bool *took_back)
 {
-	if (!db_usable(control, probe, renew))
+	bool reconnected;
+
+	if (!db_usable(control, probe, renew, &reconnected))
 		return false;
+	if (took_back != NULL)
+		*took_back = reconnected;
 	for (size_t i = 0; i < n_writers; i++) {
-		if (!db_usable(writers[i], probe, false))
+		if (!db_usable(writers[i], probe, false, &reconnected))
 			return false;
 		/* After the control connection took the schema again, its writers follow. */
 		if (db_epoch(writers[i]) != db_epoch(control) &&
@@ -213,6 +223,26 @@ sweep_connections_usable(struct db *control, struct db *const *writers, size_t n
 		}
 	}
 	return true;
+}
+
+/*
+ * The schema was held by another chatsyncd while this one had lost it: if
+ * the other finished this sweep meanwhile, this one ends rather than go
+ * over it again.
+ */
+static void
+check_taken_over(struct sweep *sw)
+{
+	bool finished;
+
+	if (!run_is_finished(sw->st.db, sw->st.run_id, &finished))
+		log_warning("could not read sweep %" PRId64 ": %s", sw->st.run_id,
+			    db_error(sw->st.db));
+	else if (finished) {
+		log_info("sweep %" PRId64 " was finished by another chatsyncd meanwhile",
+			 sw->st.run_id);
+		sw->st.taken_over = true;
+	}
 }
 
 /*
@@ -236,17 +266,29 @@ recover_database(struct sweep *sw)
 					 &sw->st.rng));
 		if (*sw->st.stop)
 			break;
-		if (sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true,
-					     sw->st.fenced_out)) {
-			sw->st.fenced_out = false;
+		bool took_back = false;
+		bool up = sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true,
+						   sw->st.fenced_out, &took_back);
+
+		if (took_back) {
+			sw->st.fenced_out = false; /* the schema is this one's again */
+			check_taken_over(sw);
+			if (sw->st.taken_over)
+				return true;
+		}
+		if (up) {
 			metrics_db_reconnect(sw->st.metrics);
 			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */
 			sw->st.db_lost = false;
 			sw->next_service = sw->next_user = 0;
+			sw->st.progress.users_done =
+				0; /* counted again as the users are gone over */
 			return true;
 		}
 	}
-	log_error("could not reconnect to the database after %d attempts", DB_RECONNECT_TRIES);
+	if (!*sw->st.stop)
+		log_error("could not reconnect to the database after %d attempts",
+			  DB_RECONNECT_TRIES);
 	return false;
 }
 
@@ -277,6 +319,16 @@ report_services(struct sweep *sw, double seconds, long users_failed)
 	free(ok);
 }
 
+/* Between two batches of pruning: the watchdog is fed, and a stop is heard. */
+static bool
+prune_go_on(void *arg)
+{
+	struct sweep *sw = arg;
+
+	tick(sw);
+	return !*sw->st.stop;
+}
+
 /* history.retention_days: after a finished sweep, older history goes, in small batches. */
 static void
 prune_history(struct sweep *sw)
@@ -286,7 +338,7 @@ prune_history(struct sweep *sw)
 
 	if (days == 0)
 		return;
-	if (!run_prune(sw->st.db, days, PRUNE_BATCH, &deleted))
+	if (!run_prune(sw->st.db, days, PRUNE_BATCH, prune_go_on, sw, &deleted))
 		log_warning("could not prune the history: %s", db_error(sw->st.db));
 	else if (deleted > 0)
 		log_info("pruned %ld rows of history older than %d days", deleted, days);
@@ -299,6 +351,10 @@ finish(struct sweep *sw, const struct timespec *t0)
 	struct run_totals totals;
 	double seconds;
 
+	if (st->taken_over) {
+		metrics_sweep_stopped(st->metrics);
+		return SWEEP_OK;
+	}
 	if (*st->stop || st->auth_failed || st->db_lost) {
 		metrics_sweep_stopped(st->metrics);
 		if (*st->stop)
@@ -479,6 +535,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 			abandon_listings(&sw);
 		in_flight = commit_queue_sockets(sw.st.commits, fds);
 		if (ready_to_recover(&sw, in_flight) && !recover_database(&sw))
+			break;
+		if (sw.st.taken_over)
 			break;
 		fill_listings(&sw);
 		commit_queue_send(sw.st.commits);

@@ -45,7 +45,7 @@ struct sweep_hooks {
 
 /*
  * Runs a sweep, resuming an unfinished one where it stopped.  Returns when
- * it is over or as soon as *stop becomes non-zero.  db holds the writer lock
+ * it is over or as soon as *stop becomes non-zero.  db holds the schema lock
  * and serves the cursors; pages are committed on the n_writers connections
  * writers[] to the same database (at most HTTP_MAX_EXTRA_FDS), each one page
  * at a time, while the transfers go on.  hooks may be NULL.
@@ -60,9 +60,11 @@ enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *
  * again, and the writers then carry it); live connections are kept, but
  * with renew the control connection is opened anew whatever its state.
  * probe checks with a round trip, else libpq's view is trusted.  Logs a
- * reconnection, or why it failed.
+ * reconnection, or why it failed.  *took_back (if not NULL) tells whether
+ * the control connection was opened anew, and so took the schema back.
  */
 bool sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
-			      bool probe, bool renew) __attribute__((warn_unused_result));
+			      bool probe, bool renew, bool *took_back)
+	__attribute__((warn_unused_result));
 
 #endif

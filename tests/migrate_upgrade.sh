@@ -139,6 +139,16 @@ for n in 1 2 3 4; do
 		"from version $n: user_channels is untouched"
 	is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_past_versions WHERE NOT is_deleted')" "4|0" \
 		"from version $n: the 4 ended versions are kept, the open ones live in user_channels only"
+	is "$(sql "SELECT string_agg(channel_sid || ':' || valid_from::text || '-' || valid_to::text, ',')
+	             FROM chatsync.user_channel_past_versions WHERE is_deleted")" \
+	   "$(sql "SELECT 'CH2:' || d.valid_to::text || '-' || b.valid_from::text
+	             FROM public.before_history d, public.before_history b
+	            WHERE d.channel_sid = 'CH2' AND b.channel_sid = 'CH2' AND b.valid_from > d.valid_to
+	            ORDER BY d.valid_to DESC, b.valid_from LIMIT 1")" \
+		"from version $n: the time CH2 was gone is recovered as a removal version"
+	is "$(sql "SELECT string_agg(event || ':' || channel_sid, ',' ORDER BY at) FROM chatsync.membership_event_log")" \
+		"removed:CH2,added:CH2" \
+		"from version $n: the history's events are recovered: CH2 removed, then added back"
 	is "$(differ "SELECT $CURSOR_COLS FROM chatsync.sync_cursors" "SELECT * FROM public.before_cursors")" 0 \
 		"from version $n: cursors are untouched"
 	is "$(differ "SELECT * FROM chatsync.sync_runs" "SELECT * FROM public.before_runs")" 0 \

@@ -62,7 +62,7 @@ sed -i 's/interval = 1;/interval = 2;/' "$TEST_TMP/d.conf"
 kill -HUP "$DAEMON_PID"
 wait_for 'grep -q "^RELOADING=1" "$TEST_TMP/notify.out"'
 ok $? "SIGHUP sends RELOADING=1"
-grep -A1 '^RELOADING=1' "$TEST_TMP/notify.out" | grep -q '^READY=1'
+wait_for "grep -A1 '^RELOADING=1' \"\$TEST_TMP/notify.out\" | grep -q '^READY=1'" 5
 ok $? "then READY=1 once reloaded"
 wait_for "[ \"\$(sql \"SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '$U3'\")\" -eq 5 ]" 10
 ok $? "a user added to the file is synced after the reload"

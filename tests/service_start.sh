@@ -70,4 +70,22 @@ wait $second
 is "$?" 0 "and finishes its sweep"
 kill $listener
 
+# A database whose sessions end after 1 s idle (idle_session_timeout): the
+# daemon's connections are idle between sweeps, and must neither die nor
+# lose the schema lock.
+db=$(sql 'SELECT current_database()')
+sql "ALTER DATABASE $db SET idle_session_timeout = '1s'"
+sql "ALTER DATABASE $db SET default_transaction_isolation = 'repeatable read'"
+sed -i 's/interval = 3600;/interval = 3;/' "$TEST_TMP/a.conf"
+runs=$(sql "SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL")
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/a.conf" 2>"$TEST_TMP/idle.log" &
+idle=$!
+wait_for "[ \$(sql 'SELECT count(*) FROM chatsync.sync_runs WHERE finished_at IS NOT NULL') -ge $((runs + 3)) ]" 20
+ok $? "with idle_session_timeout = 1s and repeatable read by default, sweep after sweep completes"
+grep -q "could not\|lost the database" "$TEST_TMP/idle.log"
+ok $((!$?)) "without a lost connection or a failed statement ($(grep -m1 'could not\|lost the' "$TEST_TMP/idle.log"))"
+kill -TERM $idle
+wait $idle
+is "$?" 0 "and stops cleanly"
+
 done_testing

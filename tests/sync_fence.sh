@@ -121,6 +121,10 @@ wait $second
 is "$?" 0 "2: the second finishes the sweep"
 wait $first
 is "$?" 0 "2: the first takes the schema back and ends"
+grep -q "sweep 1 was finished by another chatsyncd meanwhile" "$TEST_TMP/fa.log"
+ok $? "2: it sees that the second finished the sweep, and does not go over it again"
+is "$(sql "SELECT users_ok || ':' || count(*) OVER () FROM frozen.sync_runs WHERE run_id = 1")" "$USERS:1" \
+	"2: the sweep counts each user once, and no other sweep was started"
 kill $watcher 2>/dev/null
 wait $watcher 2>/dev/null
 result frozen 2

@@ -42,6 +42,8 @@ is "$(grep -c 'user "u-a" page 2: channel CH[0-9a-fA-F]*: status has an unexpect
 	"1|1" "u-a: each drifted field is logged once, naming the page and the channel"
 is "$(grep -c 'user "u-b" .* has an unexpected type' "$TEST_TMP/chatsyncd.log")" 2 \
 	"u-b: two lines for 30 drifted entries on 3 pages, not 60"
+is "$(sql "SELECT count(*) FROM chatsync.membership_events WHERE event = 'status_changed'")" 0 \
+	"a status of an unexpected type is no status change in membership_events"
 
 fake_stop
 fake_start after --channels $CHANNELS

@@ -2,7 +2,7 @@
 -- chatsync(7) and, for each column, with COMMENT ON below).  They read the
 -- tables chatsyncd writes; nothing writes through them.
 
--- user_keys: each user of user_channels (as configured: a User SID or an
+-- user_keys: each user with a cursor (as configured: a User SID or an
 -- identity) with its User SID and identity, from the users listing where
 -- it has been synced.  A user configured by identity whose listing has not
 -- been synced keeps its identity, and the identity as user_sid.

@@ -39,13 +39,14 @@ BEGIN
     IF p_first AND NOT v_single THEN
         DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
     END IF;
-    IF p_first THEN
-        v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
-                                WHERE service_sid = p_service AND user_sid = p_user);
-    END IF;
     v_events := EXISTS (SELECT 1 FROM sync_cursors
                          WHERE service_sid = p_service AND user_sid = p_user
                            AND last_complete_at IS NOT NULL);
+    -- The plain INSERT writes no events: only for a first listing.
+    IF p_first AND NOT v_events THEN
+        v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
+                                WHERE service_sid = p_service AND user_sid = p_user);
+    END IF;
 
     IF v_fresh THEN
         -- A user's first listing: nothing to compare with.
@@ -134,7 +135,8 @@ BEGIN
               FROM changed c
              WHERE v_events
                AND (NOT c.existed OR c.old_deleted_at IS NOT NULL
-                    OR c.old_status IS DISTINCT FROM c.status)
+                    -- a NULL status (none sent, or one of an unexpected type) is no change
+                    OR (c.old_status <> c.status))
         ), modified AS (
             UPDATE user_channels uc
                SET account_sid = c.account_sid,
