@@ -35,7 +35,7 @@ CREATE TABLE users (
     joined_channels_count integer CHECK (joined_channels_count >= 0),
     is_online             boolean,
     is_notifiable         boolean,
-    attributes            text,          -- only with sync.store_attributes
+    attributes            text,          -- free text Twilio marks as PII: kept only if configured to
     date_created          timestamptz,
     date_updated          timestamptz,
     first_seen_at         timestamptz NOT NULL DEFAULT now(),
@@ -52,7 +52,7 @@ CREATE TABLE channels (
     unique_name    text,
     type           text CHECK (type IN ('public', 'private')),
     created_by     text,
-    attributes     text,                 -- only with sync.store_attributes
+    attributes     text,                 -- free text Twilio marks as PII: kept only if configured to
     date_created   timestamptz,
     date_updated   timestamptz,
     members_count  integer CHECK (members_count >= 0),
