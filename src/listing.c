@@ -68,6 +68,14 @@ struct listing {
 	struct commit commit;
 };
 
+void
+sweep_state_lost(struct sweep_state *st, struct db *db)
+{
+	if (!st->db_lost)
+		snprintf(st->lost_reason, sizeof(st->lost_reason), "%s", db_error(db));
+	st->db_lost = true;
+}
+
 bool
 sweep_state_may_work(const struct sweep_state *st)
 {
@@ -180,7 +188,7 @@ record_failure(struct sweep_state *st, const char *service_sid, const char *user
 	st->uncounted_retries += e->retries;
 	/* With the database lost the user is listed again once it is back: no failure to count. */
 	if (!db_alive(st->db)) {
-		st->db_lost = true;
+		sweep_state_lost(st, st->db);
 		return;
 	}
 	st->unrecorded_failures++;
@@ -257,13 +265,13 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 	char why[512];
 
 	if (*l->st->stop) {
-		listing_release(
-			l); /* cancelled, or cut short by the stop: fetched again next time */
+		/* Cancelled, or cut short by the stop: fetched again next time. */
+		listing_release(l);
 		return;
 	}
 	snprintf(why, sizeof(why), "%s", db_error(wdb));
 	if (!db_alive(wdb)) {
-		l->st->db_lost = true;
+		sweep_state_lost(l->st, wdb);
 		listing_release(l);
 		return;
 	}
@@ -449,7 +457,7 @@ auth_failed(struct listing *l, const struct http_result *res)
 	/* Not this user's fault: the sweep stays open and tries it again first. */
 	if (!cursor_record_error(st->db, st->run_id, l->service_sid, l->user, &e, false)) {
 		if (!db_alive(st->db))
-			st->db_lost = true;
+			sweep_state_lost(st, st->db);
 		else
 			log_error("service %s user \"%s\": could not record the error: %s",
 				  l->service_sid, l->user_esc, db_error(st->db));

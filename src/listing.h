@@ -39,14 +39,18 @@ struct sweep_state {
 	uint64_t rng;
 	struct pacer pacer;
 	bool db_lost;
-	bool fenced_out; /* a page was refused: another chatsyncd has taken the schema */
-	bool taken_over; /* another chatsyncd finished this sweep while this one waited */
+	char lost_reason[256]; /* why the database was lost, first seen */
+	bool fenced_out;       /* a page was refused: another chatsyncd has taken the schema */
+	bool taken_over;       /* another chatsyncd finished this sweep while this one waited */
 	bool auth_failed;
 	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */
 	bool *service_failed;	      /* per configured service */
 	struct sweep_progress progress;
 };
+
+/* The database is lost: db's error is kept as the reason, if it is the first one. */
+void sweep_state_lost(struct sweep_state *st, struct db *db);
 
 /* May listings start or go on (no stop, no lost database, credentials accepted)? */
 bool sweep_state_may_work(const struct sweep_state *st);

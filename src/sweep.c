@@ -70,7 +70,7 @@ start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t use
 				  (const char *const *)svc->users, svc->n_users, user_index,
 				  &pos)) {
 		if (!db_alive(sw->st.db)) {
-			sw->st.db_lost = true;
+			sweep_state_lost(&sw->st, sw->st.db);
 			return false;
 		}
 		snprintf(reason, sizeof(reason), "could not read the cursor: %s",
@@ -259,8 +259,9 @@ recover_database(struct sweep *sw)
 			"another chatsyncd has taken the schema; uncommitted pages are dropped, "
 			"and this one waits to take it back");
 	else
-		log_warning(
-			"lost the database connection; uncommitted pages will be fetched again");
+		log_warning("lost the database connection (%s); uncommitted pages will be fetched "
+			    "again",
+			    sw->st.lost_reason[0] != '\0' ? sw->st.lost_reason : "no reason given");
 	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->st.stop; attempt++) {
 		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1,
 					 &sw->st.rng));
@@ -280,6 +281,7 @@ recover_database(struct sweep *sw)
 			metrics_db_reconnect(sw->st.metrics);
 			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */
 			sw->st.db_lost = false;
+			sw->st.lost_reason[0] = '\0';
 			sw->next_service = sw->next_user = 0;
 			sw->st.progress.users_done =
 				0; /* counted again as the users are gone over */
@@ -431,7 +433,7 @@ await_activity(struct sweep *sw, long wait_ms, const int *fds, size_t n_fds)
 		commit_queue_poll(sw->st.commits, false);
 	/* The control connection holds the schema: its loss stops the writing at once. */
 	if (!sw->st.db_lost && db_gone(sw->st.db))
-		sw->st.db_lost = true;
+		sweep_state_lost(&sw->st, sw->st.db);
 }
 
 static void

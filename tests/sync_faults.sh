@@ -500,6 +500,8 @@ snap
 is "$killed" t "9a: chatsyncd's backends terminated ($at requests into a 12-page sweep)"
 is "$BG_RC" 0 "9a: chatsyncd still finishes the sweep with exit 0"
 grep_ok 'warning: lost the database connection' "$LOG" "9a: it logs the lost connection"
+grep -E 'warning: lost the database connection \(' "$LOG" | grep -qv 'no reason given'
+ok $? "9a: naming what went wrong ($(grep -m1 -o 'lost the database connection ([^)]*)' "$LOG"))"
 grep_ok 'info: reconnected to the database' "$LOG" "9a: and the reconnect"
 expect --channels $CH -- u1 u2 u3 u4
 is "$(diff_expected)" 0 "9a: the tables equal the API's data exactly"
