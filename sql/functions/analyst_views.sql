@@ -3,24 +3,42 @@
 -- tables chatsyncd writes; nothing writes through them.
 
 -- user_keys: each user with a cursor (as configured: a User SID or an
--- identity) with its User SID and identity, from the users listing where
--- it has been synced.  A user configured by identity whose listing has not
--- been synced keeps its identity, and the identity as user_sid.
+-- identity) with its User SID, identity and name, from the users listing
+-- where it has been synced.  A user configured by identity whose listing has
+-- not been synced keeps its identity, and the identity as user_sid.  Of
+-- several users with that identity, the one not deleted counts, else the
+-- last updated (then the greatest User SID).
+--
+-- Two disjoint parts, each with user_sid a plain column, so that a query for
+-- one user_sid finds its cursor through an index instead of resolving every
+-- configured user: (1) users configured by User SID, or by an identity the
+-- users listing does not know; (2) users configured by an identity it knows.
 CREATE OR REPLACE VIEW user_keys AS
-SELECT k.service_sid, k.configured,
-       coalesce(bysid.user_sid, byidentity.user_sid, k.configured) AS user_sid,
-       coalesce(bysid.identity, byidentity.identity,
-                CASE WHEN k.configured !~ '^US[0-9a-fA-F]{32}$' THEN k.configured END) AS identity,
-       coalesce(bysid.friendly_name, byidentity.friendly_name) AS user_name
-  FROM (SELECT service_sid, user_sid AS configured FROM sync_cursors) k
-  LEFT JOIN users bysid
-         ON bysid.service_sid = k.service_sid AND bysid.user_sid = k.configured
-  LEFT JOIN LATERAL (
-        SELECT u.user_sid, u.identity, u.friendly_name FROM users u
-         WHERE bysid.user_sid IS NULL AND u.service_sid = k.service_sid
-           AND u.identity = k.configured
-         ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC LIMIT 1) byidentity ON true;
+SELECT c.service_sid, c.user_sid AS configured, c.user_sid,
+       coalesce(bysid.identity,
+                CASE WHEN c.user_sid !~ '^US[0-9a-fA-F]{32}$' THEN c.user_sid END) AS identity,
+       bysid.friendly_name AS user_name
+  FROM sync_cursors c
+  LEFT JOIN users bysid ON bysid.service_sid = c.service_sid AND bysid.user_sid = c.user_sid
+ WHERE bysid.user_sid IS NOT NULL
+    OR NOT EXISTS (SELECT FROM users u
+                    WHERE u.service_sid = c.service_sid AND u.identity = c.user_sid)
+UNION ALL
+SELECT c.service_sid, c.user_sid, u.user_sid, u.identity, u.friendly_name
+  FROM sync_cursors c
+  JOIN users u ON u.service_sid = c.service_sid AND u.identity = c.user_sid
+ WHERE NOT EXISTS (SELECT FROM users bysid
+                    WHERE bysid.service_sid = c.service_sid AND bysid.user_sid = c.user_sid)
+   AND NOT EXISTS (SELECT FROM users better
+                    WHERE better.service_sid = u.service_sid AND better.identity = u.identity
+                      AND (better.deleted_at IS NULL, better.updated_at, better.user_sid)
+                          > (u.deleted_at IS NULL, u.updated_at, u.user_sid));
 
+-- The views below join each table with sync_cursors, whose statistics the
+-- planner has, then user_keys on the cursor with a LEFT JOIN.  user_keys has
+-- exactly one row for each cursor, so the LEFT JOIN changes no result, only
+-- the estimate: the planner knows nothing of the rows of a UNION ALL, and
+-- would expect an inner join with it to keep a few thousand rows of millions.
 CREATE OR REPLACE VIEW memberships AS
 SELECT uc.service_sid, s.friendly_name AS service_name,
        k.user_sid, k.identity, k.user_name,
@@ -30,31 +48,36 @@ SELECT uc.service_sid, s.friendly_name AS service_name,
        uc.first_seen_at, uc.updated_at, c.last_complete_at AS synced_at
   FROM user_channels uc
   JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
-  JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid
   LEFT JOIN services s ON s.service_sid = uc.service_sid
   LEFT JOIN channels ch ON ch.service_sid = uc.service_sid AND ch.channel_sid = uc.channel_sid
  WHERE uc.deleted_at IS NULL;
 
+-- is_current is a constant in each part, so that a condition on it leaves
+-- out the other part.
 CREATE OR REPLACE VIEW membership_history AS
 SELECT v.service_sid, k.user_sid, k.identity, v.channel_sid, v.status, v.unread_messages_count,
-       v.last_consumed_message_index, v.member_sid, v.valid_from, v.valid_to,
-       v.valid_to IS NULL AS is_current, v.is_deleted
+       v.last_consumed_message_index, v.member_sid, v.valid_from, v.valid_to, v.is_current,
+       v.is_deleted
   FROM (SELECT service_sid, user_sid, channel_sid, status, unread_messages_count,
-               last_consumed_message_index, member_sid, valid_from, valid_to, is_deleted
+               last_consumed_message_index, member_sid, valid_from, valid_to,
+               false AS is_current, is_deleted
           FROM user_channel_past_versions
         UNION ALL
         SELECT service_sid, user_sid, channel_sid, status, unread_messages_count,
                last_consumed_message_index, member_sid,
-               CASE WHEN deleted_at IS NULL THEN updated_at ELSE deleted_at END, NULL,
+               CASE WHEN deleted_at IS NULL THEN updated_at ELSE deleted_at END, NULL, true,
                deleted_at IS NOT NULL
           FROM user_channels) v
-  JOIN user_keys k ON k.service_sid = v.service_sid AND k.configured = v.user_sid;
+  JOIN sync_cursors c ON c.service_sid = v.service_sid AND c.user_sid = v.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
 
 CREATE OR REPLACE VIEW membership_events AS
 SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.old_status,
        e.new_status
   FROM membership_event_log e
-  JOIN user_keys k ON k.service_sid = e.service_sid AND k.configured = e.user_sid;
+  JOIN sync_cursors c ON c.service_sid = e.service_sid AND c.user_sid = e.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
 
 CREATE OR REPLACE VIEW sync_health AS
 SELECT u.service_sid, u."user", coalesce(k.user_sid, u."user") AS user_sid,

@@ -1,12 +1,15 @@
 #!/bin/bash
-# tests/bench/run.sh - benchmark chatsyncd against two Node.js reference syncs.
+# tests/bench/run.sh - benchmark chatsyncd against two Node.js reference syncs,
+# and the analyst queries at scale.
 #
-# For each scenario, on the same fake-API data and with a fresh database per
-# tool, runs (1) chatsyncd --once, (2) ref_naive.js, (3) ref_pooled.js, each
-# twice: an initial load into an empty schema, then an unchanged resync.
+# For each sync scenario, on the same fake-API data and with a fresh database
+# per tool, runs (1) chatsyncd --once, (2) ref_naive.js, (3) ref_pooled.js,
+# each twice: an initial load into an empty schema, then an unchanged resync.
 # Measures wall time, CPU, peak RSS, HTTP requests, PostgreSQL's CPU, rows
 # written and WAL; checks every run's table against the fake's data; writes
-# a markdown report.  See tests/bench/README.md.
+# a markdown report.  The analyst scenario (analyst.sh) times the questions
+# of doc/questions.sql over a generated schema of a million memberships, on
+# the same cluster.  See tests/bench/README.md.
 set -eu -o pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,10 +29,13 @@ usage() {
 usage: tests/bench/run.sh [OPTION]...
 Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.md).
 
-  --scenario NAME       latency, cpu or all (default all)
+  --scenario NAME       latency, cpu, analyst or all (default all: the three)
                           latency: 10000 users x 20 channels, 50 ms per response
                           cpu:      2000 users x 500 channels, no latency
-  --quick               small sizes: latency 200 x 20, cpu 100 x 500 (ref2 on 20 users)
+                          analyst:  the analyst queries over 10000 users, over a
+                                    million memberships, ten million past versions
+  --quick               small sizes: latency 200 x 20, cpu 100 x 500 (ref2 on 20 users),
+                        analyst 500 users
   --users N             users (overrides the scenario's)
   --channels M          channels per user (overrides the scenario's)
   --latency-ms L        the fake API's delay per response (overrides the scenario's)
@@ -44,6 +50,9 @@ Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.m
   --skip-ref2           do not run reference 2 (the slow one)
   --skip-ref3           do not run reference 3
   --fake-threads N      the fake API's worker threads when latency is 0 (default 2)
+  --skip-analyst        leave the analyst scenario out of all
+  --analyst-users N     the analyst scenario's configured users (default 10000)
+  --analyst-runs N      runs of each analyst query, the median counts (default 5)
   --out FILE            the markdown report (default tests/bench/results.md)
   --keep                keep the scratch folder (cluster, logs) under /tmp
   -h, --help            this help
@@ -60,6 +69,8 @@ skip_ref2=0
 ref_async=0
 skip_ref3=0
 fake_threads=2
+skip_analyst=0
+analyst_args=()
 out=$here/results.md
 keep=0
 
@@ -87,6 +98,9 @@ while [ $# -gt 0 ]; do
 	--ref-async-commit) ref_async=1 ;;
 	--skip-ref3) skip_ref3=1 ;;
 	--fake-threads) need_arg "$@"; is_count "$2" "$1"; fake_threads=$2; shift ;;
+	--skip-analyst) skip_analyst=1 ;;
+	--analyst-users) need_arg "$@"; is_count "$2" "$1"; analyst_args+=(--users "$2"); shift ;;
+	--analyst-runs) need_arg "$@"; is_count "$2" "$1"; analyst_args+=(--runs "$2"); shift ;;
 	--out) need_arg "$@"; out=$2; shift ;;
 	--keep) keep=1 ;;
 	-h | --help) usage; exit 0 ;;
@@ -95,10 +109,13 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
+# scenarios: the sync scenarios to run; analyst: 1 to run the analyst one
+analyst=0
 case $scenarios in
-all) scenarios="latency cpu" ;;
+all) scenarios="latency cpu" analyst=$((1 - skip_analyst)) ;;
 latency | cpu) ;;
-*) echo "run.sh: --scenario must be latency, cpu or all" >&2; exit 1 ;;
+analyst) scenarios= analyst=1 ;;
+*) echo "run.sh: --scenario must be latency, cpu, analyst or all" >&2; exit 1 ;;
 esac
 if [ "$page_size" -lt 1 ] || [ "$page_size" -gt 1000 ]; then
 	echo "run.sh: --page-size must be 1..1000" >&2; exit 1
@@ -116,27 +133,34 @@ die() {
 # ------------------------------------------------------------ prerequisites
 
 [ -x "$CHATSYNCD" ] || die "$CHATSYNCD not built: cd $top && make -j2"
-[ -x "$FAKE_TWILIO" ] || die "$FAKE_TWILIO not built: cd $top && make tests/fake_twilio"
-WRITE_MODES=${WRITE_MODES:-$top_builddir/tests/bench/write_modes}
-[ -x "$WRITE_MODES" ] || die "$WRITE_MODES not built: cd $top && make tests/bench/write_modes"
 [ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] || die "PostgreSQL server binaries not found (PG_BINDIR)"
-[ -x "$TIME" ] || die "$TIME is missing: apt-get install time"
-command -v node >/dev/null || die "node is missing: apt-get install nodejs npm"
 command -v psql >/dev/null || die "psql is missing: apt-get install postgresql-client"
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
 	die "running as root and there is no postgres user to run the server"
 fi
-if [ ! -d "$here/node_modules/twilio" ] || [ ! -d "$here/node_modules/pg" ]; then
-	echo "# installing the references' npm packages (npm ci in $here)"
-	(cd "$here" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in $here"
+WRITE_MODES=${WRITE_MODES:-$top_builddir/tests/bench/write_modes}
+if [ -n "$scenarios" ]; then
+	[ -x "$FAKE_TWILIO" ] || die "$FAKE_TWILIO not built: cd $top && make tests/fake_twilio"
+	[ -x "$WRITE_MODES" ] || die "$WRITE_MODES not built: cd $top && make tests/bench/write_modes"
+	[ -x "$TIME" ] || die "$TIME is missing: apt-get install time"
+	command -v node >/dev/null || die "node is missing: apt-get install nodejs npm"
+	if [ ! -d "$here/node_modules/twilio" ] || [ ! -d "$here/node_modules/pg" ]; then
+		echo "# installing the references' npm packages (npm ci in $here)"
+		(cd "$here" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in $here"
+	fi
 fi
 
 WORK=$(mktemp -d /tmp/chatsync-bench.XXXXXX)
 chmod 755 "$WORK"
 # Private copies, so that a rebuild during the benchmark does not change what is measured.
+# The analyst scenario reads the questions from a copy too.
 cp -p "$CHATSYNCD" "$WORK/chatsyncd"
-cp -p "$FAKE_TWILIO" "$WORK/fake_twilio"
-CHATSYNCD=$WORK/chatsyncd FAKE_TWILIO=$WORK/fake_twilio
+cp -p "$top/doc/questions.sql" "$WORK/questions.sql"
+CHATSYNCD=$WORK/chatsyncd
+if [ -n "$scenarios" ]; then
+	cp -p "$FAKE_TWILIO" "$WORK/fake_twilio"
+	FAKE_TWILIO=$WORK/fake_twilio
+fi
 GIT_REV="git $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?') at the start; binary built $(date -u -r "$CHATSYNCD" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$CHATSYNCD" | cut -c 1-12)"
 PG_DIR=$WORK/pg
 FAKE_PID=
@@ -186,12 +210,14 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # node's start-up with both libraries (the second of two runs, warm), counted
 # once when ref2's run on a subset is extrapolated
-for i in 1 2; do
-	"$TIME" -f '%e %U %S' -o "$WORK/node-start.time" \
-		node -e "require('$here/node_modules/twilio'); require('$here/node_modules/pg')"
-done
-read -r NODE_START_WALL NODE_START_U NODE_START_S <"$WORK/node-start.time"
-NODE_START_CPU=$(awk -v u="$NODE_START_U" -v s="$NODE_START_S" 'BEGIN { print u + s }')
+if [ -n "$scenarios" ]; then
+	for i in 1 2; do
+		"$TIME" -f '%e %U %S' -o "$WORK/node-start.time" \
+			node -e "require('$here/node_modules/twilio'); require('$here/node_modules/pg')"
+	done
+	read -r NODE_START_WALL NODE_START_U NODE_START_S <"$WORK/node-start.time"
+	NODE_START_CPU=$(awk -v u="$NODE_START_U" -v s="$NODE_START_S" 'BEGIN { print u + s }')
+fi
 PG_SETTINGS=$(q postgres "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 	WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
 	               'shared_buffers', 'max_wal_size', 'checkpoint_timeout')")
@@ -534,10 +560,11 @@ report() {
 		"($(findmnt -no FSTYPE --target /tmp 2>/dev/null || echo '?'))"
 	echo "- software: $("$CHATSYNCD" --version 2>&1 | head -n 1)" \
 		"($GIT_REV)," \
-		"$("$PG_BINDIR/postgres" --version), node $(node --version)," \
-		"twilio $(node -p "require('$here/node_modules/twilio/package.json').version")," \
-		"pg $(node -p "require('$here/node_modules/pg/package.json').version")"
+		"$("$PG_BINDIR/postgres" --version)$([ -n "$scenarios" ] && echo ", node $(node --version)," \
+			"twilio $(node -p "require('$here/node_modules/twilio/package.json').version")," \
+			"pg $(node -p "require('$here/node_modules/pg/package.json').version")")"
 	echo "- PostgreSQL: $PG_SETTINGS (defaults; unix socket only)"
+	[ -n "$scenarios" ] || return 0
 	echo "- options: page size $page_size, chatsyncd concurrency $concurrency, ref3 concurrency" \
 		"$ref_concurrency, fake API threads $fake_threads (when latency is 0)$([ "$quick" = 1 ] && echo ', --quick')"
 	local cs_commit
@@ -583,21 +610,38 @@ report | tee "$out"
 
 # The write path alone (write_modes.c): one unnest statement per page vs. a
 # pipeline of row statements, on the same cluster, in a database of its own.
-wm_users=200
-[ "$quick" = 1 ] && wm_users=20
-q postgres "DROP DATABASE IF EXISTS bench_write_modes" >/dev/null
-q postgres "CREATE DATABASE bench_write_modes" >/dev/null
-wait_autovacuum
-q postgres "CHECKPOINT" >/dev/null
-echo "# write path: unnest vs. pipeline, $wm_users users x 500 channels"
-"$WRITE_MODES" --conninfo "dbname=bench_write_modes" --users "$wm_users" --channels 500 \
-	>"$WORK/write-modes.md" 2>"$WORK/write-modes.log" ||
-	{ cat "$WORK/write-modes.log" >&2; die "write_modes failed; log: $WORK/write-modes.log"; }
-{
-	echo
-	echo "## Write path: one unnest statement vs. a pipeline of row statements"
-	echo
-	cat "$WORK/write-modes.md"
-} | tee -a "$out"
+write_path() {
+	local wm_users=200
+	[ "$quick" = 1 ] && wm_users=20
+	q postgres "DROP DATABASE IF EXISTS bench_write_modes" >/dev/null
+	q postgres "CREATE DATABASE bench_write_modes" >/dev/null
+	wait_autovacuum
+	q postgres "CHECKPOINT" >/dev/null
+	echo "# write path: unnest vs. pipeline, $wm_users users x 500 channels"
+	"$WRITE_MODES" --conninfo "dbname=bench_write_modes" --users "$wm_users" --channels 500 \
+		>"$WORK/write-modes.md" 2>"$WORK/write-modes.log" ||
+		{ cat "$WORK/write-modes.log" >&2; die "write_modes failed; log: $WORK/write-modes.log"; }
+	{
+		echo
+		echo "## Write path: one unnest statement vs. a pipeline of row statements"
+		echo
+		cat "$WORK/write-modes.md"
+	} | tee -a "$out"
+}
+[ -z "$scenarios" ] || write_path
+
+# The analyst queries (analyst.sh), on the same cluster, in a database of
+# their own; the sync databases are dropped first, so that their pages do
+# not compete for the cache.
+if [ "$analyst" = 1 ]; then
+	for db in $(q postgres "SELECT datname FROM pg_database WHERE datname LIKE 'bench\_%'"); do
+		q postgres "DROP DATABASE $db" >/dev/null
+	done
+	wait_autovacuum
+	q postgres "CHECKPOINT" >/dev/null
+	CHATSYNCD=$CHATSYNCD QUESTIONS=$WORK/questions.sql bash "$here/analyst.sh" --db bench_analyst \
+		$([ "$quick" = 1 ] && echo --quick) ${analyst_args[@]+"${analyst_args[@]}"} --out "$out" ||
+		die "the analyst scenario failed"
+fi
 echo "# report written to $out"
 finished=1
