@@ -1,6 +1,62 @@
+-- sync_memberships_gone(): the end of a complete listing of a user's
+-- memberships, or of the user (deleted: p_listed empty): its live
+-- memberships not listed are marked deleted.  Listed are the channels of
+-- p_listed and, with p_use_seen, those the listing's earlier pages recorded
+-- in sync_seen.  Each one's version is copied to user_channel_past_versions,
+-- and with p_events a 'removed' event is logged (not for a user's first
+-- listing).  Returns how many.  The caller holds the user's advisory lock
+-- (see sync_page()).
+CREATE OR REPLACE FUNCTION sync_memberships_gone(
+    p_service text, p_user text, p_listed text[], p_use_seen boolean, p_events boolean)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_deleted integer;
+BEGIN
+    WITH gone AS (
+        SELECT uc.*
+          FROM user_channels uc
+         WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+           AND uc.deleted_at IS NULL
+           AND uc.channel_sid NOT IN (SELECT unnest(p_listed))
+           AND (NOT p_use_seen OR NOT EXISTS (
+                   SELECT 1 FROM sync_seen s
+                    WHERE s.service_sid = p_service AND s.user_sid = p_user
+                      AND s.channel_sid = uc.channel_sid))
+    ), archived AS (
+        INSERT INTO user_channel_past_versions
+               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                last_consumed_message_index, unread_messages_count, channel_url,
+                member_url, valid_from, valid_to)
+        SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
+               g.status, g.last_consumed_message_index, g.unread_messages_count,
+               g.channel_url, g.member_url, g.updated_at, now()
+          FROM gone g
+    ), marked AS (
+        UPDATE user_channels uc
+           SET deleted_at = now(), updated_at = now()
+          FROM gone g
+         WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+           AND uc.channel_sid = g.channel_sid
+    ), events AS (
+        INSERT INTO membership_event_log
+               (at, service_sid, user_sid, channel_sid, event, old_status, new_status)
+        SELECT now(), g.service_sid, g.user_sid, g.channel_sid, 'removed', g.status, NULL
+          FROM gone g
+         WHERE p_events
+    )
+    SELECT count(*) INTO v_deleted FROM gone;
+    RETURN v_deleted;
+END
+$fn$;
+
 -- sync_page(): applies one page of a user's listing and advances its cursor,
 -- atomically.  p_next_url NULL means this was the listing's last page:
--- memberships not listed by any of its pages are then marked deleted.  A
+-- memberships not listed by any of its pages are then marked deleted
+-- (sync_memberships_gone()).  A
 -- session whose writer has been fenced out (see sync_fence.sql) changes
 -- nothing and gets NULL counts.
 --
@@ -164,39 +220,7 @@ BEGIN
     IF p_next_url IS NULL THEN
         -- A user's first listing, on one page, can have left nothing behind.
         IF NOT (v_fresh AND v_single) THEN
-            WITH gone AS (
-                SELECT uc.*
-                  FROM user_channels uc
-                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
-                   AND uc.deleted_at IS NULL
-                   AND uc.channel_sid NOT IN (SELECT unnest(p_channel))
-                   AND (v_single OR NOT EXISTS (
-                           SELECT 1 FROM sync_seen s
-                            WHERE s.service_sid = p_service AND s.user_sid = p_user
-                              AND s.channel_sid = uc.channel_sid))
-            ), archived AS (
-                INSERT INTO user_channel_past_versions
-                       (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                        last_consumed_message_index, unread_messages_count, channel_url,
-                        member_url, valid_from, valid_to)
-                SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
-                       g.status, g.last_consumed_message_index, g.unread_messages_count,
-                       g.channel_url, g.member_url, g.updated_at, now()
-                  FROM gone g
-            ), marked AS (
-                UPDATE user_channels uc
-                   SET deleted_at = now(), updated_at = now()
-                  FROM gone g
-                 WHERE uc.service_sid = p_service AND uc.user_sid = p_user
-                   AND uc.channel_sid = g.channel_sid
-            ), events AS (
-                INSERT INTO membership_event_log
-                       (at, service_sid, user_sid, channel_sid, event, old_status, new_status)
-                SELECT now(), g.service_sid, g.user_sid, g.channel_sid, 'removed', g.status, NULL
-                  FROM gone g
-                 WHERE v_events
-            )
-            SELECT count(*) INTO deleted FROM gone;
+            deleted := sync_memberships_gone(p_service, p_user, p_channel, NOT v_single, v_events);
         END IF;
         IF NOT v_single THEN
             DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
