@@ -1,0 +1,319 @@
+-- The dimension listings of a service: the service itself, its users and its
+-- channels, into services, users and channels (see 008_dimension_sync.sql).
+--
+-- Each page is committed with one call, on a session that carries the
+-- writer's fencing epoch (see sync_fence.sql): a session fenced out changes
+-- nothing and gets NULL counts.  A row is written only when one of its
+-- values changed: an unchanged listing writes nothing to services, users or
+-- channels, only its cursor moves.
+-- first_seen_at is set when a row is first stored, updated_at whenever a
+-- value changes, and deleted_at when a complete listing no longer shows it
+-- (cleared if it comes back).  A dimension listing adds its HTTP requests
+-- and retries to the run; its pages and rows are not counted there (the
+-- run's other counters are those of memberships).
+
+-- sync_dimension_begin(): the start of a call for listing p_listing
+-- ('service', 'users' or 'channels') of a service: false, and nothing done,
+-- if the session is fenced out; else the listing's advisory lock is taken
+-- (two calls for one listing are never applied at once) and, on a
+-- listing's first page, what an earlier listing left in sync_dimension_seen
+-- is dropped.
+CREATE OR REPLACE FUNCTION sync_dimension_begin(p_service text, p_listing text, p_first boolean)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF sync_fence_stale() THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()),
+                                  hashtext(p_service || '/@' || p_listing));
+    IF p_first THEN
+        DELETE FROM sync_dimension_seen WHERE service_sid = p_service AND listing = p_listing;
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+-- sync_dimension_advance(): the end of a page of a listing: a page with a
+-- next one (p_next_url) records its SIDs in sync_dimension_seen; the last
+-- page of a listing of several pages drops them.  The cursor moves (running
+-- with the next page, or complete, its error cleared), and the run counts
+-- the page's requests and retries.
+CREATE OR REPLACE FUNCTION sync_dimension_advance(
+    p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
+    p_sid text[], p_requests integer, p_retries integer)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_last boolean := p_next_url IS NULL;
+BEGIN
+    IF NOT v_last THEN
+        INSERT INTO sync_dimension_seen (service_sid, listing, sid)
+        SELECT p_service, p_listing, s FROM unnest(p_sid) AS s WHERE s IS NOT NULL
+        ON CONFLICT DO NOTHING;
+    ELSIF NOT p_first THEN
+        DELETE FROM sync_dimension_seen WHERE service_sid = p_service AND listing = p_listing;
+    END IF;
+    INSERT INTO sync_dimension_cursors (service_sid, listing, run_id, state)
+    VALUES (p_service, p_listing, p_run_id, 'running')
+    ON CONFLICT (service_sid, listing) DO NOTHING;
+    UPDATE sync_dimension_cursors
+       SET run_id = p_run_id, next_page_url = p_next_url, updated_at = now(),
+           state = CASE WHEN v_last THEN 'complete' ELSE 'running' END,
+           pages_done = CASE WHEN p_first THEN 1 ELSE pages_done + 1 END,
+           last_complete_at = CASE WHEN v_last THEN now() ELSE last_complete_at END,
+           last_error = CASE WHEN v_last THEN NULL ELSE last_error END,
+           last_error_at = CASE WHEN v_last THEN NULL ELSE last_error_at END
+     WHERE service_sid = p_service AND listing = p_listing;
+    PERFORM sync_run_add(p_run_id, p_requests => p_requests, p_retries => p_retries);
+END
+$fn$;
+
+-- sync_service_row(): the service as GET /v1/Services/{IS} returns it.
+-- changed is 1 if its row was stored or changed, 0 if it was already so.
+-- The 'service' listing is complete for this run.
+CREATE OR REPLACE FUNCTION sync_service_row(
+    p_run_id bigint, p_service text, p_account text, p_friendly_name text,
+    p_date_created timestamptz, p_date_updated timestamptz, p_requests integer,
+    p_retries integer, OUT changed integer)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF NOT sync_dimension_begin(p_service, 'service', false) THEN
+        RETURN;
+    END IF;
+    UPDATE services
+       SET account_sid = p_account, friendly_name = p_friendly_name,
+           date_created = p_date_created, date_updated = p_date_updated, updated_at = now()
+     WHERE service_sid = p_service
+       AND (account_sid, friendly_name, date_created, date_updated)
+           IS DISTINCT FROM (p_account, p_friendly_name, p_date_created, p_date_updated);
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed = 0 THEN
+        INSERT INTO services (service_sid, account_sid, friendly_name, date_created, date_updated)
+        VALUES (p_service, p_account, p_friendly_name, p_date_created, p_date_updated)
+        ON CONFLICT (service_sid) DO NOTHING;
+        GET DIAGNOSTICS changed = ROW_COUNT;
+    END IF;
+    PERFORM sync_dimension_advance(p_run_id, p_service, 'service', true, NULL, NULL,
+                                   p_requests, p_retries);
+END
+$fn$;
+
+-- sync_dimension_page(): one page of the users or channels listing of a
+-- service, into the table of that name.  p_rows are rows of that table:
+-- the service, the SID and the values the listing sent (the other columns
+-- are not read).  Of several rows with one SID, the last counts.  A row is
+-- inserted if new, updated if one of its values differs from the one stored
+-- (every column but the service, the SID, first_seen_at, updated_at and
+-- deleted_at, compared with IS DISTINCT FROM) or it had been deleted, and
+-- left alone otherwise.  On the last page (p_next_url NULL), the rows of the
+-- service not deleted that no page of the listing showed are marked
+-- deleted; gone holds their SIDs.  The statement is built from the table's
+-- columns, so that a column added to a dimension table is stored and
+-- compared as the others are.
+CREATE OR REPLACE FUNCTION sync_dimension_page(
+    p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
+    p_rows anyarray, p_requests integer, p_retries integer,
+    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer,
+    OUT gone text[])
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_key      name := CASE p_listing WHEN 'users' THEN 'user_sid'
+                                      WHEN 'channels' THEN 'channel_sid' END;
+    v_cols     text;     -- the columns of values
+    v_stored   text;     -- the same, of the stored row (t)
+    v_new      text;     -- the same, of the row received (n)
+    v_distinct integer;  -- rows received, one per SID
+    v_sids     text[];   -- their SIDs
+BEGIN
+    IF NOT sync_dimension_begin(p_service, p_listing, p_first) THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum),
+           string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attnum),
+           string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum)
+      INTO v_cols, v_stored, v_new
+      FROM pg_attribute a
+     WHERE a.attrelid = p_listing::regclass AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attname NOT IN ('service_sid', v_key, 'first_seen_at', 'updated_at', 'deleted_at');
+
+    -- $1 the rows, $2 the service, $3 the last page, $4 a listing on one page.
+    EXECUTE format($sql$
+        WITH incoming AS (
+            SELECT DISTINCT ON (r.%2$I) r.*
+              FROM unnest($1) WITH ORDINALITY AS r
+             WHERE r.%2$I IS NOT NULL
+             ORDER BY r.%2$I, r.ordinality DESC
+        ), changed AS (
+            SELECT n.*, t.%2$I IS NOT NULL AS existed
+              FROM incoming n
+              LEFT JOIN %1$I t ON t.service_sid = $2 AND t.%2$I = n.%2$I
+             WHERE t.%2$I IS NULL OR t.deleted_at IS NOT NULL
+                OR (%4$s) IS DISTINCT FROM (%5$s)
+        ), added AS (
+            INSERT INTO %1$I (service_sid, %2$I, %3$s)
+            SELECT $2, n.%2$I, %5$s FROM changed n WHERE NOT n.existed
+            RETURNING 1
+        ), modified AS (
+            UPDATE %1$I t SET (%3$s) = ROW(%5$s), updated_at = now(), deleted_at = NULL
+              FROM changed n
+             WHERE n.existed AND t.service_sid = $2 AND t.%2$I = n.%2$I
+            RETURNING 1
+        ), marked AS (
+            UPDATE %1$I t SET deleted_at = now(), updated_at = now()
+             WHERE $3 AND t.service_sid = $2 AND t.deleted_at IS NULL
+               AND t.%2$I NOT IN (SELECT i.%2$I FROM incoming i)
+               AND ($4 OR NOT EXISTS (SELECT FROM sync_dimension_seen s
+                                       WHERE s.service_sid = $2 AND s.listing = %1$L
+                                         AND s.sid = t.%2$I))
+            RETURNING t.%2$I AS sid
+        )
+        SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
+               (SELECT count(*) FROM incoming), (SELECT array_agg(i.%2$I) FROM incoming i),
+               (SELECT array_agg(m.sid) FROM marked m)
+        $sql$, p_listing, v_key, v_cols, v_stored, v_new)
+       INTO inserted, updated, v_distinct, v_sids, gone
+      USING p_rows, p_service, p_next_url IS NULL, p_first;
+    unchanged := v_distinct - inserted - updated;
+    deleted := coalesce(cardinality(gone), 0);
+
+    PERFORM sync_dimension_advance(p_run_id, p_service, p_listing, p_first, p_next_url, v_sids,
+                                   p_requests, p_retries);
+END
+$fn$;
+
+-- sync_users_page(): one page of the users listing of a service (GET
+-- /v1/Services/{IS}/Users), as sync_dimension_page() stores it; p_next_url
+-- NULL means it was the last.  Counts users: inserted, updated (a deleted
+-- one that comes back included), unchanged and deleted.  A negative
+-- joined_channels_count is stored as NULL.
+--
+-- The live memberships of a user marked deleted are marked deleted too, as
+-- when a user's listing no longer shows a channel
+-- (sync_memberships_gone()): those stored under its User SID, and those
+-- under its identity (a user configured by identity and not resolved yet)
+-- unless a user of the service not deleted has that identity.
+CREATE OR REPLACE FUNCTION sync_users_page(
+    p_run_id bigint, p_service text, p_first boolean, p_next_url text,
+    p_sid text[], p_account text[], p_identity text[], p_friendly_name text[],
+    p_role_sid text[], p_joined integer[], p_is_online boolean[], p_is_notifiable boolean[],
+    p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
+    p_requests integer, p_retries integer,
+    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_gone text[];  -- the users marked deleted
+    v_key  text;
+BEGIN
+    SELECT d.inserted, d.updated, d.unchanged, d.deleted, d.gone
+      INTO inserted, updated, unchanged, deleted, v_gone
+      FROM sync_dimension_page(
+               p_run_id, p_service, 'users', p_first, p_next_url,
+               array(SELECT jsonb_populate_record(NULL::users, jsonb_build_object(
+                                'service_sid', p_service, 'user_sid', t.sid,
+                                'account_sid', t.account, 'identity', t.identity,
+                                'friendly_name', t.friendly_name, 'role_sid', t.role_sid,
+                                'joined_channels_count', CASE WHEN t.joined >= 0 THEN t.joined END,
+                                'is_online', t.is_online, 'is_notifiable', t.is_notifiable,
+                                'attributes', t.attributes, 'date_created', t.date_created,
+                                'date_updated', t.date_updated))
+                       FROM unnest(p_sid, p_account, p_identity, p_friendly_name, p_role_sid,
+                                   p_joined, p_is_online, p_is_notifiable, p_attributes,
+                                   p_date_created, p_date_updated) WITH ORDINALITY
+                            AS t(sid, account, identity, friendly_name, role_sid, joined,
+                                 is_online, is_notifiable, attributes, date_created,
+                                 date_updated, ord)
+                      ORDER BY t.ord),
+               p_requests, p_retries) d;
+
+    -- Each key under its advisory lock, taken in one order.
+    FOR v_key IN
+        SELECT DISTINCT k.key
+          FROM users u
+          CROSS JOIN LATERAL (VALUES (u.user_sid), (u.identity)) AS k(key)
+         WHERE u.service_sid = p_service AND u.user_sid = ANY (v_gone)
+           AND k.key IS NOT NULL
+           AND NOT EXISTS (SELECT FROM users o
+                            WHERE o.service_sid = p_service AND o.identity = k.key
+                              AND o.deleted_at IS NULL)
+           AND EXISTS (SELECT FROM user_channels uc
+                        WHERE uc.service_sid = p_service AND uc.user_sid = k.key
+                          AND uc.deleted_at IS NULL)
+         ORDER BY k.key
+    LOOP
+        PERFORM pg_advisory_xact_lock(hashtext(current_schema()),
+                                      hashtext(p_service || '/' || v_key));
+        PERFORM sync_memberships_gone(
+            p_service, v_key, '{}', false,
+            EXISTS (SELECT FROM sync_cursors c
+                     WHERE c.service_sid = p_service AND c.user_sid = v_key
+                       AND c.last_complete_at IS NOT NULL));
+    END LOOP;
+END
+$fn$;
+
+-- sync_channels_page(): one page of the channels listing of a service,
+-- public and private, as sync_dimension_page() stores it; counts as
+-- sync_users_page(), without touching memberships (those come from each
+-- user's own listing).  A type other than public or private, and a
+-- negative count, are stored as NULL.
+CREATE OR REPLACE FUNCTION sync_channels_page(
+    p_run_id bigint, p_service text, p_first boolean, p_next_url text,
+    p_sid text[], p_friendly_name text[], p_unique_name text[], p_type text[],
+    p_created_by text[], p_members_count integer[], p_messages_count integer[],
+    p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
+    p_requests integer, p_retries integer,
+    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+LANGUAGE sql SET search_path FROM CURRENT AS $fn$
+    SELECT d.inserted, d.updated, d.unchanged, d.deleted
+      FROM sync_dimension_page(
+               p_run_id, p_service, 'channels', p_first, p_next_url,
+               array(SELECT jsonb_populate_record(NULL::channels, jsonb_build_object(
+                                'service_sid', p_service, 'channel_sid', t.sid,
+                                'friendly_name', t.friendly_name, 'unique_name', t.unique_name,
+                                'type', CASE WHEN t.type IN ('public', 'private') THEN t.type END,
+                                'created_by', t.created_by, 'attributes', t.attributes,
+                                'date_created', t.date_created, 'date_updated', t.date_updated,
+                                'members_count',
+                                CASE WHEN t.members_count >= 0 THEN t.members_count END,
+                                'messages_count',
+                                CASE WHEN t.messages_count >= 0 THEN t.messages_count END))
+                       FROM unnest(p_sid, p_friendly_name, p_unique_name, p_type, p_created_by,
+                                   p_members_count, p_messages_count, p_attributes,
+                                   p_date_created, p_date_updated) WITH ORDINALITY
+                            AS t(sid, friendly_name, unique_name, type, created_by,
+                                 members_count, messages_count, attributes, date_created,
+                                 date_updated, ord)
+                      ORDER BY t.ord),
+               p_requests, p_retries) d;
+$fn$;
+
+-- sync_dimension_failed(): listing p_listing ('service', 'users' or
+-- 'channels') of a service failed in this run: its cursor keeps its
+-- position (the next sweep resumes there) with state failed and the error,
+-- the error goes to sync_errors with "user" '@' || p_listing ('@service',
+-- '@users', '@channels'), and the run counts the requests and retries.
+-- p_kind and p_page as for sync_user_error().  Nothing is done if the
+-- session is fenced out.
+CREATE OR REPLACE FUNCTION sync_dimension_failed(
+    p_run_id bigint, p_service text, p_listing text,
+    p_error text, p_kind text, p_page integer, p_requests integer, p_retries integer)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF NOT sync_dimension_begin(p_service, p_listing, false) THEN
+        RETURN;
+    END IF;
+    INSERT INTO sync_dimension_cursors AS c
+           (service_sid, listing, run_id, state, last_error, last_error_at)
+    VALUES (p_service, p_listing, p_run_id, 'failed', p_error, now())
+    ON CONFLICT (service_sid, listing) DO UPDATE
+       SET run_id = EXCLUDED.run_id, state = EXCLUDED.state,
+           last_error = EXCLUDED.last_error, last_error_at = EXCLUDED.last_error_at,
+           updated_at = now();
+    INSERT INTO sync_errors (service_sid, "user", page, kind, message)
+    VALUES (p_service, '@' || p_listing, p_page, p_kind, p_error);
+    PERFORM sync_run_add(p_run_id, p_requests => p_requests, p_retries => p_retries);
+END
+$fn$;
