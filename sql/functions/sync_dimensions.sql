@@ -1,11 +1,12 @@
 -- The dimension listings of a service: the service itself, its users and its
--- channels, into services, users and channels (see 008_dimension_sync.sql).
+-- channels, into services, users and channels (see 008_dimension_sync.sql),
+-- and the users configured by identity resolved to their User SID.
 --
 -- Each page is committed with one call, on a session that carries the
 -- writer's fencing epoch (see sync_fence.sql): a session fenced out changes
--- nothing and gets NULL counts.  A row is written only when one of its
--- values changed: an unchanged listing writes nothing to services, users or
--- channels, only its cursor moves.
+-- nothing and gets NULL counts (no rows from sync_resolve_users()).  A row
+-- is written only when one of its values changed: an unchanged listing
+-- writes nothing to services, users or channels, only its cursor moves.
 -- first_seen_at is set when a row is first stored, updated_at whenever a
 -- value changes, and deleted_at when a complete listing no longer shows it
 -- (cleared if it comes back).  A dimension listing adds its HTTP requests
@@ -315,5 +316,151 @@ BEGIN
     INSERT INTO sync_errors (service_sid, "user", page, kind, message)
     VALUES (p_service, '@' || p_listing, p_page, p_kind, p_error);
     PERFORM sync_run_add(p_run_id, p_requests => p_requests, p_retries => p_retries);
+END
+$fn$;
+
+-- sync_merge_user(): the user configured by identity p_identity is User SID
+-- p_sid: what is stored under (p_service, p_identity) is stored under p_sid
+-- from now on (memberships, their past versions and events, the cursor and
+-- the channels a listing in progress has seen; sync_errors keeps the user
+-- as configured).  Where the SID has data of its own (the user was
+-- configured both ways), the SID's wins: for a channel both hold, the
+-- identity's membership, its past versions and its events are dropped; a
+-- channel only the identity holds is moved, with its history.  The
+-- identity's cursor is dropped if the SID has one; else it is the SID's,
+-- without its next page (a URL of the identity's listing) or digest, so
+-- that a listing in progress starts again from its first page and the next
+-- one-page listing is sent whole.  Returns the number of memberships moved
+-- or dropped; NULL, and nothing done, if the session is fenced out.
+CREATE OR REPLACE FUNCTION sync_merge_user(p_service text, p_identity text, p_sid text)
+RETURNS integer
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_dropped integer;
+    v_moved   integer;
+BEGIN
+    IF sync_fence_stale() THEN
+        RETURN NULL;
+    END IF;
+    IF p_identity = p_sid THEN
+        RETURN 0;
+    END IF;
+    -- Both keys' locks, as sync_page() takes them, in one order.
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || k))
+       FROM unnest(ARRAY[p_identity, p_sid]) AS k ORDER BY k;
+
+    WITH both_keys AS (
+        SELECT i.channel_sid
+          FROM user_channels i
+          JOIN user_channels s
+            ON s.service_sid = p_service AND s.user_sid = p_sid
+           AND s.channel_sid = i.channel_sid
+         WHERE i.service_sid = p_service AND i.user_sid = p_identity
+    ), versions AS (
+        DELETE FROM user_channel_past_versions v
+         USING both_keys b
+         WHERE v.service_sid = p_service AND v.user_sid = p_identity
+           AND v.channel_sid = b.channel_sid
+    ), events AS (
+        DELETE FROM membership_event_log e
+         USING both_keys b
+         WHERE e.service_sid = p_service AND e.user_sid = p_identity
+           AND e.channel_sid = b.channel_sid
+    ), current_rows AS (
+        DELETE FROM user_channels uc
+         USING both_keys b
+         WHERE uc.service_sid = p_service AND uc.user_sid = p_identity
+           AND uc.channel_sid = b.channel_sid
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_dropped FROM current_rows;
+
+    UPDATE user_channel_past_versions SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    UPDATE membership_event_log SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    UPDATE user_channels SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+
+    IF EXISTS (SELECT FROM sync_cursors WHERE service_sid = p_service AND user_sid = p_sid) THEN
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_identity;
+        DELETE FROM sync_cursors WHERE service_sid = p_service AND user_sid = p_identity;
+    ELSE
+        -- (seen rows without a cursor are left over from nothing: none to keep)
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_sid;
+        UPDATE sync_seen SET user_sid = p_sid
+         WHERE service_sid = p_service AND user_sid = p_identity;
+        UPDATE sync_cursors
+           SET user_sid = p_sid, next_page_url = NULL, listing_digest = NULL,
+               listing_rows = NULL,
+               pages_done = CASE WHEN state = 'running' THEN 0 ELSE pages_done END,
+               updated_at = now()
+         WHERE service_sid = p_service AND user_sid = p_identity;
+    END IF;
+    RETURN v_dropped + v_moved;
+END
+$fn$;
+
+-- sync_resolve_users(): the keys chatsyncd lists the memberships of service
+-- p_service under, in order.  With p_all, every user of the service the
+-- users listing shows (not deleted), by User SID.  Else each of p_users (as
+-- configured), in order, the first of duplicates kept: a User SID is
+-- itself; an identity the users listing knows is that user's SID (of
+-- several users with that identity, the one not deleted, else the last
+-- updated, then the greatest User SID, as in the view user_keys), and what
+-- is stored under the identity is merged into it (sync_merge_user()); an
+-- identity it does not know stays as it is.  No rows, and nothing merged,
+-- if the session is fenced out.
+CREATE OR REPLACE FUNCTION sync_resolve_users(p_service text, p_users text[], p_all boolean)
+RETURNS TABLE (user_key text)
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_configured text[];
+    v_keys       text[];
+    v_user       text;
+    v_sid        text;
+BEGIN
+    IF sync_fence_stale() THEN
+        RETURN;
+    END IF;
+    IF p_all THEN
+        RETURN QUERY
+        SELECT u.user_sid FROM users u
+         WHERE u.service_sid = p_service AND u.deleted_at IS NULL
+         ORDER BY u.user_sid;
+        RETURN;
+    END IF;
+
+    SELECT array_agg(x.configured ORDER BY x.ord),
+           array_agg(coalesce(r.user_sid, x.configured) ORDER BY x.ord)
+      INTO v_configured, v_keys
+      FROM unnest(p_users) WITH ORDINALITY AS x(configured, ord)
+      LEFT JOIN LATERAL (
+           SELECT u.user_sid FROM users u
+            WHERE u.service_sid = p_service AND u.identity = x.configured
+            ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
+            LIMIT 1) r ON x.configured !~ '^US[0-9a-fA-F]{32}$'
+     WHERE x.configured IS NOT NULL;
+
+    -- The identities resolved under which something is stored.
+    FOR v_user, v_sid IN
+        SELECT t.configured, t.key
+          FROM unnest(v_configured, v_keys) WITH ORDINALITY AS t(configured, key, ord)
+         WHERE t.key <> t.configured
+           AND (EXISTS (SELECT FROM sync_cursors c
+                         WHERE c.service_sid = p_service AND c.user_sid = t.configured)
+                OR EXISTS (SELECT FROM user_channels uc
+                            WHERE uc.service_sid = p_service AND uc.user_sid = t.configured))
+         ORDER BY t.ord
+    LOOP
+        PERFORM sync_merge_user(p_service, v_user, v_sid);
+    END LOOP;
+
+    RETURN QUERY
+    SELECT t.key FROM unnest(v_keys) WITH ORDINALITY AS t(key, ord)
+     GROUP BY t.key ORDER BY min(t.ord);
 END
 $fn$;
