@@ -79,9 +79,14 @@ SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.ol
   JOIN sync_cursors c ON c.service_sid = e.service_sid AND c.user_sid = e.user_sid
   LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
 
+-- sync_health: each configured user as configured, resolved through users
+-- as user_keys resolves it (a User SID by itself, an identity by the users
+-- listing); its cursor is the resolved User SID's (where chatsyncd merged
+-- the identity's data, see sync_merge_user()), else the one under the user
+-- as configured.
 CREATE OR REPLACE VIEW sync_health AS
-SELECT u.service_sid, u."user", coalesce(k.user_sid, u."user") AS user_sid,
-       coalesce(k.identity,
+SELECT u.service_sid, u."user", coalesce(r.user_sid, u."user") AS user_sid,
+       coalesce(r.identity,
                 CASE WHEN u."user" !~ '^US[0-9a-fA-F]{32}$' THEN u."user" END) AS identity,
        c.state, c.last_complete_at, now() - c.last_complete_at AS lag,
        c.last_complete_at IS NULL
@@ -90,5 +95,18 @@ SELECT u.service_sid, u."user", coalesce(k.user_sid, u."user") AS user_sid,
        c.last_error, c.last_error_at
   FROM sync_configured_users u
   CROSS JOIN sync_config cfg
-  LEFT JOIN sync_cursors c ON c.service_sid = u.service_sid AND c.user_sid = u."user"
-  LEFT JOIN user_keys k ON k.service_sid = u.service_sid AND k.configured = u."user";
+  LEFT JOIN LATERAL (
+       SELECT x.user_sid, x.identity
+         FROM users x
+        WHERE x.service_sid = u.service_sid
+          AND (x.user_sid = u."user"
+               OR (x.identity = u."user" AND u."user" !~ '^US[0-9a-fA-F]{32}$'))
+        ORDER BY x.user_sid = u."user" DESC, x.deleted_at IS NULL DESC, x.updated_at DESC,
+                 x.user_sid DESC
+        LIMIT 1) r ON true
+  LEFT JOIN LATERAL (
+       SELECT x.state, x.last_complete_at, x.last_error, x.last_error_at
+         FROM sync_cursors x
+        WHERE x.service_sid = u.service_sid AND x.user_sid IN (r.user_sid, u."user")
+        ORDER BY x.user_sid IS DISTINCT FROM r.user_sid
+        LIMIT 1) c ON true;
