@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# The SQL side of the dimension listings (sql/functions/sync_dimensions.sql):
+# the service, users and channels pages, their cursors and seen sets, the
+# deletion of a user and of its memberships, failures, the fence, the merge
+# of a user configured by identity into its User SID, the resolution of the
+# configured users, and sync_health after a merge.  Each function is called
+# as chatsyncd calls it, on a session that carries the writer's epoch.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+S=$SERVICE_SID
+sid() { printf 'US%032x' "$1"; } # sid N: a User SID
+U1=$(sid 1) U2=$(sid 2) U3=$(sid 3) U4=$(sid 4) U5=$(sid 5) U6=$(sid 6) U7=$(sid 7) U8=$(sid 8)
+U9=$(sid 9) U10=$(sid 10)
+
+FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" "$U1" # --migrate makes no request
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
+is "$?" 0 "chatsyncd --migrate creates the schema"
+epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+
+# as EPOCH QUERY: QUERY in schema chatsync on a session carrying EPOCH, whose
+# statistics are then flushed (for pg_stat_user_tables).
+as() {
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2" -c '\o /dev/null' -c "SELECT pg_stat_force_next_flush()"
+}
+w() { as "$epoch" "$1"; } # w QUERY: as the writer
+q() { sql "SET search_path TO chatsync; $1"; }
+
+# writes TABLE...: rows inserted, updated and deleted in these tables so far.
+writes() {
+	local t
+	t=$(printf "'%s'," "$@")
+	sql "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables
+	      WHERE schemaname = 'chatsync' AND relname IN (${t%,})"
+}
+run() { q "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id"; }
+# opt NEXT: NULL for -, else NEXT quoted.
+opt() { if [ "$1" = - ]; then echo NULL; else echo "'$1'"; fi; }
+
+# users RUN FIRST NEXT SIDS IDENTITIES NAMES: one page of the users listing
+# (comma-separated lists; NEXT - on the last page), 2 requests and 1 retry;
+# prints the counts inserted|updated|unchanged|deleted.
+users() {
+	w "SELECT * FROM sync_users_page($1, '$S', $2, $(opt "$3"), '{$4}', NULL, '{$5}', '{$6}',
+	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 1)"
+}
+# channels RUN FIRST NEXT SIDS TYPES: the same for the channels listing.
+channels() {
+	w "SELECT * FROM sync_channels_page($1, '$S', $2, $(opt "$3"), '{$4}', NULL, NULL, '{$5}',
+	     NULL, NULL, NULL, NULL, NULL, NULL, 2, 1)"
+}
+# page RUN USER FIRST NEXT CHANNELS STATUSES [DIGEST]: one page of USER's
+# memberships (sync_page).
+page() {
+	w "SELECT * FROM sync_page($1, '$S', '$2', $3, $(opt "$4"), '{$5}', NULL, NULL, '{$6}',
+	     NULL, NULL, NULL, NULL, 0, 1, 0, $(opt "${7:--}"))" >/dev/null
+}
+cursor() { # cursor LISTING: its run, state, next page, pages done, completed?, error
+	q "SELECT run_id, state, coalesce(next_page_url, '-'), pages_done, last_complete_at IS NOT NULL,
+	          coalesce(last_error, '-')
+	     FROM sync_dimension_cursors WHERE service_sid = '$S' AND listing = '$1'"
+}
+live() { # live TABLE KEY: the live rows' keys, sorted
+	q "SELECT string_agg($2, ',' ORDER BY $2) FROM $1 WHERE deleted_at IS NULL"
+}
+
+R=$(run) # the sweep of the dimension listings
+M=$(run) # a sweep of memberships (sync_page)
+
+# --- the service --------------------------------------------------------------
+is "$(w "SELECT * FROM sync_service_row($R, '$S', '$ACCOUNT_SID', 'Support', '2020-01-01', '2020-02-01', 1, 0)")" 1 \
+	"sync_service_row(): a new service is stored (changed 1)"
+is "$(q "SELECT account_sid, friendly_name, date_created::date, date_updated::date FROM services")" \
+	"$ACCOUNT_SID|Support|2020-01-01|2020-02-01" "with its values"
+is "$(cursor service)" "$R|complete|-|1|t|-" "and the service's listing is complete in this run"
+before=$(writes services)
+is "$(w "SELECT * FROM sync_service_row($R, '$S', '$ACCOUNT_SID', 'Support', '2020-01-01', '2020-02-01', 1, 0)")" 0 \
+	"the same service again: changed 0"
+is "$(writes services)" "$before" "and its row is not written"
+first=$(q "SELECT first_seen_at FROM services")
+is "$(w "SELECT * FROM sync_service_row($R, '$S', '$ACCOUNT_SID', 'Help desk', '2020-01-01', '2020-03-01', 1, 1)")" 1 \
+	"a service renamed: changed 1"
+is "$(q "SELECT friendly_name, date_updated::date, first_seen_at = '$first', updated_at > first_seen_at FROM services")" \
+	"Help desk|2020-03-01|t|t" "new values, updated_at moves, first_seen_at stays"
+
+# --- users: one page ----------------------------------------------------------
+is "$(users "$R" true - "$U1,$U2,$U3,$U5,$U2" "alice,bob,carol,dave,bobby" "A,B,C,D,B2")" "4|0|0|0" \
+	"sync_users_page(): 4 new users, a SID twice counts once"
+is "$(q "SELECT identity || ':' || friendly_name FROM users WHERE user_sid = '$U2'")" "bobby:B2" \
+	"of two entries with one SID, the last counts"
+is "$(cursor users)" "$R|complete|-|1|t|-" "the users listing on one page is complete"
+is "$(q "SELECT count(*) FROM sync_dimension_seen")" 0 "a one-page listing records no seen set"
+stamps=$(q "SELECT string_agg(user_sid || updated_at || first_seen_at, ',' ORDER BY user_sid) FROM users")
+before=$(writes users)
+is "$(users "$R" true - "$U1,$U2,$U3,$U5" "alice,bobby,carol,dave" "A,B2,C,D")" "0|0|4|0" \
+	"the same users again: 4 unchanged"
+is "$(writes users)" "$before" "and no row of users is written"
+is "$(q "SELECT string_agg(user_sid || updated_at || first_seen_at, ',' ORDER BY user_sid) FROM users")" "$stamps" \
+	"updated_at and first_seen_at stay"
+is "$(users "$R" true - "$U1,$U2,$U3,$U5" "alice,bob,carol,dave" "A,B,C,D")" "0|1|3|0" \
+	"one user's identity changed: 1 updated"
+is "$(q "SELECT string_agg(user_sid, ',') FROM users WHERE updated_at > first_seen_at")" "$U2" \
+	"only its updated_at moves"
+is "$(w "SELECT * FROM sync_users_page($R, '$S', true, NULL, '{$U1,$U2,$U3,$U5}', '{AC1,AC1,AC1,AC1}',
+	'{alice,bob,carol,dave}', '{A,B,C,D}', '{RL1,RL1,RL1,RL1}', '{3,-1,0,0}', '{t,f,t,f}',
+	'{t,t,f,f}', '{\"{}\",\"{}\",\"{}\",\"{}\"}', '{2020-01-01 12:00:00.123456+02,NULL,NULL,NULL}',
+	'{2020-01-02,NULL,NULL,NULL}', 1, 0)")" "0|4|0|0" "every value sent is compared: 4 updated"
+is "$(q "SELECT account_sid, role_sid, coalesce(joined_channels_count::text, 'null'), is_online, is_notifiable,
+	        attributes, date_created = '2020-01-01 10:00:00.123456+00', date_updated::date
+	   FROM users WHERE user_sid = '$U1'")" "AC1|RL1|3|t|t|{}|t|2020-01-02" "and stored as sent"
+is "$(q "SELECT coalesce(joined_channels_count::text, 'null') FROM users WHERE user_sid = '$U2'")" null \
+	"a negative joined_channels_count is stored as NULL, and does not fail the page"
+before=$(writes users)
+is "$(w "SELECT * FROM sync_users_page($R, '$S', true, NULL, '{$U1,$U2,$U3,$U5}', '{AC1,AC1,AC1,AC1}',
+	'{alice,bob,carol,dave}', '{A,B,C,D}', '{RL1,RL1,RL1,RL1}', '{3,-1,0,0}', '{t,f,t,f}',
+	'{t,t,f,f}', '{\"{}\",\"{}\",\"{}\",\"{}\"}', '{2020-01-01 12:00:00.123456+02,NULL,NULL,NULL}',
+	'{2020-01-02,NULL,NULL,NULL}', 1, 0)")|$(writes users)" "0|0|4|0|$before" \
+	"the same values again: unchanged, nothing written"
+
+# --- users: several pages, and the memberships of a deleted user --------------
+# carol (U3) has memberships under her SID, listed completely before; and
+# under her identity, a listing still in progress.  dave (U5) has some under
+# his identity, which U6 will also have.
+page "$M" "$U3" true - CH1,CH2 joined,invited
+page "$M" carol true http://x/carol/2 CH3 joined
+page "$M" dave true - CH4 joined
+page "$M" "$U1" true - CH1 joined
+events=$(q "SELECT count(*) FROM membership_event_log")
+is "$(users "$R" true http://x/users/2 "$U1,$U2" "alice,bob" "A,B")" "0|2|0|0" \
+	"a first page of two: its users (other values now NULL: updated)"
+is "$(q "SELECT string_agg(sid, ',' ORDER BY sid) FROM sync_dimension_seen WHERE listing = 'users'")" "$U1,$U2" \
+	"its SIDs are recorded in sync_dimension_seen"
+is "$(cursor users)" "$R|running|http://x/users/2|1|t|-" "the cursor: running, with the next page"
+is "$(live users user_sid)" "$U1,$U2,$U3,$U5" "no user is deleted before the last page"
+is "$(users "$R" false - "$U4,$U6" "erin,dave" "E,D2")" "2|0|0|2" \
+	"the last page: 2 new users, the 2 listed by no page deleted"
+is "$(live users user_sid)" "$U1,$U2,$U4,$U6" "the users of both pages are kept"
+is "$(q "SELECT count(*) FROM users WHERE user_sid IN ('$U3', '$U5') AND deleted_at = updated_at
+           AND deleted_at > first_seen_at")" 2 "carol and the first dave: deleted_at and updated_at set"
+is "$(cursor users)" "$R|complete|-|2|t|-" "the cursor: complete after 2 pages"
+is "$(q "SELECT count(*) FROM sync_dimension_seen")" 0 "and the seen set is dropped"
+is "$(q "SELECT string_agg(user_sid || '/' || channel_sid, ',' ORDER BY user_sid, channel_sid)
+           FROM user_channels WHERE deleted_at IS NOT NULL AND deleted_at = updated_at")" \
+	"$U3/CH1,$U3/CH2,carol/CH3" \
+	"carol's memberships are deleted, under her SID and under her identity"
+is "$(q "SELECT string_agg(user_sid || '/' || channel_sid || '/' || status, ',' ORDER BY user_sid, channel_sid)
+           FROM user_channel_past_versions p
+          WHERE NOT is_deleted AND valid_to = (SELECT deleted_at FROM user_channels u
+                  WHERE (u.service_sid, u.user_sid, u.channel_sid) = (p.service_sid, p.user_sid, p.channel_sid))")" \
+	"$U3/CH1/joined,$U3/CH2/invited,carol/CH3/joined" "each one's version is archived, ending when it was deleted"
+is "$(q "SELECT string_agg(user_sid || '/' || channel_sid || '/' || event || '/' || old_status, ',' ORDER BY channel_sid)
+           FROM membership_event_log WHERE user_sid IN ('$U3', 'carol')")" \
+	"$U3/CH1/removed/joined,$U3/CH2/removed/invited" \
+	"a 'removed' event where the key had a complete listing before, none for the identity's first listing"
+is "$(live user_channels "user_sid || '/' || channel_sid")" "$U1/CH1,dave/CH4" \
+	"the memberships of dave's identity, which a user not deleted has, are kept; a listed user's too"
+is "$(q "SELECT pages, users_ok, users_failed, rows_received, rows_inserted, rows_updated, rows_unchanged,
+	        rows_deleted, rows_rejected FROM sync_runs WHERE run_id = $R")" "0|0|0|0|0|0|0|0|0" \
+	"the dimension listings count no page, user or row in the run"
+is "$(q "SELECT http_requests || '/' || http_retries FROM sync_runs WHERE run_id = $R")" "15/6" \
+	"only their requests and retries"
+is "$(users "$R" true - "$U1,$U2,$U3,$U4,$U6" "alice,bob,carol,erin,dave" "A,B,C,E,D2")" "0|1|4|0" \
+	"carol comes back: updated (the first dave, not listed, is deleted already: not counted again)"
+is "$(q "SELECT deleted_at IS NULL AND updated_at > first_seen_at FROM users WHERE user_sid = '$U3'")" t \
+	"her deleted_at is cleared"
+
+# --- channels -----------------------------------------------------------------
+is "$(channels "$R" true - CH1,CH2,CH3 public,group,private)" "3|0|0|0" "sync_channels_page(): 3 new channels"
+is "$(q "SELECT string_agg(channel_sid || ':' || coalesce(type, 'null'), ',' ORDER BY channel_sid) FROM channels")" \
+	"CH1:public,CH2:null,CH3:private" "a type other than public or private is stored as NULL, the page not failed"
+before=$(writes channels)
+is "$(channels "$R" true - CH1,CH2,CH3 public,group,private)|$(writes channels)" "0|0|3|0|$before" \
+	"the same channels again: unchanged, nothing written"
+memberships() {
+	q "SELECT string_agg(user_sid || channel_sid || coalesce(deleted_at::text, '-'), ','
+	                     ORDER BY user_sid, channel_sid) FROM user_channels"
+}
+mships=$(memberships)
+is "$(channels "$R" true http://x/channels/2 CH1 public)" "0|0|1|0" "a first page of two"
+is "$(w "SELECT sync_dimension_failed($R, '$S', 'channels', 'HTTP 500: oops', 'http 500', 2, 3, 2)")" "" \
+	"sync_dimension_failed(): the second page fails"
+is "$(cursor channels)" "$R|failed|http://x/channels/2|1|t|HTTP 500: oops" \
+	"the cursor keeps its position, state failed, with the error"
+is "$(q "SELECT \"user\" || '|' || page || '|' || kind || '|' || message FROM sync_errors")" \
+	"@channels|2|http 500|HTTP 500: oops" "sync_errors: the failure under user @channels, with its page and kind"
+is "$(q "SELECT users_failed || '/' || http_requests || '/' || http_retries FROM sync_runs WHERE run_id = $R")" "0/26/12" \
+	"the run counts its requests and retries, no failed user"
+is "$(live channels channel_sid)" "CH1,CH2,CH3" "a failed listing deletes nothing"
+is "$(channels "$R" false - CH4 private)" "1|0|0|2" "the listing resumed: its last page deletes the channels no page showed"
+is "$(live channels channel_sid)" "CH1,CH4" "those of the page before the failure are kept"
+is "$(cursor channels)" "$R|complete|-|2|t|-" "the cursor is complete, its error cleared"
+is "$(memberships)" "$mships" "a deleted channel's memberships are not touched"
+is "$(channels "$R" true - CH1,CH2,CH4 public,group,private)" "0|1|2|0" \
+	"a deleted channel listed again with the values it had: updated"
+is "$(live channels channel_sid)" "CH1,CH2,CH4" "it comes back (deleted_at cleared)"
+is "$(w "SELECT sync_dimension_failed($R, '$S', 'users', 'could not connect', 'transport', NULL, 1, 0)")" "" \
+	"a listing that fails before its first page"
+is "$(cursor users)|$(q "SELECT count(*) FROM sync_errors WHERE \"user\" = '@users' AND page IS NULL")" \
+	"$R|failed|-|1|t|could not connect|1" "its cursor and sync_errors say so"
+
+# --- an unchanged sweep writes nothing ----------------------------------------
+sweep() {
+	w "SELECT sync_service_row($R, '$S', '$ACCOUNT_SID', 'Help desk', '2020-01-01', '2020-03-01', 1, 0)" >/dev/null
+	users "$R" true http://x/users/2 "$U1,$U2,$U3" "alice,bob,carol" "A,B,C" >/dev/null
+	users "$R" false - "$U4,$U6" "erin,dave" "E,D2"
+	channels "$R" true - CH1,CH2,CH4 public,public,private
+}
+sweep >/dev/null
+before=$(writes services users channels)
+is "$(sweep | paste -sd' ')" "0|0|2|0 0|0|3|0" "an unchanged sweep of every listing: all unchanged"
+is "$(writes services users channels)" "$before" "and not one row of services, users or channels is written"
+
+# --- the fence ----------------------------------------------------------------
+# stored: what a fenced session must leave alone.
+stored() {
+	q "SELECT (SELECT string_agg(user_sid || coalesce(deleted_at::text, '-'), ',') FROM users),
+	          (SELECT string_agg(channel_sid || coalesce(deleted_at::text, '-'), ',') FROM channels),
+	          (SELECT string_agg(listing || state || run_id || updated_at, ',') FROM sync_dimension_cursors),
+	          (SELECT count(*) FROM sync_errors), (SELECT http_requests FROM sync_runs WHERE run_id = $R)"
+}
+before=$(stored)
+for e in $((epoch - 1)) ""; do
+	is "$(as "$e" "SELECT * FROM sync_users_page($R, '$S', true, NULL, '{$U1}', NULL, NULL, NULL,
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0)")" "|||" \
+		"a session fenced out (epoch '$e'): a users page gets NULL counts"
+	is "$(as "$e" "SELECT * FROM sync_channels_page($R, '$S', true, NULL, '{}', NULL, NULL, NULL,
+		NULL, NULL, NULL, NULL, NULL, NULL, 1, 0)")" "|||" "so does a channels page"
+	is "$(as "$e" "SELECT coalesce(changed::text, 'null')
+		FROM sync_service_row($R, '$S', 'AC', 'x', NULL, NULL, 1, 0)")" null "and the service's row"
+	as "$e" "SELECT sync_dimension_failed($R, '$S', 'users', 'x', 'x', 1, 1, 0)" >/dev/null
+	is "$(stored)" "$before" \
+		"nothing written: no user or channel deleted, no cursor moved, no error, no request counted"
+done
+
+# --- sync_merge_user ----------------------------------------------------------
+# frank (U7), configured by identity: a history of his own (CH1 changed,
+# CH2 removed), a complete one-page listing with its digest.
+users "$R" true - "$U1,$U2,$U3,$U4,$U6,$U7,$U8,$U9,$U10" \
+	"alice,bob,carol,erin,dave,frank,hank,ivy,kim" "A,B,C,E,D2,F,H,I,K" >/dev/null
+page "$M" frank true - CH1,CH2 invited,joined
+page "$M" frank true - CH1,CH2 joined,joined
+page "$M" frank true - CH1 joined digest-1
+HIST="channel_sid, account_sid, member_sid, status, last_consumed_message_index, unread_messages_count,
+	channel_url, member_url, valid_from, valid_to, is_deleted"
+snapshot() { # snapshot KEY: every row stored under KEY, without the key
+	q "SELECT string_agg(r, ';' ORDER BY r) FROM (
+	     SELECT 'c' || (channel_sid, status, first_seen_at, updated_at, deleted_at)::text AS r
+	       FROM user_channels WHERE user_sid = '$1'
+	     UNION ALL SELECT 'v' || ($HIST)::text FROM user_channel_past_versions WHERE user_sid = '$1'
+	     UNION ALL SELECT 'e' || (event_id, at, channel_sid, event, old_status, new_status)::text
+	       FROM membership_event_log WHERE user_sid = '$1'
+	     UNION ALL SELECT 'k' || (run_id, state, pages_done, last_complete_at, last_error)::text
+	       FROM sync_cursors WHERE user_sid = '$1') s"
+}
+keyed() { # keyed KEY: rows under KEY in each table that holds memberships' keys
+	q "SELECT (SELECT count(*) FROM user_channels WHERE user_sid = '$1') || '|' ||
+	          (SELECT count(*) FROM user_channel_past_versions WHERE user_sid = '$1') || '|' ||
+	          (SELECT count(*) FROM membership_event_log WHERE user_sid = '$1') || '|' ||
+	          (SELECT count(*) FROM sync_cursors WHERE user_sid = '$1') || '|' ||
+	          (SELECT count(*) FROM sync_seen WHERE user_sid = '$1')"
+}
+frank=$(snapshot frank)
+is "$(keyed frank)|$(keyed "$U7")" "2|2|2|1|0|0|0|0|0|0" "frank's identity holds 2 memberships, 2 past versions, 2 events"
+is "$(w "SELECT sync_merge_user('$S', 'frank', '$U7')")" 2 \
+	"sync_merge_user(), only the identity has data: its 2 memberships are moved"
+is "$(keyed frank)|$(keyed "$U7")" "0|0|0|0|0|2|2|2|1|0" "nothing is left under the identity"
+is "$(snapshot "$U7")" "$frank" "the SID holds the same memberships, versions, events and cursor: no history lost"
+is "$(q "SELECT coalesce(next_page_url, '-') || (listing_digest IS NULL)::text || (listing_rows IS NULL)::text
+	   FROM sync_cursors WHERE user_sid = '$U7'")" "-truetrue" \
+	 "the cursor is rekeyed without its digest, so that the next listing is sent whole"
+
+# gina, an identity in the middle of a listing, merged into a User SID that
+# has nothing stored: the listing moves, and starts again from its first page.
+page "$M" gina true http://x/gina/2 CH1,CH2 joined,joined
+is "$(w "SELECT sync_merge_user('$S', 'gina', '$(sid 11)')")" 2 "an identity in the middle of a listing"
+is "$(q "SELECT state || '|' || coalesce(next_page_url, '-') || '|' || pages_done
+	   FROM sync_cursors WHERE user_sid = '$(sid 11)'")|$(keyed "$(sid 11)")" "running|-|0|2|0|0|1|2" \
+	 "its cursor restarts from the first page (no next page), the seen set moves with it"
+
+# hank, configured both ways: his identity and U8 both have data.
+page "$M" hank true - CH1,CH2 invited,joined
+page "$M" hank true - CH1,CH2 joined,joined # CH1: a past version and an event
+page "$M" "$U8" true - CH1,CH3 invited,joined
+is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")" 2 \
+	"sync_merge_user(), both keys have data: CH1 (both) dropped, CH2 (identity only) moved"
+is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity"
+is "$(q "SELECT string_agg(channel_sid || ':' || status, ',' ORDER BY channel_sid)
+	   FROM user_channels WHERE user_sid = '$U8'")" \
+	"CH1:invited,CH2:joined,CH3:joined" "one membership per channel: the SID's own CH1 and CH3, the identity's CH2"
+is "$(q "SELECT (SELECT count(*) FROM user_channel_past_versions WHERE user_sid = '$U8') || '|' ||
+	          (SELECT count(*) FROM membership_event_log WHERE user_sid = '$U8')")" "0|0" \
+	 "the identity's history of CH1 is dropped with it"
+is "$(q "SELECT run_id || state FROM sync_cursors WHERE user_sid = '$U8'")" "${M}complete" "the SID keeps its own cursor"
+is "$(q "SELECT (SELECT count(*) FROM memberships WHERE user_sid = '$U8') || '|' ||
+	          (SELECT count(*) FROM membership_history WHERE user_sid = '$U8')")" "3|3" \
+	 "memberships and membership_history show one row per membership"
+u8=$(snapshot "$U8")
+is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")|$(snapshot "$U8")" "0|$u8" \
+	"sync_merge_user(), only the SID has data: nothing to do"
+
+# --- sync_resolve_users -------------------------------------------------------
+page "$M" ivy true - CH1 joined
+is "$(w "SELECT user_key
+	   FROM sync_resolve_users('$S', '{$U2,alice,nobody,$U2,bob,alice,ivy,dave,$U5}', false)" | paste -sd,)" \
+	"$U2,$U1,nobody,$U9,$U6,$U5" \
+	"sync_resolve_users(): in order; an identity as its User SID (a user not deleted preferred), unknown as is; duplicates once"
+is "$(keyed ivy)|$(keyed "$U9")" "0|0|0|0|0|1|0|0|1|0" "what was stored under a resolved identity is merged into its SID"
+is "$(w "SELECT user_key FROM sync_resolve_users('$S', NULL, true)" | paste -sd,)" \
+	"$(q "SELECT string_agg(user_sid, ',' ORDER BY user_sid) FROM users WHERE deleted_at IS NULL")" \
+	"with p_all: every user of the service not deleted, by User SID"
+is "$(w "SELECT count(*) FROM sync_resolve_users('$S', '{}', false)")" 0 "no users, no keys"
+page "$M" kim true - CH1 joined
+is "$(as $((epoch - 1)) "SELECT count(*) FROM sync_resolve_users('$S', '{kim}', false)")|$(keyed kim)" "0|1|0|0|1|0" \
+	"a session fenced out resolves nothing and merges nothing"
+is "$(as $((epoch - 1)) "SELECT coalesce(sync_merge_user('$S', 'kim', '$U10')::text, 'null')")|$(keyed kim)" "null|1|0|0|1|0" \
+	"nor does sync_merge_user()"
+
+# --- sync_health after a merge ------------------------------------------------
+w "SELECT sync_user_failed($M, '$S', 'zed', 'user not found', 1, 0, 'http 404', 1)" >/dev/null
+w "SELECT sync_record_config(3600, '{$S,$S,$S,$S,$S,$S}', '{frank,hank,$U8,kim,zed,$(sid 12)}')" >/dev/null
+# health USER KEY: USER's row of sync_health, and whether its last_complete_at is KEY's cursor's.
+health() {
+	q "SELECT \"user\" || '|' || user_sid || '|' || coalesce(identity, '-') || '|' || coalesce(state, '-') || '|' ||
+	          coalesce((last_complete_at = (SELECT last_complete_at FROM sync_cursors c
+	                                          WHERE c.user_sid = '$2'))::text, '-')
+	     FROM sync_health WHERE \"user\" = '$1'"
+}
+is "$(health frank "$U7")" "frank|$U7|frank|complete|true" \
+	"sync_health: an identity merged into its SID shows the configured identity with the SID's cursor"
+is "$(health hank "$U8")|$(health "$U8" "$U8")" "hank|$U8|hank|complete|true|$U8|$U8|hank|complete|true" \
+	"a user configured both ways: both rows show the SID's cursor"
+is "$(health kim kim)" "kim|$U10|kim|complete|true" "an identity known but not merged yet: its own cursor"
+is "$(health zed zed)" "zed|zed|zed|failed|-" "an identity the users listing does not know: as configured"
+is "$(q "SELECT user_sid || '|' || coalesce(identity, '-') || '|' || coalesce(state, '-') || '|' || is_stale
+	   FROM sync_health WHERE \"user\" = '$(sid 12)'")" "$(sid 12)|-|-|true" \
+	 "a User SID never synced: no state, stale"
+is "$(q "SELECT count(*) FROM sync_health")" 6 "one row per configured user"
+is "$(q "SELECT (SELECT count(*) FROM (SELECT FROM memberships GROUP BY service_sid, user_sid, channel_sid
+	                                     HAVING count(*) > 1) d) || '|' ||
+	          (SELECT count(*) FROM (SELECT FROM user_keys GROUP BY service_sid, configured
+	                                  HAVING count(*) > 1) d)")" "0|0" \
+	"memberships and user_keys: one row per membership and per cursor"
+
+# --- documentation and the reader ---------------------------------------------
+is "$(q "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           WHERE c.relnamespace = 'chatsync'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+             AND (c.relname IN ('sync_dimension_cursors', 'sync_dimension_seen')
+                  OR (c.relname = 'users' AND a.attname = 'account_sid'))
+             AND col_description(c.oid, a.attnum) IS NULL")" 0 "every new column has a comment"
+is "$(q "SELECT col_description(attrelid, attnum) LIKE '%@users%' FROM pg_attribute
+           WHERE attrelid = 'sync_errors'::regclass AND attname = 'user'")" t \
+	"sync_errors.user's comment tells of @users"
+sql "CREATE ROLE dim_reader LOGIN IN ROLE chatsync_reader" >/dev/null
+is "$(psql -X -q -A -t -U dim_reader -c "SELECT (SELECT count(*) FROM chatsync.sync_dimension_cursors) > 0,
+	(SELECT count(*) FROM chatsync.sync_dimension_seen) >= 0" 2>&1)" "t|t" "chatsync_reader reads the new tables"
+
+done_testing
