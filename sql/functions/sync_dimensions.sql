@@ -110,8 +110,8 @@ $fn$;
 -- left alone otherwise.  On the last page (p_next_url NULL), the rows of the
 -- service not deleted that no page of the listing showed are marked
 -- deleted; gone holds their SIDs.  The statement is built from the table's
--- columns, so that a column added to a dimension table is stored and
--- compared as the others are.
+-- columns: each is stored and compared, none left out (a column added to
+-- the table later is too, once its page function fills it).
 CREATE OR REPLACE FUNCTION sync_dimension_page(
     p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
     p_rows anyarray, p_requests integer, p_retries integer,
