@@ -86,13 +86,12 @@ cursor_positions(struct db *db, int64_t run_id, const char *service_sid, const c
 	return ok;
 }
 
-/* Calls one of the SQL functions that record an error (see sql/functions/sync_user_failed.sql). */
-static bool
-record_error(struct db *db, const char *name, const char *sql, int64_t run_id,
-	     const char *service_sid, const char *user, const struct cursor_error *e)
+bool
+cursor_call_error(struct db *db, const char *name, const char *sql, int64_t run_id,
+		  const char *service_sid, const char *who, const struct cursor_error *e)
 {
 	char run[24], req[16], ret[16], page[16];
-	const char *params[8] = {run,	     service_sid, user,
+	const char *params[8] = {run,	     service_sid, who,
 				 e->message, e->kind,	  e->page > 0 ? page : NULL,
 				 req,	     ret};
 	PGresult *res;
@@ -124,8 +123,8 @@ cursor_record_error(struct db *db, int64_t run_id, const char *service_sid, cons
 				       "AND $8::integer IS NOT NULL";
 
 	if (ends_listing)
-		return record_error(db, "cursor_fail", fail_sql, run_id, service_sid, user, e);
-	return record_error(db, "cursor_note_error", note_sql, run_id, service_sid, user, e);
+		return cursor_call_error(db, "cursor_fail", fail_sql, run_id, service_sid, user, e);
+	return cursor_call_error(db, "cursor_note_error", note_sql, run_id, service_sid, user, e);
 }
 
 struct cursor_lookahead {
@@ -190,17 +189,18 @@ cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
 }
 
 bool
-cursor_user_arrays(const struct settings *s, struct buf *services, struct buf *users)
+cursor_user_arrays(const struct settings_service *list, size_t n, struct buf *services,
+		   struct buf *users)
 {
 	bool ok;
 
 	buf_init(services, (size_t)1 << 30);
 	buf_init(users, (size_t)1 << 30);
 	ok = buf_append(services, "{", 1) && buf_append(users, "{", 1);
-	for (size_t i = 0; ok && i < s->n_services; i++) {
-		for (size_t j = 0; ok && j < s->services[i].n_users; j++)
-			ok = db_array_add_text(services, s->services[i].sid) &&
-			     db_array_add_text(users, s->services[i].users[j]);
+	for (size_t i = 0; ok && i < n; i++) {
+		for (size_t j = 0; ok && j < list[i].n_users; j++)
+			ok = db_array_add_text(services, list[i].sid) &&
+			     db_array_add_text(users, list[i].users[j]);
 	}
 	return ok && buf_append(services, "}", 1) && buf_append(users, "}", 1);
 }

@@ -34,16 +34,16 @@ bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
 	__attribute__((warn_unused_result));
 
 struct buf;
-struct settings;
+struct settings_service;
 
 /*
- * Every configured user as two parallel text[] literals, the services' SIDs
- * and the users, for a query over all of them.  Initialises both buffers
+ * Every user of the n services as two parallel text[] literals, the
+ * services' SIDs and the users, for a query over all of them.  Initialises both buffers
  * (the caller frees them, whatever the outcome); false if they grow past
  * their cap.
  */
-bool cursor_user_arrays(const struct settings *s, struct buf *services, struct buf *users)
-	__attribute__((warn_unused_result));
+bool cursor_user_arrays(const struct settings_service *list, size_t n, struct buf *services,
+			struct buf *users) __attribute__((warn_unused_result));
 
 /* An error to record for a user, on its cursor and in sync_errors. */
 struct cursor_error {
@@ -53,6 +53,16 @@ struct cursor_error {
 	unsigned requests; /* HTTP requests and retries not yet counted in the run */
 	unsigned retries;
 };
+
+/*
+ * Calls sql, prepared as name: a function that records an error, given
+ * $1 run_id, $2 service_sid, $3 who (the user, or the listing), $4 the
+ * message, $5 the kind, $6 the page (NULL for 0), $7 the requests and $8
+ * the retries (see sql/functions/sync_user_failed.sql).
+ */
+bool cursor_call_error(struct db *db, const char *name, const char *sql, int64_t run_id,
+		       const char *service_sid, const char *who, const struct cursor_error *e)
+	__attribute__((warn_unused_result));
 
 /*
  * Records e on the user's cursor and in sync_errors.  With ends_listing the

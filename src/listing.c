@@ -13,6 +13,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
+#include "membership.h"
 #include "metrics.h"
 #include "page_batch.h"
 #include "page_parser.h"
@@ -99,17 +100,19 @@ log_drift(struct listing *l, const struct membership *m)
 			"service %s user \"%s\" page %u: channel %s: %s has an unexpected type; "
 			"stored as NULL (not logged again in this listing)",
 			l->service_sid, l->user_esc, l->page_no, m->channel_sid,
-			page_parser_field_name(bit));
+			membership_field_name(bit));
 	}
 	l->drift_logged |= m->drifted;
 }
 
 static bool
-on_row(void *arg, const struct membership *m, const char *reject)
+on_row(void *arg, const struct page_entry *e, const char *reject)
 {
 	struct listing *l = arg;
+	struct membership row, *m = &row;
 	char esc[128];
 
+	membership_from_entry(e, m);
 	if (reject != NULL) {
 		l->rejected++;
 		log_warning("service %s user \"%s\" page %u: rejected an entry: %s "
@@ -553,7 +556,7 @@ listing_new(struct sweep_state *st)
 	struct listing *l = xcalloc(1, sizeof(*l));
 
 	l->st = st;
-	l->parser = page_parser_new(&limits, on_row, l);
+	l->parser = page_parser_new(&membership_schema, &limits, on_row, l);
 	l->batch = page_batch_new();
 	l->fetched = url_seen_new(LOOP_MEMORY);
 	return l;

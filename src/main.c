@@ -286,8 +286,10 @@ reload(struct daemon *d)
 	d->http = http;
 	d->s = fresh;
 	apply_log_settings(d->s, d->o->verbose);
-	log_info("configuration reloaded: %zu users, sweeping every %d s",
-		 settings_user_count(d->s), d->s->interval);
+	log_info("configuration reloaded: %zu users%s, sweeping every %d s",
+		 settings_user_count(d->s),
+		 settings_discovers_users(d->s) ? " and every user of some services" : "",
+		 d->s->interval);
 	metrics_config_reloaded(d->metrics, true);
 	notify_ready();
 }
@@ -340,8 +342,10 @@ run_daemon(struct daemon *d)
 {
 	uint64_t rng = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
 
-	log_info("chatsyncd %s started: %zu users, sweeping every %d s", PACKAGE_VERSION,
-		 settings_user_count(d->s), d->s->interval);
+	log_info("chatsyncd %s started: %zu users%s, sweeping every %d s", PACKAGE_VERSION,
+		 settings_user_count(d->s),
+		 settings_discovers_users(d->s) ? " and every user of some services" : "",
+		 d->s->interval);
 	while (!stop_requested) {
 		struct timespec start;
 

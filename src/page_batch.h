@@ -1,8 +1,10 @@
 /*
- * page_batch.h - one page of memberships, gathered as it is parsed
+ * page_batch.h - one page of entries, gathered as it is parsed
  *
  * Each column is kept as a PostgreSQL array literal, ready to be sent as a
- * parameter of sync_page(), so storing a page costs one round trip.
+ * parameter of sync_page() (or of the dimensions' functions), so storing a
+ * page costs one round trip.  A batch made by page_batch_new() has the
+ * columns of a page of memberships.
  */
 #ifndef CHATSYNC_PAGE_BATCH_H
 #define CHATSYNC_PAGE_BATCH_H
@@ -26,21 +28,33 @@ enum page_batch_column {
 
 struct page_batch;
 
-/* Returns an empty batch the caller owns. */
+/* Returns an empty batch of memberships the caller owns. */
 struct page_batch *page_batch_new(void);
+
+/* Returns an empty batch of n_columns columns the caller owns. */
+struct page_batch *page_batch_new_columns(unsigned n_columns);
 void page_batch_free(struct page_batch *b);
 void page_batch_reset(struct page_batch *b);
 
 /* Copies m into the batch; false if the batch is past its cap (it is then unusable until reset). */
 bool page_batch_add(struct page_batch *b, const struct membership *m)
 	__attribute__((warn_unused_result));
+
+/*
+ * A row of any batch, a column at a time: each column gets one value (a
+ * string or NULL; an integer, or NULL without has), then
+ * page_batch_end_row, which returns false as page_batch_add does.
+ */
+void page_batch_add_text(struct page_batch *b, unsigned column, const char *s);
+void page_batch_add_int(struct page_batch *b, unsigned column, bool has, long long v);
+bool page_batch_end_row(struct page_batch *b) __attribute__((warn_unused_result));
 size_t page_batch_rows(const struct page_batch *b);
 
 /*
  * The column's array literal, closed ("{...}"); borrowed until the batch
  * changes.  NULL if the batch went past its cap.
  */
-const char *page_batch_column(struct page_batch *b, enum page_batch_column c);
+const char *page_batch_column(struct page_batch *b, unsigned column);
 
 /* Reopens the literals closed by page_batch_column, so rows can be added again. */
 void page_batch_reopen(struct page_batch *b);

@@ -1,10 +1,10 @@
 /*
- * page_parser.c - streaming parser for one page of a user's channel list
+ * page_parser.c - streaming parser for one page of a listing of the API
  *
  * yajl calls back for every token.  A small stack records which container
- * each nesting level is (the top object, the channels array, an entry, its
- * links, meta, or something being skipped) and `target` records what the
- * next value is for, as set by the key before it.
+ * each nesting level is (the top object, the array of entries, an entry, an
+ * object field of it such as "links", meta, or something being skipped) and
+ * `target` records what the next value is for, as set by the key before it.
  */
 #include "config.h"
 
@@ -21,54 +21,31 @@
 #include <yajl/yajl_parse.h>
 
 enum ctx {
-	CTX_TOP,      /* the response object */
-	CTX_CHANNELS, /* the "channels" array */
-	CTX_ROW,      /* one channel entry */
-	CTX_LINKS,    /* an entry's "links" */
-	CTX_META,     /* "meta" */
-	CTX_SKIP,     /* a container we ignore */
+	CTX_TOP,     /* the response object */
+	CTX_ENTRIES, /* the array of entries ("channels", "users") */
+	CTX_ROW,     /* one entry (or, without schema->key, the response itself) */
+	CTX_SUB,     /* an object field of an entry ("links") */
+	CTX_META,    /* "meta" */
+	CTX_SKIP,    /* a container we ignore */
 };
 
 enum target {
 	T_SKIP,
 	T_TOP,
-	T_CHANNELS,
+	T_ENTRIES,
 	T_META,
 	T_ROW,
-	T_LINKS,
 	T_NEXT_URL,
 	T_META_KEY,
 	T_META_URL,
-	T_STR_FIRST, /* string fields of an entry, index into row_str[] */
-	T_INT_LCMI = T_STR_FIRST + 8,
-	T_INT_UNREAD,
+	T_FIELD, /* field number p->field of the entry */
 };
 
-enum row_str {
-	RS_CHANNEL,
-	RS_ACCOUNT,
-	RS_SERVICE,
-	RS_MEMBER,
-	RS_STATUS,
-	RS_CHANNEL_URL,
-	RS_MEMBER_URL,
-	RS_COUNT,
-};
-
-static const struct {
-	const char *key;
-	enum target target;
-} row_keys[] = {
-	{"channel_sid", T_STR_FIRST + RS_CHANNEL}, {"account_sid", T_STR_FIRST + RS_ACCOUNT},
-	{"service_sid", T_STR_FIRST + RS_SERVICE}, {"member_sid", T_STR_FIRST + RS_MEMBER},
-	{"status", T_STR_FIRST + RS_STATUS},	   {"last_consumed_message_index", T_INT_LCMI},
-	{"unread_messages_count", T_INT_UNREAD},   {"links", T_LINKS},
-};
-
-/* top, channels, an entry, its links: the deepest nesting we keep state for */
+/* top, the entries, an entry, an object field of it: the deepest nesting we keep state for */
 #define MAX_STACK 4
 
 struct page_parser {
+	const struct page_schema *schema;
 	struct page_parser_limits limits;
 	page_row_fn on_row;
 	void *arg;
@@ -79,21 +56,24 @@ struct page_parser {
 	unsigned depth;
 	unsigned skip_depth; /* nesting inside a skipped container */
 	enum target target;
+	unsigned field; /* for T_FIELD */
+	unsigned sub;	/* the object field being parsed, in CTX_SUB */
+	size_t key_len; /* strlen(schema->key) */
 	bool done_top;
 
 	/* the entry being parsed */
-	struct buf str[RS_COUNT];
-	bool str_set[RS_COUNT];
-	struct membership row;
+	struct buf str[PAGE_MAX_FIELDS];
+	struct page_entry row;
 	const char *row_reject; /* why the entry cannot be stored, or NULL */
 
-	bool saw_channels, saw_meta, meta_key_ok;
+	bool saw_entries, saw_meta, meta_key_ok;
 	struct buf next_url;
 	bool has_next_url;
 	struct buf self_url; /* meta.url: the page as the API names it */
 	bool has_self_url;
 	size_t rows;
 
+	char reject[96]; /* the reason for row_reject, when it names a field */
 	char error[256];
 	bool failed;
 	bool parsing; /* inside yajl_parse of the current chunk */
@@ -120,39 +100,39 @@ fail(struct page_parser *p, const char *fmt, ...)
 	return 0;
 }
 
+static const struct page_field *
+field_of(const struct page_parser *p, unsigned i)
+{
+	return &p->schema->fields[i];
+}
+
 static void
 row_clear(struct page_parser *p)
 {
-	for (int i = 0; i < RS_COUNT; i++) {
+	for (unsigned i = 0; i < p->schema->n_fields; i++)
 		buf_reset(&p->str[i]);
-		p->str_set[i] = false;
-	}
 	memset(&p->row, 0, sizeof(p->row));
 	p->row_reject = NULL;
-}
-
-static const char *
-row_string(struct page_parser *p, enum row_str i)
-{
-	return p->str_set[i] ? buf_str(&p->str[i]) : NULL;
 }
 
 static int
 emit_row(struct page_parser *p)
 {
 	const char *reject = p->row_reject;
+	const char *sid_name = field_of(p, 0)->name;
 
-	p->row.channel_sid = row_string(p, RS_CHANNEL);
-	p->row.account_sid = row_string(p, RS_ACCOUNT);
-	p->row.service_sid = row_string(p, RS_SERVICE);
-	p->row.member_sid = row_string(p, RS_MEMBER);
-	p->row.status = row_string(p, RS_STATUS);
-	p->row.channel_url = row_string(p, RS_CHANNEL_URL);
-	p->row.member_url = row_string(p, RS_MEMBER_URL);
-	if (reject == NULL && p->row.channel_sid == NULL)
-		reject = "channel_sid is missing or null";
-	else if (reject == NULL && !twilio_sid_valid(p->row.channel_sid, "CH"))
-		reject = "channel_sid is not a Channel SID";
+	for (unsigned i = 0; i < p->schema->n_fields; i++)
+		p->row.str[i] = field_of(p, i)->type == PAGE_FIELD_STRING && p->row.has[i]
+					? buf_str(&p->str[i])
+					: NULL;
+	if (reject == NULL && p->row.str[0] == NULL) {
+		snprintf(p->reject, sizeof(p->reject), "%s is missing or null", sid_name);
+		reject = p->reject;
+	} else if (reject == NULL && !twilio_sid_valid(p->row.str[0], p->schema->sid_prefix)) {
+		snprintf(p->reject, sizeof(p->reject), "%s is not %s", sid_name,
+			 p->schema->sid_kind);
+		reject = p->reject;
+	}
 	if (++p->rows > p->limits.max_rows)
 		return fail(p, "more than %zu entries in one page", p->limits.max_rows);
 	if (!p->on_row(p->arg, &p->row, reject))
@@ -162,91 +142,48 @@ emit_row(struct page_parser *p)
 
 /* Which container does a value opening here start, given the target? */
 static enum ctx
-ctx_for(enum target t, bool is_map)
+ctx_for(const struct page_parser *p, bool is_map)
 {
-	if (t == T_TOP && is_map)
-		return CTX_TOP;
-	if (t == T_CHANNELS && !is_map)
-		return CTX_CHANNELS;
-	if (t == T_ROW && is_map)
-		return CTX_ROW;
-	if (t == T_LINKS && is_map)
-		return CTX_LINKS;
-	if (t == T_META && is_map)
-		return CTX_META;
-	return CTX_SKIP;
-}
-
-const char *
-page_parser_field_name(unsigned field)
-{
-	switch (field) {
-	case MEMBERSHIP_ACCOUNT_SID:
-		return "account_sid";
-	case MEMBERSHIP_SERVICE_SID:
-		return "service_sid";
-	case MEMBERSHIP_MEMBER_SID:
-		return "member_sid";
-	case MEMBERSHIP_STATUS:
-		return "status";
-	case MEMBERSHIP_LAST_CONSUMED:
-		return "last_consumed_message_index";
-	case MEMBERSHIP_UNREAD:
-		return "unread_messages_count";
-	case MEMBERSHIP_CHANNEL_URL:
-		return "links.channel";
-	case MEMBERSHIP_MEMBER_URL:
-		return "links.member";
-	case MEMBERSHIP_LINKS:
-		return "links";
+	switch (p->target) {
+	case T_TOP:
+		return !is_map ? CTX_SKIP : p->schema->key == NULL ? CTX_ROW : CTX_TOP;
+	case T_ENTRIES:
+		return is_map ? CTX_SKIP : CTX_ENTRIES;
+	case T_ROW:
+		return is_map ? CTX_ROW : CTX_SKIP;
+	case T_META:
+		return is_map ? CTX_META : CTX_SKIP;
+	case T_FIELD:
+		return is_map && field_of(p, p->field)->type == PAGE_FIELD_OBJECT ? CTX_SUB
+										  : CTX_SKIP;
 	default:
-		return "?";
+		return CTX_SKIP;
 	}
-}
-
-/* The membership_field bit of an entry's target. */
-static unsigned
-target_field(enum target t)
-{
-	static const unsigned str_fields[RS_COUNT] = {
-		[RS_ACCOUNT] = MEMBERSHIP_ACCOUNT_SID,	   [RS_SERVICE] = MEMBERSHIP_SERVICE_SID,
-		[RS_MEMBER] = MEMBERSHIP_MEMBER_SID,	   [RS_STATUS] = MEMBERSHIP_STATUS,
-		[RS_CHANNEL_URL] = MEMBERSHIP_CHANNEL_URL, [RS_MEMBER_URL] = MEMBERSHIP_MEMBER_URL,
-	};
-
-	if (t >= T_STR_FIRST && t < T_STR_FIRST + RS_COUNT)
-		return str_fields[t - T_STR_FIRST];
-	if (t == T_INT_LCMI)
-		return MEMBERSHIP_LAST_CONSUMED;
-	if (t == T_INT_UNREAD)
-		return MEMBERSHIP_UNREAD;
-	return t == T_LINKS ? MEMBERSHIP_LINKS : 0;
 }
 
 /* The entry's field being parsed is NULL (null in the JSON, or of the wrong type). */
 static void
 clear_field(struct page_parser *p)
 {
-	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT)
-		p->str_set[p->target - T_STR_FIRST] = false;
-	else if (p->target == T_INT_LCMI)
-		p->row.has_last_consumed_message_index = false;
-	else if (p->target == T_INT_UNREAD)
-		p->row.has_unread_messages_count = false;
+	if (p->target == T_FIELD)
+		p->row.has[p->field] = false;
 }
 
 /*
  * An entry's field has an unexpected type: the field is left NULL and
- * flagged, the entry stays.  A channel_sid of the wrong type leaves the
- * entry unidentified, and it is rejected for that.
+ * flagged, the entry stays.  A SID of the wrong type leaves the entry
+ * unidentified: it is rejected for that, and not flagged.
  */
 static void
 drift(struct page_parser *p)
 {
 	clear_field(p);
-	p->row.drifted |= target_field(p->target);
-	if (p->target == T_STR_FIRST + RS_CHANNEL)
-		p->row_reject = "channel_sid is not a string";
+	if (p->field > 0)
+		p->row.drifted |= 1u << p->field;
+	else {
+		snprintf(p->reject, sizeof(p->reject), "%s is not a string", field_of(p, 0)->name);
+		p->row_reject = p->reject;
+	}
 }
 
 /*
@@ -259,20 +196,18 @@ wrong_type(struct page_parser *p, const char *what)
 	switch (p->target) {
 	case T_TOP:
 		return fail(p, "the response is %s, not an object", what);
-	case T_CHANNELS:
-		return fail(p, "\"channels\" is %s, not an array", what);
+	case T_ENTRIES:
+		return fail(p, "\"%s\" is %s, not an array", p->schema->key, what);
 	case T_META:
 		return fail(p, "\"meta\" is %s, not an object", what);
 	case T_ROW:
-		return fail(p, "an entry of \"channels\" is %s, not an object", what);
+		return fail(p, "an entry of \"%s\" is %s, not an object", p->schema->key, what);
 	case T_NEXT_URL:
 		return fail(p, "meta.next_page_url is %s, not a string", what);
-	case T_SKIP:
-	case T_META_KEY:
-	case T_META_URL:
+	case T_FIELD:
+		drift(p);
 		return 1;
 	default:
-		drift(p);
 		return 1;
 	}
 }
@@ -283,10 +218,17 @@ set_array_target(struct page_parser *p)
 {
 	if (p->skip_depth > 0)
 		p->target = T_SKIP;
-	else if (p->depth > 0 && p->stack[p->depth - 1] == CTX_CHANNELS)
+	else if (p->depth > 0 && p->stack[p->depth - 1] == CTX_ENTRIES)
 		p->target = T_ROW;
 	else if (p->depth == 0)
 		p->target = T_TOP;
+}
+
+/* Is the value for the target a field of this type? */
+static bool
+field_is(const struct page_parser *p, enum page_field_type type)
+{
+	return p->target == T_FIELD && field_of(p, p->field)->type == type;
 }
 
 static int
@@ -299,7 +241,7 @@ on_null(void *ctx)
 		p->has_next_url = false;
 		return 1;
 	}
-	if (p->target == T_TOP || p->target == T_CHANNELS || p->target == T_META ||
+	if (p->target == T_TOP || p->target == T_ENTRIES || p->target == T_META ||
 	    p->target == T_ROW)
 		return wrong_type(p, "null");
 	clear_field(p); /* any entry field may be null */
@@ -309,9 +251,15 @@ on_null(void *ctx)
 static int
 on_bool(void *ctx, int v)
 {
-	(void)v;
-	set_array_target(ctx);
-	return wrong_type(ctx, "a boolean");
+	struct page_parser *p = ctx;
+
+	set_array_target(p);
+	if (field_is(p, PAGE_FIELD_BOOLEAN)) {
+		p->row.has[p->field] = true;
+		p->row.num[p->field] = v != 0;
+		return 1;
+	}
+	return wrong_type(p, "a boolean");
 }
 
 static int
@@ -328,14 +276,9 @@ on_integer(void *ctx, long long v)
 	struct page_parser *p = ctx;
 
 	set_array_target(p);
-	if (p->target == T_INT_LCMI) {
-		p->row.has_last_consumed_message_index = true;
-		p->row.last_consumed_message_index = v;
-		return 1;
-	}
-	if (p->target == T_INT_UNREAD) {
-		p->row.has_unread_messages_count = true;
-		p->row.unread_messages_count = v;
+	if (field_is(p, PAGE_FIELD_INTEGER)) {
+		p->row.has[p->field] = true;
+		p->row.num[p->field] = v;
 		return 1;
 	}
 	return wrong_type(p, "a number");
@@ -350,11 +293,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	set_array_target(p);
 	if (len > p->limits.max_string)
 		return fail(p, "a string is longer than %zu bytes", p->limits.max_string);
-	if (p->target >= T_STR_FIRST && p->target < T_STR_FIRST + RS_COUNT) {
-		enum row_str i = (enum row_str)(p->target - T_STR_FIRST);
-
-		dst = &p->str[i];
-		p->str_set[i] = true;
+	if (field_is(p, PAGE_FIELD_STRING)) {
+		dst = &p->str[p->field];
+		p->row.has[p->field] = true;
 	} else if (p->target == T_NEXT_URL) {
 		dst = &p->next_url;
 		p->has_next_url = true;
@@ -362,7 +303,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 		dst = &p->self_url;
 		p->has_self_url = true;
 	} else if (p->target == T_META_KEY) {
-		p->meta_key_ok = len == 8 && memcmp(s, "channels", 8) == 0;
+		p->meta_key_ok = len == p->key_len && memcmp(s, p->schema->key, len) == 0;
 		return 1;
 	} else {
 		return wrong_type(p, "a string");
@@ -381,10 +322,12 @@ open_container(struct page_parser *p, bool is_map)
 	set_array_target(p);
 	if (p->depth + p->skip_depth >= p->limits.max_depth)
 		return fail(p, "JSON nested deeper than %u levels", p->limits.max_depth);
-	c = ctx_for(p->target, is_map);
+	c = ctx_for(p, is_map);
 	if (c == CTX_SKIP && p->target != T_SKIP &&
 	    !wrong_type(p, is_map ? "an object" : "an array"))
 		return 0;
+	if (c == CTX_SUB)
+		p->sub = p->field;
 	p->target = T_SKIP;
 	/* Containers we ignore are only counted, so any depth costs no memory. */
 	if (c == CTX_SKIP || p->skip_depth > 0) {
@@ -393,8 +336,8 @@ open_container(struct page_parser *p, bool is_map)
 	}
 	if (c == CTX_ROW)
 		row_clear(p);
-	if (c == CTX_CHANNELS)
-		p->saw_channels = true;
+	if (c == CTX_ENTRIES)
+		p->saw_entries = true;
 	if (c == CTX_META)
 		p->saw_meta = true;
 	p->stack[p->depth++] = c;
@@ -411,6 +354,8 @@ close_container(struct page_parser *p)
 		return 1;
 	}
 	c = p->stack[--p->depth];
+	if (c == CTX_ROW && p->depth == 0)
+		p->done_top = true; /* a response that is one entry */
 	if (c == CTX_ROW)
 		return emit_row(p);
 	if (c == CTX_TOP)
@@ -437,20 +382,36 @@ on_start_array(void *ctx)
 	return open_container(ctx, false);
 }
 
-static enum target
-row_key_target(const unsigned char *key, size_t len)
-{
-	for (size_t i = 0; i < sizeof(row_keys) / sizeof(row_keys[0]); i++) {
-		if (strlen(row_keys[i].key) == len && memcmp(row_keys[i].key, key, len) == 0)
-			return row_keys[i].target;
-	}
-	return T_SKIP;
-}
-
 static bool
 key_is(const unsigned char *key, size_t len, const char *want)
 {
 	return strlen(want) == len && memcmp(key, want, len) == 0;
+}
+
+/*
+ * The field named key: at the entry's level (within is NULL) or inside the
+ * object field within ("links").
+ */
+static bool
+find_field(struct page_parser *p, const char *within, const unsigned char *key, size_t len)
+{
+	size_t prefix = within != NULL ? strlen(within) + 1 : 0;
+
+	for (unsigned i = 0; i < p->schema->n_fields; i++) {
+		const char *name = field_of(p, i)->name;
+		const char *dot = strchr(name, '.');
+
+		if (within != NULL ? dot == NULL || (size_t)(dot - name) + 1 != prefix ||
+					     memcmp(name, within, prefix - 1) != 0
+				   : dot != NULL)
+			continue;
+		if (key_is(key, len, name + prefix)) {
+			p->target = T_FIELD;
+			p->field = i;
+			return true;
+		}
+	}
+	return false;
 }
 
 static int
@@ -465,19 +426,16 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 		return 1;
 	switch (p->stack[p->depth - 1]) {
 	case CTX_TOP:
-		if (key_is(key, len, "channels"))
-			p->target = p->saw_channels ? T_SKIP : T_CHANNELS;
+		if (key_is(key, len, p->schema->key))
+			p->target = p->saw_entries ? T_SKIP : T_ENTRIES;
 		else if (key_is(key, len, "meta"))
 			p->target = p->saw_meta ? T_SKIP : T_META;
 		break;
 	case CTX_ROW:
-		p->target = row_key_target(key, len);
+		find_field(p, NULL, key, len);
 		break;
-	case CTX_LINKS:
-		if (key_is(key, len, "channel"))
-			p->target = T_STR_FIRST + RS_CHANNEL_URL;
-		else if (key_is(key, len, "member"))
-			p->target = T_STR_FIRST + RS_MEMBER_URL;
+	case CTX_SUB:
+		find_field(p, field_of(p, p->sub)->name, key, len);
 		break;
 	case CTX_META:
 		if (key_is(key, len, "next_page_url"))
@@ -537,7 +495,7 @@ page_parser_free(struct page_parser *p)
 		return;
 	if (p->yajl != NULL)
 		yajl_free(p->yajl);
-	for (int i = 0; i < RS_COUNT; i++)
+	for (unsigned i = 0; i < PAGE_MAX_FIELDS; i++)
 		buf_free(&p->str[i]);
 	buf_free(&p->next_url);
 	buf_free(&p->self_url);
@@ -545,20 +503,24 @@ page_parser_free(struct page_parser *p)
 }
 
 struct page_parser *
-page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row, void *arg)
+page_parser_new(const struct page_schema *schema, const struct page_parser_limits *limits,
+		page_row_fn on_row, void *arg)
 {
 	struct page_parser *p = xcalloc(1, sizeof(*p));
 
+	p->schema = schema;
+	p->key_len = schema->key != NULL ? strlen(schema->key) : 0;
 	p->limits = *limits;
 	p->on_row = on_row;
 	p->arg = arg;
-	for (int i = 0; i < RS_COUNT; i++)
+	for (unsigned i = 0; i < PAGE_MAX_FIELDS; i++)
 		buf_init(&p->str[i], limits->max_string);
 	buf_init(&p->next_url, limits->max_string);
 	buf_init(&p->self_url, limits->max_string);
 	page_parser_reset(p);
 	return p;
 }
+
 void
 page_parser_reset(struct page_parser *p)
 {
@@ -570,7 +532,7 @@ page_parser_reset(struct page_parser *p)
 	p->skip_depth = 0;
 	p->target = T_TOP;
 	p->done_top = false;
-	p->saw_channels = p->saw_meta = false;
+	p->saw_entries = p->saw_meta = false;
 	p->meta_key_ok = true;
 	p->has_next_url = false;
 	buf_reset(&p->next_url);
@@ -635,12 +597,14 @@ page_parser_finish(struct page_parser *p)
 	}
 	if (!p->done_top)
 		return fail(p, "the response is not a JSON object");
+	if (p->schema->key == NULL)
+		return true; /* one entry, no meta */
 	if (!p->saw_meta)
 		return fail(p, "the response has no \"meta\" object");
 	if (!p->meta_key_ok)
-		return fail(p, "meta.key is not \"channels\"");
-	if (!p->saw_channels)
-		return fail(p, "the response has no \"channels\" array");
+		return fail(p, "meta.key is not \"%s\"", p->schema->key);
+	if (!p->saw_entries)
+		return fail(p, "the response has no \"%s\" array", p->schema->key);
 	return true;
 }
 

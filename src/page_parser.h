@@ -1,14 +1,14 @@
 /*
- * page_parser.h - streaming parser for one page of a user's channel list
+ * page_parser.h - streaming parser for one page of a listing of the API
  *
  * Feed it the response body in chunks of any size as they arrive; it calls
- * back once per channel entry and keeps only the entry being parsed, never
- * the page.  It knows nothing of HTTP or SQL.
+ * back once per entry and keeps only the entry being parsed, never the
+ * page.  What an entry holds is described by a schema (see membership.h
+ * and dimension.h), so the memberships, the users and the channels are
+ * read by the same code.  It knows nothing of HTTP or SQL.
  */
 #ifndef CHATSYNC_PAGE_PARSER_H
 #define CHATSYNC_PAGE_PARSER_H
-
-#include "membership.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,21 +20,61 @@ struct page_parser_limits {
 	size_t max_rows;
 };
 
-/* The name of a membership_field bit, as the API spells the field. */
-const char *page_parser_field_name(unsigned field);
+enum page_field_type {
+	PAGE_FIELD_STRING,
+	PAGE_FIELD_INTEGER,
+	PAGE_FIELD_BOOLEAN,
+	PAGE_FIELD_OBJECT, /* holds the fields named "NAME.key" (one level) */
+};
+
+struct page_field {
+	const char *name; /* as the API spells it; "links.channel" is "channel" in "links" */
+	enum page_field_type type;
+};
+
+/* The most fields a schema may have. */
+#define PAGE_MAX_FIELDS 16
+
+struct page_schema {
+	/*
+	 * The array of entries, also what meta.key must say ("channels");
+	 * NULL: the response is one entry, without meta.
+	 */
+	const char *key;
+	/* fields[0] is a string, the entry's SID: an entry without a valid one is rejected */
+	const char *sid_prefix; /* "CH" */
+	const char *sid_kind;	/* "a Channel SID", for the reason of a rejection */
+	const struct page_field *fields;
+	unsigned n_fields; /* at most PAGE_MAX_FIELDS */
+};
 
 /*
- * Called for every complete entry.  row and its strings are borrowed until
- * the callback returns.  reject is NULL for a usable row, else the reason it
- * cannot be stored (e.g. no valid channel_sid).  Return false to stop
- * parsing; the page then fails with "stopped by the caller".
+ * One entry.  A field that the API gave as null, did not give, or gave with
+ * an unexpected type (then flagged in drifted) is NULL, or has[i] false.
  */
-typedef bool (*page_row_fn)(void *arg, const struct membership *row, const char *reject);
+struct page_entry {
+	const char *str[PAGE_MAX_FIELDS]; /* string fields */
+	long long num[PAGE_MAX_FIELDS];	  /* integer fields, and booleans as 0 or 1 */
+	bool has[PAGE_MAX_FIELDS];	  /* num[i] is set */
+	unsigned drifted;		  /* bit i: field i had an unexpected type */
+};
+
+/*
+ * Called for every complete entry.  e and its strings are borrowed until
+ * the callback returns.  reject is NULL for a usable entry, else the reason
+ * it cannot be stored (e.g. no valid SID).  Return false to stop parsing;
+ * the page then fails with "stopped by the caller".
+ */
+typedef bool (*page_row_fn)(void *arg, const struct page_entry *e, const char *reject);
 
 struct page_parser;
 
-/* Returns a parser the caller owns (free with page_parser_free). */
-struct page_parser *page_parser_new(const struct page_parser_limits *limits, page_row_fn on_row,
+/*
+ * Returns a parser the caller owns (free with page_parser_free), for pages
+ * of schema (which must outlive it).
+ */
+struct page_parser *page_parser_new(const struct page_schema *schema,
+				    const struct page_parser_limits *limits, page_row_fn on_row,
 				    void *arg);
 void page_parser_free(struct page_parser *p);
 

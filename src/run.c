@@ -71,27 +71,28 @@ run_finish(struct db *db, int64_t run_id, unsigned requests, unsigned retries,
 }
 
 bool
-run_record_config(struct db *db, const struct settings *s)
+run_record_config(struct db *db, int interval_seconds, const struct settings_service *services,
+		  size_t n_services)
 {
 	static const char sql[] = "SELECT sync_record_config($1::integer, $2::text[], $3::text[])";
-	struct buf services, users;
+	struct buf services_list, users;
 	char interval[16];
 	const char *params[3] = {interval, NULL, NULL};
 	PGresult *res;
 	bool ok;
 
-	ok = cursor_user_arrays(s, &services, &users);
+	ok = cursor_user_arrays(services, n_services, &services_list, &users);
 	if (!ok) {
 		db_set_error(db, "the list of users is too long to record");
 	} else {
-		snprintf(interval, sizeof(interval), "%d", s->interval);
-		params[1] = buf_str(&services);
+		snprintf(interval, sizeof(interval), "%d", interval_seconds);
+		params[1] = buf_str(&services_list);
 		params[2] = buf_str(&users);
 		res = PQexecParams(db_conn(db), sql, 3, NULL, params, NULL, NULL, 0);
 		ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 		PQclear(res);
 	}
-	buf_free(&services);
+	buf_free(&services_list);
 	buf_free(&users);
 	return ok;
 }

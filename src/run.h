@@ -5,10 +5,12 @@
 #define CHATSYNC_RUN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct db;
 struct settings;
+struct settings_service;
 
 /*
  * Resumes the newest unfinished sweep, or starts a new one.  *resumed tells
@@ -34,11 +36,13 @@ bool run_is_finished(struct db *db, int64_t run_id, bool *finished)
 	__attribute__((warn_unused_result));
 
 /*
- * Records sync.interval and the configured users (sync_config,
- * sync_configured_users), for the sync_health view.  On failure the reason
- * is in db_error(db).
+ * Records sync.interval and the users a sweep lists (sync_config,
+ * sync_configured_users), for the sync_health view: as configured, and
+ * for a service with users = "all" those its users listing holds.  On
+ * failure the reason is in db_error(db).
  */
-bool run_record_config(struct db *db, const struct settings *s) __attribute__((warn_unused_result));
+bool run_record_config(struct db *db, int interval_seconds, const struct settings_service *services,
+		       size_t n_services) __attribute__((warn_unused_result));
 
 /*
  * Deletes past versions, events and errors older than days days, in

@@ -80,6 +80,8 @@ static const struct setting_def setting_defs[] = {
 	STR("database", "schema", schema, "chatsync", false),
 	INT("database", "writers", writers, 2, 1, 16, false),
 	INT("sync", "interval", interval, 300, 1, 7 * 86400, true),
+	BOOL("sync", "dimensions", dimensions, true, true),
+	BOOL("sync", "store_attributes", store_attributes, false, true),
 	INT("history", "retention_days", retention_days, 0, 0, 36500, true),
 	STR("log", "level", log_level_name, "info", true),
 	BOOL("log", "syslog", log_syslog, false, false),
@@ -214,12 +216,18 @@ load_users(struct loader *l, struct settings_service *svc, const config_setting_
 	int n;
 
 	if (users == NULL) {
-		fail_at(l, service, key, "users is missing (a list of user strings)");
+		fail_at(l, service, key, "users is missing (a list of user strings, or \"all\")");
 		return false;
+	}
+	if (config_setting_type(users) == CONFIG_TYPE_STRING) {
+		svc->all_users = strcmp(config_setting_get_string(users), "all") == 0;
+		if (!svc->all_users)
+			fail_at(l, users, key, "must be a list of user strings, or \"all\"");
+		return svc->all_users;
 	}
 	if (!config_setting_is_aggregate(users) ||
 	    config_setting_type(users) == CONFIG_TYPE_GROUP) {
-		fail_at(l, users, key, "must be a list of user strings");
+		fail_at(l, users, key, "must be a list of user strings, or \"all\"");
 		return false;
 	}
 	n = config_setting_length(users);
@@ -688,4 +696,14 @@ settings_keep_fixed(struct settings *fresh, const struct settings *old)
 		kept++;
 	}
 	return kept;
+}
+
+bool
+settings_discovers_users(const struct settings *s)
+{
+	for (size_t i = 0; i < s->n_services; i++) {
+		if (s->services[i].all_users)
+			return true;
+	}
+	return false;
 }

@@ -13,6 +13,7 @@ struct settings_service {
 	char *sid;
 	char **users; /* as written in the file: a User SID or an identity */
 	size_t n_users;
+	bool all_users; /* users = "all": the service's users listing says who they are */
 };
 
 /* Plain data: everything a sweep needs, validated. */
@@ -44,7 +45,9 @@ struct settings {
 	char *schema;
 
 	int interval;
-	int retention_days; /* history.retention_days: 0 keeps all */
+	bool dimensions;       /* sync.dimensions: list the services, users and channels too */
+	bool store_attributes; /* sync.store_attributes: keep the PII-marked attributes */
+	int retention_days;    /* history.retention_days: 0 keeps all */
 	struct settings_service *services;
 	size_t n_services;
 
@@ -80,7 +83,13 @@ void settings_free(struct settings *s);
  */
 size_t settings_keep_fixed(struct settings *fresh, const struct settings *old);
 
-/* Total number of configured users over every service. */
+/*
+ * Total number of configured users over every service (a service with
+ * users = "all" counts none: its users are known once listed).
+ */
 size_t settings_user_count(const struct settings *s);
+
+/* Does a service say users = "all"? */
+bool settings_discovers_users(const struct settings *s);
 
 #endif

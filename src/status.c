@@ -58,7 +58,7 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 	PGresult *res;
 	int stale = 0;
 
-	if (!cursor_user_arrays(s, &services, &users)) {
+	if (!cursor_user_arrays(s->services, s->n_services, &services, &users)) {
 		buf_free(&services);
 		buf_free(&users);
 		log_error("could not read the cursors: the list of users is too long");

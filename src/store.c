@@ -59,7 +59,7 @@ store_send_page(struct db *db, struct page_batch *b, const struct store_page *pa
 	params[3] = page->first_page ? "t" : "f";
 	params[4] = page->next_url;
 	for (int i = 0; i < PAGE_BATCH_COLUMNS; i++) {
-		params[FIRST_COLUMN_PARAM + i] = page_batch_column(b, (enum page_batch_column)i);
+		params[FIRST_COLUMN_PARAM + i] = page_batch_column(b, (unsigned)i);
 		ok = ok && params[FIRST_COLUMN_PARAM + i] != NULL;
 	}
 	params[13] = rejected;

@@ -19,6 +19,7 @@
 #include "commit_queue.h"
 #include "cursor.h"
 #include "db.h"
+#include "dimension_sync.h"
 #include "http.h"
 #include "listing.h"
 #include "log.h"
@@ -56,13 +57,20 @@ struct sweep {
 	size_t n_listings;
 	const struct sweep_hooks *hooks;
 	struct cursor_lookahead *lookahead;
+	/*
+	 * The services whose users are known for this sweep (the first
+	 * n_resolved of the configured ones), with the users to list: see
+	 * dimension_sync_service.
+	 */
+	struct settings_service *resolved;
+	size_t n_resolved;
 };
 
 /* Starts the user's listing on l, or returns false if the user has nothing to do now. */
 static bool
 start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t user_index)
 {
-	const struct settings_service *svc = &sw->st.s->services[service_index];
+	const struct settings_service *svc = &sw->resolved[service_index];
 	struct cursor_position pos;
 	char reason[600];
 
@@ -99,7 +107,7 @@ slots_taken(const struct sweep *sw)
 static bool
 users_left(const struct sweep *sw)
 {
-	return sw->next_service < sw->st.s->n_services;
+	return sw->next_service < sw->n_resolved;
 }
 
 /*
@@ -117,7 +125,11 @@ fill_listings(struct sweep *sw)
 		while (!listing_busy(l) && sweep_state_may_work(&sw->st) && users_left(sw)) {
 			size_t service_index = sw->next_service, user_index = sw->next_user;
 
-			if (++sw->next_user == sw->st.s->services[service_index].n_users) {
+			if (sw->resolved[service_index].n_users == 0) {
+				sw->next_service++; /* no user to list */
+				continue;
+			}
+			if (++sw->next_user == sw->resolved[service_index].n_users) {
 				sw->next_user = 0;
 				sw->next_service++;
 			}
@@ -157,6 +169,48 @@ tick(struct sweep *sw)
 {
 	if (sw->hooks != NULL && sw->hooks->tick != NULL)
 		sw->hooks->tick(sw->hooks->arg, &sw->st.progress);
+}
+
+static void
+tick_arg(void *arg)
+{
+	tick(arg);
+}
+
+/*
+ * Lists the dimensions of the services whose users are not known yet, and
+ * resolves their users; stops early if the sweep cannot go on.  Once all
+ * are known, the users are recorded for sync_health.
+ */
+static void
+resolve_services(struct sweep *sw)
+{
+	struct sweep_state *st = &sw->st;
+	struct settings_service *recorded;
+	size_t total = 0;
+
+	while (sw->n_resolved < st->s->n_services && sweep_state_may_work(st)) {
+		struct settings_service *svc = &sw->resolved[sw->n_resolved];
+
+		if (!dimension_sync_service(st, sw->n_resolved, tick_arg, sw, &svc->users,
+					    &svc->n_users))
+			return;
+		svc->sid = st->s->services[sw->n_resolved].sid;
+		sw->n_resolved++;
+	}
+	if (sw->n_resolved < st->s->n_services)
+		return;
+	recorded = xcalloc(st->s->n_services, sizeof(*recorded));
+	for (size_t i = 0; i < sw->n_resolved; i++) {
+		/* Users as configured; for users = "all", those listed. */
+		recorded[i] = st->s->services[i].all_users ? sw->resolved[i] : st->s->services[i];
+		total += sw->resolved[i].n_users;
+	}
+	if (!run_record_config(st->db, st->s->interval, recorded, sw->n_resolved))
+		log_warning("could not record the users: %s", db_error(st->db));
+	free(recorded);
+	st->progress.users_total = total;
+	metrics_sweep_users(st->metrics, total);
 }
 
 /* Waits out a backoff in short naps, so a stop request is seen at once. */
@@ -489,8 +543,6 @@ sweep_begin(struct sweep *sw)
 		log_error("could not begin a sweep: %s", db_error(st->db));
 		return false;
 	}
-	if (!run_record_config(st->db, st->s))
-		log_warning("could not record the configured users: %s", db_error(st->db));
 	st->progress.run_id = st->run_id;
 	st->progress.users_total = settings_user_count(st->s);
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",
@@ -500,6 +552,7 @@ sweep_begin(struct sweep *sw)
 	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
 	sw->lookahead = cursor_lookahead_new();
+	sw->resolved = xcalloc(st->s->n_services, sizeof(*sw->resolved));
 	metrics_sweep_users(st->metrics, st->progress.users_total);
 	metrics_sweep_started(st->metrics);
 	return true;
@@ -512,6 +565,12 @@ sweep_end(struct sweep *sw)
 	commit_queue_free(sw->st.commits);
 	cursor_lookahead_free(sw->lookahead);
 	free(sw->st.service_failed);
+	for (size_t i = 0; i < sw->n_resolved; i++) {
+		for (size_t j = 0; j < sw->resolved[i].n_users; j++)
+			free(sw->resolved[i].users[j]);
+		free(sw->resolved[i].users);
+	}
+	free(sw->resolved);
 }
 
 enum sweep_result
@@ -540,6 +599,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 			break;
 		if (sw.st.taken_over)
 			break;
+		if (sw.n_resolved < s->n_services && !any_listing_busy(&sw))
+			resolve_services(&sw);
 		fill_listings(&sw);
 		commit_queue_send(sw.st.commits);
 		wait = run_due_retries(&sw, TURN_MS);

@@ -26,6 +26,47 @@ twilio_sid_valid(const char *s, const char *prefix)
 	return true;
 }
 
+/* Reads n digits at s into *v; false if any is not a digit. */
+static bool
+digits(const char *s, int n, int *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return false;
+		*v = *v * 10 + (s[i] - '0');
+	}
+	return true;
+}
+
+bool
+twilio_date_valid(const char *s)
+{
+	int year, month, day, hour, minute, second, oh, om;
+	const char *z;
+
+	if (s == NULL || strlen(s) < 20 || !digits(s, 4, &year) || s[4] != '-' ||
+	    !digits(s + 5, 2, &month) || s[7] != '-' || !digits(s + 8, 2, &day) || s[10] != 'T' ||
+	    !digits(s + 11, 2, &hour) || s[13] != ':' || !digits(s + 14, 2, &minute) ||
+	    s[16] != ':' || !digits(s + 17, 2, &second))
+		return false;
+	if (year < 1 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 ||
+	    minute > 59 || second > 60)
+		return false;
+	z = s + 19;
+	if (*z == '.') {
+		do
+			z++;
+		while (isdigit((unsigned char)*z));
+		if (!isdigit((unsigned char)z[-1]))
+			return false;
+	}
+	if (strcmp(z, "Z") == 0)
+		return true;
+	return (z[0] == '+' || z[0] == '-') && digits(z + 1, 2, &oh) && z[3] == ':' &&
+	       digits(z + 4, 2, &om) && z[6] == '\0' && oh < 24 && om < 60;
+}
+
 bool
 twilio_status_known(const char *status)
 {

@@ -20,6 +20,12 @@ bool twilio_sid_valid(const char *s, const char *prefix);
 bool twilio_status_known(const char *status);
 
 /*
+ * True if s is a date as the API writes them, ISO 8601 with a zone:
+ * "2015-07-30T20:00:00Z" (fractions of a second and "+hh:mm" allowed).
+ */
+bool twilio_date_valid(const char *s);
+
+/*
  * Describes an HTTP error for a person: "HTTP 404", or, when body is
  * Twilio's {"code": N, "message": "..."} error, "HTTP 404 (Twilio error
  * 20404: ...)" with the message reduced to printable ASCII, so that a body

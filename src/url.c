@@ -215,17 +215,24 @@ url_check_proxy(const char *proxy, char *err, size_t errsz)
 }
 
 char *
-url_first_page(const char *base, const char *service_sid, const char *user, int page_size)
+url_service(const char *base, const char *service_sid, const char *rest)
 {
 	size_t base_len = strlen(base);
-	char *enc = url_encode_segment(user);
-	char *url;
 
 	if (base_len > 0 && base[base_len - 1] == '/')
 		base_len--;
-	url = xasprintf("%.*s/v1/Services/%s/Users/%s/Channels?PageSize=%d", (int)base_len, base,
-			service_sid, enc, page_size);
+	return xasprintf("%.*s/v1/Services/%s%s", (int)base_len, base, service_sid, rest);
+}
+
+char *
+url_first_page(const char *base, const char *service_sid, const char *user, int page_size)
+{
+	char *enc = url_encode_segment(user);
+	char *rest = xasprintf("/Users/%s/Channels?PageSize=%d", enc, page_size);
+	char *url = url_service(base, service_sid, rest);
+
 	free(enc);
+	free(rest);
 	return url;
 }
 

@@ -39,6 +39,13 @@ bool url_check_proxy(const char *proxy, char *err, size_t errsz)
 	__attribute__((warn_unused_result));
 
 /*
+ * A resource of a service: BASE/v1/Services/SERVICE followed by rest (a
+ * path and query already encoded, e.g. "/Users?PageSize=1000", or "").
+ * base must have passed url_check_base.  Returns a string the caller owns.
+ */
+char *url_service(const char *base, const char *service_sid, const char *rest);
+
+/*
  * The first page of a user's channel list:
  * BASE/v1/Services/SERVICE/Users/USER/Channels?PageSize=N with USER encoded.
  * base must have passed url_check_base (a trailing '/' is tolerated).

@@ -237,13 +237,18 @@ fake_stop() {
 
 # write_config FILE USER...: a config for SERVICE_SID with those users.
 # Extra settings come from the environment: PAGE_SIZE, CONCURRENCY, SCHEMA,
-# MAX_RETRIES, BACKOFF_BASE_MS, MAX_BACKOFF, EXTRA (more groups, verbatim).
+# MAX_RETRIES, BACKOFF_BASE_MS, MAX_BACKOFF, DIMENSIONS (sync.dimensions:
+# false unless set, so that a test counts the requests of the users'
+# listings alone), SYNC_EXTRA (more keys of the sync group, verbatim), EXTRA
+# (more groups, verbatim).  The one user "all"
+# writes users = "all".
 write_config() {
 	local file=$1 u users=""
 	shift
 	for u in "$@"; do
 		users+="${users:+, }\"$u\""
 	done
+	[ "$*" = all ] && users='"all"' || users="[ $users ]"
 	cat >"$file" <<CONF
 twilio: {
   base_url = "$FAKE_URL";
@@ -258,7 +263,9 @@ twilio: {
 database: { conninfo = ""; schema = "${SCHEMA:-chatsync}"; };
 sync: {
   interval = 1;
-  services = ( { sid = "$SERVICE_SID"; users = [ $users ]; } );
+  services = ( { sid = "$SERVICE_SID"; users = $users; } );
+  dimensions = ${DIMENSIONS:-false};
+  ${SYNC_EXTRA:-}
 };
 log: { level = "info"; };
 ${EXTRA:-}

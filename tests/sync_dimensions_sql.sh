@@ -312,8 +312,8 @@ is "$(w "SELECT user_key FROM sync_resolve_users('$S', NULL, true)" | paste -sd,
 	"with p_all: every user of the service not deleted, by User SID"
 is "$(w "SELECT count(*) FROM sync_resolve_users('$S', '{}', false)")" 0 "no users, no keys"
 page "$M" kim true - CH1 joined
-is "$(as $((epoch - 1)) "SELECT count(*) FROM sync_resolve_users('$S', '{kim}', false)")|$(keyed kim)" "0|1|0|0|1|0" \
-	"a session fenced out resolves nothing and merges nothing"
+is "$(as $((epoch - 1)) "SELECT count(*) || ':' || count(user_key) FROM sync_resolve_users('$S', '{kim}', false)")|$(keyed kim)" "1:0|1|0|0|1|0" \
+	"a session fenced out gets one NULL row (refused), and nothing is merged"
 is "$(as $((epoch - 1)) "SELECT coalesce(sync_merge_user('$S', 'kim', '$U10')::text, 'null')")|$(keyed kim)" "null|1|0|0|1|0" \
 	"nor does sync_merge_user()"
 

@@ -121,11 +121,13 @@ dup_or_null(const char *s)
 }
 
 static bool
-record(void *arg, const struct membership *m, const char *reject)
+record(void *arg, const struct page_entry *e, const char *reject)
 {
 	struct recorder *r = arg;
+	struct membership row, *m = &row;
 	struct rec *x;
 
+	membership_from_entry(e, m);
 	r->rows = realloc(r->rows, (r->n + 1) * sizeof(*r->rows));
 	if (r->rows == NULL)
 		abort();
@@ -319,7 +321,7 @@ parse(struct run *r, const struct page_parser_limits *limits, const char *body, 
 	struct page_parser *p;
 
 	memset(r, 0, sizeof(*r));
-	p = page_parser_new(limits, record, &r->rec);
+	p = page_parser_new(&membership_schema, limits, record, &r->rec);
 	run_parser(p, r, body, len, chunk, max_random);
 	page_parser_free(p);
 }
@@ -414,7 +416,7 @@ test_empty_feeds(void)
 	struct recorder rec = {0};
 	bool all;
 
-	p = page_parser_new(&roomy, record, &rec);
+	p = page_parser_new(&membership_schema, &roomy, record, &rec);
 	all = page_parser_feed(p, page_json, 0) && page_parser_feed(p, page_json, half) &&
 	      page_parser_feed(p, page_json + half, 0) &&
 	      page_parser_feed(p, page_json + half, len - half) && page_parser_finish(p);
@@ -551,9 +553,9 @@ test_rejected_rows(void)
 		is_int(r.rows, n, "entries (%s): page_parser_rows counts them all", how);
 		run_clear(&r);
 	}
-	is_str(page_parser_field_name(MEMBERSHIP_UNREAD), "unread_messages_count",
+	is_str(membership_field_name(MEMBERSHIP_UNREAD), "unread_messages_count",
 	       "field names: as the API spells them");
-	is_str(page_parser_field_name(MEMBERSHIP_CHANNEL_URL), "links.channel",
+	is_str(membership_field_name(MEMBERSHIP_CHANNEL_URL), "links.channel",
 	       "field names: links by their path");
 }
 
@@ -822,7 +824,7 @@ test_stop(void)
 
 		memset(&r, 0, sizeof(r));
 		r.rec.stop_at = 2;
-		p = page_parser_new(&roomy, record, &r.rec);
+		p = page_parser_new(&membership_schema, &roomy, record, &r.rec);
 		run_parser(p, &r, page_json, len, chunk, 0);
 		ok(!r.ok && r.feed_failed, "stop (chunks of %zu): page_parser_feed returns false",
 		   chunk);
@@ -853,7 +855,7 @@ test_reset(void)
 	static const char nometa[] = "{\"channels\":[]}";
 	size_t len = strlen(page_json);
 	struct recorder rec = {0};
-	struct page_parser *p = page_parser_new(&roomy, record, &rec);
+	struct page_parser *p = page_parser_new(&membership_schema, &roomy, record, &rec);
 	char why[128];
 	bool res;
 

@@ -324,6 +324,9 @@ test_defaults(void)
 	ok(s->auth_token_file == NULL, "no auth_token_file by default");
 	is_int(s->n_services, 1, "one service");
 	is_int(settings_user_count(s), 1, "one user");
+	ok(s->dimensions, "sync.dimensions is on by default");
+	ok(!s->store_attributes, "sync.store_attributes is off by default");
+	ok(!settings_discovers_users(s), "no discovery by default");
 	settings_free(s);
 
 	/* groups may be left out altogether */
@@ -504,6 +507,25 @@ test_users(void)
 					 "  );"});
 	if (s != NULL)
 		is_int(settings_user_count(s), 2, "the same user in two services counts twice");
+	settings_free(s);
+
+	refused("users a string other than \"all\"",
+		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
+					   "\"; users = \"al\"; } );"},
+		"\"al\"", "sync.services[0]");
+	s = accepted("users = \"all\"", &(struct conf){.services = "services = (\n"
+								   "    { sid = \"" SERVICE_A
+								   "\"; users = \"all\"; },\n"
+								   "    { sid = \"" SERVICE_B
+								   "\"; users = [ \"bob\" ]; }\n"
+								   "  );"});
+	if (s != NULL) {
+		ok(s->services[0].all_users && s->services[0].n_users == 0,
+		   "users = \"all\": the service's users are discovered, none configured");
+		ok(!s->services[1].all_users, "a list of users: no discovery");
+		is_int(settings_user_count(s), 1, "discovered users are not counted as configured");
+		ok(settings_discovers_users(s), "settings_discovers_users: a service says \"all\"");
+	}
 	settings_free(s);
 }
 

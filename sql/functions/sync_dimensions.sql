@@ -4,7 +4,7 @@
 --
 -- Each page is committed with one call, on a session that carries the
 -- writer's fencing epoch (see sync_fence.sql): a session fenced out changes
--- nothing and gets NULL counts (no rows from sync_resolve_users()).  A row
+-- nothing and gets NULL counts (one NULL row from sync_resolve_users()).  A row
 -- is written only when one of its values changed: an unchanged listing
 -- writes nothing to services, users or channels, only its cursor moves.
 -- first_seen_at is set when a row is first stored, updated_at whenever a
@@ -411,7 +411,7 @@ $fn$;
 -- several users with that identity, the one not deleted, else the last
 -- updated, then the greatest User SID, as in the view user_keys), and what
 -- is stored under the identity is merged into it (sync_merge_user()); an
--- identity it does not know stays as it is.  No rows, and nothing merged,
+-- identity it does not know stays as it is.  One NULL row, nothing merged,
 -- if the session is fenced out.
 CREATE OR REPLACE FUNCTION sync_resolve_users(p_service text, p_users text[], p_all boolean)
 RETURNS TABLE (user_key text)
@@ -424,6 +424,8 @@ DECLARE
     v_sid        text;
 BEGIN
     IF sync_fence_stale() THEN
+        user_key := NULL;  -- one NULL row: refused, nothing merged
+        RETURN NEXT;
         RETURN;
     END IF;
     IF p_all THEN

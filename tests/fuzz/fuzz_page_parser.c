@@ -5,6 +5,7 @@
  * fuzzer explores chunk boundaries as well as content.  Every row handed
  * back is checked for the invariants the writer relies on.
  */
+#include "membership.h"
 #include "page_parser.h"
 #include "twilio.h"
 
@@ -22,9 +23,12 @@ static const struct page_parser_limits limits = {
 static size_t rows;
 
 static bool
-check_row(void *arg, const struct membership *m, const char *reject)
+check_row(void *arg, const struct page_entry *e, const char *reject)
 {
+	struct membership row, *m = &row;
+
 	(void)arg;
+	membership_from_entry(e, m);
 	rows++;
 	if (reject == NULL && !twilio_sid_valid(m->channel_sid, "CH"))
 		abort(); /* an accepted row must have a valid channel SID */
@@ -45,7 +49,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	if (p == NULL)
-		p = page_parser_new(&limits, check_row, NULL);
+		p = page_parser_new(&membership_schema, &limits, check_row, NULL);
 	page_parser_reset(p);
 	rows = 0;
 	chunk = (size_t)data[0] % 64 + 1;
