@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "db.h"
+#include "dimension.h"
 #include "log.h"
 #include "mem.h"
 #include "page_batch.h"
@@ -84,6 +85,10 @@ push_front(struct commit_queue *q, struct commit *c)
 static bool
 send_on(struct writer *w, struct commit *c)
 {
+	if (c->dimension >= 0) {
+		c->unchanged_sent = false;
+		return dimension_send_page(w->db, (enum dimension)c->dimension, c->batch, &c->page);
+	}
 	c->unchanged_sent = c->page.digest != NULL && strcmp(c->page.digest, c->known_digest) == 0;
 	if (c->unchanged_sent)
 		return store_send_unchanged(w->db, c->batch, &c->page);
@@ -158,7 +163,9 @@ collect(struct commit_queue *q, struct writer *w, bool wait)
 		PQclear(res); /* the owner forgot it meanwhile */
 		return;
 	}
-	if (c->unchanged_sent)
+	if (c->dimension >= 0)
+		committed = dimension_page_result(w->db, res, &counts);
+	else if (c->unchanged_sent)
 		committed = store_unchanged_result(w->db, res, &applied, &counts);
 	else
 		committed = store_page_result(w->db, res, &counts);

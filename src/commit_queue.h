@@ -23,6 +23,7 @@ struct page_batch;
 struct commit {
 	struct store_page page; /* page.digest: set for a whole one-page listing */
 	struct page_batch *batch;
+	int dimension; /* a page of a dimension listing (enum dimension), or -1: memberships */
 	char known_digest[33]; /* the cursor's digest of the listing, "" if none */
 	void *owner;
 	bool unchanged_sent; /* sent without its rows */

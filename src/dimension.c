@@ -152,15 +152,14 @@ dimension_batch_add(enum dimension d, struct page_batch *b, const struct page_en
 }
 
 bool
-dimension_store_page(struct db *db, enum dimension d, struct page_batch *b,
-		     const struct dimension_page *page, struct store_counts *out)
+dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
+		    const struct store_page *page)
 {
 	const struct page_schema *schema = &schemas[d];
 	char run_id[24], requests[16], retries[16];
 	const char *params[4 + PAGE_MAX_FIELDS + 2];
 	int n = 0;
 	bool ok = true;
-	PGresult *res;
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
@@ -171,33 +170,43 @@ dimension_store_page(struct db *db, enum dimension d, struct page_batch *b,
 		params[n++] = page->first_page ? "t" : "f";
 		params[n++] = page->next_url;
 	}
-	/* The service's statement takes every column and picks its element from each. */
+	/* The service's statement takes every column but the SID, and picks its element. */
 	for (unsigned i = d == DIMENSION_SERVICE ? 1 : 0; i < schema->n_fields; i++) {
 		params[n] = page_batch_column(b, i);
 		ok = ok && params[n++] != NULL;
 	}
 	params[n++] = requests;
 	params[n++] = retries;
-	if (!ok) {
+	if (!ok)
 		db_set_error(db, "the page is too large to send");
-		return false;
-	}
-	res = db_exec_prepared(db, statements[d].name, statements[d].sql, n, params);
+	/* libpq copies the parameters into its output buffer before this returns. */
+	ok = ok && db_send_prepared(db, statements[d].name, statements[d].sql, n, params);
 	page_batch_reopen(b);
-	if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
-		PQclear(res);
-		return false;
+	return ok;
+}
+
+bool
+dimension_page_result(struct db *db, PGresult *res, struct store_counts *out)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
+	if (ok && PQntuples(res) != 1) {
+		db_set_error(db, "storing a page of a dimension listing returned %d rows, not one",
+			     PQntuples(res));
+		ok = false;
 	}
-	memset(out, 0, sizeof(*out));
-	out->refused = PQntuples(res) != 1 || PQgetisnull(res, 0, 0);
-	if (!out->refused) {
-		out->inserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-		out->updated = strtol(PQgetvalue(res, 0, 1), NULL, 10);
-		out->unchanged = strtol(PQgetvalue(res, 0, 2), NULL, 10);
-		out->deleted = strtol(PQgetvalue(res, 0, 3), NULL, 10);
+	if (ok) {
+		memset(out, 0, sizeof(*out));
+		out->refused = PQgetisnull(res, 0, 0);
+		if (!out->refused) {
+			out->inserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+			out->updated = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+			out->unchanged = strtol(PQgetvalue(res, 0, 2), NULL, 10);
+			out->deleted = strtol(PQgetvalue(res, 0, 3), NULL, 10);
+		}
 	}
 	PQclear(res);
-	return true;
+	return ok;
 }
 
 bool

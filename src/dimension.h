@@ -5,13 +5,15 @@
  * of them is stored: one call of sync_service_row(), sync_users_page() or
  * sync_channels_page() (see sql/functions/sync_dimensions.sql), which also
  * moves the listing's cursor (sync_dimension_cursors) in the same
- * transaction.  It knows nothing of HTTP.
+ * transaction.  The listings themselves are walked like a user's (see
+ * listing.c).  It knows nothing of HTTP.
  */
 #ifndef CHATSYNC_DIMENSION_H
 #define CHATSYNC_DIMENSION_H
 
 #include "page_parser.h"
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +23,7 @@ struct cursor_position;
 struct db;
 struct page_batch;
 struct store_counts;
+struct store_page;
 
 enum dimension {
 	DIMENSION_SERVICE,  /* GET /v1/Services/{IS}: one entry */
@@ -52,23 +55,22 @@ bool dimension_batch_add(enum dimension d, struct page_batch *b, const struct pa
 			 bool store_attributes, unsigned *drifted)
 	__attribute__((warn_unused_result));
 
-/* What a page of a dimension listing is, besides its entries. */
-struct dimension_page {
-	int64_t run_id;
-	const char *service_sid;
-	bool first_page;
-	const char *next_url; /* NULL: the listing's last page */
-	unsigned requests;    /* HTTP requests and retries to count in the run */
-	unsigned retries;
-};
+/*
+ * Sends a page of the listing, as page describes it (its digest unused), to
+ * be stored with the listing's cursor in one transaction, without waiting
+ * (see db_send_prepared); the batch may be reused at once.  On failure the
+ * reason is in db_error(db).
+ */
+bool dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
+			 const struct store_page *page) __attribute__((warn_unused_result));
 
 /*
- * Stores a page and moves the listing's cursor, in one transaction.
- * out->refused: another chatsyncd holds the schema, nothing was stored.
- * On failure the reason is in db_error(db).
+ * Reads the outcome of a page sent with dimension_send_page from its result
+ * (this function clears it).  out->refused: another chatsyncd holds the
+ * schema, nothing was stored.  False, with the reason in db_error(db), if
+ * the page was not stored.
  */
-bool dimension_store_page(struct db *db, enum dimension d, struct page_batch *b,
-			  const struct dimension_page *page, struct store_counts *out)
+bool dimension_page_result(struct db *db, PGresult *res, struct store_counts *out)
 	__attribute__((warn_unused_result));
 
 /* Where the listing stands for the sweep run_id; out->next_url is the caller's. */

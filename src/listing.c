@@ -10,6 +10,7 @@
 #include "commit_queue.h"
 #include "cursor.h"
 #include "db.h"
+#include "dimension.h"
 #include "http.h"
 #include "log.h"
 #include "mem.h"
@@ -64,8 +65,14 @@ struct listing {
 	char known_digest[33];	  /* the digest of the user's last one-page listing, or "" */
 	unsigned drift_logged;	  /* membership fields already logged as drifted in this listing */
 	struct url_seen *fetched; /* the pages fetched in this listing */
-	struct page_parser *parser;
+	int dimension;		  /* the dimension listed (enum dimension), or -1: a user's */
+	struct page_parser_limits limits;
+	struct page_parser *parser; /* of the listing in progress: one of those below */
 	struct page_batch *batch;
+	struct page_parser *membership_parser;
+	struct page_batch *membership_batch;
+	struct page_parser *dimension_parser[DIMENSIONS]; /* made when first needed */
+	struct page_batch *dimension_batch[DIMENSIONS];
 	struct commit commit;
 };
 
@@ -129,6 +136,40 @@ on_row(void *arg, const struct page_entry *e, const char *reject)
 			l->service_sid, l->user_esc, l->page_no, m->channel_sid,
 			log_escape(esc, sizeof(esc), m->status));
 	return page_batch_add(l->batch, m);
+}
+
+/* An entry of a dimension listing. */
+static bool
+on_dimension_entry(void *arg, const struct page_entry *e, const char *reject)
+{
+	struct listing *l = arg;
+	enum dimension d = (enum dimension)l->dimension;
+	const struct page_schema *schema = dimension_schema(d);
+	unsigned drifted, fresh;
+	char esc[128];
+
+	if (reject == NULL && d == DIMENSION_SERVICE && strcmp(e->str[0], l->service_sid) != 0)
+		reject = "sid is not the service asked for";
+	if (reject != NULL) {
+		l->rejected++;
+		log_warning("service %s %s listing page %u: rejected an entry: %s (sid \"%s\")",
+			    l->service_sid, dimension_name(d), l->page_no, reject,
+			    log_escape(esc, sizeof(esc), e->str[0]));
+		return true;
+	}
+	if (!dimension_batch_add(d, l->batch, e, l->st->s->store_attributes, &drifted))
+		return false;
+	fresh = drifted & ~l->drift_logged;
+	for (unsigned i = 0; fresh != 0 && i < schema->n_fields; i++) {
+		if ((fresh & (1u << i)) != 0)
+			log_warning(
+				"service %s %s listing page %u: %s: %s has an unexpected type or "
+				"value; stored as NULL (not logged again in this listing)",
+				l->service_sid, dimension_name(d), l->page_no, e->str[0],
+				schema->fields[i].name);
+	}
+	l->drift_logged |= drifted;
+	return true;
 }
 
 static bool
@@ -199,6 +240,42 @@ record_failure(struct sweep_state *st, const char *service_sid, const char *user
 		  db_error(st->db));
 }
 
+/* The dimension listing ended (complete or failed): the sweep hears of it. */
+static void
+dimension_ended(struct listing *l)
+{
+	struct sweep_state *st = l->st;
+	size_t service_index = l->service_index;
+	int d = l->dimension;
+
+	listing_release(l);
+	if (st->dimension_ended != NULL)
+		st->dimension_ended(st->dimension_ended_arg, service_index, d);
+}
+
+/* The dimension listing failed: logged, and recorded on its cursor and in sync_errors. */
+static void
+dimension_failed(struct listing *l, const struct cursor_error *e)
+{
+	struct sweep_state *st = l->st;
+	enum dimension d = (enum dimension)l->dimension;
+
+	log_warning("service %s: the %s listing failed: %s", l->service_sid, dimension_name(d),
+		    e->message);
+	st->service_failed[l->service_index] = true;
+	if (dimension_record_failure(st->db, st->run_id, l->service_sid, d, e)) {
+		l->requests = l->retries = 0;
+	} else if (!db_alive(st->db)) {
+		sweep_state_lost(st, st->db);
+		listing_release(l); /* listed again once the database is back */
+		return;
+	} else {
+		log_error("service %s: could not record the failure of the %s listing: %s",
+			  l->service_sid, dimension_name(d), db_error(st->db));
+	}
+	dimension_ended(l);
+}
+
 static void fail_user(struct listing *l, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -214,6 +291,10 @@ fail_user(struct listing *l, const char *kind, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	if (l->dimension >= 0) {
+		dimension_failed(l, &e);
+		return;
+	}
 	log_warning("service %s user \"%s\": %s", l->service_sid, l->user_esc, reason);
 	st->service_failed[l->service_index] = true;
 	user_done(st, l->service_sid, false);
@@ -296,6 +377,23 @@ listing_commit_refused(struct commit *c)
 	listing_release(l);
 }
 
+/* A page was committed and another follows: fetch it. */
+static void
+next_page(struct listing *l)
+{
+	if (!sweep_state_may_work(l->st)) {
+		listing_release(l);
+		return;
+	}
+	free(l->url);
+	l->url = l->next_url;
+	l->next_url = NULL;
+	l->first_page = false;
+	l->page_no++;
+	l->attempts = 0;
+	fetch_page(l);
+}
+
 /* The page was committed: move on to the next page, or finish. */
 void
 listing_committed(struct commit *c, const struct store_counts *counts)
@@ -304,6 +402,20 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 	struct sweep_state *st = l->st;
 
 	l->state = LISTING_FETCHING; /* out of the queue: nothing to forget there */
+	if (l->dimension >= 0) {
+		log_debug("service %s %s listing page %u: %zu entries, %ld inserted, %ld updated, "
+			  "%ld unchanged, %ld deleted, %u rejected",
+			  l->service_sid, dimension_name((enum dimension)l->dimension), l->page_no,
+			  page_batch_rows(l->batch), counts->inserted, counts->updated,
+			  counts->unchanged, counts->deleted, l->rejected);
+		l->requests = l->retries = 0;
+		if (l->next_url == NULL) {
+			dimension_ended(l);
+			return;
+		}
+		next_page(l);
+		return;
+	}
 	st->progress.pages++;
 	st->progress.rows += page_batch_rows(l->batch) + l->rejected;
 	metrics_page(st->metrics, l->service_sid, (long)(page_batch_rows(l->batch) + l->rejected),
@@ -320,17 +432,7 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 		listing_release(l);
 		return;
 	}
-	if (!sweep_state_may_work(st)) {
-		listing_release(l);
-		return;
-	}
-	free(l->url);
-	l->url = l->next_url;
-	l->next_url = NULL;
-	l->first_page = false;
-	l->page_no++;
-	l->attempts = 0;
-	fetch_page(l);
+	next_page(l);
 }
 
 /* Hands the page to the commit queue, with what it needs to commit it. */
@@ -338,7 +440,8 @@ static void
 queue_commit(struct listing *l)
 {
 	struct commit *c = &l->commit;
-	bool whole = l->first_page && l->next_url == NULL; /* a one-page listing */
+	/* A user's one-page listing: skipped by the server if its digest is the cursor's. */
+	bool whole = l->first_page && l->next_url == NULL && l->dimension < 0;
 
 	if (whole)
 		page_batch_digest(l->batch, l->digest);
@@ -354,6 +457,7 @@ queue_commit(struct listing *l)
 		.digest = whole ? l->digest : NULL,
 	};
 	c->batch = l->batch;
+	c->dimension = l->dimension;
 	c->owner = l;
 	memcpy(c->known_digest, l->known_digest, sizeof(c->known_digest));
 	l->state = LISTING_COMMITTING;
@@ -394,7 +498,8 @@ page_received(struct listing *l)
 			  page_parser_error(l->parser));
 		return;
 	}
-	next = page_parser_next_url(l->parser);
+	/* The service is one object, without meta. */
+	next = l->dimension == DIMENSION_SERVICE ? NULL : page_parser_next_url(l->parser);
 	/* The API may name this page differently from the URL we asked for. */
 	if (page_parser_self_url(l->parser) != NULL)
 		url_seen_add(l->fetched, page_parser_self_url(l->parser));
@@ -458,7 +563,8 @@ auth_failed(struct listing *l, const struct http_result *res)
 	st->auth_failed = true;
 	st->service_failed[l->service_index] = true;
 	/* Not this user's fault: the sweep stays open and tries it again first. */
-	if (!cursor_record_error(st->db, st->run_id, l->service_sid, l->user, &e, false)) {
+	if (l->dimension < 0 &&
+	    !cursor_record_error(st->db, st->run_id, l->service_sid, l->user, &e, false)) {
 		if (!db_alive(st->db))
 			sweep_state_lost(st, st->db);
 		else
@@ -520,7 +626,7 @@ on_done(void *arg, const struct http_result *res)
 			  res->error);
 	else if (resumed_page_refused(l, res))
 		restart_listing(l, res);
-	else if (res->status == 404 && l->page_no == 1)
+	else if (res->status == 404 && l->page_no == 1 && l->dimension < 0)
 		fail_user(l, "http 404", "user not found: could not fetch page 1: %s", res->error);
 	else
 		fail_user(l, http_kind(res, kind, sizeof(kind)), "could not fetch page %u: %s",
@@ -556,9 +662,11 @@ listing_new(struct sweep_state *st)
 	struct listing *l = xcalloc(1, sizeof(*l));
 
 	l->st = st;
-	l->parser = page_parser_new(&membership_schema, &limits, on_row, l);
-	l->batch = page_batch_new();
+	l->limits = limits;
+	l->membership_parser = page_parser_new(&membership_schema, &limits, on_row, l);
+	l->membership_batch = page_batch_new();
 	l->fetched = url_seen_new(LOOP_MEMORY);
+	l->dimension = -1;
 	return l;
 }
 
@@ -568,8 +676,12 @@ listing_free(struct listing *l)
 	if (l == NULL)
 		return;
 	listing_release(l);
-	page_parser_free(l->parser);
-	page_batch_free(l->batch);
+	page_parser_free(l->membership_parser);
+	page_batch_free(l->membership_batch);
+	for (int d = 0; d < DIMENSIONS; d++) {
+		page_parser_free(l->dimension_parser[d]);
+		page_batch_free(l->dimension_batch[d]);
+	}
 	url_seen_free(l->fetched);
 	free(l);
 }
@@ -594,18 +706,16 @@ resume_url_ok(struct listing *l, const struct cursor_position *pos)
 	return false;
 }
 
-void
-listing_start(struct listing *l, size_t service_index, const char *user,
-	      struct cursor_position *pos)
+/* Starts a listing whose first page is first_url (taken over) from pos. */
+static void
+start(struct listing *l, size_t service_index, const char *user, char *first_url,
+      struct cursor_position *pos)
 {
-	const struct settings *s = l->st->s;
-	const char *service_sid = s->services[service_index].sid;
-
 	l->service_index = service_index;
-	l->service_sid = service_sid;
+	l->service_sid = l->st->s->services[service_index].sid;
 	l->user = user;
 	log_escape(l->user_esc, sizeof(l->user_esc), user);
-	l->first_url = url_first_page(s->base_url, service_sid, user, s->page_size);
+	l->first_url = first_url;
 	if (pos->start == CURSOR_RESUME && !resume_url_ok(l, pos)) {
 		pos->start = CURSOR_FIRST_PAGE;
 		pos->pages_done = 0;
@@ -622,10 +732,49 @@ listing_start(struct listing *l, size_t service_index, const char *user,
 	l->drift_logged = 0;
 	url_seen_clear(l->fetched);
 	if (!l->first_page)
-		log_info("service %s user \"%s\": resuming at page %u", service_sid, l->user_esc,
+		log_info("service %s user \"%s\": resuming at page %u", l->service_sid, l->user_esc,
 			 l->page_no);
-	l->st->progress.users_started++;
 	fetch_page(l);
+}
+
+void
+listing_start(struct listing *l, size_t service_index, const char *user,
+	      struct cursor_position *pos)
+{
+	const struct settings *s = l->st->s;
+
+	l->dimension = -1;
+	l->parser = l->membership_parser;
+	l->batch = l->membership_batch;
+	l->st->progress.users_started++;
+	start(l, service_index, user,
+	      url_first_page(s->base_url, s->services[service_index].sid, user, s->page_size), pos);
+}
+
+/* How a dimension listing is named in the logs and in sync_errors: "@users". */
+static const char *const dimension_labels[DIMENSIONS] = {
+	[DIMENSION_SERVICE] = "@service",
+	[DIMENSION_USERS] = "@users",
+	[DIMENSION_CHANNELS] = "@channels",
+};
+
+void
+listing_start_dimension(struct listing *l, size_t service_index, enum dimension d,
+			struct cursor_position *pos)
+{
+	const struct settings *s = l->st->s;
+
+	if (l->dimension_parser[d] == NULL) {
+		l->dimension_parser[d] =
+			page_parser_new(dimension_schema(d), &l->limits, on_dimension_entry, l);
+		l->dimension_batch[d] = dimension_batch_new(d);
+	}
+	l->dimension = (int)d;
+	l->parser = l->dimension_parser[d];
+	l->batch = l->dimension_batch[d];
+	pos->digest[0] = '\0';
+	start(l, service_index, dimension_labels[d],
+	      dimension_first_url(d, s->base_url, s->services[service_index].sid), pos);
 }
 
 long

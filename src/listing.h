@@ -3,13 +3,15 @@
  *
  * A listing walks one user's pages: fetch, parse as the body streams in,
  * hand the page to the commit queue, follow next_page_url once it is
- * committed.  It decides what each failure means for its user: retry the
+ * committed.  A service's dimension listings (its users, its channels, the
+ * service itself) are walked the same way.  It decides what each failure means for its user: retry the
  * page later, restart from page 1, or fail the user (recorded on its
  * cursor).  The sweep decides which users are listed, and when.
  */
 #ifndef CHATSYNC_LISTING_H
 #define CHATSYNC_LISTING_H
 
+#include "dimension.h"
 #include "pacer.h"
 #include "sweep.h"
 
@@ -47,6 +49,13 @@ struct sweep_state {
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */
 	bool *service_failed;	      /* per configured service */
 	struct sweep_progress progress;
+	/*
+	 * A dimension listing (enum dimension) of a service ended, complete or
+	 * failed, in this sweep (not when it is dropped for a stop or a lost
+	 * database).
+	 */
+	void (*dimension_ended)(void *arg, size_t service_index, int dimension);
+	void *dimension_ended_arg;
 };
 
 /* The database is lost: db's error is kept as the reason, if it is the first one. */
@@ -74,6 +83,14 @@ void listing_free(struct listing *l);
  */
 void listing_start(struct listing *l, size_t service_index, const char *user,
 		   struct cursor_position *pos);
+
+/*
+ * Starts listing dimension d of service service_index from pos (see
+ * dimension_position), like a user's listing: the same retries, checks of
+ * next_page_url, and commits through the queue.
+ */
+void listing_start_dimension(struct listing *l, size_t service_index, enum dimension d,
+			     struct cursor_position *pos);
 
 /* Is the listing doing anything (fetching, waiting to retry, committing)? */
 bool listing_busy(const struct listing *l);

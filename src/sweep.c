@@ -19,7 +19,7 @@
 #include "commit_queue.h"
 #include "cursor.h"
 #include "db.h"
-#include "dimension_sync.h"
+#include "dimension.h"
 #include "http.h"
 #include "listing.h"
 #include "log.h"
@@ -58,13 +58,21 @@ struct sweep {
 	const struct sweep_hooks *hooks;
 	struct cursor_lookahead *lookahead;
 	/*
-	 * The services whose users are known for this sweep (the first
-	 * n_resolved of the configured ones), with the users to list: see
-	 * dimension_sync_service.
+	 * Per configured service, the users to list, known once its sid is set
+	 * (see resolve_service); n_resolved services are known.
 	 */
 	struct settings_service *resolved;
 	size_t n_resolved;
+	size_t next_job; /* the next dimension listing to start (see start_job) */
 };
+
+/*
+ * The dimension listings of each service, in the order they start: the
+ * users first, since the service's users are known only once that listing
+ * has ended.
+ */
+static const enum dimension job_order[DIMENSIONS] = {DIMENSION_USERS, DIMENSION_SERVICE,
+						     DIMENSION_CHANNELS};
 
 /* Starts the user's listing on l, or returns false if the user has nothing to do now. */
 static bool
@@ -104,10 +112,133 @@ slots_taken(const struct sweep *sw)
 	return n;
 }
 
+/* Are there users to start now (of a service whose users are known)? */
 static bool
 users_left(const struct sweep *sw)
 {
-	return sw->next_service < sw->n_resolved;
+	return sw->next_service < sw->st.s->n_services &&
+	       sw->resolved[sw->next_service].sid != NULL;
+}
+
+/* Records the users of the sweep for sync_health, once every service's are known. */
+static void
+record_users(struct sweep *sw)
+{
+	struct sweep_state *st = &sw->st;
+	struct settings_service *recorded = xcalloc(st->s->n_services, sizeof(*recorded));
+	size_t total = 0;
+
+	for (size_t i = 0; i < st->s->n_services; i++) {
+		/* Users as configured; for users = "all", those listed. */
+		recorded[i] = st->s->services[i].all_users ? sw->resolved[i] : st->s->services[i];
+		total += sw->resolved[i].n_users;
+	}
+	if (!run_record_config(st->db, st->s->interval, recorded, st->s->n_services))
+		log_warning("could not record the users: %s", db_error(st->db));
+	free(recorded);
+	st->progress.users_total = total;
+	metrics_sweep_users(st->metrics, total);
+}
+
+/*
+ * The users of service i become known: its users listing has ended (or is
+ * off).  An identity the users listing knows becomes its User SID, and for
+ * users = "all" the users are those listed (see dimension_resolve_users).
+ */
+static void
+resolve_service(struct sweep *sw, size_t i)
+{
+	struct sweep_state *st = &sw->st;
+	const struct settings_service *svc = &st->s->services[i];
+	struct settings_service *out = &sw->resolved[i];
+
+	if (out->sid != NULL)
+		return;
+	if (!dimension_resolve_users(st->db, svc->sid, svc->users, svc->n_users, svc->all_users,
+				     &out->users, &out->n_users)) {
+		if (!db_alive(st->db)) {
+			sweep_state_lost(st, st->db); /* resolved again once it is back */
+			return;
+		}
+		log_warning("service %s: could not resolve its users (%s); listing them as "
+			    "configured",
+			    svc->sid, db_error(st->db));
+		out->n_users = svc->n_users;
+		out->users = xcalloc(svc->n_users + 1, sizeof(char *));
+		for (size_t j = 0; j < svc->n_users; j++)
+			out->users[j] = xstrdup(svc->users[j]);
+	}
+	for (size_t j = 0; j < out->n_users; j++) {
+		if (out->users[j][0] == '\0') {
+			/* The answer to a session fenced out: nothing was merged. */
+			for (size_t k = 0; k < out->n_users; k++)
+				free(out->users[k]);
+			free(out->users);
+			out->users = NULL;
+			out->n_users = 0;
+			st->fenced_out = true;
+			st->db_lost = true;
+			return;
+		}
+	}
+	if (svc->all_users && out->n_users == 0)
+		log_warning("service %s: users = \"all\", but its users listing has no user%s",
+			    svc->sid, st->s->dimensions ? "" : " (sync.dimensions is off)");
+	out->sid = svc->sid;
+	if (++sw->n_resolved == st->s->n_services)
+		record_users(sw);
+}
+
+static void
+on_dimension_ended(void *arg, size_t service_index, int dimension)
+{
+	if (dimension == DIMENSION_USERS)
+		resolve_service(arg, service_index);
+}
+
+static size_t
+dimension_jobs(const struct sweep *sw)
+{
+	return sw->st.s->dimensions ? sw->st.s->n_services * DIMENSIONS : 0;
+}
+
+/*
+ * Starts dimension listing `job` (of service job / DIMENSIONS) on l; false
+ * if it has nothing to do in this sweep (then, for a users listing, the
+ * service's users are resolved).
+ */
+static bool
+start_job(struct sweep *sw, struct listing *l, size_t job)
+{
+	struct sweep_state *st = &sw->st;
+	size_t service_index = job / DIMENSIONS;
+	enum dimension d = job_order[job % DIMENSIONS];
+	const char *sid = st->s->services[service_index].sid;
+	struct cursor_position pos;
+
+	if (!dimension_position(st->db, st->run_id, sid, d, &pos)) {
+		if (!db_alive(st->db)) {
+			sweep_state_lost(st, st->db);
+			return false;
+		}
+		log_warning("service %s: could not read the cursor of the %s listing: %s", sid,
+			    dimension_name(d), db_error(st->db));
+		pos.start = CURSOR_SKIP;
+	}
+	if (pos.start == CURSOR_SKIP) {
+		on_dimension_ended(sw, service_index, (int)d);
+		return false;
+	}
+	listing_start_dimension(l, service_index, d, &pos);
+	return true;
+}
+
+/* Without the dimension listings, each service's users are resolved at once. */
+static void
+resolve_without_listings(struct sweep *sw)
+{
+	for (size_t i = 0; i < sw->st.s->n_services && sweep_state_may_work(&sw->st); i++)
+		resolve_service(sw, i);
 }
 
 /*
@@ -122,9 +253,16 @@ fill_listings(struct sweep *sw)
 	for (size_t i = 0; i < sw->n_listings && busy < sw->st.pacer.limit; i++) {
 		struct listing *l = sw->listings[i];
 
-		while (!listing_busy(l) && sweep_state_may_work(&sw->st) && users_left(sw)) {
+		while (!listing_busy(l) && sweep_state_may_work(&sw->st)) {
 			size_t service_index = sw->next_service, user_index = sw->next_user;
 
+			if (sw->next_job < dimension_jobs(sw)) {
+				if (start_job(sw, l, sw->next_job++))
+					busy += listing_holds_slot(l);
+				continue;
+			}
+			if (!users_left(sw))
+				return;
 			if (sw->resolved[service_index].n_users == 0) {
 				sw->next_service++; /* no user to list */
 				continue;
@@ -169,48 +307,6 @@ tick(struct sweep *sw)
 {
 	if (sw->hooks != NULL && sw->hooks->tick != NULL)
 		sw->hooks->tick(sw->hooks->arg, &sw->st.progress);
-}
-
-static void
-tick_arg(void *arg)
-{
-	tick(arg);
-}
-
-/*
- * Lists the dimensions of the services whose users are not known yet, and
- * resolves their users; stops early if the sweep cannot go on.  Once all
- * are known, the users are recorded for sync_health.
- */
-static void
-resolve_services(struct sweep *sw)
-{
-	struct sweep_state *st = &sw->st;
-	struct settings_service *recorded;
-	size_t total = 0;
-
-	while (sw->n_resolved < st->s->n_services && sweep_state_may_work(st)) {
-		struct settings_service *svc = &sw->resolved[sw->n_resolved];
-
-		if (!dimension_sync_service(st, sw->n_resolved, tick_arg, sw, &svc->users,
-					    &svc->n_users))
-			return;
-		svc->sid = st->s->services[sw->n_resolved].sid;
-		sw->n_resolved++;
-	}
-	if (sw->n_resolved < st->s->n_services)
-		return;
-	recorded = xcalloc(st->s->n_services, sizeof(*recorded));
-	for (size_t i = 0; i < sw->n_resolved; i++) {
-		/* Users as configured; for users = "all", those listed. */
-		recorded[i] = st->s->services[i].all_users ? sw->resolved[i] : st->s->services[i];
-		total += sw->resolved[i].n_users;
-	}
-	if (!run_record_config(st->db, st->s->interval, recorded, sw->n_resolved))
-		log_warning("could not record the users: %s", db_error(st->db));
-	free(recorded);
-	st->progress.users_total = total;
-	metrics_sweep_users(st->metrics, total);
 }
 
 /* Waits out a backoff in short naps, so a stop request is seen at once. */
@@ -337,6 +433,7 @@ recover_database(struct sweep *sw)
 			sw->st.db_lost = false;
 			sw->st.lost_reason[0] = '\0';
 			sw->next_service = sw->next_user = 0;
+			sw->next_job = 0; /* their cursors say which listings are done */
 			sw->st.progress.users_done =
 				0; /* counted again as the users are gone over */
 			return true;
@@ -553,6 +650,8 @@ sweep_begin(struct sweep *sw)
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
 	sw->lookahead = cursor_lookahead_new();
 	sw->resolved = xcalloc(st->s->n_services, sizeof(*sw->resolved));
+	st->dimension_ended = on_dimension_ended;
+	st->dimension_ended_arg = sw;
 	metrics_sweep_users(st->metrics, st->progress.users_total);
 	metrics_sweep_started(st->metrics);
 	return true;
@@ -565,7 +664,7 @@ sweep_end(struct sweep *sw)
 	commit_queue_free(sw->st.commits);
 	cursor_lookahead_free(sw->lookahead);
 	free(sw->st.service_failed);
-	for (size_t i = 0; i < sw->n_resolved; i++) {
+	for (size_t i = 0; i < sw->st.s->n_services; i++) {
 		for (size_t j = 0; j < sw->resolved[i].n_users; j++)
 			free(sw->resolved[i].users[j]);
 		free(sw->resolved[i].users);
@@ -599,8 +698,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 			break;
 		if (sw.st.taken_over)
 			break;
-		if (sw.n_resolved < s->n_services && !any_listing_busy(&sw))
-			resolve_services(&sw);
+		if (!s->dimensions)
+			resolve_without_listings(&sw);
 		fill_listings(&sw);
 		commit_queue_send(sw.st.commits);
 		wait = run_due_retries(&sw, TURN_MS);

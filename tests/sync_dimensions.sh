@@ -217,6 +217,42 @@ is "$(users_differ attrs attributes)|$(channels_differ attrs attributes)" "0|0" 
 is "$(sql "SELECT count(*) FROM attrs.users WHERE attributes IS NOT NULL")" "$(sql "SELECT count(*) FROM public.users WHERE attributes IS NOT NULL")" \
 	"... every one the API gives"
 
+# ---------------------------------------------------------------- failures, concurrency
+fake_stop
+fake_start faulty "${DATA[@]}" --fault "500:@channels:9" || exit 1
+SCHEMA=faulty write_config "$TEST_TMP/faulty.conf" alice bob
+run_once "$TEST_TMP/faulty.conf"
+is "$?" 0 "a channels listing that keeps failing does not fail the users"
+is "$(sql "SELECT state || ':' || last_error FROM faulty.sync_dimension_cursors WHERE listing = 'channels'")" \
+	"failed:could not fetch page 1 after 2 retries: HTTP 500 (Twilio error 20500: Internal Server Error)" \
+	"its cursor says it failed, and why"
+is "$(sql "SELECT \"user\" || ':' || kind FROM faulty.sync_errors")" "@channels:http 500" \
+	"sync_errors records it as @channels, with its kind"
+is "$(sql "SELECT count(*) FROM faulty.channels")|$(sql "SELECT count(*) FROM faulty.users")|$(sql "SELECT count(*) FROM faulty.user_channels WHERE user_sid IN ('$ALICE', '$BOB')")" \
+	"0|$N_USERS|$((2 * CH))" "the other listings and the memberships landed"
+grep -q "the channels listing failed" "$TEST_TMP/chatsyncd.log"
+ok $? "the failure is logged"
+fake_stop
+fake_start denied "${DATA[@]}" --fault "403:@users:1" || exit 1
+SCHEMA=denied write_config "$TEST_TMP/denied.conf" alice
+run_once "$TEST_TMP/denied.conf"
+is "$?" 1 "credentials refused on the users listing stop the sweep (exit status 1, as for a user)"
+is "$(sql "SELECT count(*) FROM denied.user_channels")|$(sql "SELECT count(*) FROM denied.sync_cursors")" "0|0" \
+	"... before any user is listed, and no user is blamed"
+
+# The channels listing runs beside the users' listings: 3500 channels are four
+# pages, each 100 ms away, and alice's memberships need not wait for them.
+fake_stop
+fake_start wide --users alice --user-count 699 --channels 5 --latency-ms 100 || exit 1
+SCHEMA=wide CONCURRENCY=4 write_config "$TEST_TMP/wide.conf" alice
+run_once "$TEST_TMP/wide.conf"
+is "$?" 0 "a sweep with a four-page channels listing succeeds"
+WIDE_ALICE=$(grep -m1 -P '\talice\t' <("$FAKE_TWILIO" --service "$SERVICE_SID" --users alice --dump-users) | cut -f2)
+is "$(awk -F'\t' -v a="$WIDE_ALICE" '$2 == "@channels" { last = NR } $2 == a && !first { first = NR }
+	END { print (first > 0 && first < last) ? "beside" : "after" }' "$FAKE_LOG")" beside \
+	"alice's memberships (under her User SID) are fetched before the channels listing ends"
+is "$(sql "SELECT count(*) FROM wide.channels")" 3500 "every channel of the four pages landed"
+
 # ---------------------------------------------------------------- kill -9 in the users listing
 fake_stop
 BIG=(--users "$NAMED" --user-count 2500 --channels 2)
