@@ -6,7 +6,8 @@
  * each at a time, oldest first, without waiting: the transfers go on while
  * the server works.  A one-page listing whose digest equals the one on its
  * cursor is sent without its rows; if the cursor changed meanwhile, the
- * page goes again whole, first in line.
+ * page goes again whole, first in line.  Pages of the dimension listings
+ * share the queue (see dimension_send_page).
  */
 #ifndef CHATSYNC_COMMIT_QUEUE_H
 #define CHATSYNC_COMMIT_QUEUE_H

@@ -3,10 +3,12 @@
  *
  * A listing walks one user's pages: fetch, parse as the body streams in,
  * hand the page to the commit queue, follow next_page_url once it is
- * committed.  A service's dimension listings (its users, its channels, the
- * service itself) are walked the same way.  It decides what each failure means for its user: retry the
+ * committed.  It decides what each failure means for its user: retry the
  * page later, restart from page 1, or fail the user (recorded on its
- * cursor).  The sweep decides which users are listed, and when.
+ * cursor).  A service's dimension listings (its users, its channels, the
+ * service itself) are walked the same way, a failure recorded on the
+ * listing's own cursor.  The sweep decides which users and listings go,
+ * and when.
  */
 #ifndef CHATSYNC_LISTING_H
 #define CHATSYNC_LISTING_H
