@@ -3,9 +3,9 @@
 -- At the start of a sweep chatsyncd lists, for each service, the service
 -- itself, its users and its channels into services, users and channels
 -- (functions/sync_dimensions.sql).  Each listing has a cursor, as a user's
--- listing of memberships has in sync_cursors, and a listing of several
--- pages keeps the SIDs it has shown so far, as sync_seen does, so that its
--- last page can tell which users or channels are gone.
+-- listing of memberships has in sync_cursors, and each page as it was
+-- last listed (its digest and SIDs), so that an unchanged page costs no
+-- write and the last page can tell which users or channels are gone.
 --
 -- users gets account_sid, which the users listing sends (as services has).
 
@@ -26,11 +26,14 @@ ALTER TABLE sync_dimension_cursors
     ADD PRIMARY KEY (service_sid, listing),
     ADD FOREIGN KEY (run_id) REFERENCES sync_runs;
 
--- The User or Channel SIDs listed so far by a dimension listing that spans
--- several pages.
-CREATE TABLE sync_dimension_seen (
-    service_sid text NOT NULL,
-    listing     text NOT NULL CHECK (listing IN ('users', 'channels')),
-    sid         text NOT NULL,
-    PRIMARY KEY (service_sid, listing, sid)
+-- Each page of a users or channels listing as it was last listed: its
+-- digest, so that a page the same as last time costs no comparing and no
+-- write, and its SIDs, so that the last page can tell which are gone.
+CREATE TABLE sync_dimension_pages (
+    service_sid text    NOT NULL,
+    listing     text    NOT NULL CHECK (listing IN ('users', 'channels')),
+    page        integer NOT NULL CHECK (page >= 1),
+    digest      text,
+    sids        text[]  NOT NULL,
+    PRIMARY KEY (service_sid, listing, page)
 );

@@ -73,7 +73,9 @@ static const char *const first_paths[DIMENSIONS] = {
 /*
  * The statement that stores a page, its batch's columns from parameter 5
  * (for the service, whose one entry needs no paging, all but the SID from
- * $3, each an array of one element), and the requests and retries last.
+ * $3, each an array of one element), then the requests and retries, and
+ * for a listing the page's digest: a page with the digest it had last time
+ * is not compared again.
  */
 static const char service_sql[] =
 	"SELECT changed, 0, 0, 0 FROM sync_service_row($1::bigint, $2::text, ($3::text[])[1], "
@@ -84,13 +86,13 @@ static const char users_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_users_page($1::bigint, $2::text, "
 	"$3::boolean, $4::text, $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
 	"$10::integer[], $11::boolean[], $12::boolean[], $13::text[], $14::timestamptz[], "
-	"$15::timestamptz[], $16::integer, $17::integer)";
+	"$15::timestamptz[], $16::integer, $17::integer, $18::text)";
 
 static const char channels_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_channels_page($1::bigint, "
 	"$2::text, $3::boolean, $4::text, $5::text[], $6::text[], $7::text[], $8::text[], "
 	"$9::text[], $10::integer[], $11::integer[], $12::text[], $13::timestamptz[], "
-	"$14::timestamptz[], $15::integer, $16::integer)";
+	"$14::timestamptz[], $15::integer, $16::integer, $17::text)";
 
 static const struct {
 	const char *name; /* of the prepared statement */
@@ -157,7 +159,8 @@ dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
 {
 	const struct page_schema *schema = &schemas[d];
 	char run_id[24], requests[16], retries[16];
-	const char *params[4 + PAGE_MAX_FIELDS + 2];
+	const char *params[4 + PAGE_MAX_FIELDS + 3];
+	char digest[33];
 	int n = 0;
 	bool ok = true;
 
@@ -177,6 +180,10 @@ dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
 	}
 	params[n++] = requests;
 	params[n++] = retries;
+	if (d != DIMENSION_SERVICE) {
+		page_batch_digest(b, digest);
+		params[n++] = digest;
+	}
 	if (!ok)
 		db_set_error(db, "the page is too large to send");
 	/* libpq copies the parameters into its output buffer before this returns. */

@@ -56,8 +56,10 @@ bool dimension_batch_add(enum dimension d, struct page_batch *b, const struct pa
 	__attribute__((warn_unused_result));
 
 /*
- * Sends a page of the listing, as page describes it (its digest unused), to
- * be stored with the listing's cursor in one transaction, without waiting
+ * Sends a page of the listing, as page describes it (page->digest unused:
+ * the batch's own is sent, so that a page the same as last time is not
+ * compared again), to be stored with the listing's cursor in one
+ * transaction, without waiting
  * (see db_send_prepared); the batch may be reused at once.  On failure the
  * reason is in db_error(db).
  */

@@ -44,7 +44,7 @@ opt() { if [ "$1" = - ]; then echo NULL; else echo "'$1'"; fi; }
 # prints the counts inserted|updated|unchanged|deleted.
 users() {
 	w "SELECT * FROM sync_users_page($1, '$S', $2, $(opt "$3"), '{$4}', NULL, '{$5}', '{$6}',
-	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 1)"
+	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 1, $(opt "${DIGEST:--}"))"
 }
 # channels RUN FIRST NEXT SIDS TYPES: the same for the channels listing.
 channels() {
@@ -91,7 +91,8 @@ is "$(users "$R" true - "$U1,$U2,$U3,$U5,$U2" "alice,bob,carol,dave,bobby" "A,B,
 is "$(q "SELECT identity || ':' || friendly_name FROM users WHERE user_sid = '$U2'")" "bobby:B2" \
 	"of two entries with one SID, the last counts"
 is "$(cursor users)" "$R|complete|-|1|t|-" "the users listing on one page is complete"
-is "$(q "SELECT count(*) FROM sync_dimension_seen")" 0 "a one-page listing records no seen set"
+is "$(q "SELECT string_agg(page || ':' || cardinality(sids), ' ') FROM sync_dimension_pages WHERE listing = 'users'")" "1:4" \
+	"a one-page listing keeps its page: its SIDs"
 stamps=$(q "SELECT string_agg(user_sid || updated_at || first_seen_at, ',' ORDER BY user_sid) FROM users")
 before=$(writes users)
 is "$(users "$R" true - "$U1,$U2,$U3,$U5" "alice,bobby,carol,dave" "A,B2,C,D")" "0|0|4|0" \
@@ -130,8 +131,8 @@ page "$M" "$U1" true - CH1 joined
 events=$(q "SELECT count(*) FROM membership_event_log")
 is "$(users "$R" true http://x/users/2 "$U1,$U2" "alice,bob" "A,B")" "0|2|0|0" \
 	"a first page of two: its users (other values now NULL: updated)"
-is "$(q "SELECT string_agg(sid, ',' ORDER BY sid) FROM sync_dimension_seen WHERE listing = 'users'")" "$U1,$U2" \
-	"its SIDs are recorded in sync_dimension_seen"
+is "$(q "SELECT string_agg(page || ':' || array_to_string(sids, ','), ' ') FROM sync_dimension_pages WHERE listing = 'users'")" "1:$U1,$U2" \
+	"its SIDs are recorded in sync_dimension_pages, one row for the page"
 is "$(cursor users)" "$R|running|http://x/users/2|1|t|-" "the cursor: running, with the next page"
 is "$(live users user_sid)" "$U1,$U2,$U3,$U5" "no user is deleted before the last page"
 is "$(users "$R" false - "$U4,$U6" "erin,dave" "E,D2")" "2|0|0|2" \
@@ -140,7 +141,9 @@ is "$(live users user_sid)" "$U1,$U2,$U4,$U6" "the users of both pages are kept"
 is "$(q "SELECT count(*) FROM users WHERE user_sid IN ('$U3', '$U5') AND deleted_at = updated_at
            AND deleted_at > first_seen_at")" 2 "carol and the first dave: deleted_at and updated_at set"
 is "$(cursor users)" "$R|complete|-|2|t|-" "the cursor: complete after 2 pages"
-is "$(q "SELECT count(*) FROM sync_dimension_seen")" 0 "and the seen set is dropped"
+is "$(q "SELECT string_agg(page || ':' || cardinality(sids), ' ' ORDER BY page) FROM sync_dimension_pages WHERE listing = 'users'")" "1:2 2:2" \
+	"sync_dimension_pages holds the listing's two pages, and no more"
+
 is "$(q "SELECT string_agg(user_sid || '/' || channel_sid, ',' ORDER BY user_sid, channel_sid)
            FROM user_channels WHERE deleted_at IS NOT NULL AND deleted_at = updated_at")" \
 	"$U3/CH1,$U3/CH2,carol/CH3" \
@@ -346,7 +349,7 @@ is "$(q "SELECT (SELECT count(*) FROM (SELECT FROM memberships GROUP BY service_
 # --- documentation and the reader ---------------------------------------------
 is "$(q "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
            WHERE c.relnamespace = 'chatsync'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
-             AND (c.relname IN ('sync_dimension_cursors', 'sync_dimension_seen')
+             AND (c.relname IN ('sync_dimension_cursors', 'sync_dimension_pages')
                   OR (c.relname = 'users' AND a.attname = 'account_sid'))
              AND col_description(c.oid, a.attnum) IS NULL")" 0 "every new column has a comment"
 is "$(q "SELECT col_description(attrelid, attnum) LIKE '%@users%' FROM pg_attribute
@@ -354,6 +357,25 @@ is "$(q "SELECT col_description(attrelid, attnum) LIKE '%@users%' FROM pg_attrib
 	"sync_errors.user's comment tells of @users"
 sql "CREATE ROLE dim_reader LOGIN IN ROLE chatsync_reader" >/dev/null
 is "$(psql -X -q -A -t -U dim_reader -c "SELECT (SELECT count(*) FROM chatsync.sync_dimension_cursors) > 0,
-	(SELECT count(*) FROM chatsync.sync_dimension_seen) >= 0" 2>&1)" "t|t" "chatsync_reader reads the new tables"
+	(SELECT count(*) FROM chatsync.sync_dimension_pages) >= 0" 2>&1)" "t|t" "chatsync_reader reads the new tables"
+
+# --- page digests: a page the same as last time is neither compared nor written
+S_MAIN=$S
+S=IS00000000000000000000000000000d16 # a service of its own
+DIGEST=d1 users "$R" true http://x/users/2 "$U1,$U2" "alice,bob" "A,B" >/dev/null
+DIGEST=d2 users "$R" false - "$U4,$U6" "erin,dave" "E,D2" >/dev/null
+before=$(writes users)
+pages_before=$(writes sync_dimension_pages)
+is "$(DIGEST=d1 users "$R" true http://x/users/2 "$U1,$U2" "alice,bob" "A,B")" "0|0|2|0" \
+	"a first page with the digest it had: its 2 users unchanged"
+is "$(DIGEST=d2 users "$R" false - "$U4,$U6" "erin,dave" "E,D2")" "0|0|2|0" \
+	"the last page too, and nobody is deleted"
+is "$(writes users)|$(writes sync_dimension_pages)" "$before|$pages_before" \
+	"neither users nor sync_dimension_pages is written"
+is "$(DIGEST=d1 users "$R" true - "$U1,$U2" "alice,bob" "A,B")" "0|0|2|2" \
+	"the listing now ends after its first page, unchanged: the users of the old second page are deleted"
+is "$(q "SELECT string_agg(page::text, ' ') FROM sync_dimension_pages WHERE listing = 'users' AND service_sid = '$S'")|$(q "SELECT string_agg(user_sid, ',' ORDER BY user_sid) FROM users WHERE service_sid = '$S' AND deleted_at IS NULL")" \
+	"1|$U1,$U2" "the page past the last is dropped; the first page's users stay"
+S=$S_MAIN
 
 done_testing

@@ -16,10 +16,8 @@
 -- sync_dimension_begin(): the start of a call for listing p_listing
 -- ('service', 'users' or 'channels') of a service: false, and nothing done,
 -- if the session is fenced out; else the listing's advisory lock is taken
--- (two calls for one listing are never applied at once) and, on a
--- listing's first page, what an earlier listing left in sync_dimension_seen
--- is dropped.
-CREATE OR REPLACE FUNCTION sync_dimension_begin(p_service text, p_listing text, p_first boolean)
+-- (two calls for one listing are never applied at once).
+CREATE OR REPLACE FUNCTION sync_dimension_begin(p_service text, p_listing text)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
@@ -28,33 +26,46 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()),
                                   hashtext(p_service || '/@' || p_listing));
-    IF p_first THEN
-        DELETE FROM sync_dimension_seen WHERE service_sid = p_service AND listing = p_listing;
-    END IF;
     RETURN true;
 END
 $fn$;
 
--- sync_dimension_advance(): the end of a page of a listing: a page with a
--- next one (p_next_url) records its SIDs in sync_dimension_seen; the last
--- page of a listing of several pages drops them.  The cursor moves (running
--- with the next page, or complete, its error cleared), and the run counts
--- the page's requests and retries.
+-- sync_dimension_page_no(): the number of the page of the listing being
+-- stored: 1 for a first page, else one past the pages its cursor counts.
+CREATE OR REPLACE FUNCTION sync_dimension_page_no(p_service text, p_listing text, p_first boolean)
+RETURNS integer
+LANGUAGE sql SET search_path FROM CURRENT AS $fn$
+    SELECT CASE WHEN p_first THEN 1
+                ELSE coalesce((SELECT c.pages_done + 1 FROM sync_dimension_cursors c
+                                WHERE c.service_sid = p_service AND c.listing = p_listing), 1)
+           END;
+$fn$;
+
+-- sync_dimension_page_known(): is this page (its number as above) the one
+-- the listing showed there last time, by its digest?  Its entries then need
+-- no comparing: the rows are as stored.
+CREATE OR REPLACE FUNCTION sync_dimension_page_known(
+    p_service text, p_listing text, p_first boolean, p_digest text)
+RETURNS boolean
+LANGUAGE sql SET search_path FROM CURRENT AS $fn$
+    SELECT p_digest IS NOT NULL AND EXISTS (
+        SELECT FROM sync_dimension_pages p
+         WHERE p.service_sid = p_service AND p.listing = p_listing
+           AND p.page = sync_dimension_page_no(p_service, p_listing, p_first)
+           AND p.digest = p_digest);
+$fn$;
+
+-- sync_dimension_advance(): the end of a page of a listing: the cursor
+-- moves (running with the next page, or complete, its error cleared), and
+-- the run counts the page's requests and retries.
 CREATE OR REPLACE FUNCTION sync_dimension_advance(
     p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
-    p_sid text[], p_requests integer, p_retries integer)
+    p_requests integer, p_retries integer)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_last boolean := p_next_url IS NULL;
 BEGIN
-    IF NOT v_last THEN
-        INSERT INTO sync_dimension_seen (service_sid, listing, sid)
-        SELECT p_service, p_listing, s FROM unnest(p_sid) AS s WHERE s IS NOT NULL
-        ON CONFLICT DO NOTHING;
-    ELSIF NOT p_first THEN
-        DELETE FROM sync_dimension_seen WHERE service_sid = p_service AND listing = p_listing;
-    END IF;
     INSERT INTO sync_dimension_cursors (service_sid, listing, run_id, state)
     VALUES (p_service, p_listing, p_run_id, 'running')
     ON CONFLICT (service_sid, listing) DO NOTHING;
@@ -79,7 +90,7 @@ CREATE OR REPLACE FUNCTION sync_service_row(
     p_retries integer, OUT changed integer)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF NOT sync_dimension_begin(p_service, 'service', false) THEN
+    IF NOT sync_dimension_begin(p_service, 'service') THEN
         RETURN;
     END IF;
     UPDATE services
@@ -95,7 +106,7 @@ BEGIN
         ON CONFLICT (service_sid) DO NOTHING;
         GET DIAGNOSTICS changed = ROW_COUNT;
     END IF;
-    PERFORM sync_dimension_advance(p_run_id, p_service, 'service', true, NULL, NULL,
+    PERFORM sync_dimension_advance(p_run_id, p_service, 'service', true, NULL,
                                    p_requests, p_retries);
 END
 $fn$;
@@ -103,82 +114,105 @@ $fn$;
 -- sync_dimension_page(): one page of the users or channels listing of a
 -- service, into the table of that name.  p_rows are rows of that table:
 -- the service, the SID and the values the listing sent (the other columns
--- are not read).  Of several rows with one SID, the last counts.  A row is
--- inserted if new, updated if one of its values differs from the one stored
--- (every column but the service, the SID, first_seen_at, updated_at and
--- deleted_at, compared with IS DISTINCT FROM) or it had been deleted, and
--- left alone otherwise.  On the last page (p_next_url NULL), the rows of the
--- service not deleted that no page of the listing showed are marked
--- deleted; gone holds their SIDs.  The statement is built from the table's
--- columns: each is stored and compared, none left out (a column added to
--- the table later is too, once its page function fills it).
+-- are not read); NULL when the page is known (sync_dimension_page_known():
+-- p_count entries, all unchanged).  Of several rows with one SID, the last
+-- counts.  A row is inserted if new, updated if one of its values differs
+-- from the one stored (every column but the service, the SID,
+-- first_seen_at, updated_at and deleted_at, compared with IS DISTINCT FROM)
+-- or it had been deleted, and left alone otherwise.  The page's digest and
+-- SIDs are kept in sync_dimension_pages.  On the last page (p_next_url
+-- NULL), the pages past it are dropped, and the rows of the service not
+-- deleted that no page of the listing shows are marked deleted; gone holds
+-- their SIDs.  The statement is built from the table's columns: each is
+-- stored and compared, none left out (a column added to the table later is
+-- too, once its page function fills it).
 CREATE OR REPLACE FUNCTION sync_dimension_page(
     p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
-    p_rows anyarray, p_requests integer, p_retries integer,
+    p_rows anyarray, p_digest text, p_count integer, p_requests integer, p_retries integer,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer,
     OUT gone text[])
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_key      name := CASE p_listing WHEN 'users' THEN 'user_sid'
                                       WHEN 'channels' THEN 'channel_sid' END;
+    v_page     integer := sync_dimension_page_no(p_service, p_listing, p_first);
     v_cols     text;     -- the columns of values
     v_stored   text;     -- the same, of the stored row (t)
     v_new      text;     -- the same, of the row received (n)
     v_distinct integer;  -- rows received, one per SID
     v_sids     text[];   -- their SIDs
 BEGIN
-    IF NOT sync_dimension_begin(p_service, p_listing, p_first) THEN
+    IF NOT sync_dimension_begin(p_service, p_listing) THEN
         RETURN;
     END IF;
-    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum),
-           string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attnum),
-           string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum)
-      INTO v_cols, v_stored, v_new
-      FROM pg_attribute a
-     WHERE a.attrelid = p_listing::regclass AND a.attnum > 0 AND NOT a.attisdropped
-       AND a.attname NOT IN ('service_sid', v_key, 'first_seen_at', 'updated_at', 'deleted_at');
+    inserted := 0;
+    updated := 0;
+    unchanged := coalesce(p_count, 0);
+    IF p_rows IS NOT NULL THEN
+        SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum),
+               string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attnum),
+               string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum)
+          INTO v_cols, v_stored, v_new
+          FROM pg_attribute a
+         WHERE a.attrelid = p_listing::regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname NOT IN ('service_sid', v_key, 'first_seen_at', 'updated_at',
+                                 'deleted_at');
 
-    -- $1 the rows, $2 the service, $3 the last page, $4 a listing on one page.
-    EXECUTE format($sql$
-        WITH incoming AS (
-            SELECT DISTINCT ON (r.%2$I) r.*
-              FROM unnest($1) WITH ORDINALITY AS r
-             WHERE r.%2$I IS NOT NULL
-             ORDER BY r.%2$I, r.ordinality DESC
-        ), changed AS (
-            SELECT n.*, t.%2$I IS NOT NULL AS existed
-              FROM incoming n
-              LEFT JOIN %1$I t ON t.service_sid = $2 AND t.%2$I = n.%2$I
-             WHERE t.%2$I IS NULL OR t.deleted_at IS NOT NULL
-                OR (%4$s) IS DISTINCT FROM (%5$s)
-        ), added AS (
-            INSERT INTO %1$I (service_sid, %2$I, %3$s)
-            SELECT $2, n.%2$I, %5$s FROM changed n WHERE NOT n.existed
-            RETURNING 1
-        ), modified AS (
-            UPDATE %1$I t SET (%3$s) = ROW(%5$s), updated_at = now(), deleted_at = NULL
-              FROM changed n
-             WHERE n.existed AND t.service_sid = $2 AND t.%2$I = n.%2$I
-            RETURNING 1
-        ), marked AS (
-            UPDATE %1$I t SET deleted_at = now(), updated_at = now()
-             WHERE $3 AND t.service_sid = $2 AND t.deleted_at IS NULL
-               AND t.%2$I NOT IN (SELECT i.%2$I FROM incoming i)
-               AND ($4 OR NOT EXISTS (SELECT FROM sync_dimension_seen s
-                                       WHERE s.service_sid = $2 AND s.listing = %1$L
-                                         AND s.sid = t.%2$I))
-            RETURNING t.%2$I AS sid
-        )
-        SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
-               (SELECT count(*) FROM incoming), (SELECT array_agg(i.%2$I) FROM incoming i),
-               (SELECT array_agg(m.sid) FROM marked m)
-        $sql$, p_listing, v_key, v_cols, v_stored, v_new)
-       INTO inserted, updated, v_distinct, v_sids, gone
-      USING p_rows, p_service, p_next_url IS NULL, p_first;
-    unchanged := v_distinct - inserted - updated;
-    deleted := coalesce(cardinality(gone), 0);
+        -- $1 the rows, $2 the service.
+        EXECUTE format($sql$
+            WITH incoming AS (
+                SELECT DISTINCT ON (r.%2$I) r.*
+                  FROM unnest($1) WITH ORDINALITY AS r
+                 WHERE r.%2$I IS NOT NULL
+                 ORDER BY r.%2$I, r.ordinality DESC
+            ), changed AS (
+                SELECT n.*, t.%2$I IS NOT NULL AS existed
+                  FROM incoming n
+                  LEFT JOIN %1$I t ON t.service_sid = $2 AND t.%2$I = n.%2$I
+                 WHERE t.%2$I IS NULL OR t.deleted_at IS NOT NULL
+                    OR (%4$s) IS DISTINCT FROM (%5$s)
+            ), added AS (
+                INSERT INTO %1$I (service_sid, %2$I, %3$s)
+                SELECT $2, n.%2$I, %5$s FROM changed n WHERE NOT n.existed
+                RETURNING 1
+            ), modified AS (
+                UPDATE %1$I t SET (%3$s) = ROW(%5$s), updated_at = now(), deleted_at = NULL
+                  FROM changed n
+                 WHERE n.existed AND t.service_sid = $2 AND t.%2$I = n.%2$I
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
+                   (SELECT count(*) FROM incoming), (SELECT array_agg(i.%2$I) FROM incoming i)
+            $sql$, p_listing, v_key, v_cols, v_stored, v_new)
+           INTO inserted, updated, v_distinct, v_sids
+          USING p_rows, p_service;
+        unchanged := v_distinct - inserted - updated;
+        INSERT INTO sync_dimension_pages AS p (service_sid, listing, page, digest, sids)
+        VALUES (p_service, p_listing, v_page, p_digest, coalesce(v_sids, '{}'))
+        ON CONFLICT (service_sid, listing, page)
+        DO UPDATE SET digest = EXCLUDED.digest, sids = EXCLUDED.sids;
+    END IF;
 
-    PERFORM sync_dimension_advance(p_run_id, p_service, p_listing, p_first, p_next_url, v_sids,
+    deleted := 0;
+    IF p_next_url IS NULL THEN
+        DELETE FROM sync_dimension_pages
+         WHERE service_sid = p_service AND listing = p_listing AND page > v_page;
+        EXECUTE format($sql$
+            WITH marked AS (
+                UPDATE %1$I t SET deleted_at = now(), updated_at = now()
+                 WHERE t.service_sid = $1 AND t.deleted_at IS NULL
+                   AND t.%2$I NOT IN (SELECT unnest(p.sids) FROM sync_dimension_pages p
+                                       WHERE p.service_sid = $1 AND p.listing = %1$L)
+                RETURNING t.%2$I AS sid
+            )
+            SELECT array_agg(m.sid) FROM marked m
+            $sql$, p_listing, v_key)
+           INTO gone
+          USING p_service;
+        deleted := coalesce(cardinality(gone), 0);
+    END IF;
+
+    PERFORM sync_dimension_advance(p_run_id, p_service, p_listing, p_first, p_next_url,
                                    p_requests, p_retries);
 END
 $fn$;
@@ -199,34 +233,36 @@ CREATE OR REPLACE FUNCTION sync_users_page(
     p_sid text[], p_account text[], p_identity text[], p_friendly_name text[],
     p_role_sid text[], p_joined integer[], p_is_online boolean[], p_is_notifiable boolean[],
     p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
-    p_requests integer, p_retries integer,
+    p_requests integer, p_retries integer, p_digest text DEFAULT NULL,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
+    v_rows users[]; -- the page's entries, unless the page is known
     v_gone text[];  -- the users marked deleted
     v_key  text;
 BEGIN
+    IF NOT sync_dimension_page_known(p_service, 'users', p_first, p_digest) THEN
+        v_rows := array(SELECT jsonb_populate_record(NULL::users, jsonb_build_object(
+                            'service_sid', p_service, 'user_sid', t.sid,
+                            'account_sid', t.account, 'identity', t.identity,
+                            'friendly_name', t.friendly_name, 'role_sid', t.role_sid,
+                            'joined_channels_count', CASE WHEN t.joined >= 0 THEN t.joined END,
+                            'is_online', t.is_online, 'is_notifiable', t.is_notifiable,
+                            'attributes', t.attributes, 'date_created', t.date_created,
+                            'date_updated', t.date_updated))
+                   FROM unnest(p_sid, p_account, p_identity, p_friendly_name, p_role_sid,
+                               p_joined, p_is_online, p_is_notifiable, p_attributes,
+                               p_date_created, p_date_updated) WITH ORDINALITY
+                        AS t(sid, account, identity, friendly_name, role_sid, joined,
+                             is_online, is_notifiable, attributes, date_created,
+                             date_updated, ord)
+                  ORDER BY t.ord);
+    END IF;
     SELECT d.inserted, d.updated, d.unchanged, d.deleted, d.gone
       INTO inserted, updated, unchanged, deleted, v_gone
-      FROM sync_dimension_page(
-               p_run_id, p_service, 'users', p_first, p_next_url,
-               array(SELECT jsonb_populate_record(NULL::users, jsonb_build_object(
-                                'service_sid', p_service, 'user_sid', t.sid,
-                                'account_sid', t.account, 'identity', t.identity,
-                                'friendly_name', t.friendly_name, 'role_sid', t.role_sid,
-                                'joined_channels_count', CASE WHEN t.joined >= 0 THEN t.joined END,
-                                'is_online', t.is_online, 'is_notifiable', t.is_notifiable,
-                                'attributes', t.attributes, 'date_created', t.date_created,
-                                'date_updated', t.date_updated))
-                       FROM unnest(p_sid, p_account, p_identity, p_friendly_name, p_role_sid,
-                                   p_joined, p_is_online, p_is_notifiable, p_attributes,
-                                   p_date_created, p_date_updated) WITH ORDINALITY
-                            AS t(sid, account, identity, friendly_name, role_sid, joined,
-                                 is_online, is_notifiable, attributes, date_created,
-                                 date_updated, ord)
-                      ORDER BY t.ord),
-               p_requests, p_retries) d;
+      FROM sync_dimension_page(p_run_id, p_service, 'users', p_first, p_next_url, v_rows,
+                               p_digest, cardinality(p_sid), p_requests, p_retries) d;
 
     -- Each key under its advisory lock, taken in one order.
     FOR v_key IN
@@ -264,13 +300,14 @@ CREATE OR REPLACE FUNCTION sync_channels_page(
     p_sid text[], p_friendly_name text[], p_unique_name text[], p_type text[],
     p_created_by text[], p_members_count integer[], p_messages_count integer[],
     p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
-    p_requests integer, p_retries integer,
+    p_requests integer, p_retries integer, p_digest text DEFAULT NULL,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE sql SET search_path FROM CURRENT AS $fn$
     SELECT d.inserted, d.updated, d.unchanged, d.deleted
       FROM sync_dimension_page(
                p_run_id, p_service, 'channels', p_first, p_next_url,
-               array(SELECT jsonb_populate_record(NULL::channels, jsonb_build_object(
+               CASE WHEN NOT sync_dimension_page_known(p_service, 'channels', p_first, p_digest)
+               THEN array(SELECT jsonb_populate_record(NULL::channels, jsonb_build_object(
                                 'service_sid', p_service, 'channel_sid', t.sid,
                                 'friendly_name', t.friendly_name, 'unique_name', t.unique_name,
                                 'type', CASE WHEN t.type IN ('public', 'private') THEN t.type END,
@@ -286,8 +323,8 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
                             AS t(sid, friendly_name, unique_name, type, created_by,
                                  members_count, messages_count, attributes, date_created,
                                  date_updated, ord)
-                      ORDER BY t.ord),
-               p_requests, p_retries) d;
+                      ORDER BY t.ord) END,
+               p_digest, cardinality(p_sid), p_requests, p_retries) d;
 $fn$;
 
 -- sync_dimension_failed(): listing p_listing ('service', 'users' or
@@ -303,7 +340,7 @@ CREATE OR REPLACE FUNCTION sync_dimension_failed(
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF NOT sync_dimension_begin(p_service, p_listing, false) THEN
+    IF NOT sync_dimension_begin(p_service, p_listing) THEN
         RETURN;
     END IF;
     INSERT INTO sync_dimension_cursors AS c

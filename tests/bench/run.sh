@@ -49,6 +49,10 @@ Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.m
                         chatsyncd's does (default: they commit synchronously)
   --skip-ref2           do not run reference 2 (the slow one)
   --skip-ref3           do not run reference 3
+  --dimension-users K   the fake also lists K users of its own and their channels
+                        (K x channels), for chatsyncd with sync.dimensions on
+                        (default: 10000 / channels, so ten pages of channels)
+  --skip-dimensions     do not run chatsyncd with sync.dimensions on
   --fake-threads N      the fake API's worker threads when latency is 0 (default 2)
   --skip-analyst        leave the analyst scenario out of all
   --analyst-users N     the analyst scenario's configured users (default 10000)
@@ -68,6 +72,8 @@ ref_concurrency=16
 skip_ref2=0
 ref_async=0
 skip_ref3=0
+o_dim_users=
+skip_dims=0
 fake_threads=2
 skip_analyst=0
 analyst_args=()
@@ -97,6 +103,8 @@ while [ $# -gt 0 ]; do
 	--skip-ref2) skip_ref2=1 ;;
 	--ref-async-commit) ref_async=1 ;;
 	--skip-ref3) skip_ref3=1 ;;
+	--dimension-users) need_arg "$@"; is_count "$2" "$1"; o_dim_users=$2; shift ;;
+	--skip-dimensions) skip_dims=1 ;;
 	--fake-threads) need_arg "$@"; is_count "$2" "$1"; fake_threads=$2; shift ;;
 	--skip-analyst) skip_analyst=1 ;;
 	--analyst-users) need_arg "$@"; is_count "$2" "$1"; analyst_args+=(--users "$2"); shift ;;
@@ -294,8 +302,9 @@ load_expected() {
 		psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected FROM STDIN"
 }
 
+# write_chatsyncd_config FILE DB DIMENSIONS: sync.dimensions true or false.
 write_chatsyncd_config() {
-	local file=$1 db=$2
+	local file=$1 db=$2 dims=$3
 	{
 		cat <<CONF
 # written by tests/bench/run.sh
@@ -310,6 +319,7 @@ database: { conninfo = "host=$PG_DIR user=postgres dbname=$db"; schema = "chatsy
 log: { level = "info"; };
 sync: {
   interval = 3600;
+  dimensions = $dims;
   services = ( { sid = "$SERVICE_SID"; users = [
 CONF
 		sed 's/.*/    "&",/; $ s/,$//' "$USERS_FILE"
@@ -330,10 +340,11 @@ run_tool() {
 	[ "$ref_async" = 1 ] && pgopts+=" -c synchronous_commit=off"
 	log="$WORK/$scen-$tool-$phase.log"
 	case $tool in
-	chatsyncd)
+	chatsyncd | chatsyncd_dims)
 		conc=$concurrency
-		write_chatsyncd_config "$WORK/$scen.conf" "$db"
-		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen.conf" --once)
+		write_chatsyncd_config "$WORK/$scen-$tool.conf" "$db" \
+			"$([ "$tool" = chatsyncd_dims ] && echo true || echo false)"
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen-$tool.conf" --once)
 		;;
 	ref2)
 		conc=1
@@ -400,8 +411,17 @@ run_tool() {
 # fake served exactly the expected requests, all with status 200.
 verify_run() {
 	local scen=$1 tool=$2 phase=$3 db=$4 n_users=$5 req0=$6 req1=$7 log=$8
-	local table=ref.user_channels want got where= pages bad
-	[ "$tool" = chatsyncd ] && table=chatsync.user_channels
+	local table=ref.user_channels want got where= pages bad dim_req=0
+	[ "$tool" != "${tool#chatsyncd}" ] && table=chatsync.user_channels
+	if [ "$tool" = chatsyncd_dims ]; then
+		# the service, then the users and the channels a page of 1000 at a time
+		dim_req=$((1 + (dim_users + 999) / 1000 + (dim_users * channels + 999) / 1000))
+		got=$(q "$db" "SELECT (SELECT count(*) FROM chatsync.users WHERE deleted_at IS NULL) || ' ' ||
+			(SELECT count(*) FROM chatsync.channels WHERE deleted_at IS NULL) || ' ' ||
+			(SELECT count(*) FROM chatsync.services)")
+		[ "$got" = "$dim_users $((dim_users * channels)) 1" ] ||
+			die "$tool ($scen, $phase): users, channels and services hold $got, want $dim_users $((dim_users * channels)) 1"
+	fi
 	[ "$n_users" -lt "$users" ] && where="user_sid <= '$(user_sid "$n_users")'"
 	want=$(fingerprint bench_expected expected "$where")
 	got=$(fingerprint "$db" "$table")
@@ -411,11 +431,11 @@ verify_run() {
 	[ "$got" = "$want" ] || die "$tool ($scen, $phase): $table differs from the fake's data ($got, want $want)"
 	pages=$(((channels + page_size - 1) / page_size))
 	[ "$pages" -ge 1 ] || pages=1
-	[ $((req1 - req0)) -eq $((n_users * pages)) ] ||
-		die "$tool ($scen, $phase): $((req1 - req0)) requests, expected $n_users x $pages"
+	[ $((req1 - req0)) -eq $((n_users * pages + dim_req)) ] ||
+		die "$tool ($scen, $phase): $((req1 - req0)) requests, expected $n_users x $pages + $dim_req"
 	bad=$(tail -n +$((req0 + 1)) "$FAKE_LOG" | head -n $((req1 - req0)) | awk -F'\t' '$1 != 200' | wc -l)
 	[ "$bad" -eq 0 ] || die "$tool ($scen, $phase): $bad requests were not answered 200 (see $FAKE_LOG)"
-	if [ "$tool" = chatsyncd ]; then
+	if [ "$tool" != "${tool#chatsyncd}" ]; then
 		local run
 		run=$(q "$db" "SELECT users_ok, users_failed, rows_inserted, rows_updated, rows_unchanged
 			FROM chatsync.sync_runs WHERE finished_at IS NOT NULL ORDER BY run_id DESC LIMIT 1")
@@ -443,6 +463,7 @@ run_scenario() {
 	users=${o_users:-$users}
 	channels=${o_channels:-$channels}
 	latency=${o_latency:-$latency}
+	dim_users=${o_dim_users:-$(((10000 + channels - 1) / channels))}
 	case ${o_ref2_users:-} in
 	'') ;;
 	*=*) [[ ,$o_ref2_users, =~ ,$scen=([0-9]+), ]] && ref2_users=${BASH_REMATCH[1]} ;;
@@ -458,13 +479,15 @@ run_scenario() {
 	: >"$FAKE_LOG"
 	fake_api_start "$FAKE_TWILIO" "$WORK" "fake-$scen" --account-sid "$ACCOUNT_SID" \
 		--auth-token "$AUTH_TOKEN" --channels "$channels" --seed 1 --latency-ms "$latency" \
-		--threads "$fake_threads" --log "$FAKE_LOG" || die "could not start the fake API"
+		--user-count "$dim_users" --threads "$fake_threads" --log "$FAKE_LOG" ||
+		die "could not start the fake API"
 	echo "# scenario $scen: $users users x $channels channels, ${latency} ms latency, page size $page_size," \
 		"fake API at $FAKE_URL"
 	load_expected || die "could not load the expected data"
 
-	S[$scen]="$users $channels $latency $ref2_users"
-	for tool in chatsyncd ref2 ref3; do
+	S[$scen]="$users $channels $latency $ref2_users $dim_users"
+	for tool in chatsyncd chatsyncd_dims ref2 ref3; do
+		[ "$tool" = chatsyncd_dims ] && [ "$skip_dims" = 1 ] && continue
 		[ "$tool" = ref2 ] && [ "$skip_ref2" = 1 ] && continue
 		[ "$tool" = ref3 ] && [ "$skip_ref3" = 1 ] && continue
 		for phase in initial resync; do
@@ -493,6 +516,7 @@ ratio() {
 tool_label() {
 	case $1 in
 	chatsyncd) echo "chatsyncd (C=$concurrency)" ;;
+	chatsyncd_dims) echo "chatsyncd (C=$concurrency), sync.dimensions on" ;;
 	ref2) echo "ref2 naive (sequential)" ;;
 	ref3) echo "ref3 pooled (R=$ref_concurrency)" ;;
 	esac
@@ -501,8 +525,8 @@ tool_label() {
 # The row of one run; ref2 on a subset is extrapolated to all users.
 report_row() {
 	local scen=$1 tool=$2 phase=$3 k=$1/$2/$3 f=1 note= wall cpu dbcpu req written wal ideal vs
-	local users channels latency ref2_users
-	read -r users channels latency ref2_users <<<"${S[$scen]}"
+	local users channels latency ref2_users dim_users
+	read -r users channels latency ref2_users dim_users <<<"${S[$scen]}"
 	[ -n "${R[$k/wall]:-}" ] || return 0
 	if [ "${R[$k/users]}" -lt "$users" ]; then
 		f=$(awk -v a="$users" -v b="${R[$k/users]}" 'BEGIN { print a / b }')
@@ -534,6 +558,12 @@ report_row() {
 report_ratios() {
 	local scen=$1 phase=$2 c=$1/chatsyncd/$2 o
 	[ -n "${R[$c/wall]:-}" ] || return 0
+	o=$scen/chatsyncd_dims/$phase
+	if [ -n "${R[$o/wall]:-}" ]; then
+		echo "- $phase, sync.dimensions on ÷ off: wall $(ratio "${R[$o/wall]}" "${R[$c/wall]}")," \
+			"CPU $(ratio "${R[$o/cpu]}" "${R[$c/cpu]}"), PostgreSQL CPU $(ratio "${R[$o/dbcpu]}" "${R[$c/dbcpu]}")," \
+			"peak RSS $(ratio "${R[$o/rss]}" "${R[$c/rss]}")"
+	fi
 	o=$scen/ref2/$phase
 	if [ -n "${R[$o/xwall]:-}" ]; then
 		echo "- $phase, chatsyncd ÷ ref2: wall $(ratio "${R[$c/wall]}" "${R[$o/xwall]}")" \
@@ -550,7 +580,7 @@ report_ratios() {
 }
 
 report() {
-	local scen users channels latency ref2_users phase tool
+	local scen users channels latency ref2_users dim_users phase tool
 	echo "# chatsyncd benchmark"
 	echo
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -573,13 +603,16 @@ report() {
 		"the references commit $([ "$ref_async" = 1 ] && echo 'with synchronous_commit=off too (--ref-async-commit)' || echo 'synchronously (the server default)')"
 	for scen in $scenarios; do
 		[ -n "${S[$scen]:-}" ] || continue
-		read -r users channels latency ref2_users <<<"${S[$scen]}"
+		read -r users channels latency ref2_users dim_users <<<"${S[$scen]}"
 		echo
 		echo "## Scenario $scen: $users users × $channels channels = $((users * channels)) rows, ${latency} ms per response"
 		echo
+		echo "With sync.dimensions on, chatsyncd also lists the service, $dim_users users and" \
+			"$((dim_users * channels)) channels (the fake's own, besides the users synced)."
+		echo
 		echo "| tool | run | rows | wall s | rows/s | CPU s | PostgreSQL CPU s | peak RSS MB | HTTP requests | tuples written | WAL MB | wall ÷ ideal |"
 		echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-		for tool in chatsyncd ref2 ref3; do
+		for tool in chatsyncd chatsyncd_dims ref2 ref3; do
 			for phase in initial resync; do
 				report_row "$scen" "$tool" "$phase"
 			done
