@@ -1,5 +1,5 @@
 /*
- * status.c - chatsyncd --status: how fresh each configured user is
+ * status.c - chatsyncd --status: how fresh each configured or discovered user is
  */
 #include "config.h"
 
@@ -15,15 +15,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * The users as configured ($1, $2), then those of the services with
+ * users = "all" ($3) that their users listing holds.  An identity the users
+ * listing knows has its cursor under its User SID (the rule of
+ * sync_resolve_users()); one still under the identity is used until then.
+ */
 static const char users_sql[] =
+	"WITH listed AS ("
+	"  SELECT u.service_sid, u.user_sid, u.ord "
+	"    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(service_sid, user_sid, ord) "
+	"  UNION ALL "
+	"  SELECT d.service_sid, d.user_sid, "
+	"         cardinality($1::text[]) + row_number() OVER (ORDER BY d.service_sid, d.user_sid) "
+	"    FROM users d WHERE d.service_sid = ANY ($3::text[]) AND d.deleted_at IS NULL"
+	") "
 	"SELECT u.service_sid, u.user_sid, "
 	"       coalesce(to_char(c.last_complete_at, 'YYYY-MM-DD HH24:MI:SSOF'), 'never'), "
 	"       coalesce(extract(epoch FROM now() - c.last_complete_at)::bigint, -1), "
 	"       coalesce(c.state, '-'), "
 	"       CASE WHEN c.next_page_url IS NOT NULL THEN (c.pages_done + 1)::text ELSE '-' END, "
 	"       coalesce(c.last_error, '') "
-	"  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(service_sid, user_sid, ord) "
-	"  LEFT JOIN sync_cursors c USING (service_sid, user_sid) "
+	"  FROM listed u "
+	"  LEFT JOIN LATERAL ("
+	"       SELECT r.user_sid FROM users r "
+	"        WHERE r.service_sid = u.service_sid AND r.identity = u.user_sid "
+	"          AND u.user_sid !~ '^US[0-9a-fA-F]{32}$' "
+	"        ORDER BY r.deleted_at IS NULL DESC, r.updated_at DESC, r.user_sid DESC LIMIT 1"
+	"  ) k ON true "
+	"  LEFT JOIN LATERAL ("
+	"       SELECT * FROM sync_cursors c "
+	"        WHERE c.service_sid = u.service_sid AND c.user_sid IN (k.user_sid, u.user_sid) "
+	"        ORDER BY c.user_sid = k.user_sid DESC LIMIT 1"
+	"  ) c ON true "
 	" ORDER BY u.ord";
 
 static const char runs_sql[] =
@@ -53,12 +77,23 @@ age_text(long long secs, char *out, size_t outsz)
 static int
 print_users(struct db *db, const struct settings *s, FILE *out)
 {
-	struct buf services, users;
-	const char *params[2];
+	struct buf services, users, discovering;
+	const char *params[3];
 	PGresult *res;
+	bool ok;
 	int stale = 0;
 
-	if (!cursor_user_arrays(s->services, s->n_services, &services, &users)) {
+	buf_init(&discovering, (size_t)1 << 20);
+	ok = buf_append(&discovering, "{", 1);
+	for (size_t i = 0; ok && i < s->n_services; i++) {
+		if (s->services[i].all_users)
+			ok = db_array_add_text(&discovering, s->services[i].sid);
+	}
+	ok = ok && buf_append(&discovering, "}", 1);
+	/* cursor_user_arrays initialises both buffers, whatever it returns. */
+	ok = cursor_user_arrays(s->services, s->n_services, &services, &users) && ok;
+	if (!ok) {
+		buf_free(&discovering);
 		buf_free(&services);
 		buf_free(&users);
 		log_error("could not read the cursors: the list of users is too long");
@@ -66,9 +101,11 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 	}
 	params[0] = buf_str(&services);
 	params[1] = buf_str(&users);
-	res = PQexecParams(db_conn(db), users_sql, 2, NULL, params, NULL, NULL, 0);
+	params[2] = buf_str(&discovering);
+	res = PQexecParams(db_conn(db), users_sql, 3, NULL, params, NULL, NULL, 0);
 	buf_free(&services);
 	buf_free(&users);
+	buf_free(&discovering);
 	if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
 		log_error("could not read the cursors: %s", db_error(db));
 		PQclear(res);
@@ -122,7 +159,7 @@ status_print(struct db *db, const struct settings *s, FILE *out)
 	if (stale < 0 || !print_runs(db, out))
 		return 2;
 	if (stale > 0)
-		fprintf(out, "\n%d of %zu users have no complete listing in the last %d s\n", stale,
-			settings_user_count(s), 2 * s->interval);
+		fprintf(out, "\n%d users have no complete listing in the last %d s\n", stale,
+			2 * s->interval);
 	return stale > 0 ? 1 : 0;
 }

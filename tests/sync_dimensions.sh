@@ -112,6 +112,10 @@ is "$(sql "SELECT count(*) FROM named.memberships m
 is "$(sql "SELECT \"user\" || ':' || user_sid || ':' || state FROM named.sync_health ORDER BY \"user\"" | paste -sd' ')" \
 	"$(printf '%s\n' "$ALICE:$ALICE:complete" "alice:$ALICE:complete" "bob:$BOB:complete" "u-unknown:u-unknown:complete" | sort | paste -sd' ')" \
 	"sync_health: each user as configured, with its User SID and state"
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/named.conf" --status >"$TEST_TMP/status.out" 2>&1
+is "$(awk '$2 == "alice" || $2 == "bob" || $2 == "u-unknown" || $2 == "'"$ALICE"'" { print $2 ":" $6 }' "$TEST_TMP/status.out" | sort | paste -sd' ')" \
+	"$(printf '%s\n' "$ALICE:complete" alice:complete bob:complete u-unknown:complete | sort | paste -sd' ')" \
+	"--status: each user as configured, an identity with the state of its User SID's cursor"
 is "$(sql "SELECT string_agg(listing || ':' || state, ',' ORDER BY listing) FROM named.sync_dimension_cursors")" \
 	"channels:complete,service:complete,users:complete" "the three dimension listings are complete"
 
@@ -154,6 +158,8 @@ load_expected "${DATA[@]}" -- "${ALL[@]}"
 is "$(SCHEMA=disc diff_expected)" 0 "users = \"all\": every user of the listing is synced, under its User SID"
 is "$(sql "SELECT count(*) FROM disc.sync_health WHERE state = 'complete' AND identity IS NOT NULL")" "$N_USERS" \
 	"users = \"all\": sync_health has each discovered user, with its identity"
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/disc.conf" --status >"$TEST_TMP/status.out" 2>&1
+is "$(grep -c ' complete' "$TEST_TMP/status.out")" "$N_USERS" "--status lists each discovered user, complete"
 fake_stop
 fake_start api1b "${DATA[@]}" --variant 1 || exit 1
 dump_table public.users users --variant 1
