@@ -262,7 +262,7 @@ dimension_failed(struct listing *l, const struct cursor_error *e)
 
 	log_warning("service %s: the %s listing failed: %s", l->service_sid, dimension_name(d),
 		    e->message);
-	st->service_failed[l->service_index] = true;
+	/* The users are not failed for it: the service's metrics stay theirs. */
 	if (dimension_record_failure(st->db, st->run_id, l->service_sid, d, e)) {
 		l->requests = l->retries = 0;
 	} else if (!db_alive(st->db)) {
@@ -498,7 +498,11 @@ page_received(struct listing *l)
 			  page_parser_error(l->parser));
 		return;
 	}
-	/* The service is one object, without meta. */
+	/* The service is one object, without meta; one that was rejected stores nothing. */
+	if (l->dimension == DIMENSION_SERVICE && page_batch_rows(l->batch) == 0) {
+		fail_user(l, "parse", "the service object was rejected");
+		return;
+	}
 	next = l->dimension == DIMENSION_SERVICE ? NULL : page_parser_next_url(l->parser);
 	/* The API may name this page differently from the URL we asked for. */
 	if (page_parser_self_url(l->parser) != NULL)
@@ -616,8 +620,8 @@ on_done(void *arg, const struct http_result *res)
 	} else if (res->aborted && page_parser_error(l->parser)[0] != '\0')
 		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
 			  page_parser_error(l->parser));
-	else if (res->status == 401 || res->status == 403)
-		auth_failed(l, res);
+	else if (res->status == 401 || (res->status == 403 && l->dimension < 0))
+		auth_failed(l, res); /* a 403 on a dimension listing: that listing forbidden */
 	else if (retryable(res) && l->attempts < (unsigned)s->max_retries)
 		schedule_retry(l, res);
 	else if (retryable(res))

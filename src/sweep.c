@@ -156,17 +156,24 @@ resolve_service(struct sweep *sw, size_t i)
 		return;
 	if (!dimension_resolve_users(st->db, svc->sid, svc->users, svc->n_users, svc->all_users,
 				     &out->users, &out->n_users)) {
+		char reason[600];
+
 		if (!db_alive(st->db)) {
 			sweep_state_lost(st, st->db); /* resolved again once it is back */
 			return;
 		}
-		log_warning("service %s: could not resolve its users (%s); listing them as "
-			    "configured",
-			    svc->sid, db_error(st->db));
-		out->n_users = svc->n_users;
-		out->users = xcalloc(svc->n_users + 1, sizeof(char *));
+		/*
+		 * Listed as configured, an identity already merged into its SID
+		 * would be stored twice: its users fail this sweep instead.
+		 */
+		snprintf(reason, sizeof(reason), "could not resolve the service's users: %s",
+			 db_error(st->db));
+		if (svc->all_users) {
+			log_error("service %s: %s", svc->sid, reason);
+			st->service_failed[i] = true;
+		}
 		for (size_t j = 0; j < svc->n_users; j++)
-			out->users[j] = xstrdup(svc->users[j]);
+			sweep_state_fail_user(st, i, svc->users[j], reason);
 	}
 	for (size_t j = 0; j < out->n_users; j++) {
 		if (out->users[j][0] == '\0') {
@@ -640,6 +647,14 @@ sweep_begin(struct sweep *sw)
 		log_error("could not begin a sweep: %s", db_error(st->db));
 		return false;
 	}
+	/*
+	 * The configured users are recorded at once, so that a sweep cut short
+	 * still records a new interval or list; with users = "all" they are
+	 * known only once listed (see record_users).
+	 */
+	if (!settings_discovers_users(st->s) &&
+	    !run_record_config(st->db, st->s->interval, st->s->services, st->s->n_services))
+		log_warning("could not record the configured users: %s", db_error(st->db));
 	st->progress.run_id = st->run_id;
 	st->progress.users_total = settings_user_count(st->s);
 	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",

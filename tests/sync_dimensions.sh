@@ -213,6 +213,16 @@ is "$(sql "SELECT count(*) FROM merge.user_channel_past_versions WHERE user_sid 
 load_expected "${DATA[@]}" --variant 1 -- "$ALICE" "$BOB"
 is "$(SCHEMA=merge diff_expected)" 0 "the memberships are the API's"
 
+# The same database later says users = "all": what was stored under the
+# identities moves to the SIDs there too, and nobody is listed twice.
+SCHEMA=merge write_config "$TEST_TMP/merge-all.conf" all
+run_once "$TEST_TMP/merge-all.conf"
+is "$?" 0 "users = \"all\" on a database synced by identity: the sweep succeeds"
+is "$(sql "SELECT count(*) FROM merge.user_channels WHERE user_sid !~ '^US'")|$(sql "SELECT count(*) FROM merge.sync_cursors WHERE user_sid !~ '^US'")" \
+	"0|0" "nothing is left under an identity"
+is "$(sql "SELECT count(*) FROM (SELECT user_sid, channel_sid FROM merge.memberships GROUP BY 1, 2 HAVING count(*) > 1) d")" 0 \
+	"the memberships view has each membership once"
+
 # ---------------------------------------------------------------- attributes
 SCHEMA=attrs SYNC_EXTRA="store_attributes = true;" write_config "$TEST_TMP/attrs.conf" alice
 run_once "$TEST_TMP/attrs.conf"
@@ -239,10 +249,20 @@ is "$(sql "SELECT count(*) FROM faulty.channels")|$(sql "SELECT count(*) FROM fa
 grep -q "the channels listing failed" "$TEST_TMP/chatsyncd.log"
 ok $? "the failure is logged"
 fake_stop
-fake_start denied "${DATA[@]}" --fault "403:@users:1" || exit 1
+fake_start forbidden "${DATA[@]}" --fault "403:@channels:1" || exit 1
+SCHEMA=forbidden write_config "$TEST_TMP/forbidden.conf" alice
+run_once "$TEST_TMP/forbidden.conf"
+is "$?" 0 "a channels listing the credentials may not read (403) does not stop the sweep"
+is "$(sql "SELECT \"user\" || ':' || kind FROM forbidden.sync_errors")|$(sql "SELECT count(*) > 0 FROM forbidden.user_channels")" \
+	"@channels:http 403|t" "it is recorded as the channels listing's failure, and the memberships land"
+fake_stop
+fake_api_start "$FAKE_TWILIO" "$TEST_TMP" denied --account-sid "$ACCOUNT_SID" --auth-token not-ours \
+	--log "$TEST_TMP/denied.requests" "${DATA[@]}" || exit 1
+FAKE_PIDS+=("$FAKE_PID")
 SCHEMA=denied write_config "$TEST_TMP/denied.conf" alice
 run_once "$TEST_TMP/denied.conf"
-is "$?" 1 "credentials refused on the users listing stop the sweep (exit status 1, as for a user)"
+is "$?" 1 "credentials refused (401) on the users listing stop the sweep (exit status 1, as for a user)"
+is "$(cut -f2 "$TEST_TMP/denied.requests" | paste -sd,)" "@users" "... after that one request"
 is "$(sql "SELECT count(*) FROM denied.user_channels")|$(sql "SELECT count(*) FROM denied.sync_cursors")" "0|0" \
 	"... before any user is listed, and no user is blamed"
 

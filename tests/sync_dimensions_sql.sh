@@ -287,21 +287,38 @@ page "$M" hank true - CH1,CH2 invited,joined
 page "$M" hank true - CH1,CH2 joined,joined # CH1: a past version and an event
 page "$M" "$U8" true - CH1,CH3 invited,joined
 is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")" 2 \
-	"sync_merge_user(), both keys have data: CH1 (both) dropped, CH2 (identity only) moved"
+	"sync_merge_user(), both keys have data, the SID's listing the later: CH1 (both) dropped, CH2 (identity only) moved"
 is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity"
 is "$(q "SELECT string_agg(channel_sid || ':' || status, ',' ORDER BY channel_sid)
 	   FROM user_channels WHERE user_sid = '$U8'")" \
 	"CH1:invited,CH2:joined,CH3:joined" "one membership per channel: the SID's own CH1 and CH3, the identity's CH2"
-is "$(q "SELECT (SELECT count(*) FROM user_channel_past_versions WHERE user_sid = '$U8') || '|' ||
-	          (SELECT count(*) FROM membership_event_log WHERE user_sid = '$U8')")" "0|0" \
-	 "the identity's history of CH1 is dropped with it"
+is "$(q "SELECT string_agg(status || ':' || (valid_to = (SELECT updated_at FROM user_channels
+	            WHERE user_sid = '$U8' AND channel_sid = 'CH1')), ',' ORDER BY valid_from)
+	   FROM user_channel_past_versions WHERE user_sid = '$U8'")|$(q "SELECT string_agg(event, ',')
+	   FROM membership_event_log WHERE user_sid = '$U8'")" "invited:false,joined:true|status_changed" \
+	 "the identity's history of CH1 from before the SID first saw it stays: its versions, the current one archived up to then, and its event"
 is "$(q "SELECT run_id || state FROM sync_cursors WHERE user_sid = '$U8'")" "${M}complete" "the SID keeps its own cursor"
 is "$(q "SELECT (SELECT count(*) FROM memberships WHERE user_sid = '$U8') || '|' ||
-	          (SELECT count(*) FROM membership_history WHERE user_sid = '$U8')")" "3|3" \
-	 "memberships and membership_history show one row per membership"
+	          (SELECT count(*) FROM membership_history WHERE user_sid = '$U8')")" "3|5" \
+	 "memberships show one row per membership; membership_history the three and CH1's two earlier versions"
+is "$(q "SELECT count(*) FROM (SELECT valid_from, lag(valid_to) OVER (PARTITION BY channel_sid ORDER BY valid_from) AS prev_to
+	   FROM membership_history WHERE user_sid = '$U8') h WHERE valid_from <> prev_to")" 0 \
+	 "each version of CH1 begins where the one before ended: no overlap, no gap"
 u8=$(snapshot "$U8")
 is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")|$(snapshot "$U8")" "0|$u8" \
 	"sync_merge_user(), only the SID has data: nothing to do"
+
+# lena, first configured by SID, later by identity: the identity's listing is
+# the later one and wins; the SID's older version of CH1 stays as history.
+L=$(sid 45)
+page "$M" "$L" true - CH1 invited
+page "$M" lena true - CH1,CH2 joined,joined
+is "$(w "SELECT sync_merge_user('$S', 'lena', '$L')")" 3 \
+	"sync_merge_user(), the identity's listing the later: the SID's CH1 dropped, the identity's two moved"
+is "$(q "SELECT string_agg(channel_sid || ':' || status, ',' ORDER BY channel_sid) FROM user_channels WHERE user_sid = '$L'")|$(q "SELECT string_agg(status || ':' || is_deleted, ',') FROM user_channel_past_versions WHERE user_sid = '$L'")" \
+	"CH1:joined,CH2:joined|invited:false" "the identity's memberships are current; the SID's invitation is CH1's earlier version"
+is "$(q "SELECT count(*) FROM sync_cursors WHERE user_sid IN ('lena', '$L')")|$(keyed lena)" "1|0|0|0|0|0" \
+	"one cursor, under the SID; nothing under the identity"
 
 # --- sync_resolve_users -------------------------------------------------------
 page "$M" ivy true - CH1 joined

@@ -286,6 +286,9 @@ BEGIN
             EXISTS (SELECT FROM sync_cursors c
                      WHERE c.service_sid = p_service AND c.user_sid = v_key
                        AND c.last_complete_at IS NOT NULL));
+        -- The table no longer holds the listing its digest stands for.
+        UPDATE sync_cursors SET listing_digest = NULL, listing_rows = NULL
+         WHERE service_sid = p_service AND user_sid = v_key;
     END LOOP;
 END
 $fn$;
@@ -360,20 +363,24 @@ $fn$;
 -- p_sid: what is stored under (p_service, p_identity) is stored under p_sid
 -- from now on (memberships, their past versions and events, the cursor and
 -- the channels a listing in progress has seen; sync_errors keeps the user
--- as configured).  Where the SID has data of its own (the user was
--- configured both ways), the SID's wins: for a channel both hold, the
--- identity's membership, its past versions and its events are dropped; a
--- channel only the identity holds is moved, with its history.  The
--- identity's cursor is dropped if the SID has one; else it is the SID's,
--- without its next page (a URL of the identity's listing) or digest, so
--- that a listing in progress starts again from its first page and the next
--- one-page listing is sent whole.  Returns the number of memberships moved
--- or dropped; NULL, and nothing done, if the session is fenced out.
+-- as configured).  Where both keys hold a channel (the user was configured
+-- both ways, at once or one after the other), the key with a cursor wins,
+-- or of two the one whose last listing completed later: its membership stays, and of the other's
+-- history what comes before the winner first saw the channel is kept (its
+-- current version archived up to then); the rest covers the same time and
+-- goes.  first_seen_at is the earlier of the two.  The winner's cursor
+-- stays, the other goes; the cursor keeps no digest (the next listing is
+-- sent whole) and, if it was the identity's, no next page (a URL of the
+-- identity's listing: a listing in progress starts again).  Returns the
+-- number of memberships moved or dropped; NULL, and nothing done, if the
+-- session is fenced out.
 CREATE OR REPLACE FUNCTION sync_merge_user(p_service text, p_identity text, p_sid text)
 RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
+    v_win     text;  -- the key whose data wins where both have a channel
+    v_lose    text;
     v_dropped integer;
     v_moved   integer;
 BEGIN
@@ -386,32 +393,62 @@ BEGIN
     -- Both keys' locks, as sync_page() takes them, in one order.
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || k))
        FROM unnest(ARRAY[p_identity, p_sid]) AS k ORDER BY k;
+    -- The key with a cursor, or of two the one whose last listing completed later.
+    SELECT CASE WHEN s.user_sid IS NULL AND i.user_sid IS NOT NULL THEN p_identity
+                WHEN i.user_sid IS NULL THEN p_sid
+                WHEN coalesce(i.last_complete_at, '-infinity')
+                     > coalesce(s.last_complete_at, '-infinity') THEN p_identity
+                ELSE p_sid END
+      INTO v_win
+      FROM (SELECT) one
+      LEFT JOIN sync_cursors i ON i.service_sid = p_service AND i.user_sid = p_identity
+      LEFT JOIN sync_cursors s ON s.service_sid = p_service AND s.user_sid = p_sid;
+    v_lose := CASE WHEN v_win = p_sid THEN p_identity ELSE p_sid END;
 
-    WITH both_keys AS (
-        SELECT i.channel_sid
-          FROM user_channels i
-          JOIN user_channels s
-            ON s.service_sid = p_service AND s.user_sid = p_sid
-           AND s.channel_sid = i.channel_sid
-         WHERE i.service_sid = p_service AND i.user_sid = p_identity
-    ), versions AS (
-        DELETE FROM user_channel_past_versions v
-         USING both_keys b
-         WHERE v.service_sid = p_service AND v.user_sid = p_identity
-           AND v.channel_sid = b.channel_sid
-    ), events AS (
-        DELETE FROM membership_event_log e
-         USING both_keys b
-         WHERE e.service_sid = p_service AND e.user_sid = p_identity
-           AND e.channel_sid = b.channel_sid
-    ), current_rows AS (
-        DELETE FROM user_channels uc
-         USING both_keys b
-         WHERE uc.service_sid = p_service AND uc.user_sid = p_identity
-           AND uc.channel_sid = b.channel_sid
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_dropped FROM current_rows;
+    CREATE TEMPORARY TABLE IF NOT EXISTS sync_merge_overlap
+        (channel_sid text PRIMARY KEY, win_from timestamptz, win_first timestamptz)
+        ON COMMIT DROP;
+    TRUNCATE sync_merge_overlap;
+    INSERT INTO sync_merge_overlap
+    SELECT w.channel_sid, w.first_seen_at, least(w.first_seen_at, l.first_seen_at)
+      FROM user_channels w
+      JOIN user_channels l
+        ON l.service_sid = p_service AND l.user_sid = v_lose AND l.channel_sid = w.channel_sid
+     WHERE w.service_sid = p_service AND w.user_sid = v_win;
+
+    -- The loser's current version, where it began before the winner's history.
+    INSERT INTO user_channel_past_versions
+           (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+            last_consumed_message_index, unread_messages_count, channel_url, member_url,
+            valid_from, valid_to, is_deleted)
+    SELECT l.service_sid, l.user_sid, l.channel_sid, l.account_sid, l.member_sid, l.status,
+           l.last_consumed_message_index, l.unread_messages_count, l.channel_url, l.member_url,
+           coalesce(l.deleted_at, l.updated_at), o.win_from, l.deleted_at IS NOT NULL
+      FROM user_channels l
+      JOIN sync_merge_overlap o ON o.channel_sid = l.channel_sid
+     WHERE l.service_sid = p_service AND l.user_sid = v_lose
+       AND coalesce(l.deleted_at, l.updated_at) < o.win_from;
+    -- Its past versions: cut where the winner's begins, gone from there on.
+    DELETE FROM user_channel_past_versions v
+     USING sync_merge_overlap o
+     WHERE v.service_sid = p_service AND v.user_sid = v_lose AND v.channel_sid = o.channel_sid
+       AND v.valid_from >= o.win_from;
+    UPDATE user_channel_past_versions v SET valid_to = o.win_from
+      FROM sync_merge_overlap o
+     WHERE v.service_sid = p_service AND v.user_sid = v_lose AND v.channel_sid = o.channel_sid
+       AND v.valid_to > o.win_from;
+    DELETE FROM membership_event_log e
+     USING sync_merge_overlap o
+     WHERE e.service_sid = p_service AND e.user_sid = v_lose AND e.channel_sid = o.channel_sid
+       AND e.at >= o.win_from;
+    DELETE FROM user_channels l
+     USING sync_merge_overlap o
+     WHERE l.service_sid = p_service AND l.user_sid = v_lose AND l.channel_sid = o.channel_sid;
+    GET DIAGNOSTICS v_dropped = ROW_COUNT;
+    UPDATE user_channels w SET first_seen_at = o.win_first
+      FROM sync_merge_overlap o
+     WHERE w.service_sid = p_service AND w.user_sid = v_win AND w.channel_sid = o.channel_sid
+       AND w.first_seen_at > o.win_first;
 
     UPDATE user_channel_past_versions SET user_sid = p_sid
      WHERE service_sid = p_service AND user_sid = p_identity;
@@ -421,28 +458,28 @@ BEGIN
      WHERE service_sid = p_service AND user_sid = p_identity;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
 
-    IF EXISTS (SELECT FROM sync_cursors WHERE service_sid = p_service AND user_sid = p_sid) THEN
-        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_identity;
-        DELETE FROM sync_cursors WHERE service_sid = p_service AND user_sid = p_identity;
-    ELSE
-        -- (seen rows without a cursor are left over from nothing: none to keep)
-        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_sid;
-        UPDATE sync_seen SET user_sid = p_sid
-         WHERE service_sid = p_service AND user_sid = p_identity;
-        UPDATE sync_cursors
-           SET user_sid = p_sid, next_page_url = NULL, listing_digest = NULL,
-               listing_rows = NULL,
-               pages_done = CASE WHEN state = 'running' THEN 0 ELSE pages_done END,
-               updated_at = now()
-         WHERE service_sid = p_service AND user_sid = p_identity;
-    END IF;
+    -- The winner's cursor (and seen channels) under the SID, the other's gone.
+    DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = v_lose;
+    DELETE FROM sync_cursors c
+     WHERE c.service_sid = p_service AND c.user_sid = v_lose
+       AND EXISTS (SELECT FROM sync_cursors w
+                    WHERE w.service_sid = p_service AND w.user_sid = v_win);
+    UPDATE sync_seen SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    UPDATE sync_cursors
+       SET next_page_url = CASE WHEN user_sid = p_identity THEN NULL ELSE next_page_url END,
+           pages_done = CASE WHEN user_sid = p_identity AND state = 'running' THEN 0
+                             ELSE pages_done END,
+           user_sid = p_sid, listing_digest = NULL, listing_rows = NULL, updated_at = now()
+     WHERE service_sid = p_service AND user_sid IN (p_identity, p_sid);
     RETURN v_dropped + v_moved;
 END
 $fn$;
 
 -- sync_resolve_users(): the keys chatsyncd lists the memberships of service
 -- p_service under, in order.  With p_all, every user of the service the
--- users listing shows (not deleted), by User SID.  Else each of p_users (as
+-- users listing shows (not deleted), by User SID, what is stored under their
+-- identities merged into them.  Else each of p_users (as
 -- configured), in order, the first of duplicates kept: a User SID is
 -- itself; an identity the users listing knows is that user's SID (of
 -- several users with that identity, the one not deleted, else the last
@@ -466,6 +503,23 @@ BEGIN
         RETURN;
     END IF;
     IF p_all THEN
+        -- What an earlier configuration stored under an identity moves to its SID.
+        FOR v_user, v_sid IN
+            SELECT u.identity, u.user_sid FROM users u
+             WHERE u.service_sid = p_service AND u.deleted_at IS NULL
+               AND u.identity IS NOT NULL AND u.identity <> u.user_sid
+               AND NOT EXISTS (SELECT FROM users b
+                                WHERE b.service_sid = p_service AND b.identity = u.identity
+                                  AND b.deleted_at IS NULL
+                                  AND (b.updated_at, b.user_sid) > (u.updated_at, u.user_sid))
+               AND (EXISTS (SELECT FROM sync_cursors c
+                             WHERE c.service_sid = p_service AND c.user_sid = u.identity)
+                    OR EXISTS (SELECT FROM user_channels uc
+                                WHERE uc.service_sid = p_service AND uc.user_sid = u.identity))
+             ORDER BY u.user_sid
+        LOOP
+            PERFORM sync_merge_user(p_service, v_user, v_sid);
+        END LOOP;
         RETURN QUERY
         SELECT u.user_sid FROM users u
          WHERE u.service_sid = p_service AND u.deleted_at IS NULL
