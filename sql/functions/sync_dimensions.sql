@@ -476,6 +476,17 @@ BEGIN
 END
 $fn$;
 
+-- sync_stored_under(): is anything stored under user key p_key of the
+-- service (a cursor, or memberships)?
+CREATE OR REPLACE FUNCTION sync_stored_under(p_service text, p_key text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
+    SELECT EXISTS (SELECT FROM sync_cursors c
+                    WHERE c.service_sid = p_service AND c.user_sid = p_key)
+        OR EXISTS (SELECT FROM user_channels uc
+                    WHERE uc.service_sid = p_service AND uc.user_sid = p_key);
+$fn$;
+
 -- sync_resolve_users(): the keys chatsyncd lists the memberships of service
 -- p_service under, in order.  With p_all, every user of the service the
 -- users listing shows (not deleted), by User SID, what is stored under their
@@ -512,10 +523,7 @@ BEGIN
                                 WHERE b.service_sid = p_service AND b.identity = u.identity
                                   AND b.deleted_at IS NULL
                                   AND (b.updated_at, b.user_sid) > (u.updated_at, u.user_sid))
-               AND (EXISTS (SELECT FROM sync_cursors c
-                             WHERE c.service_sid = p_service AND c.user_sid = u.identity)
-                    OR EXISTS (SELECT FROM user_channels uc
-                                WHERE uc.service_sid = p_service AND uc.user_sid = u.identity))
+               AND sync_stored_under(p_service, u.identity)
              ORDER BY u.user_sid
         LOOP
             PERFORM sync_merge_user(p_service, v_user, v_sid);
@@ -542,11 +550,7 @@ BEGIN
     FOR v_user, v_sid IN
         SELECT t.configured, t.key
           FROM unnest(v_configured, v_keys) WITH ORDINALITY AS t(configured, key, ord)
-         WHERE t.key <> t.configured
-           AND (EXISTS (SELECT FROM sync_cursors c
-                         WHERE c.service_sid = p_service AND c.user_sid = t.configured)
-                OR EXISTS (SELECT FROM user_channels uc
-                            WHERE uc.service_sid = p_service AND uc.user_sid = t.configured))
+         WHERE t.key <> t.configured AND sync_stored_under(p_service, t.configured)
          ORDER BY t.ord
     LOOP
         PERFORM sync_merge_user(p_service, v_user, v_sid);
