@@ -561,9 +561,9 @@ auth_failed(struct listing *l, const struct http_result *res)
 	struct sweep_state *st = l->st;
 	const struct cursor_error e = {"authentication failed", "auth", l->page_no, 0, 0};
 
-	log_error("authentication failed (%s): check twilio.account_sid and the auth token; "
-		  "stopping this sweep",
-		  res->error);
+	log_error("authentication failed (%s): check %s; stopping this sweep", res->error,
+		  st->s->api_key_sid != NULL ? "twilio.api_key_sid and its secret"
+					     : "twilio.account_sid and the auth token");
 	st->auth_failed = true;
 	st->service_failed[l->service_index] = true;
 	/* Not this user's fault: the sweep stays open and tries it again first. */

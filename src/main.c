@@ -218,8 +218,8 @@ static struct http *
 http_for(const struct settings *s)
 {
 	const struct http_options hopts = {
-		.username = s->account_sid,
-		.password = s->auth_token,
+		.username = settings_api_user(s),
+		.password = settings_api_password(s),
 		.proxy = s->proxy,
 		.timeout = s->timeout,
 		.connect_timeout = s->connect_timeout,

@@ -63,6 +63,9 @@ static const struct setting_def setting_defs[] = {
 	STR("twilio", "account_sid", account_sid, NULL, true),
 	STR("twilio", "auth_token", auth_token, NULL, true),
 	STR("twilio", "auth_token_file", auth_token_file, NULL, true),
+	STR("twilio", "api_key_sid", api_key_sid, NULL, true),
+	STR("twilio", "api_key_secret", api_key_secret, NULL, true),
+	STR("twilio", "api_key_secret_file", api_key_secret_file, NULL, true),
 	STR("twilio", "proxy", proxy, "", true),
 	INT("twilio", "page_size", page_size, 1000, 1, 1000, true),
 	INT("twilio", "timeout", timeout, 30, 1, 3600, true),
@@ -95,7 +98,8 @@ static const char *const list_keys[] = {"sync.services"};
 struct loader {
 	const char *path;
 	struct settings *s;
-	bool token_in_file;
+	bool token_in_file;	 /* twilio.auth_token is written in the file */
+	bool key_secret_in_file; /* twilio.api_key_secret is */
 	enum settings_token token;
 };
 
@@ -337,6 +341,8 @@ load_group(struct loader *l, const config_setting_t *group)
 				return false;
 			if (strcmp(key, "twilio.auth_token") == 0)
 				l->token_in_file = true;
+			if (strcmp(key, "twilio.api_key_secret") == 0)
+				l->key_secret_in_file = true;
 		} else if (is_list_key(gname, name)) {
 			if (!load_services(l, cs))
 				return false;
@@ -370,40 +376,56 @@ token_path(const char *file)
 	return xasprintf("%s/chatsync/%s", SYSCONFDIR, file);
 }
 
+/* A secret of the account, its three sources, and where it is kept. */
+struct secret {
+	const char *key;      /* "auth_token" */
+	const char *file_key; /* "auth_token_file" */
+	const char *env;      /* "TWILIO_AUTH_TOKEN" */
+	const char *what;     /* "auth token", for messages */
+};
+
+static const struct secret auth_token_secret = {"auth_token", "auth_token_file",
+						"TWILIO_AUTH_TOKEN", "auth token"};
+static const struct secret api_key_secret = {"api_key_secret", "api_key_secret_file",
+					     "TWILIO_API_KEY_SECRET", "API key secret"};
+
+/* Reads the secret file name (see token_path) into *out. */
 static bool
-read_token_file(struct loader *l, const config_setting_t *at, const char *name)
+read_secret_file(struct loader *l, const config_setting_t *at, const struct secret *sec,
+		 const char *name, char **out)
 {
-	char buf[MAX_TOKEN_FILE + 1];
+	char buf[MAX_TOKEN_FILE + 1], key[64];
 	char *file = token_path(name);
 	struct stat st;
 	bool ok = false;
 	ssize_t n;
 	int fd;
 
+	snprintf(key, sizeof(key), "twilio.%s", sec->file_key);
 	/* Not through a symbolic link, and without waiting on a FIFO's writer. */
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
-		fail_at(l, at, "twilio.auth_token_file", "could not open \"%s\": %s", file,
+		fail_at(l, at, key, "could not open \"%s\": %s", file,
 			errno == ELOOP ? "it is a symbolic link" : strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		fail_at(l, at, "twilio.auth_token_file", "\"%s\" is not a regular file", file);
+		fail_at(l, at, key, "\"%s\" is not a regular file", file);
 		close(fd);
 		goto out;
 	}
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
 	if (n < 0 || n > MAX_TOKEN_FILE) {
-		fail_at(l, at, "twilio.auth_token_file", "could not read \"%s\": %s", file,
+		fail_at(l, at, key, "could not read \"%s\": %s", file,
 			n < 0 ? strerror(errno) : "file too large");
 		goto out;
 	}
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';
-	free(l->s->auth_token);
-	l->s->auth_token = xstrdup(buf);
+	free(*out);
+	*out = xstrdup(buf);
 	ok = true;
 out:
 	explicit_bzero(buf, sizeof(buf));
@@ -453,44 +475,90 @@ warn_readable_secrets(const struct loader *l)
 		log_warning("%s holds twilio.auth_token and is readable by group or others; "
 			    "chmod 600 it or use auth_token_file",
 			    l->path);
+	if (l->key_secret_in_file)
+		log_warning("%s holds twilio.api_key_secret and is readable by group or others; "
+			    "chmod 600 it or use api_key_secret_file",
+			    l->path);
 	if (conninfo_has_password(l->s->conninfo))
 		log_warning("%s holds a password in database.conninfo and is readable by group or "
 			    "others; use a password file (PGPASSFILE, see chatsyncd(8))",
 			    l->path);
 }
 
+/*
+ * Resolves one secret into *value (the field of its inline key): the
+ * environment wins, then the file, then the inline value.  file is the
+ * field of its file key.
+ */
 static bool
-resolve_token(struct loader *l, const config_t *cf)
+resolve_secret(struct loader *l, const config_t *cf, const struct secret *sec, char **value,
+	       const char *file)
 {
-	const config_setting_t *file_at = config_lookup(cf, "twilio.auth_token_file");
-	const config_setting_t *token_at = config_lookup(cf, "twilio.auth_token");
-	const char *env = getenv("TWILIO_AUTH_TOKEN");
+	char file_path[64], key_path[64], msg[160];
+	const config_setting_t *file_at, *value_at;
+	const char *env = getenv(sec->env);
 
+	snprintf(file_path, sizeof(file_path), "twilio.%s", sec->file_key);
+	snprintf(key_path, sizeof(key_path), "twilio.%s", sec->key);
+	file_at = config_lookup(cf, file_path);
+	value_at = config_lookup(cf, key_path);
 	if (env != NULL && env[0] != '\0') {
-		free(l->s->auth_token);
-		l->s->auth_token = xstrdup(env);
-	} else if (l->s->auth_token_file != NULL) {
-		if (l->s->auth_token != NULL) {
-			fail_at(l, file_at, "twilio.auth_token_file",
-				"give either auth_token or auth_token_file, not both");
+		free(*value);
+		*value = xstrdup(env);
+	} else if (file != NULL) {
+		if (*value != NULL) {
+			fail_at(l, file_at, file_path, "give either %s or %s, not both", sec->key,
+				sec->file_key);
 			return false;
 		}
 		if (l->token != SETTINGS_TOKEN_READ)
 			return true; /* named, not read: nothing will call Twilio */
-		if (!read_token_file(l, file_at, l->s->auth_token_file))
+		if (!read_secret_file(l, file_at, sec, file, value))
 			return false;
 	}
 	if (l->token == SETTINGS_TOKEN_IGNORED)
 		return true;
-	if (l->s->auth_token == NULL || l->s->auth_token[0] == '\0') {
-		const config_setting_t *at = file_at ? file_at : token_at;
+	if (*value == NULL || (*value)[0] == '\0') {
+		const config_setting_t *at = file_at ? file_at : value_at;
 
+		snprintf(msg, sizeof(msg), "no %s (set %s, %s or %s)", sec->what, sec->key,
+			 sec->file_key, sec->env);
 		fail_at(l, at ? at : config_lookup(cf, "twilio"),
-			at == file_at && at ? "twilio.auth_token_file" : "twilio.auth_token",
-			"no auth token (set auth_token, auth_token_file or TWILIO_AUTH_TOKEN)");
+			at == file_at && at ? file_path : key_path, "%s", msg);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * The credentials: an API key (api_key_sid with its secret), which Twilio
+ * recommends, or the account's auth token; not both in the file.
+ */
+static bool
+resolve_credentials(struct loader *l, const config_t *cf)
+{
+	struct settings *s = l->s;
+
+	if (s->api_key_sid == NULL &&
+	    (s->api_key_secret != NULL || s->api_key_secret_file != NULL)) {
+		fail_at(l, config_lookup(cf, "twilio"), "twilio.api_key_sid",
+			"an API key secret is given, but no api_key_sid");
+		return false;
+	}
+	if (s->api_key_sid == NULL)
+		return resolve_secret(l, cf, &auth_token_secret, &s->auth_token,
+				      s->auth_token_file);
+	if (!twilio_sid_valid(s->api_key_sid, "SK")) {
+		fail_at(l, config_lookup(cf, "twilio.api_key_sid"), "twilio.api_key_sid",
+			"must be an API key SID (SK followed by 32 hex digits)");
+		return false;
+	}
+	if (s->auth_token != NULL || s->auth_token_file != NULL) {
+		fail_at(l, config_lookup(cf, "twilio.api_key_sid"), "twilio.api_key_sid",
+			"give either an API key or an auth token, not both");
+		return false;
+	}
+	return resolve_secret(l, cf, &api_key_secret, &s->api_key_secret, s->api_key_secret_file);
 }
 
 static bool
@@ -571,7 +639,7 @@ validate(struct loader *l, const config_t *cf)
 			"must list at least one service");
 		return false;
 	}
-	if (!resolve_token(l, cf))
+	if (!resolve_credentials(l, cf))
 		return false;
 	warn_readable_secrets(l);
 	return true;
@@ -629,7 +697,8 @@ settings_free(struct settings *s)
 		if (setting_defs[i].type == SETTING_STRING) {
 			char **field = (char **)((char *)s + setting_defs[i].offset);
 
-			if (*field != NULL && field == &s->auth_token)
+			if (*field != NULL &&
+			    (field == &s->auth_token || field == &s->api_key_secret))
 				explicit_bzero(*field, strlen(*field));
 			free(*field);
 		}
@@ -706,4 +775,16 @@ settings_discovers_users(const struct settings *s)
 			return true;
 	}
 	return false;
+}
+
+const char *
+settings_api_user(const struct settings *s)
+{
+	return s->api_key_sid != NULL ? s->api_key_sid : s->account_sid;
+}
+
+const char *
+settings_api_password(const struct settings *s)
+{
+	return s->api_key_sid != NULL ? s->api_key_secret : s->auth_token;
 }

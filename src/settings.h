@@ -25,6 +25,9 @@ struct settings {
 	char *account_sid;
 	char *auth_token; /* secret: never log it */
 	char *auth_token_file;
+	char *api_key_sid;    /* SK...: with it, the API key is used instead of the token */
+	char *api_key_secret; /* secret: never log it */
+	char *api_key_secret_file;
 	int page_size;
 	int timeout;
 	int connect_timeout;
@@ -63,7 +66,9 @@ struct settings {
  * Reads and validates path.  On success returns settings the caller owns
  * (free with settings_free); on failure logs one line naming the file, the
  * line and the key, and returns NULL.  The environment variable
- * TWILIO_AUTH_TOKEN, when set, wins over auth_token and auth_token_file.
+ * TWILIO_AUTH_TOKEN, when set, wins over auth_token and auth_token_file;
+ * with twilio.api_key_sid, TWILIO_API_KEY_SECRET over api_key_secret and
+ * api_key_secret_file (and no auth token is read).
  * token says what the command needs of the auth token: commands that never
  * call Twilio do not read the token file (auth_token may then be NULL).
  */
@@ -88,6 +93,10 @@ size_t settings_keep_fixed(struct settings *fresh, const struct settings *old);
  * users = "all" counts none: its users are known once listed).
  */
 size_t settings_user_count(const struct settings *s);
+
+/* The user and password of the API's basic authentication (borrowed). */
+const char *settings_api_user(const struct settings *s);
+const char *settings_api_password(const struct settings *s);
 
 /* Does a service say users = "all"? */
 bool settings_discovers_users(const struct settings *s);

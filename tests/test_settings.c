@@ -33,6 +33,10 @@
 #define TOKEN "tok-S3CR3T-71c9e0a4d2"
 #define FILE_TOKEN "filetok-S3CR3T-5b8f"
 #define ENV_TOKEN "envtok-S3CR3T-0d3e"
+#define KEY_SID "SK0123456789abcdef0123456789abcdef"
+#define KEY_SECRET "keysecret-S3CR3T-88a1"
+#define FILE_KEY_SECRET "filekey-S3CR3T-42c0"
+#define ENV_KEY_SECRET "envkey-S3CR3T-9f17"
 
 static char tmpdir[] = "/tmp/test_settings.XXXXXX";
 static char errlog[65536]; /* stderr of the last load */
@@ -184,8 +188,10 @@ static void
 no_secret_logged(const char *desc)
 {
 	ok(strstr(errlog, TOKEN) == NULL && strstr(errlog, FILE_TOKEN) == NULL &&
-		   strstr(errlog, ENV_TOKEN) == NULL,
-	   "%s: the auth token is not in the log", desc);
+		   strstr(errlog, ENV_TOKEN) == NULL && strstr(errlog, KEY_SECRET) == NULL &&
+		   strstr(errlog, FILE_KEY_SECRET) == NULL &&
+		   strstr(errlog, ENV_KEY_SECRET) == NULL,
+	   "%s: no secret is in the log", desc);
 }
 
 /*
@@ -740,6 +746,71 @@ test_token(void)
 	}
 }
 
+/* An API key instead of the auth token: the same sources and rules. */
+static void
+test_api_key(void)
+{
+	char keyfile[PATH_MAX], line[PATH_MAX + 128];
+	struct settings *s;
+
+	s = accepted("an API key",
+		     &(struct conf){.token = "api_key_sid = \"" KEY_SID "\";\n"
+					     "  api_key_secret = \"" KEY_SECRET "\";"});
+	if (s != NULL) {
+		is_str(settings_api_user(s), KEY_SID, "the API key SID is the user");
+		is_str(settings_api_password(s), KEY_SECRET, "its secret the password");
+		ok(s->auth_token == NULL, "no auth token is needed");
+	}
+	settings_free(s);
+	s = accepted("the auth token", &(struct conf){0});
+	if (s != NULL) {
+		is_str(settings_api_user(s), s->account_sid,
+		       "without a key: the account is the user");
+		is_str(settings_api_password(s), TOKEN, "and the auth token the password");
+	}
+	settings_free(s);
+
+	refused("an API key SID that is not one",
+		&(struct conf){.token = "api_key_sid = \"SK12\";\n"
+					"  api_key_secret = \"" KEY_SECRET "\";"},
+		"SK12", "twilio.api_key_sid");
+	refused("an API key and an auth token",
+		&(struct conf){.token = "auth_token = \"" TOKEN "\";\n"
+					"  api_key_sid = \"" KEY_SID "\";\n"
+					"  api_key_secret = \"" KEY_SECRET "\";"},
+		"api_key_sid", "twilio.api_key_sid");
+	refused("an API key secret without its SID",
+		&(struct conf){.token = "api_key_secret = \"" KEY_SECRET "\";"}, "twilio: {",
+		"twilio.api_key_sid");
+	refused("an API key SID without a secret",
+		&(struct conf){.token = "api_key_sid = \"" KEY_SID "\";"}, "twilio: {",
+		"twilio.api_key_secret");
+
+	path_in_tmp(keyfile, sizeof(keyfile), "api_key_secret");
+	write_file(keyfile, FILE_KEY_SECRET "\n", 0600);
+	snprintf(line, sizeof(line),
+		 "api_key_sid = \"" KEY_SID "\";\n  api_key_secret_file = \"%s\";", keyfile);
+	s = accepted("api_key_secret_file", &(struct conf){.token = line});
+	if (s != NULL)
+		is_str(s->api_key_secret, FILE_KEY_SECRET,
+		       "the secret file is read, newline stripped");
+	settings_free(s);
+	setenv("TWILIO_API_KEY_SECRET", ENV_KEY_SECRET, 1);
+	s = accepted("TWILIO_API_KEY_SECRET with api_key_secret_file",
+		     &(struct conf){.token = line});
+	if (s != NULL)
+		is_str(s->api_key_secret, ENV_KEY_SECRET, "TWILIO_API_KEY_SECRET wins");
+	settings_free(s);
+	unsetenv("TWILIO_API_KEY_SECRET");
+	snprintf(line, sizeof(line),
+		 "api_key_sid = \"" KEY_SID "\";\n  api_key_secret = \"" KEY_SECRET "\";\n"
+		 "  api_key_secret_file = \"%s\";",
+		 keyfile);
+	refused("both api_key_secret and api_key_secret_file", &(struct conf){.token = line},
+		"api_key_secret_file", "twilio.api_key_secret_file");
+	unlink(keyfile);
+}
+
 static void
 test_file_errors(void)
 {
@@ -915,6 +986,7 @@ main(void)
 	test_base_url();
 	test_schema_and_level();
 	test_token();
+	test_api_key();
 	test_file_errors();
 	test_metrics_listen();
 	test_metrics_fixed();
