@@ -507,10 +507,19 @@ page_received(struct listing *l)
 	/* The API may name this page differently from the URL we asked for. */
 	if (page_parser_self_url(l->parser) != NULL)
 		url_seen_add(l->fetched, page_parser_self_url(l->parser));
-	if (!next_url_ok(l, next))
-		return;
 	free(l->next_url);
-	l->next_url = xstrdup(next);
+	l->next_url = NULL;
+	/*
+	 * With twilio.region or twilio.edge the next page is asked of that
+	 * host, whatever Twilio's host the API names, as Twilio's helper
+	 * libraries do; any other host is refused below.
+	 */
+	if (next != NULL)
+		l->next_url = l->st->s->region[0] != '\0' || l->st->s->edge[0] != '\0'
+				      ? url_regional(next, l->st->s->region, l->st->s->edge)
+				      : xstrdup(next);
+	if (!next_url_ok(l, l->next_url))
+		return;
 	queue_commit(l);
 }
 

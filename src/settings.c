@@ -67,6 +67,8 @@ static const struct setting_def setting_defs[] = {
 	STR("twilio", "api_key_secret", api_key_secret, NULL, true),
 	STR("twilio", "api_key_secret_file", api_key_secret_file, NULL, true),
 	STR("twilio", "proxy", proxy, "", true),
+	STR("twilio", "region", region, "", true),
+	STR("twilio", "edge", edge, "", true),
 	INT("twilio", "page_size", page_size, 1000, 1, 1000, true),
 	INT("twilio", "timeout", timeout, 30, 1, 3600, true),
 	INT("twilio", "connect_timeout", connect_timeout, 10, 1, 600, true),
@@ -603,6 +605,44 @@ metrics_listen_ok(struct loader *l, const config_t *cf)
 	return true;
 }
 
+/*
+ * twilio.region and twilio.edge (else TWILIO_REGION and TWILIO_EDGE) move
+ * base_url's host, as Twilio's helper libraries do (see url_regional).
+ */
+static bool
+resolve_region(struct loader *l, const config_t *cf)
+{
+	struct settings *s = l->s;
+	static const char *const keys[2] = {"region", "edge"};
+	char **fields[2] = {&s->region, &s->edge};
+	static const char *const envs[2] = {"TWILIO_REGION", "TWILIO_EDGE"};
+	char *moved;
+
+	for (int i = 0; i < 2; i++) {
+		const char *env = getenv(envs[i]);
+		char key[32];
+
+		snprintf(key, sizeof(key), "twilio.%s", keys[i]);
+		if ((*fields[i])[0] == '\0' && env != NULL && env[0] != '\0') {
+			free(*fields[i]);
+			*fields[i] = xstrdup(env);
+		}
+		if ((*fields[i])[0] != '\0' && !url_label_ok(*fields[i])) {
+			/* The key's line, or the variable it came from. */
+			const char *from = config_lookup(cf, key) != NULL ? "" : envs[i];
+
+			fail_at(l, config_lookup(cf, key), key,
+				"\"%s\"%s%s is not a %s name (lowercase letters, digits, '-')",
+				*fields[i], from[0] != '\0' ? " from " : "", from, keys[i]);
+			return false;
+		}
+	}
+	moved = url_regional(s->base_url, s->region, s->edge);
+	free(s->base_url);
+	s->base_url = moved;
+	return true;
+}
+
 static bool
 validate(struct loader *l, const config_t *cf)
 {
@@ -617,6 +657,8 @@ validate(struct loader *l, const config_t *cf)
 		fail_at(l, config_lookup(cf, "twilio.base_url"), "twilio.base_url", "%s", err);
 		return false;
 	}
+	if (!resolve_region(l, cf))
+		return false;
 	if (s->account_sid == NULL || !twilio_sid_valid(s->account_sid, "AC")) {
 		fail_at(l, config_lookup(cf, "twilio.account_sid"), "twilio.account_sid",
 			"must be an Account SID (AC followed by 32 hex digits)");

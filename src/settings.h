@@ -21,7 +21,9 @@ struct settings {
 	char *path;
 
 	char *base_url;
-	char *proxy; /* "" for none: proxies from the environment are never used */
+	char *proxy;  /* "" for none: proxies from the environment are never used */
+	char *region; /* twilio.region or TWILIO_REGION, "" for none: already in base_url */
+	char *edge;   /* twilio.edge or TWILIO_EDGE, the same */
 	char *account_sid;
 	char *auth_token; /* secret: never log it */
 	char *auth_token_file;

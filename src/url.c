@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <curl/curl.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -346,4 +347,62 @@ url_seen_has(const struct url_seen *s, const char *url)
 			return true;
 	}
 	return false;
+}
+
+bool
+url_label_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 32 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
+			return false;
+	}
+	return true;
+}
+
+char *
+url_regional(const char *base, const char *region, const char *edge)
+{
+	static const char domain[] = ".twilio.com";
+	const char *host = strstr(base, "://");
+	const char *host_end, *dot;
+	char *product = NULL, *url;
+	const char *have_region = NULL, *have_edge = NULL;
+	char *labels[3] = {NULL, NULL, NULL};
+	size_t n = 0;
+
+	if (host == NULL)
+		return xstrdup(base);
+	host += 3;
+	host_end = host + strcspn(host, ":/");
+	if ((size_t)(host_end - host) <= strlen(domain) ||
+	    strncasecmp(host_end - strlen(domain), domain, strlen(domain)) != 0)
+		return xstrdup(base); /* not Twilio's (a test's loopback server, say) */
+	/* product[.edge][.region].twilio.com: the labels before the domain */
+	for (const char *p = host; p < host_end - strlen(domain) && n < 3; p = dot + 1) {
+		dot = memchr(p, '.', (size_t)(host_end - strlen(domain) - p));
+		if (dot == NULL)
+			dot = host_end - strlen(domain);
+		labels[n++] = xasprintf("%.*s", (int)(dot - p), p);
+	}
+	product = labels[0];
+	if (n == 2)
+		have_region = labels[1];
+	else if (n == 3) {
+		have_edge = labels[1];
+		have_region = labels[2];
+	}
+	edge = edge != NULL && edge[0] != '\0' ? edge : have_edge;
+	region = region != NULL && region[0] != '\0' ? region : have_region;
+	if (region == NULL && edge != NULL)
+		region = "us1"; /* an edge needs a region: Twilio's default */
+	url = xasprintf("%.*s%s%s%s%s%s%s", (int)(host - base), base, product, edge ? "." : "",
+			edge ? edge : "", region ? "." : "", region ? region : "",
+			host_end - strlen(domain));
+	for (size_t i = 0; i < 3; i++)
+		free(labels[i]);
+	return url;
 }

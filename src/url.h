@@ -60,6 +60,18 @@ char *url_first_page(const char *base, const char *service_sid, const char *user
  */
 bool url_same_listing(const char *next, const char *first) __attribute__((warn_unused_result));
 
+/* Is s a region or an edge name: lowercase letters, digits and '-', 1 to 32? */
+bool url_label_ok(const char *s);
+
+/*
+ * base with its host moved to a region and an edge, as Twilio's helper
+ * libraries do: PRODUCT[.EDGE][.REGION].twilio.com becomes
+ * PRODUCT.EDGE.REGION.twilio.com, each given one (NULL or "": none) in
+ * place of the host's own, an edge without a region in us1.  A host not
+ * under twilio.com is left alone.  Returns a string the caller owns.
+ */
+char *url_regional(const char *base, const char *region, const char *edge);
+
 /*
  * The pages of one listing fetched so far, by hash, to tell a
  * next_page_url that leads back to one of them (a loop).  Past capacity

@@ -811,6 +811,40 @@ test_api_key(void)
 	unlink(keyfile);
 }
 
+/* twilio.region and twilio.edge move the base URL's host, as Twilio's libraries do. */
+static void
+test_region(void)
+{
+	struct settings *s;
+
+	s = accepted("a region and an edge",
+		     &(struct conf){.twilio = "region = \"au1\"; edge = \"sydney\";"});
+	if (s != NULL)
+		is_str(s->base_url, "https://ip-messaging.sydney.au1.twilio.com",
+		       "base_url moves to the edge and the region");
+	settings_free(s);
+	setenv("TWILIO_REGION", "ie1", 1);
+	s = accepted("TWILIO_REGION", &(struct conf){0});
+	if (s != NULL)
+		is_str(s->base_url, "https://ip-messaging.ie1.twilio.com",
+		       "TWILIO_REGION, without the key, moves it to its region");
+	settings_free(s);
+	s = accepted("twilio.region and TWILIO_REGION",
+		     &(struct conf){.twilio = "region = \"us1\";"});
+	if (s != NULL)
+		is_str(s->base_url, "https://ip-messaging.us1.twilio.com", "the key wins");
+	settings_free(s);
+	unsetenv("TWILIO_REGION");
+	s = accepted("a region with a loopback base_url",
+		     &(struct conf){
+			     .twilio = "region = \"ie1\"; base_url = \"http://127.0.0.1:9\";"});
+	if (s != NULL)
+		is_str(s->base_url, "http://127.0.0.1:9", "a host not under twilio.com stays");
+	settings_free(s);
+	refused("a region that is not a name", &(struct conf){.twilio = "region = \"IE 1\";"},
+		"region", "twilio.region");
+}
+
 static void
 test_file_errors(void)
 {
@@ -987,6 +1021,7 @@ main(void)
 	test_schema_and_level();
 	test_token();
 	test_api_key();
+	test_region();
 	test_file_errors();
 	test_metrics_listen();
 	test_metrics_fixed();

@@ -416,6 +416,46 @@ test_seen(void)
 	ok(true, "url_seen_free(NULL) does nothing");
 }
 
+/* url_regional(base, region, edge) is want. */
+static void
+regional(const char *base, const char *region, const char *edge, const char *want)
+{
+	char *got = url_regional(base, region, edge);
+
+	is_str(got, want, "regional %s, region %s, edge %s", base, region ? region : "-",
+	       edge ? edge : "-");
+	free(got);
+}
+
+static void
+test_regional(void)
+{
+	regional("https://ip-messaging.twilio.com", NULL, NULL, "https://ip-messaging.twilio.com");
+	regional("https://ip-messaging.twilio.com", "ie1", NULL,
+		 "https://ip-messaging.ie1.twilio.com");
+	regional("https://ip-messaging.twilio.com", "au1", "sydney",
+		 "https://ip-messaging.sydney.au1.twilio.com");
+	regional("https://ip-messaging.twilio.com", "", "dublin",
+		 "https://ip-messaging.dublin.us1.twilio.com");
+	regional("https://ip-messaging.twilio.com/v1/Services/IS1/Users/u/Channels?PageSize=50",
+		 "ie1", "dublin",
+		 "https://ip-messaging.dublin.ie1.twilio.com/v1/Services/IS1/Users/u/Channels?"
+		 "PageSize=50");
+	regional("https://chat.sydney.au1.twilio.com/v2", NULL, NULL,
+		 "https://chat.sydney.au1.twilio.com/v2");
+	regional("https://chat.sydney.au1.twilio.com/v2", "ie1", NULL,
+		 "https://chat.sydney.ie1.twilio.com/v2");
+	regional("https://chat.au1.twilio.com/v2", NULL, "tokyo",
+		 "https://chat.tokyo.au1.twilio.com/v2");
+	regional("http://127.0.0.1:8080", "ie1", "dublin", "http://127.0.0.1:8080");
+	regional("https://twilio.com.evil.example/v1", "ie1", NULL,
+		 "https://twilio.com.evil.example/v1");
+	ok(url_label_ok("us1") && url_label_ok("sao-paulo"), "region and edge names");
+	ok(!url_label_ok("") && !url_label_ok("IE1") && !url_label_ok("a.b") &&
+		   !url_label_ok("-x") && !url_label_ok("x/y"),
+	   "not names: empty, upper case, a dot, a leading '-', a slash");
+}
+
 int
 main(void)
 {
@@ -430,5 +470,6 @@ main(void)
 	test_dot_segments();
 	test_check_proxy();
 	test_seen();
+	test_regional();
 	return tap_done();
 }
