@@ -476,6 +476,19 @@ BEGIN
 END
 $fn$;
 
+-- sync_identity_user(): the User SID of the service's user with identity
+-- p_identity, as the users listing has it: of several, the one not deleted,
+-- else the last updated, then the greatest SID (the rule of the view
+-- user_keys); NULL if the listing knows no such identity.
+CREATE OR REPLACE FUNCTION sync_identity_user(p_service text, p_identity text)
+RETURNS text
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
+    SELECT u.user_sid FROM users u
+     WHERE u.service_sid = p_service AND u.identity = p_identity
+     ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
+     LIMIT 1;
+$fn$;
+
 -- sync_stored_under(): is anything stored under user key p_key of the
 -- service (a cursor, or memberships)?
 CREATE OR REPLACE FUNCTION sync_stored_under(p_service text, p_key text)
@@ -519,10 +532,7 @@ BEGIN
             SELECT u.identity, u.user_sid FROM users u
              WHERE u.service_sid = p_service AND u.deleted_at IS NULL
                AND u.identity IS NOT NULL AND u.identity <> u.user_sid
-               AND NOT EXISTS (SELECT FROM users b
-                                WHERE b.service_sid = p_service AND b.identity = u.identity
-                                  AND b.deleted_at IS NULL
-                                  AND (b.updated_at, b.user_sid) > (u.updated_at, u.user_sid))
+               AND sync_identity_user(p_service, u.identity) = u.user_sid
                AND sync_stored_under(p_service, u.identity)
              ORDER BY u.user_sid
         LOOP
@@ -536,14 +546,11 @@ BEGIN
     END IF;
 
     SELECT array_agg(x.configured ORDER BY x.ord),
-           array_agg(coalesce(r.user_sid, x.configured) ORDER BY x.ord)
+           array_agg(coalesce(CASE WHEN x.configured !~ '^US[0-9a-fA-F]{32}$'
+                                   THEN sync_identity_user(p_service, x.configured) END,
+                              x.configured) ORDER BY x.ord)
       INTO v_configured, v_keys
       FROM unnest(p_users) WITH ORDINALITY AS x(configured, ord)
-      LEFT JOIN LATERAL (
-           SELECT u.user_sid FROM users u
-            WHERE u.service_sid = p_service AND u.identity = x.configured
-            ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
-            LIMIT 1) r ON x.configured !~ '^US[0-9a-fA-F]{32}$'
      WHERE x.configured IS NOT NULL;
 
     -- The identities resolved under which something is stored.
