@@ -39,42 +39,11 @@ SELECT date_trunc('day', at) AS day,
  ORDER BY day;
 
 -- Q6: unread messages per channel over time: as they stood at the end of each
--- hour of the last week (now, for the current hour), from the history.  A
--- version counts from the first hour that ends at or after its start to the
--- first that ends at or after its end: the starts and ends of the versions
--- of the week are added up per channel and hour, then carried forward.
-WITH hours AS (
-    SELECT array_agg(hour ORDER BY hour) AS starts,
-           array_agg(least(hour + interval '1 hour', now()) ORDER BY hour) AS ends
-      FROM generate_series(date_trunc('hour', now() - interval '7 days'), now(),
-                           interval '1 hour') AS hour
-), changes AS (
-    SELECT h.channel_sid, c.*
-      FROM membership_history h,
-           LATERAL (VALUES (width_bucket(h.valid_from - interval '1 microsecond',
-                                         (SELECT ends FROM hours)),
-                            1, (h.unread_messages_count IS NOT NULL)::int,
-                            h.unread_messages_count),
-                           (width_bucket(h.valid_to - interval '1 microsecond',
-                                         (SELECT ends FROM hours)),
-                            -1, -(h.unread_messages_count IS NOT NULL)::int,
-                            -h.unread_messages_count)) AS c(i, versions, counted, unread)
-     WHERE NOT h.is_deleted AND c.i IS NOT NULL
-       AND (h.is_current OR h.valid_to > date_trunc('hour', now() - interval '7 days'))
-), totals AS (
-    SELECT channel_sid, i, sum(sum(versions)) OVER w AS versions,
-           sum(sum(counted)) OVER w AS counted, sum(sum(unread)) OVER w AS unread,
-           lead(i) OVER w AS next_i
-      FROM changes
-     GROUP BY channel_sid, i
-    WINDOW w AS (PARTITION BY channel_sid ORDER BY i)
-)
-SELECT t.channel_sid, hours.starts[k + 1] AS hour,
-       CASE WHEN t.counted > 0 THEN t.unread END AS unread
-  FROM totals t, hours,
-       generate_series(t.i, coalesce(t.next_i, cardinality(hours.starts)) - 1) AS k
- WHERE t.versions > 0
- ORDER BY t.channel_sid, hour;
+-- hour of the last week (the current hour: as the last sweep left them).
+SELECT channel_sid, hour, unread_messages_count AS unread
+  FROM channel_unread_hourly
+ WHERE hour >= date_trunc('hour', now() - interval '7 days')
+ ORDER BY hour, service_sid, channel_sid;
 
 -- Q7: stale users: never synced, or not within twice the sync interval.
 SELECT service_sid, "user", state, last_complete_at, lag, last_error
@@ -99,9 +68,8 @@ SELECT service_sid, service_name, count(user_sid) AS users, count(channel_sid) A
 
 -- Q9: users who never joined a channel they were invited to.
 SELECT service_sid, user_sid, identity, channel_sid
-  FROM membership_history
- GROUP BY service_sid, user_sid, identity, channel_sid
-HAVING bool_or(status = 'invited') AND NOT bool_or(status = 'joined')
+  FROM membership_invitations
+ WHERE joined_at IS NULL
  ORDER BY service_sid, user_sid, channel_sid;
 
 -- Q10: sync health over time: sweeps, their duration, retries and errors by

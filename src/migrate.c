@@ -138,6 +138,23 @@ apply_functions(struct db *db, const struct ticker *t)
 }
 
 /*
+ * State that the sweeps keep (migration 009) and that a database migrated
+ * from an earlier version must first have rebuilt from the history it holds:
+ * once, in the migrations' transaction, so that the analyst views answer
+ * from the start.
+ */
+static bool
+rebuild_kept_state(struct db *db, const struct ticker *t)
+{
+	static const char sql[] =
+		"DO $rebuild$ BEGIN\n"
+		"    PERFORM sync_rollup_rebuild() FROM sync_rollup_state WHERE NOT rebuilt;\n"
+		"END $rebuild$";
+
+	return exec_script(db, sql, "rebuilding the kept state from the history", t);
+}
+
+/*
  * A migration that changes what a view reads drops the view, and
  * 004_current_versions turned the table user_channel_history into a view of
  * that name: the function scripts create such a view anew, without the grants
@@ -201,7 +218,8 @@ migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
 	bool ok;
 
 	ok = lock_and_prepare(db) && save_readers(db) && apply_pending(db, &count, &t) &&
-	     apply_functions(db, &t) && restore_readers(db) && db_exec(db, "COMMIT");
+	     apply_functions(db, &t) && rebuild_kept_state(db, &t) && restore_readers(db) &&
+	     db_exec(db, "COMMIT");
 	if (!ok && db_connected(db)) {
 		char why[512];
 

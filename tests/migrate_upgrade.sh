@@ -22,6 +22,10 @@ FINISH_SQL="SELECT users_ok, users_failed, pages, rows_received, rows_inserted, 
 finish() { # finish RUN: the end of sweep RUN, with 2 requests and 1 retry
 	sql "SET search_path TO chatsync; PREPARE finish AS $FINISH_SQL; EXECUTE finish('$1', '2', '1')"
 }
+# The columns of user_channels in every version.
+CURRENT_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+	last_consumed_message_index, unread_messages_count, channel_url, member_url, first_seen_at,
+	updated_at, deleted_at"
 # The columns of sync_cursors in every version.
 CURSOR_COLS="service_sid, user_sid, run_id, state, next_page_url, pages_done, last_complete_at,
 	last_error, last_error_at, updated_at"
@@ -129,14 +133,22 @@ for n in 1 2 3 4; do
 	migrate
 	is "$?" 0 "--migrate upgrades version $n"
 	is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
-		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync" \
+		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state" \
 		"from version $n: every migration recorded, once"
 	same_schema "v$n" "from version $n: the schema is that of a fresh install, privileges included"
 
 	is "$(differ "SELECT $HIST_COLS FROM chatsync.user_channel_history" "SELECT * FROM public.before_history")" 0 \
 		"from version $n: user_channel_history shows exactly the versions it held before"
-	is "$(differ "SELECT * FROM chatsync.user_channels" "SELECT * FROM public.before_current")" 0 \
+	is "$(differ "SELECT $CURRENT_COLS FROM chatsync.user_channels" "SELECT * FROM public.before_current")" 0 \
 		"from version $n: user_channels is untouched"
+	# (the listings of these versions send no status: nothing was invited or joined)
+	is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE first_invited_at IS NOT NULL OR first_joined_at IS NOT NULL")" 0 \
+		"from version $n: no membership gets a first invitation or join the history does not show"
+	is "$(sql "SELECT string_agg(channel_sid || ':' || members || ':' || unread, ',' ORDER BY channel_sid)
+	             FROM chatsync.channel_hourly WHERE hour = (SELECT max(hour) FROM chatsync.channel_hourly)")" \
+		"CH1:1:6,CH2:1:1,CH3:1:2" \
+		"from version $n: channel_hourly is rebuilt from the history: each channel as it stands"
+	is "$(sql "SELECT rebuilt FROM chatsync.sync_rollup_state")" t "from version $n: and the rebuild is recorded"
 	is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_past_versions WHERE NOT is_deleted')" "4|0" \
 		"from version $n: the 4 ended versions are kept, the open ones live in user_channels only"
 	is "$(sql "SELECT string_agg(channel_sid || ':' || valid_from::text || '-' || valid_to::text, ',')
@@ -200,7 +212,7 @@ tamper
 is "$(body)" SELECT "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 8 "applies no migration twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 9 "applies no migration twice"
 same_schema fresh "but writes the functions again, and keeps the grants on the view"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 tamper

@@ -72,6 +72,26 @@ SELECT v.service_sid, k.user_sid, k.identity, v.channel_sid, v.status, v.unread_
   JOIN sync_cursors c ON c.service_sid = v.service_sid AND c.user_sid = v.user_sid
   LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
 
+-- membership_invitations: from user_channels, whose first_invited_at and
+-- first_joined_at outlive the versions that retention prunes; the partial
+-- index user_channels_never_joined_idx finds those never joined.
+CREATE OR REPLACE VIEW membership_invitations AS
+SELECT uc.service_sid, k.user_sid, k.identity, uc.channel_sid, uc.status,
+       uc.first_invited_at AS invited_at, uc.first_joined_at AS joined_at,
+       uc.deleted_at IS NOT NULL AS is_deleted, uc.deleted_at
+  FROM user_channels uc
+  JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid
+ WHERE uc.first_invited_at IS NOT NULL;
+
+-- channel_unread_hourly: channel_hourly with the channel's name; the join,
+-- on the channels' primary key, goes when no name is asked for.
+CREATE OR REPLACE VIEW channel_unread_hourly AS
+SELECT h.service_sid, h.channel_sid, ch.friendly_name AS channel_name, h.hour, h.members,
+       h.unread AS unread_messages_count
+  FROM channel_hourly h
+  LEFT JOIN channels ch ON ch.service_sid = h.service_sid AND ch.channel_sid = h.channel_sid;
+
 CREATE OR REPLACE VIEW membership_events AS
 SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.old_status,
        e.new_status

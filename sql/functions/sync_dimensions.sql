@@ -289,6 +289,7 @@ BEGIN
         -- The table no longer holds the listing its digest stands for.
         UPDATE sync_cursors SET listing_digest = NULL, listing_rows = NULL
          WHERE service_sid = p_service AND user_sid = v_key;
+        PERFORM sync_rollup_mark_stale();
     END LOOP;
 END
 $fn$;
@@ -406,11 +407,13 @@ BEGIN
     v_lose := CASE WHEN v_win = p_sid THEN p_identity ELSE p_sid END;
 
     CREATE TEMPORARY TABLE IF NOT EXISTS sync_merge_overlap
-        (channel_sid text PRIMARY KEY, win_from timestamptz, win_first timestamptz)
+        (channel_sid text PRIMARY KEY, win_from timestamptz, win_first timestamptz,
+         first_invited timestamptz, first_joined timestamptz)
         ON COMMIT DROP;
     TRUNCATE sync_merge_overlap;
     INSERT INTO sync_merge_overlap
-    SELECT w.channel_sid, w.first_seen_at, least(w.first_seen_at, l.first_seen_at)
+    SELECT w.channel_sid, w.first_seen_at, least(w.first_seen_at, l.first_seen_at),
+           least(w.first_invited_at, l.first_invited_at), least(w.first_joined_at, l.first_joined_at)
       FROM user_channels w
       JOIN user_channels l
         ON l.service_sid = p_service AND l.user_sid = v_lose AND l.channel_sid = w.channel_sid
@@ -445,10 +448,17 @@ BEGIN
      USING sync_merge_overlap o
      WHERE l.service_sid = p_service AND l.user_sid = v_lose AND l.channel_sid = o.channel_sid;
     GET DIAGNOSTICS v_dropped = ROW_COUNT;
-    UPDATE user_channels w SET first_seen_at = o.win_first
+    UPDATE user_channels w
+       SET first_seen_at = o.win_first, first_invited_at = o.first_invited,
+           first_joined_at = o.first_joined
       FROM sync_merge_overlap o
      WHERE w.service_sid = p_service AND w.user_sid = v_win AND w.channel_sid = o.channel_sid
-       AND w.first_seen_at > o.win_first;
+       AND (w.first_seen_at, w.first_invited_at, w.first_joined_at)
+           IS DISTINCT FROM (o.win_first, o.first_invited, o.first_joined);
+    -- Memberships were merged or dropped: the channels' hourly totals change.
+    IF v_dropped > 0 THEN
+        PERFORM sync_rollup_mark_stale();
+    END IF;
 
     UPDATE user_channel_past_versions SET user_sid = p_sid
      WHERE service_sid = p_service AND user_sid = p_identity;

@@ -63,7 +63,8 @@ $fn$;
 -- New memberships go in with a plain INSERT: one chatsyncd holds the
 -- schema's advisory lock, and it never commits two pages of one user at
 -- once, so no other session adds the same key.  A version is copied to
--- user_channel_past_versions only when it changes or ends.  p_digest, for a
+-- user_channel_past_versions only when it changes or ends; the first time it
+-- is seen invited, and joined, is kept on its row.  p_digest, for a
 -- listing on one page, is kept on the cursor with the number of memberships
 -- it held (see sync_listing_unchanged.sql).
 --
@@ -108,10 +109,13 @@ BEGIN
         -- A user's first listing: nothing to compare with.
         INSERT INTO user_channels
                (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                last_consumed_message_index, unread_messages_count, channel_url, member_url)
+                last_consumed_message_index, unread_messages_count, channel_url, member_url,
+                first_invited_at, first_joined_at)
         SELECT DISTINCT ON (t.channel_sid)
                p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
-               t.lcmi, t.unread, t.channel_url, t.member_url
+               t.lcmi, t.unread, t.channel_url, t.member_url,
+               CASE WHEN t.status = 'invited' THEN now() END,
+               CASE WHEN t.status = 'joined' THEN now() END
           FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
                       p_channel_url, p_member_url) WITH ORDINALITY
                AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
@@ -147,9 +151,12 @@ BEGIN
         ), added AS (
             INSERT INTO user_channels
                    (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                    last_consumed_message_index, unread_messages_count, channel_url, member_url)
+                    last_consumed_message_index, unread_messages_count, channel_url, member_url,
+                    first_invited_at, first_joined_at)
             SELECT p_service, p_user, c.channel_sid, c.account_sid, c.member_sid, c.status,
-                   c.lcmi, c.unread, c.channel_url, c.member_url
+                   c.lcmi, c.unread, c.channel_url, c.member_url,
+                   CASE WHEN c.status = 'invited' THEN now() END,
+                   CASE WHEN c.status = 'joined' THEN now() END
               FROM changed c
              WHERE NOT c.existed
             RETURNING 1
@@ -203,7 +210,11 @@ BEGIN
                    channel_url = c.channel_url,
                    member_url = c.member_url,
                    updated_at = now(),
-                   deleted_at = NULL
+                   deleted_at = NULL,
+                   first_invited_at = coalesce(uc.first_invited_at,
+                                               CASE WHEN c.status = 'invited' THEN now() END),
+                   first_joined_at = coalesce(uc.first_joined_at,
+                                              CASE WHEN c.status = 'joined' THEN now() END)
               FROM changed c
              WHERE c.existed
                AND uc.service_sid = p_service AND uc.user_sid = p_user

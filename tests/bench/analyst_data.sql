@@ -20,7 +20,8 @@
 -- - 70 % of memberships came with their user's first listing, the others
 --   later, with an 'added' event;
 -- - 3 % were invited and never joined, 27 % were invited and joined later (a
---   'status_changed' event), the rest joined at once;
+--   'status_changed' event), the rest joined at once (first_invited_at and
+--   first_joined_at as sync_page() sets them);
 -- - 20 % were gone for a while: a removal period (is_deleted) in the middle
 --   of their history, with the values of the version before it, from a
 --   'removed' event to an 'added' event;
@@ -201,12 +202,16 @@ AS $$ SELECT 'https://chat.twilio.com/v2/Services/' || pg_temp.service_sid(s) ||
 -- The current version of each membership, in the order of their last change.
 INSERT INTO user_channels (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                            last_consumed_message_index, unread_messages_count, channel_url,
-                           member_url, first_seen_at, updated_at, deleted_at)
+                           member_url, first_seen_at, updated_at, deleted_at,
+                           first_invited_at, first_joined_at)
 SELECT pg_temp.service_sid(s), pg_temp.configured(u), pg_temp.channel_sid(s, c),
        'AC' || repeat('a', 32), pg_temp.member_sid(m), pg_temp.status(kind, j),
        10 * j + h % 10, pg_temp.unread(h, j), pg_temp.channel_url(s, c),
        pg_temp.channel_url(s, c) || '/Members/' || pg_temp.member_sid(m),
-       pg_temp.at(u, k0), pg_temp.at(u, kn), CASE WHEN gone THEN pg_temp.at(u, kn) END
+       pg_temp.at(u, k0), pg_temp.at(u, kn), CASE WHEN gone THEN pg_temp.at(u, kn) END,
+       CASE WHEN kind <> 'joined' THEN pg_temp.at(u, k0) END,
+       CASE kind WHEN 'joined' THEN pg_temp.at(u, k0)
+                 WHEN 'later' THEN pg_temp.at(u, pg_temp.k(m, k0, n, 1)) END
   FROM (SELECT gm.*, CASE WHEN gone THEN n ELSE n + 1 END AS j,
                pg_temp.k(m, k0, n, n) AS kn
           FROM gen_m gm
@@ -256,6 +261,11 @@ SELECT pg_temp.at(u, k), pg_temp.service_sid(s), pg_temp.configured(u),
                         SELECT pg_temp.k(m, k0, n, n), 'removed', pg_temp.status(kind, n), NULL
                          WHERE gone) e
          ORDER BY k, u, c OFFSET 0) x;
+
+-- The state the sweeps keep, from that history, as chatsyncd rebuilds it
+-- after migration 009: the hourly totals of every channel (the first
+-- invitations and joins, set above, are left as they are when they agree).
+SELECT sync_rollup_rebuild();
 
 -- The secondary indexes again.
 SELECT def FROM gen_indexes \gexec
