@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The state kept as the sweeps go (sql/functions/sync_rollup.sql, migration
+# 009): a membership's first invitation and first join as sync_page() sets
+# them and sync_merge_user() merges them; channel_hourly as
+# sync_channel_rollup() writes it after a sweep (only what differs, nothing
+# when nothing changed, a stale mark honoured, a fenced writer refused); the
+# rebuild from the history checked hour by hour against a count of the
+# versions alive at each hour's end; and its retention.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+S=$SERVICE_SID
+FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" alice # --migrate makes no request
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
+is "$?" 0 "chatsyncd --migrate creates the schema"
+epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+
+as() { # as EPOCH QUERY: QUERY in schema chatsync, on a session carrying EPOCH
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"
+}
+w() { as "$epoch" "$1"; } # w QUERY: as the writer
+q() { sql "SET search_path TO chatsync; $1"; }
+run() { q "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id"; }
+# page RUN USER CHANNELS STATUSES UNREADS: a whole listing of USER on one page.
+page() {
+	w "SELECT * FROM sync_page($1, '$S', '$2', true, NULL, '{$3}', NULL, NULL, '{$4}',
+	     NULL, '{$5}', NULL, NULL, 0, 1, 0, NULL)" >/dev/null
+}
+firsts() { # firsts USER: channel:invited?:joined?:joined after invited? of each membership
+	q "SELECT string_agg(channel_sid || ':' || (first_invited_at IS NOT NULL) || ':'
+	                     || (first_joined_at IS NOT NULL) || ':'
+	                     || coalesce((first_joined_at > first_invited_at)::text, '-'),
+	                     ',' ORDER BY channel_sid)
+	     FROM user_channels WHERE user_sid = '$1'"
+}
+rollup() { w "SELECT sync_channel_rollup($1)"; }
+# hourly: channel:members:unread of the latest hour; totals: the same from user_channels.
+hourly() {
+	q "SELECT string_agg(channel_sid || ':' || members || ':' || coalesce(unread::text, '-'), ','
+	                     ORDER BY channel_sid)
+	     FROM channel_hourly WHERE hour = (SELECT max(hour) FROM channel_hourly)"
+}
+totals() {
+	q "SELECT string_agg(channel_sid || ':' || n || ':' || coalesce(u::text, '-'), ',' ORDER BY channel_sid)
+	     FROM (SELECT channel_sid, count(*) AS n, sum(unread_messages_count) AS u
+	             FROM user_channels WHERE deleted_at IS NULL GROUP BY channel_sid) t"
+}
+
+# --- first invitation, first join ------------------------------------------------
+R1=$(run)
+page "$R1" alice CH1,CH2,CH3 invited,joined,invited 1,2,3
+page "$R1" bob CH1,CH4 joined,not_participating 4,5
+is "$(firsts alice)" "CH1:true:false:-,CH2:false:true:-,CH3:true:false:-" \
+	"a first listing: the invited are first invited now, the joined first joined now"
+is "$(firsts bob)" "CH1:false:true:-,CH4:false:false:-" "not_participating is neither"
+sleep 0.01
+R2=$(run)
+page "$R2" alice CH1,CH2,CH3 joined,joined,invited 1,2,3
+page "$R2" bob CH1,CH4 joined,invited 4,5
+is "$(firsts alice)" "CH1:true:true:true,CH2:false:true:-,CH3:true:false:-" \
+	"alice joins CH1: first joined after first invited; CH3 still only invited"
+is "$(firsts bob)" "CH1:false:true:-,CH4:true:false:-" "bob is invited to CH4 on a later sweep"
+first_ch1=$(q "SELECT first_invited_at FROM user_channels WHERE user_sid = 'alice' AND channel_sid = 'CH1'")
+sleep 0.01
+R3=$(run)
+page "$R3" alice CH1,CH2 invited,joined 1,2 # invited to CH1 again; CH3 goes, never joined
+is "$(q "SELECT first_invited_at FROM user_channels WHERE user_sid = 'alice' AND channel_sid = 'CH1'")" \
+	"$first_ch1" "invited again: the first invitation stays the first"
+is "$(q "SELECT string_agg(user_sid || ':' || channel_sid || ':' || (joined_at IS NULL) || ':' || is_deleted,
+	                     ',' ORDER BY user_sid, channel_sid)
+	   FROM membership_invitations")" \
+	"alice:CH1:false:false,alice:CH3:true:true,bob:CH4:true:false" \
+	"membership_invitations: every membership ever invited, removed ones too, with whether it joined"
+awk '/^-- Q9:/ { on = 1; next } on && /^-- Q[0-9]+:/ { exit } on' "$top_srcdir/doc/questions.sql" >"$TEST_TMP/q9.sql"
+is "$(PGOPTIONS="-c search_path=chatsync" psql -X -q -A -t -F'|' -f "$TEST_TMP/q9.sql" | cut -d'|' -f2,4 | paste -sd,)" \
+	"alice|CH3,bob|CH4" "Q9: invitations never followed by a join, the removed one included"
+plan=$(q "SET enable_seqscan = off; EXPLAIN SELECT * FROM membership_invitations WHERE joined_at IS NULL")
+echo "$plan" | grep -q user_channels_never_joined_idx
+ok $? "the partial index of the never joined serves Q9's condition"
+
+# --- sync_channel_rollup ------------------------------------------------------------
+is "$(rollup "$R3")" 3 "the first rollup of the hour writes a row per channel with members"
+is "$(hourly)" "$(totals)" "channel_hourly's current hour: each channel's live members and unread total"
+is "$(hourly)" "CH1:2:5,CH2:1:2,CH4:1:5" "(CH1: alice 1 + bob 4; CH3 has no live member)"
+is "$(q "SELECT run_id FROM sync_rollup_state")" "$R3" "the rollup records the sweep it added up"
+is "$(rollup "$R3")" 0 "again, with no sweep since: nothing written"
+R4=$(run)
+page "$R4" bob CH1,CH4 joined,invited 4,5
+is "$(rollup "$R4")" 0 "after an unchanged sweep: nothing written"
+R5=$(run)
+page "$R5" bob CH1,CH4 joined,invited 9,5
+is "$(rollup "$R5")" 1 "after a sweep that changed one membership: only its channel's row"
+is "$(hourly)" "CH1:2:10,CH2:1:2,CH4:1:5" "CH1 now adds up to 10"
+R6=$(run)
+page "$R6" bob CH1 joined 9 # CH4 loses its only member
+is "$(rollup "$R6")" 1 "a channel left with no member: its row of the hour goes"
+is "$(hourly)" "CH1:2:10,CH2:1:2" "so that only channels with members have rows"
+q "UPDATE user_channels SET unread_messages_count = NULL WHERE channel_sid = 'CH2'" >/dev/null
+is "$(rollup "$R6")" 0 "a change outside a sweep's pages is not seen by itself"
+w "SELECT sync_rollup_mark_stale()" >/dev/null
+is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_rollup_state")" "1|CH1:2:10,CH2:1:-|f" \
+	"marked stale, the next rollup adds up again (a channel with no unread count known: NULL) and clears the mark"
+q "DELETE FROM channel_hourly" >/dev/null
+is "$(rollup "$R6")" 2 "an hour without rows yet gets every channel, changed or not"
+for e in $((epoch - 1)) ""; do
+	is "$(as "$e" "SELECT coalesce(sync_channel_rollup($R6)::text, 'null')")" null \
+		"a session fenced out (epoch '$e') rolls up nothing"
+done
+
+# --- merges and deletions mark the totals stale -----------------------------------------
+R7=$(run)
+page "$R7" carol CH5 invited 0
+sleep 0.01
+page "$R7" "US$(printf '%032x' 7)" CH5 joined 0
+is "$(w "SELECT sync_merge_user('$S', 'carol', 'US$(printf '%032x' 7)')")" 1 \
+	"carol, by identity and by SID, both in CH5: merged"
+is "$(firsts "US$(printf '%032x' 7)")" "CH5:true:true:true" \
+	"the merged membership keeps the identity's first invitation and the SID's first join"
+is "$(q "SELECT stale FROM sync_rollup_state")" t "a merge that dropped a membership marks the totals stale"
+rollup "$R7" >/dev/null
+is "$(hourly)" "$(totals)" "and the next rollup counts CH5 once"
+
+# --- sync_rollup_rebuild, against the versions alive at each hour's end -------------------
+# A history of 40 hours over 3 channels and 6 users: every membership's
+# versions one after another, some with no unread count, some removal
+# periods, some memberships gone now; then every timestamp as written.
+q "TRUNCATE user_channels, user_channel_past_versions, channel_hourly;
+   SELECT setseed(0.42);
+   CREATE TEMP TABLE v AS
+   SELECT m.u, m.c, i, now() - interval '40 hours' + (i * 4 + m.u) * interval '1 hour'
+            + (random() * 50) * interval '1 minute' AS t0,
+          CASE WHEN random() < 0.2 THEN NULL ELSE floor(random() * 20)::bigint END AS unread,
+          CASE WHEN random() < 0.3 THEN 'invited' ELSE 'joined' END AS status,
+          random() < 0.15 AS removal
+     FROM (SELECT u, c FROM generate_series(1, 6) u, generate_series(1, 3) c
+            WHERE (u + c) % 4 <> 0) m, generate_series(0, 8) i;
+   INSERT INTO user_channel_past_versions
+          (service_sid, user_sid, channel_sid, status, unread_messages_count, valid_from, valid_to,
+           is_deleted)
+   SELECT '$S', 'u' || a.u, 'CH' || a.c, a.status, a.unread, a.t0, b.t0, a.removal
+     FROM v a JOIN v b ON b.u = a.u AND b.c = a.c AND b.i = a.i + 1
+    WHERE a.i < 8;
+   INSERT INTO user_channels (service_sid, user_sid, channel_sid, status, unread_messages_count,
+                              first_seen_at, updated_at, deleted_at)
+   SELECT '$S', 'u' || u, 'CH' || c, status, unread, now() - interval '41 hours', t0,
+          CASE WHEN (u * c) % 5 = 0 THEN t0 END
+     FROM v WHERE i = 8" >/dev/null
+is "$(q "SELECT count(*) FROM user_channel_past_versions")" 104 "a history of 104 past versions (13 memberships)"
+w "SELECT sync_rollup_rebuild()" >/dev/null
+is "$?" 0 "sync_rollup_rebuild() runs"
+# each hour from the first to the current one, each version alive at the hour's end
+# (now, for the current hour): members and unread, as the definition has it
+expected="SELECT h AS hour, service_sid, channel_sid, count(*)::integer AS members,
+                 sum(unread_messages_count) AS unread
+            FROM generate_series(date_trunc('hour', now() - interval '41 hours'),
+                                 date_trunc('hour', now()), interval '1 hour') h,
+                 (SELECT service_sid, channel_sid, unread_messages_count, valid_from, valid_to
+                    FROM user_channel_past_versions WHERE NOT is_deleted
+                  UNION ALL
+                  SELECT service_sid, channel_sid, unread_messages_count, updated_at, 'infinity'
+                    FROM user_channels WHERE deleted_at IS NULL) x
+           WHERE x.valid_from <= least(h + interval '1 hour', now())
+             AND least(h + interval '1 hour', now()) < x.valid_to
+           GROUP BY h, service_sid, channel_sid"
+got="SELECT hour, service_sid, channel_sid, members, unread FROM channel_hourly"
+is "$(q "SELECT count(*) FROM (($expected) EXCEPT ($got)) a")|$(q "SELECT count(*) FROM (($got) EXCEPT ($expected)) b")" \
+	"0|0" "channel_hourly holds exactly each channel's members and unread at the end of every hour"
+is "$(q "SELECT count(DISTINCT hour) >= 39 FROM channel_hourly")" t "(over the 39 hours and more of the history)"
+is "$(q "SELECT count(*) || '|' || count(*) FILTER (WHERE (uc.first_invited_at, uc.first_joined_at)
+	                                            IS DISTINCT FROM (f.invited, f.joined))
+	     FROM user_channels uc,
+	          LATERAL (SELECT min(valid_from) FILTER (WHERE status = 'invited') AS invited,
+	                          min(valid_from) FILTER (WHERE status = 'joined') AS joined
+	                     FROM (SELECT status, valid_from FROM user_channel_past_versions p
+	                            WHERE p.user_sid = uc.user_sid AND p.channel_sid = uc.channel_sid
+	                              AND NOT p.is_deleted
+	                           UNION ALL SELECT uc.status, uc.updated_at WHERE uc.deleted_at IS NULL) x) f")" \
+	"13|0" \
+	"and every membership's first invitation and join: the first version of that status"
+is "$(q "SELECT rebuilt AND NOT stale FROM sync_rollup_state")" t "the rebuild is recorded"
+
+# --- retention ---------------------------------------------------------------------------
+old=$(q "SELECT count(*) FROM channel_hourly WHERE hour < now() - interval '1 day'")
+recent=$(q "SELECT count(*) FROM channel_hourly WHERE hour >= now() - interval '1 day'")
+is "$((old > 0 && recent > 0))" 1 "hours older and younger than a day ($old and $recent rows)"
+while [ "$(w "SELECT sync_prune(1, 50)")" != 0 ]; do :; done
+is "$(q "SELECT count(*) FILTER (WHERE hour < now() - interval '1 day') || '|' || count(*) FROM channel_hourly")" \
+	"0|$recent" "sync_prune() with a retention of one day: the older hours go, the others stay"
+
+done_testing
