@@ -199,8 +199,12 @@ c_is "$(pq "SELECT sum(gained), sum(lost) FROM ($(panel_sql 'Memberships gained 
 	              (SELECT count(*) FROM (SELECT service_sid, user_sid, channel_sid FROM public.expected0
 	                                      EXCEPT SELECT service_sid, user_sid, channel_sid FROM public.expected) r)")" \
 	"memberships gained and lost per day: what the variant adds and removes (a user's first listing is no event)"
-c_is "$(pq "SELECT count(DISTINCT metric) > 0 FROM ($(panel_sql 'Unread per member, top 10 channels')) p")" \
-	t "the unread trend has series"
+c_is "$(pq "SELECT count(DISTINCT metric) BETWEEN 1 AND 10 FROM ($(panel_sql 'Unread messages, top 10 channels')) p")" \
+	t "the unread trend has a series for each of at most 10 channels"
+c_is "$(pq "WITH p AS ($(panel_sql 'Unread messages, top 10 channels'))
+	          SELECT max(unread) FROM p WHERE time = (SELECT max(time) FROM p)")" \
+	"$(pq "SELECT max(u) FROM (SELECT sum(unread_messages_count) AS u FROM public.expected GROUP BY channel_sid) t")" \
+	"and its highest point of the last hour is the channel with the most unread messages"
 c_is "$(pq "SELECT count(*), sum(memberships) FROM ($(panel_sql 'Per-service totals')) p")" \
 	"1|$live" "per-service totals: one service, every live membership"
 c_is "$(pq "SELECT count(*) FROM ($(panel_sql 'Invited, never joined')) p")" \
