@@ -11,10 +11,15 @@
 --   sweep; the sweeps of one hour after the first only write the channels
 --   whose totals changed.  Rows are ordered by hour first, so that a time
 --   range of every channel is one range of the primary key.
--- - sync_rollup_state: the last sweep rolled up, and whether both were
---   rebuilt from the history kept before this migration.  chatsyncd does
---   that rebuild (sync_rollup_rebuild()) right after the migrations, in
---   their transaction.
+-- - sync_user_keys: each user key with a cursor (a user as configured, or as
+--   discovered) with the User SID, identity and name it stands for, as the
+--   users listing resolves it.  Triggers on sync_cursors and users keep it
+--   (functions/sync_user_keys.sql); the analyst views join it on its
+--   primary key, so that a query that asks for no user column skips it.
+-- - sync_kept_state: the last sweep rolled up into channel_hourly, and
+--   whether the kept state was rebuilt from what the schema held before
+--   this migration.  chatsyncd does that rebuild (sync_rebuild_kept_state())
+--   right after the migrations, in their transaction.
 
 ALTER TABLE user_channels ADD COLUMN first_invited_at timestamptz,
                           ADD COLUMN first_joined_at timestamptz;
@@ -31,11 +36,21 @@ CREATE TABLE channel_hourly (
 );
 CREATE INDEX channel_hourly_channel_idx ON channel_hourly (channel_sid, hour);
 
-CREATE TABLE sync_rollup_state (
+CREATE TABLE sync_user_keys (
+    service_sid text NOT NULL,
+    configured  text NOT NULL,   -- the key of sync_cursors: a User SID or an identity
+    user_sid    text NOT NULL,   -- the User SID it stands for; the key itself if unknown
+    identity    text,
+    user_name   text,
+    PRIMARY KEY (service_sid, configured)
+);
+CREATE INDEX sync_user_keys_user_idx ON sync_user_keys (user_sid);
+
+CREATE TABLE sync_kept_state (
     only_row   boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
     run_id     bigint,                  -- the last sweep rolled up
     rebuilt    boolean     NOT NULL DEFAULT false,
     stale      boolean     NOT NULL DEFAULT false,  -- see sync_rollup_mark_stale()
     rolled_at  timestamptz
 );
-INSERT INTO sync_rollup_state DEFAULT VALUES;
+INSERT INTO sync_kept_state DEFAULT VALUES;

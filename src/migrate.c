@@ -148,7 +148,7 @@ rebuild_kept_state(struct db *db, const struct ticker *t)
 {
 	static const char sql[] =
 		"DO $rebuild$ BEGIN\n"
-		"    PERFORM sync_rollup_rebuild() FROM sync_rollup_state WHERE NOT rebuilt;\n"
+		"    PERFORM sync_rebuild_kept_state() FROM sync_kept_state WHERE NOT rebuilt;\n"
 		"END $rebuild$";
 
 	return exec_script(db, sql, "rebuilding the kept state from the history", t);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The state kept as the sweeps go (sql/functions/sync_rollup.sql, migration
-# 009): a membership's first invitation and first join as sync_page() sets
-# them and sync_merge_user() merges them; channel_hourly as
+# The state kept as the sweeps go (migration 009; sql/functions/sync_rollup.sql
+# and sync_user_keys.sql): a membership's first invitation and first join as
+# sync_page() sets them and sync_merge_user() merges them; channel_hourly as
 # sync_channel_rollup() writes it after a sweep (only what differs, nothing
-# when nothing changed, a stale mark honoured, a fenced writer refused); the
-# rebuild from the history checked hour by hour against a count of the
-# versions alive at each hour's end; and its retention.
+# when nothing changed, a stale mark honoured, a fenced writer refused);
+# sync_user_keys as its triggers keep it, against the resolution written out
+# the long way, and the joins the views skip with it; the rebuild from the
+# history checked hour by hour against a count of the versions alive at each
+# hour's end; and its retention.
 . "$(dirname "$0")/lib.sh"
 need_tools
 pg_start || exit 1
@@ -84,7 +86,7 @@ ok $? "the partial index of the never joined serves Q9's condition"
 is "$(rollup "$R3")" 3 "the first rollup of the hour writes a row per channel with members"
 is "$(hourly)" "$(totals)" "channel_hourly's current hour: each channel's live members and unread total"
 is "$(hourly)" "CH1:2:5,CH2:1:2,CH4:1:5" "(CH1: alice 1 + bob 4; CH3 has no live member)"
-is "$(q "SELECT run_id FROM sync_rollup_state")" "$R3" "the rollup records the sweep it added up"
+is "$(q "SELECT run_id FROM sync_kept_state")" "$R3" "the rollup records the sweep it added up"
 is "$(rollup "$R3")" 0 "again, with no sweep since: nothing written"
 R4=$(run)
 page "$R4" bob CH1,CH4 joined,invited 4,5
@@ -100,7 +102,7 @@ is "$(hourly)" "CH1:2:10,CH2:1:2" "so that only channels with members have rows"
 q "UPDATE user_channels SET unread_messages_count = NULL WHERE channel_sid = 'CH2'" >/dev/null
 is "$(rollup "$R6")" 0 "a change outside a sweep's pages is not seen by itself"
 w "SELECT sync_rollup_mark_stale()" >/dev/null
-is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_rollup_state")" "1|CH1:2:10,CH2:1:-|f" \
+is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_kept_state")" "1|CH1:2:10,CH2:1:-|f" \
 	"marked stale, the next rollup adds up again (a channel with no unread count known: NULL) and clears the mark"
 q "DELETE FROM channel_hourly" >/dev/null
 is "$(rollup "$R6")" 2 "an hour without rows yet gets every channel, changed or not"
@@ -118,11 +120,64 @@ is "$(w "SELECT sync_merge_user('$S', 'carol', 'US$(printf '%032x' 7)')")" 1 \
 	"carol, by identity and by SID, both in CH5: merged"
 is "$(firsts "US$(printf '%032x' 7)")" "CH5:true:true:true" \
 	"the merged membership keeps the identity's first invitation and the SID's first join"
-is "$(q "SELECT stale FROM sync_rollup_state")" t "a merge that dropped a membership marks the totals stale"
+is "$(q "SELECT stale FROM sync_kept_state")" t "a merge that dropped a membership marks the totals stale"
 rollup "$R7" >/dev/null
 is "$(hourly)" "$(totals)" "and the next rollup counts CH5 once"
 
-# --- sync_rollup_rebuild, against the versions alive at each hour's end -------------------
+# --- sync_user_keys, kept by triggers -----------------------------------------------------
+# oracle: each key with a cursor resolved as the users listing has it, written
+# out the long way (by SID; else by identity, the best of several; else itself).
+oracle="SELECT c.service_sid, c.user_sid AS configured,
+                 coalesce(b.user_sid, i.user_sid, c.user_sid) AS user_sid,
+                 coalesce(b.identity, i.identity,
+                          CASE WHEN c.user_sid !~ '^US[0-9a-fA-F]{32}$' THEN c.user_sid END) AS identity,
+                 coalesce(b.friendly_name, CASE WHEN b.user_sid IS NULL THEN i.friendly_name END) AS user_name
+            FROM sync_cursors c
+            LEFT JOIN users b ON b.service_sid = c.service_sid AND b.user_sid = c.user_sid
+            LEFT JOIN LATERAL (SELECT * FROM users u
+                                WHERE u.service_sid = c.service_sid AND u.identity = c.user_sid
+                                  AND b.user_sid IS NULL
+                                ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
+                                LIMIT 1) i ON true"
+kept="SELECT service_sid, configured, user_sid, identity, user_name FROM sync_user_keys"
+consistent() { q "SELECT (SELECT count(*) FROM (($oracle) EXCEPT ($kept)) a) + (SELECT count(*) FROM (($kept) EXCEPT ($oracle)) b)"; }
+key() { q "SELECT user_sid || '|' || coalesce(identity, '-') || '|' || coalesce(user_name, '-') FROM user_keys WHERE configured = '$1'"; }
+UA=US$(printf '%032x' 100) UB=US$(printf '%032x' 101) UC=US$(printf '%032x' 102)
+is "$(key alice)|$(consistent)" "alice|alice|-|0" "a key the users listing does not know stands for itself"
+w "INSERT INTO users (service_sid, user_sid, identity, friendly_name) VALUES ('$S', '$UA', 'alice', 'Alice')" >/dev/null
+is "$(key alice)|$(consistent)" "$UA|alice|Alice|0" "a user with that identity listed: the key stands for that User SID and name"
+w "UPDATE users SET friendly_name = 'Alice A.', updated_at = now() WHERE user_sid = '$UA'" >/dev/null
+is "$(key alice)" "$UA|alice|Alice A." "renamed: the new name"
+w "INSERT INTO users (service_sid, user_sid, identity, friendly_name, updated_at)
+   VALUES ('$S', '$UB', 'alice', 'Alice B', now() + interval '1 minute')" >/dev/null
+is "$(key alice)|$(consistent)" "$UB|alice|Alice B|0" "a second user with the identity, updated later: the key moves to it"
+w "UPDATE users SET deleted_at = now() WHERE user_sid = '$UB'" >/dev/null
+is "$(key alice)|$(consistent)" "$UA|alice|Alice A.|0" "that one deleted: back to the one not deleted"
+w "DELETE FROM users WHERE user_sid IN ('$UA', '$UB')" >/dev/null
+is "$(key alice)|$(consistent)" "alice|alice|-|0" "both gone from the table: the key stands for itself again"
+R8=$(run)
+page "$R8" "$UC" CH1 joined 0
+is "$(key "$UC")" "$UC|-|-" "a new cursor under a User SID the listing does not know: a key of its own"
+w "INSERT INTO users (service_sid, user_sid, identity, friendly_name) VALUES ('$S', '$UC', 'cy', 'Cy')" >/dev/null
+is "$(key "$UC")|$(consistent)" "$UC|cy|Cy|0" "listed later: its identity and name"
+is "$(q "SELECT count(*) FROM sync_user_keys")" "$(q "SELECT count(*) FROM sync_cursors")" "one key per cursor"
+xmins=$(q "SELECT string_agg(xmin::text, ',' ORDER BY configured) FROM sync_user_keys")
+w "SELECT sync_user_keys_refresh_service(NULL)" >/dev/null
+is "$(q "SELECT string_agg(xmin::text, ',' ORDER BY configured) FROM sync_user_keys")|$(consistent)" "$xmins|0" \
+	"refreshing every key of every service rewrites none that is right"
+q "UPDATE sync_user_keys SET user_name = 'wrong' WHERE configured = '$UC'" >/dev/null
+w "SELECT sync_user_keys_refresh_service('$S')" >/dev/null
+is "$(key "$UC")|$(consistent)" "$UC|cy|Cy|0" "and sets right one that is not"
+plan=$(q "EXPLAIN SELECT channel_sid, status, count(*) FROM memberships GROUP BY 1, 2")
+echo "$plan" | grep -Eq "sync_user_keys|sync_cursors"
+ok $((!$?)) "memberships counted by channel and status read neither the keys nor the cursors"
+plan=$(q "EXPLAIN SELECT date_trunc('day', at), count(*) FROM membership_events GROUP BY 1")
+echo "$plan" | grep -Eq "sync_user_keys|sync_cursors"
+ok $((!$?)) "nor do the events counted by day"
+is "$(q "SELECT count(*) FROM memberships WHERE user_sid = '$UC'")|$(q "SELECT identity FROM memberships WHERE user_sid = '$UC'")" \
+	"1|cy" "a membership is found by the User SID its key stands for"
+
+# --- sync_rebuild_kept_state, against the versions alive at each hour's end -------------------
 # A history of 40 hours over 3 channels and 6 users: every membership's
 # versions one after another, some with no unread count, some removal
 # periods, some memberships gone now; then every timestamp as written.
@@ -148,8 +203,8 @@ q "TRUNCATE user_channels, user_channel_past_versions, channel_hourly;
           CASE WHEN (u * c) % 5 = 0 THEN t0 END
      FROM v WHERE i = 8" >/dev/null
 is "$(q "SELECT count(*) FROM user_channel_past_versions")" 104 "a history of 104 past versions (13 memberships)"
-w "SELECT sync_rollup_rebuild()" >/dev/null
-is "$?" 0 "sync_rollup_rebuild() runs"
+w "SELECT sync_rebuild_kept_state()" >/dev/null
+is "$?" 0 "sync_rebuild_kept_state() runs"
 # each hour from the first to the current one, each version alive at the hour's end
 # (now, for the current hour): members and unread, as the definition has it
 expected="SELECT h AS hour, service_sid, channel_sid, count(*)::integer AS members,
@@ -179,7 +234,7 @@ is "$(q "SELECT count(*) || '|' || count(*) FILTER (WHERE (uc.first_invited_at, 
 	                           UNION ALL SELECT uc.status, uc.updated_at WHERE uc.deleted_at IS NULL) x) f")" \
 	"13|0" \
 	"and every membership's first invitation and join: the first version of that status"
-is "$(q "SELECT rebuilt AND NOT stale FROM sync_rollup_state")" t "the rebuild is recorded"
+is "$(q "SELECT rebuilt AND NOT stale FROM sync_kept_state")" t "the rebuild is recorded"
 
 # --- retention ---------------------------------------------------------------------------
 old=$(q "SELECT count(*) FROM channel_hourly WHERE hour < now() - interval '1 day'")

@@ -148,7 +148,7 @@ for n in 1 2 3 4; do
 	             FROM chatsync.channel_hourly WHERE hour = (SELECT max(hour) FROM chatsync.channel_hourly)")" \
 		"CH1:1:6,CH2:1:1,CH3:1:2" \
 		"from version $n: channel_hourly is rebuilt from the history: each channel as it stands"
-	is "$(sql "SELECT rebuilt FROM chatsync.sync_rollup_state")" t "from version $n: and the rebuild is recorded"
+	is "$(sql "SELECT rebuilt FROM chatsync.sync_kept_state")" t "from version $n: and the rebuild is recorded"
 	is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_past_versions WHERE NOT is_deleted')" "4|0" \
 		"from version $n: the 4 ended versions are kept, the open ones live in user_channels only"
 	is "$(sql "SELECT string_agg(channel_sid || ':' || valid_from::text || '-' || valid_to::text, ',')

@@ -2,43 +2,20 @@
 -- chatsync(7) and, for each column, with COMMENT ON below).  They read the
 -- tables chatsyncd writes; nothing writes through them.
 
--- user_keys: each user with a cursor (as configured: a User SID or an
--- identity) with its User SID, identity and name, from the users listing
--- where it has been synced.  A user configured by identity whose listing has
--- not been synced keeps its identity, and the identity as user_sid.  Of
--- several users with that identity, the one not deleted counts, else the
--- last updated (then the greatest User SID).
---
--- Two disjoint parts, each with user_sid a plain column, so that a query for
--- one user_sid finds its cursor through an index instead of resolving every
--- configured user: (1) users configured by User SID, or by an identity the
--- users listing does not know; (2) users configured by an identity it knows.
+-- user_keys: each user key with a cursor (a user as configured or as
+-- discovered: a User SID or an identity) with the User SID, identity and
+-- name it stands for (sync_user_keys, kept by triggers: see
+-- sync_user_keys.sql).
 CREATE OR REPLACE VIEW user_keys AS
-SELECT c.service_sid, c.user_sid AS configured, c.user_sid,
-       coalesce(bysid.identity,
-                CASE WHEN c.user_sid !~ '^US[0-9a-fA-F]{32}$' THEN c.user_sid END) AS identity,
-       bysid.friendly_name AS user_name
-  FROM sync_cursors c
-  LEFT JOIN users bysid ON bysid.service_sid = c.service_sid AND bysid.user_sid = c.user_sid
- WHERE bysid.user_sid IS NOT NULL
-    OR NOT EXISTS (SELECT FROM users u
-                    WHERE u.service_sid = c.service_sid AND u.identity = c.user_sid)
-UNION ALL
-SELECT c.service_sid, c.user_sid, u.user_sid, u.identity, u.friendly_name
-  FROM sync_cursors c
-  JOIN users u ON u.service_sid = c.service_sid AND u.identity = c.user_sid
- WHERE NOT EXISTS (SELECT FROM users bysid
-                    WHERE bysid.service_sid = c.service_sid AND bysid.user_sid = c.user_sid)
-   AND NOT EXISTS (SELECT FROM users better
-                    WHERE better.service_sid = u.service_sid AND better.identity = u.identity
-                      AND (better.deleted_at IS NULL, better.updated_at, better.user_sid)
-                          > (u.deleted_at IS NULL, u.updated_at, u.user_sid));
+SELECT service_sid, configured, user_sid, identity, user_name
+  FROM sync_user_keys;
 
--- The views below join each table with sync_cursors, whose statistics the
--- planner has, then user_keys on the cursor with a LEFT JOIN.  user_keys has
--- exactly one row for each cursor, so the LEFT JOIN changes no result, only
--- the estimate: the planner knows nothing of the rows of a UNION ALL, and
--- would expect an inner join with it to keep a few thousand rows of millions.
+-- The views below join each table with sync_cursors and user_keys on their
+-- primary keys, with LEFT JOINs: every stored row has a cursor under its
+-- key (sync_page() writes both in one transaction, sync_merge_user() moves
+-- both), and so a row of user_keys, so that these joins change no result;
+-- and a query that asks for no column of theirs (counts by channel, by
+-- status, by day) does not make them at all.
 CREATE OR REPLACE VIEW memberships AS
 SELECT uc.service_sid, s.friendly_name AS service_name,
        k.user_sid, k.identity, k.user_name,
@@ -47,8 +24,8 @@ SELECT uc.service_sid, s.friendly_name AS service_name,
        uc.status, uc.unread_messages_count, uc.last_consumed_message_index, uc.member_sid,
        uc.first_seen_at, uc.updated_at, c.last_complete_at AS synced_at
   FROM user_channels uc
-  JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
-  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid
+  LEFT JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
   LEFT JOIN services s ON s.service_sid = uc.service_sid
   LEFT JOIN channels ch ON ch.service_sid = uc.service_sid AND ch.channel_sid = uc.channel_sid
  WHERE uc.deleted_at IS NULL;
@@ -69,8 +46,7 @@ SELECT v.service_sid, k.user_sid, k.identity, v.channel_sid, v.status, v.unread_
                CASE WHEN deleted_at IS NULL THEN updated_at ELSE deleted_at END, NULL, true,
                deleted_at IS NOT NULL
           FROM user_channels) v
-  JOIN sync_cursors c ON c.service_sid = v.service_sid AND c.user_sid = v.user_sid
-  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
+  LEFT JOIN user_keys k ON k.service_sid = v.service_sid AND k.configured = v.user_sid;
 
 -- membership_invitations: from user_channels, whose first_invited_at and
 -- first_joined_at outlive the versions that retention prunes; the partial
@@ -80,8 +56,7 @@ SELECT uc.service_sid, k.user_sid, k.identity, uc.channel_sid, uc.status,
        uc.first_invited_at AS invited_at, uc.first_joined_at AS joined_at,
        uc.deleted_at IS NOT NULL AS is_deleted, uc.deleted_at
   FROM user_channels uc
-  JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
-  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
  WHERE uc.first_invited_at IS NOT NULL;
 
 -- channel_unread_hourly: channel_hourly with the channel's name; the join,
@@ -96,11 +71,10 @@ CREATE OR REPLACE VIEW membership_events AS
 SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.old_status,
        e.new_status
   FROM membership_event_log e
-  JOIN sync_cursors c ON c.service_sid = e.service_sid AND c.user_sid = e.user_sid
-  LEFT JOIN user_keys k ON k.service_sid = c.service_sid AND k.configured = c.user_sid;
+  LEFT JOIN user_keys k ON k.service_sid = e.service_sid AND k.configured = e.user_sid;
 
 -- sync_health: each configured user as configured, resolved through users
--- as user_keys resolves it (a User SID by itself, an identity by the users
+-- as sync_user_keys resolves it (a User SID by itself, an identity by the users
 -- listing); its cursor is the resolved User SID's (where chatsyncd merged
 -- the identity's data, see sync_merge_user()), else the one under the user
 -- as configured.

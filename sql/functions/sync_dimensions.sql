@@ -488,8 +488,8 @@ $fn$;
 
 -- sync_identity_user(): the User SID of the service's user with identity
 -- p_identity, as the users listing has it: of several, the one not deleted,
--- else the last updated, then the greatest SID (the rule of the view
--- user_keys); NULL if the listing knows no such identity.
+-- else the last updated, then the greatest SID (the rule of sync_user_keys
+-- too); NULL if the listing knows no such identity.
 CREATE OR REPLACE FUNCTION sync_identity_user(p_service text, p_identity text)
 RETURNS text
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
@@ -517,7 +517,7 @@ $fn$;
 -- configured), in order, the first of duplicates kept: a User SID is
 -- itself; an identity the users listing knows is that user's SID (of
 -- several users with that identity, the one not deleted, else the last
--- updated, then the greatest User SID, as in the view user_keys), and what
+-- updated, then the greatest User SID, as in sync_user_keys), and what
 -- is stored under the identity is merged into it (sync_merge_user()); an
 -- identity it does not know stays as it is.  One NULL row, nothing merged,
 -- if the session is fenced out.
@@ -548,6 +548,7 @@ BEGIN
         LOOP
             PERFORM sync_merge_user(p_service, v_user, v_sid);
         END LOOP;
+        PERFORM sync_user_keys_refresh_service(p_service);
         RETURN QUERY
         SELECT u.user_sid FROM users u
          WHERE u.service_sid = p_service AND u.deleted_at IS NULL
@@ -572,6 +573,7 @@ BEGIN
     LOOP
         PERFORM sync_merge_user(p_service, v_user, v_sid);
     END LOOP;
+    PERFORM sync_user_keys_refresh_service(p_service);
 
     RETURN QUERY
     SELECT t.key FROM unnest(v_keys) WITH ORDINALITY AS t(key, ord)

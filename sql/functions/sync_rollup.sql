@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION sync_rollup_mark_stale()
 RETURNS void
 LANGUAGE sql SET search_path FROM CURRENT
 AS $fn$
-    UPDATE sync_rollup_state SET stale = true WHERE NOT stale;
+    UPDATE sync_kept_state SET stale = true WHERE NOT stale;
 $fn$;
 
 -- sync_channel_rollup(): after sweep p_run_id, each channel's live
@@ -23,20 +23,20 @@ LANGUAGE plpgsql SET search_path FROM CURRENT
 AS $fn$
 DECLARE
     v_hour    timestamptz := date_trunc('hour', now());
-    v_state   sync_rollup_state;
+    v_state   sync_kept_state;
     v_written integer;
 BEGIN
     IF sync_fence_stale() THEN
         RETURN NULL;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext('channel_hourly'));
-    SELECT * INTO v_state FROM sync_rollup_state;
+    SELECT * INTO v_state FROM sync_kept_state;
     IF NOT v_state.stale
        AND EXISTS (SELECT FROM channel_hourly WHERE hour = v_hour)
        AND NOT EXISTS (SELECT FROM sync_runs r
                         WHERE r.run_id > coalesce(v_state.run_id, 0) AND r.run_id <= p_run_id
                           AND r.rows_inserted + r.rows_updated + r.rows_deleted > 0) THEN
-        UPDATE sync_rollup_state
+        UPDATE sync_kept_state
            SET run_id = greatest(run_id, p_run_id), rolled_at = now();
         RETURN 0;
     END IF;
@@ -66,27 +66,29 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM written) + (SELECT count(*) FROM emptied) INTO v_written;
-    UPDATE sync_rollup_state
+    UPDATE sync_kept_state
        SET run_id = greatest(run_id, p_run_id), stale = false, rolled_at = now();
     RETURN v_written;
 END
 $fn$;
 
--- sync_rollup_rebuild(): both kept states again from the history: the first
--- invitation and join of every membership, and channel_hourly for every
+-- sync_rebuild_kept_state(): the kept state again from what the schema holds:
+-- every key of sync_user_keys, the first invitation and join of every
+-- membership from the history, and channel_hourly for every
 -- hour from the first membership seen to the current one, each hour as
 -- the versions stood at its end (the current hour: now).  chatsyncd runs it
 -- once, after migration 009, for the history kept before it; it can be run
 -- again at any time.  Versions pruned by history.retention_days are not
 -- there to count: the hours before the retention period count less than
 -- they held (and are pruned themselves).
-CREATE OR REPLACE FUNCTION sync_rollup_rebuild()
+CREATE OR REPLACE FUNCTION sync_rebuild_kept_state()
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT
 AS $fn$
 DECLARE
     v_now timestamptz := date_trunc('hour', now());
 BEGIN
+    PERFORM sync_user_keys_refresh_service(NULL);
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext('channel_hourly'));
     CREATE TEMPORARY TABLE sync_rollup_versions ON COMMIT DROP AS
     SELECT service_sid, user_sid, channel_sid, status, unread_messages_count AS unread,
@@ -134,7 +136,7 @@ BEGIN
      WHERE t.members > 0
      ORDER BY 1, 2, 3;
 
-    UPDATE sync_rollup_state
+    UPDATE sync_kept_state
        SET rebuilt = true, stale = false, rolled_at = now(),
            run_id = (SELECT max(run_id) FROM sync_runs);
     DROP TABLE sync_rollup_versions;

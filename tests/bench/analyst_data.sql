@@ -265,7 +265,7 @@ SELECT pg_temp.at(u, k), pg_temp.service_sid(s), pg_temp.configured(u),
 -- The state the sweeps keep, from that history, as chatsyncd rebuilds it
 -- after migration 009: the hourly totals of every channel (the first
 -- invitations and joins, set above, are left as they are when they agree).
-SELECT sync_rollup_rebuild();
+SELECT sync_rebuild_kept_state();
 
 -- The secondary indexes again.
 SELECT def FROM gen_indexes \gexec
