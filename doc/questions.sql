@@ -17,12 +17,14 @@ SELECT user_sid, identity, channel_sid, unread_messages_count, now() - updated_a
  WHERE unread_messages_count > 10 AND updated_at < now() - interval '24 hours'
  ORDER BY unread_for DESC;
 
--- Q3: channel member counts by status.  (A channel has one name: grouping by
--- its SID alone, min() gives the name.)
-SELECT channel_sid, min(channel_name) AS channel_name, status, count(*) AS members
-  FROM memberships
- GROUP BY channel_sid, status
- ORDER BY channel_sid, status;
+-- Q3: channel member counts by status.  (Counted first, then named: the
+-- name is looked up once per channel rather than once per membership.)
+SELECT m.channel_sid, c.friendly_name AS channel_name, m.status, m.members
+  FROM (SELECT service_sid, channel_sid, status, count(*) AS members
+          FROM memberships
+         GROUP BY service_sid, channel_sid, status) m
+  LEFT JOIN channels c USING (service_sid, channel_sid)
+ ORDER BY m.channel_sid, m.status;
 
 -- Q4: pending invitations, and how long they have been pending.
 SELECT user_sid, identity, channel_sid, now() - updated_at AS pending_for
@@ -51,19 +53,11 @@ SELECT service_sid, "user", state, last_complete_at, lag, last_error
  WHERE is_stale
  ORDER BY lag DESC NULLS FIRST;
 
--- Q8: per-service totals.  The memberships are grouped by user and by channel
--- in one pass (grouping sets), then each group is counted once: the same as
--- count(DISTINCT ...), without sorting every membership twice.
-SELECT service_sid, service_name, count(user_sid) AS users, count(channel_sid) AS channels,
-       sum(members) FILTER (WHERE by_user)::bigint AS memberships,
-       sum(unread) FILTER (WHERE by_user) AS unread
-  FROM (SELECT service_sid, service_name, user_sid, channel_sid,
-               grouping(channel_sid) = 1 AS by_user, count(*) AS members,
-               sum(unread_messages_count) AS unread
-          FROM memberships
-         GROUP BY GROUPING SETS ((service_sid, service_name, user_sid),
-                                 (service_sid, service_name, channel_sid))) g
- GROUP BY service_sid, service_name
+-- Q8: per-service totals: users, channels, memberships and unread messages,
+-- as the last sweep left them.
+SELECT service_sid, service_name, users, channels, memberships, unread_messages_count AS unread
+  FROM service_totals_hourly
+ WHERE hour = (SELECT max(hour) FROM service_totals_hourly)
  ORDER BY service_sid;
 
 -- Q9: users who never joined a channel they were invited to.

@@ -11,6 +11,8 @@
 --   sweep; the sweeps of one hour after the first only write the channels
 --   whose totals changed.  Rows are ordered by hour first, so that a time
 --   range of every channel is one range of the primary key.
+-- - service_hourly: the same for each service, with its users (those with a
+--   live membership) and channels.
 -- - sync_user_keys: each user key with a cursor (a user as configured, or as
 --   discovered) with the User SID, identity and name it stands for, as the
 --   users listing resolves it.  Triggers on sync_cursors and users keep it
@@ -35,6 +37,16 @@ CREATE TABLE channel_hourly (
     PRIMARY KEY (hour, service_sid, channel_sid)
 );
 CREATE INDEX channel_hourly_channel_idx ON channel_hourly (channel_sid, hour);
+
+CREATE TABLE service_hourly (
+    hour        timestamptz NOT NULL,
+    service_sid text        NOT NULL,
+    users       integer,                -- NULL for the hours rebuilt from the history
+    channels    integer     NOT NULL,
+    memberships bigint      NOT NULL,
+    unread      bigint,
+    PRIMARY KEY (hour, service_sid)
+);
 
 CREATE TABLE sync_user_keys (
     service_sid text NOT NULL,

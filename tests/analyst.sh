@@ -125,6 +125,9 @@ is "$(question 1 | awk -F'|' '{ n++; u += $3 } END { print n ":" u }')" \
 is "$(question 6 | awk -F'|' -v h="$(sql "SELECT max(hour) FROM chatsync.channel_hourly")" '$2 == h { print $1 "|" $3 }' | sort)" \
 	"$(sql "SELECT channel_sid || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL GROUP BY channel_sid" | sort)" \
 	"Q6 unread trend per channel: the current hour holds each channel's unread total after the sweep"
+is "$(question 8 | cut -d'|' -f3,5,6)" \
+	"$(sql "SELECT count(DISTINCT user_sid) || '|' || count(*) || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL")" \
+	"Q8 per-service totals: users, memberships and unread, as the sweep left them"
 sql "UPDATE chatsync.user_channels SET unread_messages_count = 42, updated_at = now() - interval '2 days'
       WHERE (user_sid, channel_sid) = (SELECT user_sid, min(channel_sid) FROM chatsync.user_channels
                                         WHERE user_sid = 'carol' AND deleted_at IS NULL GROUP BY user_sid)"
@@ -138,9 +141,6 @@ is "$(question 5 | cut -d'|' -f2,3)" \
 	"$(sql "SELECT count(*) FILTER (WHERE event = 'added') || '|' || count(*) FILTER (WHERE event = 'removed') FROM public.steps")" \
 	"Q5 gained and lost per day: today's are every addition and removal"
 is "$(question 7 | cut -d'|' -f2,3)" "$GONE|failed" "Q7 stale users: the one that never synced"
-is "$(question 8 | cut -d'|' -f3,5,6)" \
-	"$(sql "SELECT count(DISTINCT user_sid) || '|' || count(*) || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL")" \
-	"Q8 per-service totals: users, memberships and unread"
 is "$(question 9 | cut -d'|' -f2,4 | sort)" \
 	"$(sql "SELECT user_sid || '|' || channel_sid FROM public.keys GROUP BY user_sid, channel_sid
              HAVING bool_or(status = 'invited') AND NOT bool_or(status = 'joined')" | sort)" \

@@ -83,9 +83,12 @@ echo "$plan" | grep -q user_channels_never_joined_idx
 ok $? "the partial index of the never joined serves Q9's condition"
 
 # --- sync_channel_rollup ------------------------------------------------------------
-is "$(rollup "$R3")" 3 "the first rollup of the hour writes a row per channel with members"
+is "$(rollup "$R3")" 4 "the first rollup of the hour writes a row per channel with members, and one for the service"
 is "$(hourly)" "$(totals)" "channel_hourly's current hour: each channel's live members and unread total"
 is "$(hourly)" "CH1:2:5,CH2:1:2,CH4:1:5" "(CH1: alice 1 + bob 4; CH3 has no live member)"
+service() { q "SELECT users || ':' || channels || ':' || memberships || ':' || coalesce(unread::text, '-')
+	             FROM service_hourly WHERE hour = (SELECT max(hour) FROM service_hourly)"; }
+is "$(service)" "2:3:4:12" "service_hourly's current hour: 2 users, 3 channels, 4 memberships, 12 unread"
 is "$(q "SELECT run_id FROM sync_kept_state")" "$R3" "the rollup records the sweep it added up"
 is "$(rollup "$R3")" 0 "again, with no sweep since: nothing written"
 R4=$(run)
@@ -93,19 +96,19 @@ page "$R4" bob CH1,CH4 joined,invited 4,5
 is "$(rollup "$R4")" 0 "after an unchanged sweep: nothing written"
 R5=$(run)
 page "$R5" bob CH1,CH4 joined,invited 9,5
-is "$(rollup "$R5")" 1 "after a sweep that changed one membership: only its channel's row"
-is "$(hourly)" "CH1:2:10,CH2:1:2,CH4:1:5" "CH1 now adds up to 10"
+is "$(rollup "$R5")" 2 "after a sweep that changed one membership: only its channel's row and its service's"
+is "$(hourly)|$(service)" "CH1:2:10,CH2:1:2,CH4:1:5|2:3:4:17" "CH1 now adds up to 10, the service to 17"
 R6=$(run)
 page "$R6" bob CH1 joined 9 # CH4 loses its only member
-is "$(rollup "$R6")" 1 "a channel left with no member: its row of the hour goes"
+is "$(rollup "$R6")" 2 "a channel left with no member: its row of the hour goes, and the service's changes"
 is "$(hourly)" "CH1:2:10,CH2:1:2" "so that only channels with members have rows"
 q "UPDATE user_channels SET unread_messages_count = NULL WHERE channel_sid = 'CH2'" >/dev/null
 is "$(rollup "$R6")" 0 "a change outside a sweep's pages is not seen by itself"
 w "SELECT sync_rollup_mark_stale()" >/dev/null
-is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_kept_state")" "1|CH1:2:10,CH2:1:-|f" \
+is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_kept_state")" "2|CH1:2:10,CH2:1:-|f" \
 	"marked stale, the next rollup adds up again (a channel with no unread count known: NULL) and clears the mark"
-q "DELETE FROM channel_hourly" >/dev/null
-is "$(rollup "$R6")" 2 "an hour without rows yet gets every channel, changed or not"
+q "DELETE FROM channel_hourly; DELETE FROM service_hourly" >/dev/null
+is "$(rollup "$R6")" 3 "an hour without rows yet gets every channel and service, changed or not"
 for e in $((epoch - 1)) ""; do
 	is "$(as "$e" "SELECT coalesce(sync_channel_rollup($R6)::text, 'null')")" null \
 		"a session fenced out (epoch '$e') rolls up nothing"
@@ -122,7 +125,7 @@ is "$(firsts "US$(printf '%032x' 7)")" "CH5:true:true:true" \
 	"the merged membership keeps the identity's first invitation and the SID's first join"
 is "$(q "SELECT stale FROM sync_kept_state")" t "a merge that dropped a membership marks the totals stale"
 rollup "$R7" >/dev/null
-is "$(hourly)" "$(totals)" "and the next rollup counts CH5 once"
+is "$(hourly)|$(service)" "$(totals)|3:3:4:10" "and the next rollup counts CH5 once; carol is one user of the service"
 
 # --- sync_user_keys, kept by triggers -----------------------------------------------------
 # oracle: each key with a cursor resolved as the users listing has it, written
@@ -197,6 +200,8 @@ q "TRUNCATE user_channels, user_channel_past_versions, channel_hourly;
    SELECT '$S', 'u' || a.u, 'CH' || a.c, a.status, a.unread, a.t0, b.t0, a.removal
      FROM v a JOIN v b ON b.u = a.u AND b.c = a.c AND b.i = a.i + 1
     WHERE a.i < 8;
+   INSERT INTO sync_cursors (service_sid, user_sid, run_id, state)
+   SELECT '$S', 'u' || u, $R8, 'complete' FROM generate_series(1, 6) u;
    INSERT INTO user_channels (service_sid, user_sid, channel_sid, status, unread_messages_count,
                               first_seen_at, updated_at, deleted_at)
    SELECT '$S', 'u' || u, 'CH' || c, status, unread, now() - interval '41 hours', t0,
@@ -223,6 +228,13 @@ got="SELECT hour, service_sid, channel_sid, members, unread FROM channel_hourly"
 is "$(q "SELECT count(*) FROM (($expected) EXCEPT ($got)) a")|$(q "SELECT count(*) FROM (($got) EXCEPT ($expected)) b")" \
 	"0|0" "channel_hourly holds exactly each channel's members and unread at the end of every hour"
 is "$(q "SELECT count(DISTINCT hour) >= 39 FROM channel_hourly")" t "(over the 39 hours and more of the history)"
+is "$(q "SELECT count(*) FROM (SELECT hour, service_sid, count(*) AS channels, sum(members) AS memberships, sum(unread) AS unread
+                                 FROM channel_hourly GROUP BY 1, 2
+                               EXCEPT SELECT hour, service_sid, channels, memberships, unread FROM service_hourly) x")|$(q "SELECT count(*) FROM service_hourly")" \
+	"0|$(q "SELECT count(DISTINCT hour) FROM channel_hourly")" "service_hourly: each hour the sum of its channels"
+is "$(q "SELECT string_agg(coalesce(users::text, '-'), ',' ORDER BY hour DESC) FROM (SELECT * FROM service_hourly ORDER BY hour DESC LIMIT 2) x")" \
+	"$(q "SELECT count(DISTINCT user_sid) FROM user_channels WHERE deleted_at IS NULL"),-" \
+	"its users: counted for the current hour, unknown (NULL) for the hours of the history"
 is "$(q "SELECT count(*) || '|' || count(*) FILTER (WHERE (uc.first_invited_at, uc.first_joined_at)
 	                                            IS DISTINCT FROM (f.invited, f.joined))
 	     FROM user_channels uc,
@@ -243,5 +255,7 @@ is "$((old > 0 && recent > 0))" 1 "hours older and younger than a day ($old and 
 while [ "$(w "SELECT sync_prune(1, 50)")" != 0 ]; do :; done
 is "$(q "SELECT count(*) FILTER (WHERE hour < now() - interval '1 day') || '|' || count(*) FROM channel_hourly")" \
 	"0|$recent" "sync_prune() with a retention of one day: the older hours go, the others stay"
+is "$(q "SELECT count(*) FROM service_hourly WHERE hour < now() - interval '1 day'")|$(q "SELECT count(*) > 0 FROM service_hourly")" \
+	"0|t" "the services' hours too"
 
 done_testing

@@ -67,6 +67,13 @@ SELECT h.service_sid, h.channel_sid, ch.friendly_name AS channel_name, h.hour, h
   FROM channel_hourly h
   LEFT JOIN channels ch ON ch.service_sid = h.service_sid AND ch.channel_sid = h.channel_sid;
 
+-- service_totals_hourly: service_hourly with the service's name.
+CREATE OR REPLACE VIEW service_totals_hourly AS
+SELECT h.service_sid, s.friendly_name AS service_name, h.hour, h.users, h.channels,
+       h.memberships, h.unread AS unread_messages_count
+  FROM service_hourly h
+  LEFT JOIN services s ON s.service_sid = h.service_sid;
+
 CREATE OR REPLACE VIEW membership_events AS
 SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.old_status,
        e.new_status

@@ -15,7 +15,8 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
 $fn$;
 
 -- sync_prune(): deletes up to p_batch rows older than p_days days from the
--- past versions, the events, the errors and the channels' hourly totals;
+-- past versions, the events, the errors and the hourly totals of channels
+-- and services;
 -- returns how many.  chatsyncd
 -- calls it after a sweep until it returns 0, each call its own short
 -- transaction (history.retention_days).
@@ -28,6 +29,7 @@ DECLARE
     v_events bigint;
     v_errors bigint;
     v_hours bigint;
+    v_service_hours bigint;
 BEGIN
     DELETE FROM user_channel_past_versions
      WHERE history_id IN (SELECT history_id FROM user_channel_past_versions
@@ -45,6 +47,10 @@ BEGIN
            (SELECT hour, service_sid, channel_sid FROM channel_hourly
              WHERE hour < v_before LIMIT p_batch);
     GET DIAGNOSTICS v_hours = ROW_COUNT;
-    RETURN v_versions + v_events + v_errors + v_hours;
+    DELETE FROM service_hourly
+     WHERE (hour, service_sid) IN
+           (SELECT hour, service_sid FROM service_hourly WHERE hour < v_before LIMIT p_batch);
+    GET DIAGNOSTICS v_service_hours = ROW_COUNT;
+    RETURN v_versions + v_events + v_errors + v_hours + v_service_hours;
 END
 $fn$;

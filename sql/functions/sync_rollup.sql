@@ -1,5 +1,6 @@
 -- The state kept as the sweeps go (migration 009): when each membership was
--- first invited and first joined, and each channel's totals hour by hour.
+-- first invited and first joined, and each channel's and each service's
+-- totals hour by hour.
 
 -- sync_rollup_mark_stale(): something changed memberships outside a page of
 -- a user's listing (a user deleted from the users listing, an identity
@@ -12,8 +13,23 @@ AS $fn$
     UPDATE sync_kept_state SET stale = true WHERE NOT stale;
 $fn$;
 
+-- sync_service_users(): the users of each service with a live membership
+-- (keys that stand for one User SID count once).
+CREATE OR REPLACE FUNCTION sync_service_users()
+RETURNS TABLE (service_sid text, users integer)
+LANGUAGE sql STABLE SET search_path FROM CURRENT
+AS $fn$
+    SELECT k.service_sid, count(DISTINCT k.user_sid)::integer
+      FROM sync_user_keys k
+     WHERE EXISTS (SELECT FROM user_channels uc
+                    WHERE uc.service_sid = k.service_sid AND uc.user_sid = k.configured
+                      AND uc.deleted_at IS NULL)
+     GROUP BY k.service_sid;
+$fn$;
+
 -- sync_channel_rollup(): after sweep p_run_id, each channel's live
--- memberships and unread total into channel_hourly for the current hour.
+-- memberships and unread total into channel_hourly for the current hour,
+-- and each service's into service_hourly.
 -- Only rows that differ are written; nothing is added up when the hour has
 -- its rows already and no sweep since the last rollup changed a membership.
 -- Returns the rows written (NULL for a fenced-out writer).
@@ -66,6 +82,34 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM written) + (SELECT count(*) FROM emptied) INTO v_written;
+
+    WITH totals AS (
+        SELECT h.service_sid, p.users, count(*)::integer AS channels,
+               sum(h.members)::bigint AS memberships, sum(h.unread) AS unread
+          FROM channel_hourly h
+          LEFT JOIN sync_service_users() p ON p.service_sid = h.service_sid
+         WHERE h.hour = v_hour
+         GROUP BY h.service_sid, p.users
+    ), written AS (
+        INSERT INTO service_hourly AS s (hour, service_sid, users, channels, memberships, unread)
+        SELECT v_hour, t.service_sid, t.users, t.channels, t.memberships, t.unread
+          FROM totals t
+         WHERE NOT EXISTS (SELECT FROM service_hourly o
+                            WHERE o.hour = v_hour AND o.service_sid = t.service_sid
+                              AND (o.users, o.channels, o.memberships, o.unread)
+                                  IS NOT DISTINCT FROM (t.users, t.channels, t.memberships, t.unread))
+        ON CONFLICT (hour, service_sid)
+        DO UPDATE SET users = EXCLUDED.users, channels = EXCLUDED.channels,
+                      memberships = EXCLUDED.memberships, unread = EXCLUDED.unread
+        RETURNING 1
+    ), emptied AS (
+        DELETE FROM service_hourly s
+         WHERE s.hour = v_hour
+           AND NOT EXISTS (SELECT FROM totals t WHERE t.service_sid = s.service_sid)
+        RETURNING 1
+    )
+    SELECT v_written + (SELECT count(*) FROM written) + (SELECT count(*) FROM emptied)
+      INTO v_written;
     UPDATE sync_kept_state
        SET run_id = greatest(run_id, p_run_id), stale = false, rolled_at = now();
     RETURN v_written;
@@ -135,6 +179,16 @@ BEGIN
                            interval '1 hour') AS h
      WHERE t.members > 0
      ORDER BY 1, 2, 3;
+    -- Each service's totals per hour from its channels'; its users, for the
+    -- current hour only (the history does not say it cheaply).
+    DELETE FROM service_hourly;
+    INSERT INTO service_hourly (hour, service_sid, users, channels, memberships, unread)
+    SELECT h.hour, h.service_sid, CASE WHEN h.hour = v_now THEN coalesce(p.users, 0) END,
+           count(*), sum(h.members), sum(h.unread)
+      FROM channel_hourly h
+      LEFT JOIN sync_service_users() p ON p.service_sid = h.service_sid
+     GROUP BY h.hour, h.service_sid, p.users
+     ORDER BY 1, 2;
 
     UPDATE sync_kept_state
        SET rebuilt = true, stale = false, rolled_at = now(),
