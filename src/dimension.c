@@ -62,12 +62,12 @@ static const struct page_schema schemas[DIMENSIONS] = {
 
 static const char *const names[DIMENSIONS] = {"service", "users", "channels"};
 
-/* What follows /v1/Services/{IS} in the first page's URL (1000: PageSize's maximum). */
+/* What follows /VERSION/Services/{IS} in the first page's URL, before PageSize. */
 static const char *const first_paths[DIMENSIONS] = {
 	"",
-	"/Users?PageSize=1000",
+	"/Users?",
 	/* Without Type the API lists the public channels only. */
-	"/Channels?Type=public&Type=private&PageSize=1000",
+	"/Channels?Type=public&Type=private&",
 };
 
 /*
@@ -116,9 +116,18 @@ dimension_schema(enum dimension d)
 }
 
 char *
-dimension_first_url(enum dimension d, const char *base, const char *service_sid)
+dimension_first_url(enum dimension d, const char *base, enum twilio_api api,
+		    const char *service_sid)
 {
-	return url_service(base, service_sid, first_paths[d]);
+	const struct twilio_api_info *info = twilio_api_info(api);
+	char *rest, *url;
+
+	if (d == DIMENSION_SERVICE)
+		return url_service(base, info->version, service_sid, "");
+	rest = xasprintf("%sPageSize=%d", first_paths[d], info->max_listing_page_size);
+	url = url_service(base, info->version, service_sid, rest);
+	free(rest);
+	return url;
 }
 
 struct page_batch *

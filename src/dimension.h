@@ -12,6 +12,7 @@
 #define CHATSYNC_DIMENSION_H
 
 #include "page_parser.h"
+#include "twilio.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -38,8 +39,12 @@ const char *dimension_name(enum dimension d);
 /* What an entry of the listing holds. */
 const struct page_schema *dimension_schema(enum dimension d);
 
-/* The listing's first page at base (see url_check_base); the caller owns it. */
-char *dimension_first_url(enum dimension d, const char *base, const char *service_sid);
+/*
+ * The listing's first page at base (see url_check_base) through the API
+ * api, with the largest page it allows; the caller owns it.
+ */
+char *dimension_first_url(enum dimension d, const char *base, enum twilio_api api,
+			  const char *service_sid);
 
 /* Returns an empty batch for pages of the listing; the caller owns it. */
 struct page_batch *dimension_batch_new(enum dimension d);

@@ -475,7 +475,8 @@ next_url_ok(struct listing *l, const char *next)
 	if (!url_same_listing(next, l->first_url)) {
 		fail_user(l, "url",
 			  "page %u: refusing next_page_url \"%s\": not this user's listing at %s",
-			  l->page_no, log_escape(esc, sizeof(esc), next), l->st->s->base_url);
+			  l->page_no, log_escape(esc, sizeof(esc), next),
+			  l->st->s->services[l->service_index].base_url);
 		return false;
 	}
 	if (url_seen_has(l->fetched, next)) {
@@ -715,7 +716,7 @@ resume_url_ok(struct listing *l, const struct cursor_position *pos)
 	log_warning("service %s user \"%s\": the stored next page \"%s\" is not this user's "
 		    "listing at %s; restarting the listing from page 1",
 		    l->service_sid, l->user_esc, log_escape(esc, sizeof(esc), pos->next_url),
-		    l->st->s->base_url);
+		    l->st->s->services[l->service_index].base_url);
 	return false;
 }
 
@@ -754,14 +755,16 @@ void
 listing_start(struct listing *l, size_t service_index, const char *user,
 	      struct cursor_position *pos)
 {
-	const struct settings *s = l->st->s;
+	const struct settings_service *svc = &l->st->s->services[service_index];
 
 	l->dimension = -1;
 	l->parser = l->membership_parser;
 	l->batch = l->membership_batch;
 	l->st->progress.users_started++;
 	start(l, service_index, user,
-	      url_first_page(s->base_url, s->services[service_index].sid, user, s->page_size), pos);
+	      url_first_page(svc->base_url, twilio_api_info(svc->api)->version, svc->sid, user,
+			     svc->page_size),
+	      pos);
 }
 
 /* How a dimension listing is named in the logs and in sync_errors: "@users". */
@@ -775,7 +778,7 @@ void
 listing_start_dimension(struct listing *l, size_t service_index, enum dimension d,
 			struct cursor_position *pos)
 {
-	const struct settings *s = l->st->s;
+	const struct settings_service *svc = &l->st->s->services[service_index];
 
 	if (l->dimension_parser[d] == NULL) {
 		l->dimension_parser[d] =
@@ -787,7 +790,7 @@ listing_start_dimension(struct listing *l, size_t service_index, enum dimension 
 	l->batch = l->dimension_batch[d];
 	pos->digest[0] = '\0';
 	start(l, service_index, dimension_labels[d],
-	      dimension_first_url(d, s->base_url, s->services[service_index].sid), pos);
+	      dimension_first_url(d, svc->base_url, svc->api, svc->sid), pos);
 }
 
 long

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "membership.h"
+#include "twilio.h"
 
 #include <string.h>
 
@@ -49,7 +50,7 @@ membership_from_entry(const struct page_entry *e, struct membership *m)
 	m->account_sid = e->str[F_ACCOUNT];
 	m->service_sid = e->str[F_SERVICE];
 	m->member_sid = e->str[F_MEMBER];
-	m->status = e->str[F_STATUS];
+	m->status = twilio_status_normalize(e->str[F_STATUS]);
 	m->has_last_consumed_message_index = e->has[F_LCMI];
 	m->last_consumed_message_index = e->num[F_LCMI];
 	m->has_unread_messages_count = e->has[F_UNREAD];

@@ -59,7 +59,7 @@ struct setting_def {
 /* clang-format on */
 
 static const struct setting_def setting_defs[] = {
-	STR("twilio", "base_url", base_url, "https://ip-messaging.twilio.com", true),
+	STR("twilio", "base_url", base_url, "", true),
 	STR("twilio", "account_sid", account_sid, NULL, true),
 	STR("twilio", "auth_token", auth_token, NULL, true),
 	STR("twilio", "auth_token_file", auth_token_file, NULL, true),
@@ -261,6 +261,45 @@ load_users(struct loader *l, struct settings_service *svc, const config_setting_
 	return true;
 }
 
+/* A service's api and base_url (its effective base URL comes in resolve_services). */
+static bool
+load_api(struct loader *l, struct settings_service *svc, const config_setting_t *cs,
+	 const char *key)
+{
+	const config_setting_t *at;
+	const char *name = "ip_messaging_v1", *base;
+	char err[256];
+
+	at = config_setting_get_member(cs, "api");
+	if (at != NULL && config_setting_type(at) != CONFIG_TYPE_STRING) {
+		fail_at(l, at, key, "api must be a string");
+		return false;
+	}
+	if (at != NULL)
+		name = config_setting_get_string(at);
+	if (!twilio_api_parse(name, &svc->api)) {
+		fail_at(l, at, key, "api must be \"ip_messaging_v1\" or \"chat_v2\"%s",
+			strcmp(name, "conversations") == 0
+				? " (\"conversations\" is not supported by this version)"
+				: "");
+		return false;
+	}
+	at = config_setting_get_member(cs, "base_url");
+	if (at == NULL)
+		return true;
+	if (config_setting_type(at) != CONFIG_TYPE_STRING) {
+		fail_at(l, at, key, "base_url must be a string");
+		return false;
+	}
+	base = config_setting_get_string(at);
+	if (!url_check_base(base, err, sizeof(err))) {
+		fail_at(l, at, key, "base_url: %s", err);
+		return false;
+	}
+	svc->base_url = xstrdup(base);
+	return true;
+}
+
 static bool
 load_service(struct loader *l, const config_setting_t *cs, size_t index)
 {
@@ -277,7 +316,8 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 	for (int i = 0; i < config_setting_length(cs); i++) {
 		const char *name = config_setting_name(config_setting_get_elem(cs, (unsigned)i));
 
-		if (strcmp(name, "sid") != 0 && strcmp(name, "users") != 0) {
+		if (strcmp(name, "sid") != 0 && strcmp(name, "users") != 0 &&
+		    strcmp(name, "api") != 0 && strcmp(name, "base_url") != 0) {
 			fail_at(l, config_setting_get_elem(cs, (unsigned)i), key,
 				"unknown key \"%s\"", name);
 			return false;
@@ -298,7 +338,7 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 	}
 	svc->sid = xstrdup(sid);
 	l->s->n_services++;
-	return load_users(l, svc, cs, key);
+	return load_api(l, svc, cs, key) && load_users(l, svc, cs, key);
 }
 
 static bool
@@ -606,8 +646,9 @@ metrics_listen_ok(struct loader *l, const config_t *cf)
 }
 
 /*
- * twilio.region and twilio.edge (else TWILIO_REGION and TWILIO_EDGE) move
- * base_url's host, as Twilio's helper libraries do (see url_regional).
+ * twilio.region and twilio.edge (else TWILIO_REGION and TWILIO_EDGE): names
+ * that move each service's host, as Twilio's helper libraries do (see
+ * resolve_services and url_regional).
  */
 static bool
 resolve_region(struct loader *l, const config_t *cf)
@@ -616,8 +657,6 @@ resolve_region(struct loader *l, const config_t *cf)
 	static const char *const keys[2] = {"region", "edge"};
 	char **fields[2] = {&s->region, &s->edge};
 	static const char *const envs[2] = {"TWILIO_REGION", "TWILIO_EDGE"};
-	char *moved;
-
 	for (int i = 0; i < 2; i++) {
 		const char *env = getenv(envs[i]);
 		char key[32];
@@ -637,10 +676,30 @@ resolve_region(struct loader *l, const config_t *cf)
 			return false;
 		}
 	}
-	moved = url_regional(s->base_url, s->region, s->edge);
-	free(s->base_url);
-	s->base_url = moved;
 	return true;
+}
+
+/*
+ * Each service's base URL: its own base_url, else twilio.base_url, else its
+ * API's host; then moved by twilio.region and twilio.edge.  Its page size:
+ * twilio.page_size, at most its API's.
+ */
+static void
+resolve_services(struct settings *s)
+{
+	for (size_t i = 0; i < s->n_services; i++) {
+		struct settings_service *svc = &s->services[i];
+		const struct twilio_api_info *api = twilio_api_info(svc->api);
+		const char *base = svc->base_url != NULL    ? svc->base_url
+				   : s->base_url[0] != '\0' ? s->base_url
+							    : api->host;
+		char *moved = url_regional(base, s->region, s->edge);
+
+		free(svc->base_url);
+		svc->base_url = moved;
+		svc->page_size =
+			s->page_size < api->max_page_size ? s->page_size : api->max_page_size;
+	}
 }
 
 static bool
@@ -653,7 +712,7 @@ validate(struct loader *l, const config_t *cf)
 		fail_at(l, config_lookup(cf, "twilio.proxy"), "twilio.proxy", "%s", err);
 		return false;
 	}
-	if (!url_check_base(s->base_url, err, sizeof(err))) {
+	if (s->base_url[0] != '\0' && !url_check_base(s->base_url, err, sizeof(err))) {
 		fail_at(l, config_lookup(cf, "twilio.base_url"), "twilio.base_url", "%s", err);
 		return false;
 	}
@@ -681,6 +740,7 @@ validate(struct loader *l, const config_t *cf)
 			"must list at least one service");
 		return false;
 	}
+	resolve_services(s);
 	if (!resolve_credentials(l, cf))
 		return false;
 	warn_readable_secrets(l);
@@ -750,6 +810,7 @@ settings_free(struct settings *s)
 			free(s->services[i].users[j]);
 		free(s->services[i].users);
 		free(s->services[i].sid);
+		free(s->services[i].base_url);
 	}
 	free(s->services);
 	free(s->path);

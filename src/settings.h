@@ -5,6 +5,7 @@
 #define CHATSYNC_SETTINGS_H
 
 #include "log.h"
+#include "twilio.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,17 +14,21 @@ struct settings_service {
 	char *sid;
 	char **users; /* as written in the file: a User SID or an identity */
 	size_t n_users;
-	bool all_users; /* users = "all": the service's users listing says who they are */
+	bool all_users;	     /* users = "all": the service's users listing says who they are */
+	enum twilio_api api; /* api: which API lists its memberships */
+	char *base_url;	     /* where: its base_url, else twilio.base_url, else the API's host,
+				moved by twilio.region and twilio.edge */
+	int page_size;	     /* twilio.page_size, at most what the API allows */
 };
 
 /* Plain data: everything a sweep needs, validated. */
 struct settings {
 	char *path;
 
-	char *base_url;
-	char *proxy;  /* "" for none: proxies from the environment are never used */
-	char *region; /* twilio.region or TWILIO_REGION, "" for none: already in base_url */
-	char *edge;   /* twilio.edge or TWILIO_EDGE, the same */
+	char *base_url; /* twilio.base_url as configured, "" for each API's own host */
+	char *proxy;	/* "" for none: proxies from the environment are never used */
+	char *region;	/* twilio.region or TWILIO_REGION, "" for none: already in base_url */
+	char *edge;	/* twilio.edge or TWILIO_EDGE, the same */
 	char *account_sid;
 	char *auth_token; /* secret: never log it */
 	char *auth_token_file;

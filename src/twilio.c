@@ -1,5 +1,5 @@
 /*
- * twilio.c - Twilio's vocabulary: SIDs, membership statuses, error bodies
+ * twilio.c - Twilio's vocabulary: SIDs, membership statuses, APIs, error bodies
  */
 #include "config.h"
 
@@ -73,6 +73,39 @@ twilio_status_known(const char *status)
 	for (size_t i = 0; i < sizeof(known_statuses) / sizeof(known_statuses[0]); i++) {
 		if (strcmp(status, known_statuses[i]) == 0)
 			return true;
+	}
+	return false;
+}
+
+const char *
+twilio_status_normalize(const char *status)
+{
+	if (status != NULL && strcmp(status, "notParticipating") == 0)
+		return "not_participating";
+	return status;
+}
+
+/* The specs' bounds: twilio_ip_messaging_v1.json and twilio_chat_v2.json. */
+static const struct twilio_api_info apis[] = {
+	[TWILIO_API_IP_MESSAGING_V1] = {"ip_messaging_v1", "https://ip-messaging.twilio.com", "v1",
+					1000, 1000},
+	[TWILIO_API_CHAT_V2] = {"chat_v2", "https://chat.twilio.com", "v2", 50, 100},
+};
+
+const struct twilio_api_info *
+twilio_api_info(enum twilio_api api)
+{
+	return &apis[api];
+}
+
+bool
+twilio_api_parse(const char *name, enum twilio_api *api)
+{
+	for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++) {
+		if (strcmp(name, apis[i].name) == 0) {
+			*api = (enum twilio_api)i;
+			return true;
+		}
 	}
 	return false;
 }

@@ -1,5 +1,5 @@
 /*
- * twilio.h - Twilio's vocabulary: SIDs, membership statuses, error bodies
+ * twilio.h - Twilio's vocabulary: SIDs, membership statuses, APIs, error bodies
  *
  * What the API's documents define, in one place, so that the parser, the
  * configuration and the sweep agree on it.
@@ -18,6 +18,32 @@ bool twilio_sid_valid(const char *s, const char *prefix);
 
 /* True for the membership statuses the API documents: joined, invited, not_participating. */
 bool twilio_status_known(const char *status);
+
+/*
+ * A status in the one vocabulary chatsync stores: Chat v2 spells
+ * not_participating "notParticipating".  Returns status itself, or a static
+ * string in its place.
+ */
+const char *twilio_status_normalize(const char *status);
+
+/* The APIs a service's memberships are listed through (sync.services[].api). */
+enum twilio_api {
+	TWILIO_API_IP_MESSAGING_V1,
+	TWILIO_API_CHAT_V2,
+};
+
+struct twilio_api_info {
+	const char *name;	   /* as configured: "ip_messaging_v1" */
+	const char *host;	   /* its base URL: "https://ip-messaging.twilio.com" */
+	const char *version;	   /* the first segment of its paths: "v1" */
+	int max_page_size;	   /* PageSize of a user's channels, at most */
+	int max_listing_page_size; /* PageSize of the users and channels listings, at most */
+};
+
+const struct twilio_api_info *twilio_api_info(enum twilio_api api);
+
+/* Finds the API named name; false if there is none of that name. */
+bool twilio_api_parse(const char *name, enum twilio_api *api);
 
 /*
  * True if s is a date as the API writes them, ISO 8601 with a zone:

@@ -216,21 +216,22 @@ url_check_proxy(const char *proxy, char *err, size_t errsz)
 }
 
 char *
-url_service(const char *base, const char *service_sid, const char *rest)
+url_service(const char *base, const char *version, const char *service_sid, const char *rest)
 {
 	size_t base_len = strlen(base);
 
 	if (base_len > 0 && base[base_len - 1] == '/')
 		base_len--;
-	return xasprintf("%.*s/v1/Services/%s%s", (int)base_len, base, service_sid, rest);
+	return xasprintf("%.*s/%s/Services/%s%s", (int)base_len, base, version, service_sid, rest);
 }
 
 char *
-url_first_page(const char *base, const char *service_sid, const char *user, int page_size)
+url_first_page(const char *base, const char *version, const char *service_sid, const char *user,
+	       int page_size)
 {
 	char *enc = url_encode_segment(user);
 	char *rest = xasprintf("/Users/%s/Channels?PageSize=%d", enc, page_size);
-	char *url = url_service(base, service_sid, rest);
+	char *url = url_service(base, version, service_sid, rest);
 
 	free(enc);
 	free(rest);

@@ -39,19 +39,21 @@ bool url_check_proxy(const char *proxy, char *err, size_t errsz)
 	__attribute__((warn_unused_result));
 
 /*
- * A resource of a service: BASE/v1/Services/SERVICE followed by rest (a
- * path and query already encoded, e.g. "/Users?PageSize=1000", or "").
- * base must have passed url_check_base.  Returns a string the caller owns.
+ * A resource of a service: BASE/VERSION/Services/SERVICE followed by rest
+ * (a path and query already encoded, e.g. "/Users?PageSize=1000", or "");
+ * version is the API's ("v1", "v2").  base must have passed url_check_base.
+ * Returns a string the caller owns.
  */
-char *url_service(const char *base, const char *service_sid, const char *rest);
+char *url_service(const char *base, const char *version, const char *service_sid, const char *rest);
 
 /*
  * The first page of a user's channel list:
- * BASE/v1/Services/SERVICE/Users/USER/Channels?PageSize=N with USER encoded.
- * base must have passed url_check_base (a trailing '/' is tolerated).
- * Returns a string the caller owns.
+ * BASE/VERSION/Services/SERVICE/Users/USER/Channels?PageSize=N with USER
+ * encoded.  base must have passed url_check_base (a trailing '/' is
+ * tolerated).  Returns a string the caller owns.
  */
-char *url_first_page(const char *base, const char *service_sid, const char *user, int page_size);
+char *url_first_page(const char *base, const char *version, const char *service_sid,
+		     const char *user, int page_size);
 
 /*
  * True if next is a page of the same listing as first: same scheme, host

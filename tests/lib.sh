@@ -239,7 +239,8 @@ fake_stop() {
 # Extra settings come from the environment: PAGE_SIZE, CONCURRENCY, SCHEMA,
 # MAX_RETRIES, BACKOFF_BASE_MS, MAX_BACKOFF, DIMENSIONS (sync.dimensions:
 # false unless set, so that a test counts the requests of the users'
-# listings alone), SYNC_EXTRA (more keys of the sync group, verbatim), EXTRA
+# listings alone), SYNC_EXTRA (more keys of the sync group, verbatim),
+# SERVICE_EXTRA (more keys of the service's group: api = "chat_v2";), EXTRA
 # (more groups, verbatim).  The one user "all"
 # writes users = "all".
 write_config() {
@@ -263,7 +264,7 @@ twilio: {
 database: { conninfo = ""; schema = "${SCHEMA:-chatsync}"; };
 sync: {
   interval = 1;
-  services = ( { sid = "$SERVICE_SID"; users = $users; } );
+  services = ( { sid = "$SERVICE_SID"; users = $users; ${SERVICE_EXTRA:-} } );
   dimensions = ${DIMENSIONS:-false};
   ${SYNC_EXTRA:-}
 };

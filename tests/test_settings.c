@@ -279,6 +279,8 @@ test_full(void)
 	is_str(errlog, "", "nothing is logged for a valid 0600 file");
 	is_str(s->path, path, "path");
 	is_str(s->base_url, "https://chat.example.org:8443", "twilio.base_url");
+	is_str(s->services[0].base_url, "https://chat.example.org:8443",
+	       "every service of the default API is listed there");
 	is_str(s->account_sid, ACCOUNT, "twilio.account_sid");
 	is_str(s->auth_token, TOKEN, "twilio.auth_token");
 	ok(s->auth_token_file == NULL, "twilio.auth_token_file is unset");
@@ -317,7 +319,11 @@ test_defaults(void)
 
 	if (s == NULL)
 		return;
-	is_str(s->base_url, "https://ip-messaging.twilio.com", "default base_url");
+	is_str(s->base_url, "", "default twilio.base_url: none");
+	is_str(s->services[0].base_url, "https://ip-messaging.twilio.com",
+	       "a service of the default API (ip_messaging_v1) is listed at its host");
+	is_int(s->services[0].api, TWILIO_API_IP_MESSAGING_V1, "the default API");
+	is_int(s->services[0].page_size, 1000, "its page size: twilio.page_size");
 	is_int(s->page_size, 1000, "default page_size");
 	is_int(s->timeout, 30, "default timeout");
 	is_int(s->connect_timeout, 10, "default connect_timeout");
@@ -561,7 +567,7 @@ test_base_url(void)
 		snprintf(line, sizeof(line), "base_url = \"%s\";", good[i]);
 		s = accepted(line, &(struct conf){.twilio = line});
 		if (s != NULL)
-			is_str(s->base_url, good[i], "base_url is kept as written");
+			is_str(s->services[0].base_url, good[i], "base_url is kept as written");
 		settings_free(s);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -811,6 +817,70 @@ test_api_key(void)
 	unlink(keyfile);
 }
 
+#define SERVICE_B_LINE "\"IS0123456789abcdef0123456789abcdee\""
+
+/* sync.services[].api and base_url: where each service's memberships are listed. */
+static void
+test_service_api(void)
+{
+	struct settings *s;
+
+	s = accepted(
+		"a Chat v2 service beside a v1 one",
+		&(struct conf){.twilio = "page_size = 200; region = \"ie1\";",
+			       .services = "services = ( { sid = \"" SERVICE_A
+					   "\"; users = [\"alice\"]; api = \"chat_v2\"; },"
+					   " { sid = " SERVICE_B_LINE
+					   "; users = [\"bob\"]; api = \"ip_messaging_v1\"; } );"});
+	if (s != NULL && s->n_services == 2) {
+		is_int(s->services[0].api, TWILIO_API_CHAT_V2, "api = \"chat_v2\"");
+		is_str(s->services[0].base_url, "https://chat.ie1.twilio.com",
+		       "Chat v2 is listed at chat.twilio.com, moved to the region");
+		is_int(s->services[0].page_size, 50, "its pages: 50 at most, as the API allows");
+		is_int(s->services[1].api, TWILIO_API_IP_MESSAGING_V1, "api = \"ip_messaging_v1\"");
+		is_str(s->services[1].base_url, "https://ip-messaging.ie1.twilio.com",
+		       "IP Messaging v1 at ip-messaging.twilio.com");
+		is_int(s->services[1].page_size, 200, "its pages: twilio.page_size");
+	}
+	settings_free(s);
+	s = accepted("a service's own base_url",
+		     &(struct conf){.twilio = "base_url = \"http://127.0.0.1:9\";",
+				    .services = "services = ( { sid = \"" SERVICE_A
+						"\"; users = [\"alice\"]; api = \"chat_v2\";"
+						" base_url = \"http://127.0.0.1:10\"; },"
+						" { sid = " SERVICE_B_LINE
+						"; users = [\"bob\"]; api = \"chat_v2\"; } );"});
+	if (s != NULL && s->n_services == 2) {
+		is_str(s->services[0].base_url, "http://127.0.0.1:10", "wins over twilio.base_url");
+		is_str(s->services[1].base_url, "http://127.0.0.1:9",
+		       "twilio.base_url serves every API of a service without one");
+	}
+	settings_free(s);
+	refused("an API that does not exist",
+		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
+					   "\"; users = [\"alice\"]; api = \"chat_v3\"; } );"},
+		"chat_v3", "sync.services[0]");
+	ok(strstr(errlog, "api must be \"ip_messaging_v1\" or \"chat_v2\"") != NULL,
+	   "the error says which APIs there are");
+	refused("conversations, not supported yet",
+		&(struct conf){.services =
+				       "services = ( { sid = \"" SERVICE_A
+				       "\"; users = [\"alice\"]; api = \"conversations\"; } );"},
+		"conversations", "sync.services[0]");
+	ok(strstr(errlog, "\"conversations\" is not supported by this version") != NULL,
+	   "the error says that conversations is not supported yet");
+	refused("api as a number",
+		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
+					   "\"; users = [\"alice\"]; api = 2; } );"},
+		"api = 2", "sync.services[0]");
+	refused("a service's base_url over plain http to another host",
+		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
+					   "\"; users = [\"alice\"];"
+					   " base_url = \"http://chat.example.org\"; } );"},
+		"chat.example.org", "sync.services[0]");
+	ok(strstr(errlog, "loopback") != NULL, "the error says why");
+}
+
 /* twilio.region and twilio.edge move the base URL's host, as Twilio's libraries do. */
 static void
 test_region(void)
@@ -820,26 +890,28 @@ test_region(void)
 	s = accepted("a region and an edge",
 		     &(struct conf){.twilio = "region = \"au1\"; edge = \"sydney\";"});
 	if (s != NULL)
-		is_str(s->base_url, "https://ip-messaging.sydney.au1.twilio.com",
+		is_str(s->services[0].base_url, "https://ip-messaging.sydney.au1.twilio.com",
 		       "base_url moves to the edge and the region");
 	settings_free(s);
 	setenv("TWILIO_REGION", "ie1", 1);
 	s = accepted("TWILIO_REGION", &(struct conf){0});
 	if (s != NULL)
-		is_str(s->base_url, "https://ip-messaging.ie1.twilio.com",
+		is_str(s->services[0].base_url, "https://ip-messaging.ie1.twilio.com",
 		       "TWILIO_REGION, without the key, moves it to its region");
 	settings_free(s);
 	s = accepted("twilio.region and TWILIO_REGION",
 		     &(struct conf){.twilio = "region = \"us1\";"});
 	if (s != NULL)
-		is_str(s->base_url, "https://ip-messaging.us1.twilio.com", "the key wins");
+		is_str(s->services[0].base_url, "https://ip-messaging.us1.twilio.com",
+		       "the key wins");
 	settings_free(s);
 	unsetenv("TWILIO_REGION");
 	s = accepted("a region with a loopback base_url",
 		     &(struct conf){
 			     .twilio = "region = \"ie1\"; base_url = \"http://127.0.0.1:9\";"});
 	if (s != NULL)
-		is_str(s->base_url, "http://127.0.0.1:9", "a host not under twilio.com stays");
+		is_str(s->services[0].base_url, "http://127.0.0.1:9",
+		       "a host not under twilio.com stays");
 	settings_free(s);
 	refused("a region that is not a name", &(struct conf){.twilio = "region = \"IE 1\";"},
 		"region", "twilio.region");
@@ -1022,6 +1094,7 @@ main(void)
 	test_token();
 	test_api_key();
 	test_region();
+	test_service_api();
 	test_file_errors();
 	test_metrics_listen();
 	test_metrics_fixed();

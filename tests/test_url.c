@@ -224,30 +224,37 @@ test_first_page(void)
 {
 	char *u;
 
-	u = url_first_page("https://chat.example.com", SERVICE, "alice", 50);
+	u = url_first_page("https://chat.example.com", "v1", SERVICE, "alice", 50);
 	is_str(u,
 	       "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
 	       "first page URL for a plain identity");
 	free(u);
 
-	u = url_first_page("https://chat.example.com/", SERVICE, "alice", 50);
+	u = url_first_page("https://chat.example.com/", "v1", SERVICE, "alice", 50);
 	is_str(u,
 	       "https://chat.example.com/v1/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
 	       "a trailing slash on the base is tolerated");
 	free(u);
 
-	u = url_first_page("http://127.0.0.1:8080", SERVICE, "a/b c@d.e+f%?#\xc3\xa9", 1000);
+	u = url_first_page("http://127.0.0.1:8080", "v1", SERVICE, "a/b c@d.e+f%?#\xc3\xa9", 1000);
 	is_str(u,
 	       "http://127.0.0.1:8080/v1/Services/" SERVICE
 	       "/Users/a%2Fb%20c%40d.e%2Bf%25%3F%23%C3%A9/Channels?PageSize=1000",
 	       "the identity is encoded as one path segment");
 	free(u);
 
-	u = url_first_page("http://[::1]:9/", SERVICE, "US0123456789abcdef0123456789abcdef", 1);
+	u = url_first_page("http://[::1]:9/", "v1", SERVICE, "US0123456789abcdef0123456789abcdef",
+			   1);
 	is_str(u,
 	       "http://[::1]:9/v1/Services/" SERVICE
 	       "/Users/US0123456789abcdef0123456789abcdef/Channels?PageSize=1",
 	       "a User SID and PageSize=1 on an IPv6 base");
+	free(u);
+
+	u = url_first_page("https://chat.twilio.com", "v2", SERVICE, "alice", 50);
+	is_str(u,
+	       "https://chat.twilio.com/v2/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
+	       "Chat v2: the version is the path's first segment");
 	free(u);
 }
 
@@ -256,8 +263,8 @@ test_same_listing(void)
 {
 	const char *first_ab =
 		"https://chat.example.com/v1/Services/" SERVICE "/Users/a%2Fb/Channels?PageSize=50";
-	char *first = url_first_page("https://chat.example.com", SERVICE, "alice@x.org", 50);
-	char *first_local = url_first_page("http://127.0.0.1:8080", SERVICE, "bob", 50);
+	char *first = url_first_page("https://chat.example.com", "v1", SERVICE, "alice@x.org", 50);
+	char *first_local = url_first_page("http://127.0.0.1:8080", "v1", SERVICE, "bob", 50);
 	static const char *const same[] = {
 		"https://chat.example.com/v1/Services/" SERVICE
 		"/Users/alice%40x.org/Channels?PageSize=50&Page=1&PageToken=PT1",
@@ -284,6 +291,18 @@ test_same_listing(void)
 		"not a url",
 	};
 
+	char *first_v2 =
+		url_first_page("https://chat.twilio.com", "v2", SERVICE, "alice@x.org", 50);
+
+	ok(url_same_listing("https://chat.twilio.com/v2/Services/" SERVICE
+			    "/Users/alice%40x.org/Channels?PageSize=50&PageToken=PT1",
+			    first_v2),
+	   "Chat v2: a next page of the same v2 listing");
+	ok(!url_same_listing("https://chat.twilio.com/v1/Services/" SERVICE
+			     "/Users/alice%40x.org/Channels?PageSize=50&PageToken=PT1",
+			     first_v2),
+	   "Chat v2: a next page under /v1 on the same host is another listing");
+	free(first_v2);
 	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
 		ok(url_same_listing(same[i], first), "same listing: %s", same[i]);
 	ok(url_same_listing("https://chat.example.com/v1/Services/" SERVICE
@@ -349,9 +368,9 @@ test_dot_segments(void)
 {
 	const char *service_list =
 		"https://chat.example.com/v1/Services/" SERVICE "/Channels?PageSize=50";
-	char *dotdot = url_first_page("https://chat.example.com", SERVICE, "..", 50);
-	char *dot = url_first_page("https://chat.example.com", SERVICE, ".", 50);
-	char *dots3 = url_first_page("https://chat.example.com", SERVICE, "...", 50);
+	char *dotdot = url_first_page("https://chat.example.com", "v1", SERVICE, "..", 50);
+	char *dot = url_first_page("https://chat.example.com", "v1", SERVICE, ".", 50);
+	char *dots3 = url_first_page("https://chat.example.com", "v1", SERVICE, "...", 50);
 
 	is_str(dots3,
 	       "https://chat.example.com/v1/Services/" SERVICE "/Users/.../Channels?PageSize=50",
