@@ -9,9 +9,9 @@
  * --user-count) and the channels of their memberships (.../Channels).  Every
  * path is served under /v2 as well, as Chat v2 serves it: the same data, with
  * v2's PageSize bounds, fields, status spelling and URLs.  With --dump and
- * --dump-* it prints instead the data set it would serve through v1, in
- * PostgreSQL COPY text format, so that tests can compare it with what the
- * daemon stored.
+ * --dump-* it prints instead the data set it would serve (through the API that
+ * --api names), in PostgreSQL COPY text format, so that tests can compare it
+ * with what the daemon stored.
  *
  * Run with --help for the options.
  */
@@ -586,6 +586,7 @@ struct config {
 	size_t n_dump;
 	const char *service;
 	uint64_t dump_page_size;
+	const struct api_spec *api; /* whose dialect the dumps print */
 	bool dump_service;
 	bool dump_user_rows;
 	bool dump_channel_rows;
@@ -606,6 +607,7 @@ config_init(struct config *cfg)
 	cfg->channels = 20;
 	cfg->threads = DEFAULT_THREADS;
 	cfg->dump_page_size = DEFAULT_PAGE_SIZE;
+	cfg->api = &apis[API_IP_MESSAGING_V1];
 }
 
 static void
@@ -679,10 +681,12 @@ usage(FILE *out)
 	      "  --dump USER             print USER's expected rows and exit (repeatable)\n"
 	      "  --service IS...         the service of --dump\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
-	      "                          (default 50)\n"
+	      "                          (default 50; at most 50 with --api chat_v2)\n"
 	      "  --dump-service          print the service's expected row and exit\n"
 	      "  --dump-users            print the listed users' expected rows and exit\n"
 	      "  --dump-channels         print the channels' expected rows, both types, and exit\n"
+	      "  --api NAME              the API whose answers the dumps print: ip_messaging_v1\n"
+	      "                          (default) or chat_v2; the server answers both\n"
 	      "  -h, --help              show this help\n",
 	      out);
 	fputs("\nUsers: a user's SID is US and 32 hex digits from a hash of the seed and its\n"
@@ -710,8 +714,9 @@ usage(FILE *out)
 	      "the fake under /v2; faults, their counters, latency and the log are shared by\n"
 	      "both versions.\n"
 	      "Dumps print tab-separated lines in COPY text format: --dump service_sid, user,\n"
-	      "channel_sid, account_sid, member_sid, status, last_consumed_message_index,\n"
-	      "unread_messages_count, channel_url, member_url; --dump-service sid, account_sid,\n"
+	      "channel_sid, account_sid, member_sid, status (spelled as in v1 for both APIs),\n"
+	      "last_consumed_message_index, unread_messages_count, channel_url, member_url,\n"
+	      "and with --api chat_v2 notification_level last; --dump-service sid, account_sid,\n"
 	      "friendly_name, date_created, date_updated, default_service_role_sid,\n"
 	      "default_channel_role_sid, default_channel_creator_role_sid, read_status_enabled,\n"
 	      "reachability_enabled, typing_indicator_timeout, consumption_report_interval, url;\n"
@@ -719,8 +724,8 @@ usage(FILE *out)
 	      "attributes, is_online, is_notifiable, joined_channels_count, date_created,\n"
 	      "date_updated, url; --dump-channels service_sid, sid, account_sid, friendly_name,\n"
 	      "unique_name, attributes, type, created_by, members_count, messages_count,\n"
-	      "date_created, date_updated, url.  All need --service; several print in that\n"
-	      "order, memberships last.\n",
+	      "date_created, date_updated, url.  The URLs are those of the API of --api.  All\n"
+	      "need --service; several print in that order, memberships last.\n",
 	      out);
 }
 /* clang-format on */
@@ -956,6 +961,7 @@ enum {
 	OPT_DUMP_SERVICE,
 	OPT_DUMP_USERS,
 	OPT_DUMP_CHANNELS,
+	OPT_API,
 };
 
 static const struct option long_options[] = {
@@ -982,6 +988,7 @@ static const struct option long_options[] = {
 	{"dump-service", no_argument, NULL, OPT_DUMP_SERVICE},
 	{"dump-users", no_argument, NULL, OPT_DUMP_USERS},
 	{"dump-channels", no_argument, NULL, OPT_DUMP_CHANNELS},
+	{"api", required_argument, NULL, OPT_API},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -1048,6 +1055,30 @@ apply_number_option(struct config *cfg, int opt, const char *arg)
 	}
 }
 
+/* The API whose name is name, or NULL. */
+static const struct api_spec *
+find_api(const char *name)
+{
+	for (size_t i = 0; i < N_APIS; i++) {
+		if (strcmp(apis[i].name, name) == 0)
+			return &apis[i];
+	}
+	return NULL;
+}
+
+static bool
+set_api(struct config *cfg, const char *name)
+{
+	cfg->api = find_api(name);
+	if (cfg->api != NULL)
+		return true;
+	fprintf(stderr,
+		PROGNAME
+		": invalid value for --api: \"%s\" (expected ip_messaging_v1 or chat_v2)\n",
+		name);
+	return false;
+}
+
 static bool
 apply_option(struct config *cfg, int opt, const char *arg)
 {
@@ -1074,6 +1105,8 @@ apply_option(struct config *cfg, int opt, const char *arg)
 	case OPT_DUMP_CHANNELS:
 		cfg->dump_channel_rows = true;
 		return true;
+	case OPT_API:
+		return set_api(cfg, arg);
 	case OPT_SEED:
 	case OPT_CHANNELS:
 	case OPT_VARIANT:
@@ -1118,6 +1151,13 @@ parse_args(int argc, char **argv, struct config *cfg)
 	if (wants_dump(cfg) && (cfg->service == NULL || !is_service_sid(cfg->service))) {
 		fputs(PROGNAME ": --dump needs --service with a valid service SID (IS + 32 hex)\n",
 		      stderr);
+		return 3;
+	}
+	if (cfg->dump_page_size > cfg->api->max_memberships_page) {
+		fprintf(stderr,
+			PROGNAME ": invalid value for --page-size: %" PRIu64
+				 " (%s allows 1..%" PRIu64 ")\n",
+			cfg->dump_page_size, cfg->api->name, cfg->api->max_memberships_page);
 		return 3;
 	}
 	return 0;
@@ -1777,6 +1817,21 @@ add_copy_field(struct buf *b, const char *value, bool is_null)
 		buf_add_copy_text(b, value);
 }
 
+/* A tab and the URL of the API's link base + the service + collection + sid. */
+static void
+add_copy_link(struct buf *b, const struct config *cfg, const char *collection, const char *sid)
+{
+	buf_addc(b, '\t');
+	buf_adds(b, cfg->api->link_base);
+	buf_adds(b, cfg->service);
+	buf_adds(b, collection);
+	buf_adds(b, sid);
+}
+
+/*
+ * One membership as --dump prints it, the status in IP Messaging v1's
+ * spelling whatever the API; Chat v2 adds notification_level last.
+ */
 static void
 add_dump_line(struct buf *b, const struct config *cfg, const char *user, const struct entry *e)
 {
@@ -1792,22 +1847,16 @@ add_dump_line(struct buf *b, const struct config *cfg, const char *user, const s
 	add_copy_field(b, num, e->index_null);
 	snprintf(num, sizeof(num), "%" PRIu64, e->unread);
 	add_copy_field(b, num, false);
-	buf_addc(b, '\t');
 	if (e->links_null) {
-		buf_adds(b, "\\N\t\\N\n");
-		return;
+		buf_adds(b, "\t\\N\t\\N");
+	} else {
+		add_copy_link(b, cfg, "/Channels/", e->channel_sid);
+		add_copy_link(b, cfg, "/Channels/", e->channel_sid);
+		buf_adds(b, "/Members/");
+		buf_adds(b, e->member_sid);
 	}
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, cfg->service);
-	buf_adds(b, "/Channels/");
-	buf_adds(b, e->channel_sid);
-	buf_addc(b, '\t');
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, cfg->service);
-	buf_adds(b, "/Channels/");
-	buf_adds(b, e->channel_sid);
-	buf_adds(b, "/Members/");
-	buf_adds(b, e->member_sid);
+	if (cfg->api->id == API_CHAT_V2)
+		add_copy_field(b, e->muted ? "muted" : "default", false);
 	buf_addc(b, '\n');
 }
 
@@ -1854,17 +1903,6 @@ add_copy_bool(struct buf *b, bool value, bool is_null)
 	add_copy_field(b, value ? "t" : "f", is_null);
 }
 
-/* A tab and the URL LINK_BASE + service + collection + sid. */
-static void
-add_copy_link(struct buf *b, const char *service, const char *collection, const char *sid)
-{
-	buf_addc(b, '\t');
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, service);
-	buf_adds(b, collection);
-	buf_adds(b, sid);
-}
-
 /*
  * The service: sid, account_sid, friendly_name, date_created, date_updated,
  * default_service_role_sid, default_channel_role_sid,
@@ -1891,7 +1929,7 @@ dump_service(const struct config *cfg)
 	add_copy_bool(&b, false, false);
 	add_copy_u64(&b, SERVICE_TYPING_TIMEOUT);
 	add_copy_u64(&b, SERVICE_CONSUMPTION_INTERVAL);
-	add_copy_link(&b, cfg->service, "", "");
+	add_copy_link(&b, cfg, "", "");
 	buf_addc(&b, '\n');
 	buf_free(&r.friendly_name);
 	return write_dump(&b);
@@ -1923,7 +1961,7 @@ dump_user_rows(const struct config *cfg)
 		add_copy_u64(&b, r.joined);
 		add_copy_field(&b, r.date_created, false);
 		add_copy_field(&b, r.date_updated, false);
-		add_copy_link(&b, cfg->service, "/Users/", r.user->sid);
+		add_copy_link(&b, cfg, "/Users/", r.user->sid);
 		buf_addc(&b, '\n');
 		user_row_free(&r);
 	}
@@ -1945,7 +1983,7 @@ add_channel_dump_line(struct buf *b, const struct config *cfg, const struct chan
 	add_copy_u64(b, r->messages);
 	add_copy_field(b, r->date_created, false);
 	add_copy_field(b, r->date_updated, false);
-	add_copy_link(b, cfg->service, "/Channels/", r->e.channel_sid);
+	add_copy_link(b, cfg, "/Channels/", r->e.channel_sid);
 	buf_addc(b, '\n');
 }
 
