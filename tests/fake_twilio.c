@@ -1,15 +1,17 @@
 /*
- * fake_twilio.c - a fake of Twilio's IP Messaging v1 user-channel list for tests
+ * fake_twilio.c - a fake of Twilio's user-channel lists for tests
  *
- * Serves GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels on loopback
- * only, with deterministic data derived from (seed, service, user, slot),
- * Twilio-style paging, HTTP basic auth and injectable faults.  It serves the
- * dimensions too, consistent with those memberships: the service
+ * Serves GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels (IP Messaging
+ * v1) on loopback only, with deterministic data derived from (seed, service,
+ * user, slot), Twilio-style paging, HTTP basic auth and injectable faults.  It
+ * serves the dimensions too, consistent with those memberships: the service
  * (/v1/Services/{ServiceSid}), its users (.../Users, from --users and
- * --user-count) and the channels of their memberships (.../Channels).  With
- * --dump and --dump-* it prints instead the data set it would serve, in
- * PostgreSQL COPY text format, so that tests can compare it with what the
- * daemon stored.
+ * --user-count) and the channels of their memberships (.../Channels).  Every
+ * path is served under /v2 as well, as Chat v2 serves it: the same data, with
+ * v2's PageSize bounds, fields, status spelling and URLs.  With --dump and
+ * --dump-* it prints instead the data set it would serve (through the API that
+ * --api names), in PostgreSQL COPY text format, so that tests can compare it
+ * with what the daemon stored.
  *
  * Run with --help for the options.
  */
@@ -48,6 +50,7 @@
 #define DEFAULT_ACCOUNT_SID "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define DEFAULT_AUTH_TOKEN "test-token"
 #define LINK_BASE "https://ip-messaging.twilio.com/v1/Services/"
+#define V2_LINK_BASE "https://chat.twilio.com/v2/Services/"
 #define FOREIGN_HOST "127.0.0.2"
 #define ERROR_INFO_BASE "https://www.twilio.com/docs/errors/"
 
@@ -60,6 +63,9 @@
 #define TYPE_PUBLIC 1u
 #define TYPE_PRIVATE 2u
 #define MAX_PAGE_SIZE 1000
+/* Chat v2's PageSize bounds: a user's channels, and the users and channels listings. */
+#define V2_MAX_MEMBERSHIPS_PAGE_SIZE 50
+#define V2_MAX_LISTING_PAGE_SIZE 100
 #define DEFAULT_PAGE_SIZE 50
 #define MAX_PAGE 100000000
 #define MAX_LATENCY_MS 600000
@@ -489,11 +495,34 @@ static const struct {
 
 /* What a request asks for. */
 enum endpoint {
-	EP_MEMBERSHIPS, /* /v1/Services/{S}/Users/{U}/Channels */
-	EP_SERVICE,	/* /v1/Services/{S} */
-	EP_USERS,	/* /v1/Services/{S}/Users */
-	EP_CHANNELS,	/* /v1/Services/{S}/Channels */
+	EP_MEMBERSHIPS, /* /vN/Services/{S}/Users/{U}/Channels */
+	EP_SERVICE,	/* /vN/Services/{S} */
+	EP_USERS,	/* /vN/Services/{S}/Users */
+	EP_CHANNELS,	/* /vN/Services/{S}/Channels */
 };
+
+/* The APIs served, each under its own version segment: the same data, each in its dialect. */
+enum api {
+	API_IP_MESSAGING_V1,
+	API_CHAT_V2,
+};
+
+static const struct api_spec {
+	enum api id;
+	const char *name;	       /* as --api takes it */
+	const char *version;	       /* the first path segment */
+	const char *link_base;	       /* of resource URLs and links, before the service SID */
+	uint64_t max_memberships_page; /* PageSize bound of .../Users/{U}/Channels */
+	uint64_t max_listing_page;     /* of .../Users and .../Channels */
+	const char *not_participating; /* the spelling of that status */
+} apis[] = {
+	{API_IP_MESSAGING_V1, "ip_messaging_v1", "v1", LINK_BASE, MAX_PAGE_SIZE, MAX_PAGE_SIZE,
+	 "not_participating"},
+	{API_CHAT_V2, "chat_v2", "v2", V2_LINK_BASE, V2_MAX_MEMBERSHIPS_PAGE_SIZE,
+	 V2_MAX_LISTING_PAGE_SIZE, "notParticipating"},
+};
+
+#define N_APIS (sizeof(apis) / sizeof(apis[0]))
 
 /* The names that stand for a dimension endpoint in faults and the request log. */
 static const char *const pseudo_users[] = {
@@ -557,6 +586,7 @@ struct config {
 	size_t n_dump;
 	const char *service;
 	uint64_t dump_page_size;
+	const struct api_spec *api; /* whose dialect the dumps print */
 	bool dump_service;
 	bool dump_user_rows;
 	bool dump_channel_rows;
@@ -577,6 +607,7 @@ config_init(struct config *cfg)
 	cfg->channels = 20;
 	cfg->threads = DEFAULT_THREADS;
 	cfg->dump_page_size = DEFAULT_PAGE_SIZE;
+	cfg->api = &apis[API_IP_MESSAGING_V1];
 }
 
 static void
@@ -604,7 +635,8 @@ usage(FILE *out)
 	      "Fake of Twilio's IP Messaging v1: a user's channels (memberships) at\n"
 	      "GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels, and the dimensions:\n"
 	      "the service at /v1/Services/{ServiceSid}, its users at .../Users and its\n"
-	      "channels at .../Channels[?Type=public|private[&Type=...]].\n\n"
+	      "channels at .../Channels[?Type=public|private[&Type=...]].  The same paths\n"
+	      "under /v2 serve the same data as Chat v2 does (see Chat v2 below).\n\n"
 	      "  --listen ADDR:PORT      loopback address to listen on (default " DEFAULT_LISTEN
 	      ";\n"
 	      "                          port 0 picks a free port; [::1]:PORT for IPv6)\n"
@@ -649,10 +681,12 @@ usage(FILE *out)
 	      "  --dump USER             print USER's expected rows and exit (repeatable)\n"
 	      "  --service IS...         the service of --dump\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
-	      "                          (default 50)\n"
+	      "                          (default 50; at most 50 with --api chat_v2)\n"
 	      "  --dump-service          print the service's expected row and exit\n"
 	      "  --dump-users            print the listed users' expected rows and exit\n"
 	      "  --dump-channels         print the channels' expected rows, both types, and exit\n"
+	      "  --api NAME              the API whose answers the dumps print: ip_messaging_v1\n"
+	      "                          (default) or chat_v2; the server answers both\n"
 	      "  -h, --help              show this help\n",
 	      out);
 	fputs("\nUsers: a user's SID is US and 32 hex digits from a hash of the seed and its\n"
@@ -668,9 +702,21 @@ usage(FILE *out)
 	      "add the fields extra_nesting and extra_string; typedrift serves is_online and\n"
 	      "read_status_enabled as numbers, type as 7, joined_channels_count, members_count\n"
 	      "and typing_indicator_timeout as strings.\n"
+	      "Chat v2 (/v2/...): PageSize 1.." STR(V2_MAX_MEMBERSHIPS_PAGE_SIZE)
+	      " for a user's channels, 1.." STR(V2_MAX_LISTING_PAGE_SIZE) " for the users and\n"
+	      "channels (1.." STR(MAX_PAGE_SIZE) " in v1); resource URLs and links on\n"
+	      V2_LINK_BASE ".  A user's channels add user_sid\n"
+	      "(the SID of the identity asked for, or the SID asked for), url and\n"
+	      "notification_level (muted if i % 4 == 3), and spell not_participating\n"
+	      "notParticipating; users add a user_bindings link, channels webhooks and\n"
+	      "last_message links; the service has no webhooks but pre_webhook_retry_count,\n"
+	      "post_webhook_retry_count, media and a bindings link.  Page URLs point back at\n"
+	      "the fake under /v2; faults, their counters, latency and the log are shared by\n"
+	      "both versions.\n"
 	      "Dumps print tab-separated lines in COPY text format: --dump service_sid, user,\n"
-	      "channel_sid, account_sid, member_sid, status, last_consumed_message_index,\n"
-	      "unread_messages_count, channel_url, member_url; --dump-service sid, account_sid,\n"
+	      "channel_sid, account_sid, member_sid, status (spelled as in v1 for both APIs),\n"
+	      "last_consumed_message_index, unread_messages_count, channel_url, member_url,\n"
+	      "and with --api chat_v2 notification_level last; --dump-service sid, account_sid,\n"
 	      "friendly_name, date_created, date_updated, default_service_role_sid,\n"
 	      "default_channel_role_sid, default_channel_creator_role_sid, read_status_enabled,\n"
 	      "reachability_enabled, typing_indicator_timeout, consumption_report_interval, url;\n"
@@ -678,8 +724,8 @@ usage(FILE *out)
 	      "attributes, is_online, is_notifiable, joined_channels_count, date_created,\n"
 	      "date_updated, url; --dump-channels service_sid, sid, account_sid, friendly_name,\n"
 	      "unique_name, attributes, type, created_by, members_count, messages_count,\n"
-	      "date_created, date_updated, url.  All need --service; several print in that\n"
-	      "order, memberships last.\n",
+	      "date_created, date_updated, url.  The URLs are those of the API of --api.  All\n"
+	      "need --service; several print in that order, memberships last.\n",
 	      out);
 }
 /* clang-format on */
@@ -915,6 +961,7 @@ enum {
 	OPT_DUMP_SERVICE,
 	OPT_DUMP_USERS,
 	OPT_DUMP_CHANNELS,
+	OPT_API,
 };
 
 static const struct option long_options[] = {
@@ -941,6 +988,7 @@ static const struct option long_options[] = {
 	{"dump-service", no_argument, NULL, OPT_DUMP_SERVICE},
 	{"dump-users", no_argument, NULL, OPT_DUMP_USERS},
 	{"dump-channels", no_argument, NULL, OPT_DUMP_CHANNELS},
+	{"api", required_argument, NULL, OPT_API},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -1007,6 +1055,30 @@ apply_number_option(struct config *cfg, int opt, const char *arg)
 	}
 }
 
+/* The API whose name is name, or NULL. */
+static const struct api_spec *
+find_api(const char *name)
+{
+	for (size_t i = 0; i < N_APIS; i++) {
+		if (strcmp(apis[i].name, name) == 0)
+			return &apis[i];
+	}
+	return NULL;
+}
+
+static bool
+set_api(struct config *cfg, const char *name)
+{
+	cfg->api = find_api(name);
+	if (cfg->api != NULL)
+		return true;
+	fprintf(stderr,
+		PROGNAME
+		": invalid value for --api: \"%s\" (expected ip_messaging_v1 or chat_v2)\n",
+		name);
+	return false;
+}
+
 static bool
 apply_option(struct config *cfg, int opt, const char *arg)
 {
@@ -1033,6 +1105,8 @@ apply_option(struct config *cfg, int opt, const char *arg)
 	case OPT_DUMP_CHANNELS:
 		cfg->dump_channel_rows = true;
 		return true;
+	case OPT_API:
+		return set_api(cfg, arg);
 	case OPT_SEED:
 	case OPT_CHANNELS:
 	case OPT_VARIANT:
@@ -1077,6 +1151,13 @@ parse_args(int argc, char **argv, struct config *cfg)
 	if (wants_dump(cfg) && (cfg->service == NULL || !is_service_sid(cfg->service))) {
 		fputs(PROGNAME ": --dump needs --service with a valid service SID (IS + 32 hex)\n",
 		      stderr);
+		return 3;
+	}
+	if (cfg->dump_page_size > cfg->api->max_memberships_page) {
+		fprintf(stderr,
+			PROGNAME ": invalid value for --page-size: %" PRIu64
+				 " (%s allows 1..%" PRIu64 ")\n",
+			cfg->dump_page_size, cfg->api->name, cfg->api->max_memberships_page);
 		return 3;
 	}
 	return 0;
@@ -1183,6 +1264,7 @@ struct entry {
 	bool deep;    /* carries attributes nested DEEP_NESTING levels */
 	bool longstr; /* carries a friendly_name of LONG_STRING_BYTES bytes */
 	bool drift;   /* status as a number, unread_messages_count as a string */
+	bool muted;   /* Chat v2's notification_level: muted, else default */
 	uint64_t last_consumed;
 	uint64_t unread;
 };
@@ -1210,6 +1292,14 @@ static uint64_t
 user_hash(const struct config *cfg, const char *identity)
 {
 	return fnv1a_str(0xcbf29ce484222325ULL ^ mix64(cfg->seed ^ 0x5553), identity);
+}
+
+/* The SID of the user whose hash (user_hash()) is hash, into out (35 bytes). */
+static void
+format_user_sid(char *out, uint64_t hash)
+{
+	format_sid(out, "US", slot_word(hash, 0, SALT_SID_HI), slot_word(hash, 0, SALT_SID_LO),
+		   false);
 }
 
 static int
@@ -1266,8 +1356,7 @@ users_finish(struct config *cfg)
 		struct user *u = &cfg->users[k];
 
 		u->hash = user_hash(cfg, u->identity);
-		format_sid(u->sid, "US", slot_word(u->hash, 0, SALT_SID_HI),
-			   slot_word(u->hash, 0, SALT_SID_LO), false);
+		format_user_sid(u->sid, u->hash);
 	}
 	cfg->by_sid = xmalloc(cfg->n_users * sizeof(*cfg->by_sid));
 	twice = sort_users(cfg, cfg->by_sid, compare_identity);
@@ -1328,6 +1417,7 @@ make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 	e->index_null = slot % 13 == 5;
 	e->links_null = slot % 17 == 7;
 	e->member_null = slot % 19 == 11;
+	e->muted = slot % 4 == 3;
 	if (e->member_null)
 		e->status = NULL;
 	if (ds->variant > 0 && slot % 7 == ds->variant % 7) {
@@ -1391,6 +1481,7 @@ has_modifier(const struct config *cfg, enum fault_kind kind, enum endpoint endpo
 #define SERVICE_CHANNEL_MEMBERS 100
 #define SERVICE_TYPING_TIMEOUT 5
 #define SERVICE_CONSUMPTION_INTERVAL 10
+#define SERVICE_MEDIA_LIMIT_MB 150
 #define DATE_LEN 21
 
 /* The roles of a service, in the order role_sid() takes them. */
@@ -1726,6 +1817,21 @@ add_copy_field(struct buf *b, const char *value, bool is_null)
 		buf_add_copy_text(b, value);
 }
 
+/* A tab and the URL of the API's link base + the service + collection + sid. */
+static void
+add_copy_link(struct buf *b, const struct config *cfg, const char *collection, const char *sid)
+{
+	buf_addc(b, '\t');
+	buf_adds(b, cfg->api->link_base);
+	buf_adds(b, cfg->service);
+	buf_adds(b, collection);
+	buf_adds(b, sid);
+}
+
+/*
+ * One membership as --dump prints it, the status in IP Messaging v1's
+ * spelling whatever the API; Chat v2 adds notification_level last.
+ */
 static void
 add_dump_line(struct buf *b, const struct config *cfg, const char *user, const struct entry *e)
 {
@@ -1741,22 +1847,16 @@ add_dump_line(struct buf *b, const struct config *cfg, const char *user, const s
 	add_copy_field(b, num, e->index_null);
 	snprintf(num, sizeof(num), "%" PRIu64, e->unread);
 	add_copy_field(b, num, false);
-	buf_addc(b, '\t');
 	if (e->links_null) {
-		buf_adds(b, "\\N\t\\N\n");
-		return;
+		buf_adds(b, "\t\\N\t\\N");
+	} else {
+		add_copy_link(b, cfg, "/Channels/", e->channel_sid);
+		add_copy_link(b, cfg, "/Channels/", e->channel_sid);
+		buf_adds(b, "/Members/");
+		buf_adds(b, e->member_sid);
 	}
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, cfg->service);
-	buf_adds(b, "/Channels/");
-	buf_adds(b, e->channel_sid);
-	buf_addc(b, '\t');
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, cfg->service);
-	buf_adds(b, "/Channels/");
-	buf_adds(b, e->channel_sid);
-	buf_adds(b, "/Members/");
-	buf_adds(b, e->member_sid);
+	if (cfg->api->id == API_CHAT_V2)
+		add_copy_field(b, e->muted ? "muted" : "default", false);
 	buf_addc(b, '\n');
 }
 
@@ -1803,17 +1903,6 @@ add_copy_bool(struct buf *b, bool value, bool is_null)
 	add_copy_field(b, value ? "t" : "f", is_null);
 }
 
-/* A tab and the URL LINK_BASE + service + collection + sid. */
-static void
-add_copy_link(struct buf *b, const char *service, const char *collection, const char *sid)
-{
-	buf_addc(b, '\t');
-	buf_adds(b, LINK_BASE);
-	buf_adds(b, service);
-	buf_adds(b, collection);
-	buf_adds(b, sid);
-}
-
 /*
  * The service: sid, account_sid, friendly_name, date_created, date_updated,
  * default_service_role_sid, default_channel_role_sid,
@@ -1840,7 +1929,7 @@ dump_service(const struct config *cfg)
 	add_copy_bool(&b, false, false);
 	add_copy_u64(&b, SERVICE_TYPING_TIMEOUT);
 	add_copy_u64(&b, SERVICE_CONSUMPTION_INTERVAL);
-	add_copy_link(&b, cfg->service, "", "");
+	add_copy_link(&b, cfg, "", "");
 	buf_addc(&b, '\n');
 	buf_free(&r.friendly_name);
 	return write_dump(&b);
@@ -1872,7 +1961,7 @@ dump_user_rows(const struct config *cfg)
 		add_copy_u64(&b, r.joined);
 		add_copy_field(&b, r.date_created, false);
 		add_copy_field(&b, r.date_updated, false);
-		add_copy_link(&b, cfg->service, "/Users/", r.user->sid);
+		add_copy_link(&b, cfg, "/Users/", r.user->sid);
 		buf_addc(&b, '\n');
 		user_row_free(&r);
 	}
@@ -1894,7 +1983,7 @@ add_channel_dump_line(struct buf *b, const struct config *cfg, const struct chan
 	add_copy_u64(b, r->messages);
 	add_copy_field(b, r->date_created, false);
 	add_copy_field(b, r->date_updated, false);
-	add_copy_link(b, cfg->service, "/Channels/", r->e.channel_sid);
+	add_copy_link(b, cfg, "/Channels/", r->e.channel_sid);
 	buf_addc(b, '\n');
 }
 
@@ -2059,18 +2148,20 @@ struct request {
 struct exchange {
 	struct server *srv;
 	struct MHD_Connection *conn;
-	const char *target; /* raw, as received */
-	char *path;	    /* raw path, without the query */
-	const char *query;  /* raw query, without '?' ("" if none) */
+	const char *target;	    /* raw, as received */
+	char *path;		    /* raw path, without the query */
+	const char *query;	    /* raw query, without '?' ("" if none) */
+	const struct api_spec *api; /* the API of the version segment */
 	enum endpoint endpoint;
 	char *service;	      /* decoded, NULL until the route matched */
 	char *user;	      /* decoded (a pseudo-user for a dimension), NULL until then */
 	const char *identity; /* whose memberships: user, or the identity of its SID */
+	char user_sid[35];    /* the SID of that identity */
 	unsigned types;	      /* the channel types listed: TYPE_PUBLIC | TYPE_PRIVATE */
 	bool have_page;
 	uint64_t page;
 	uint64_t page_size;
-	struct buf url_path;  /* /v1/Services/S/Users/U/Channels, re-encoded */
+	struct buf url_path;  /* /VERSION/Services/S/Users/U/Channels, re-encoded */
 	struct buf url_query; /* what page URLs carry before PageSize ("Type=private&") */
 };
 
@@ -2281,10 +2372,21 @@ split_path(const char *path, char **seg)
 	return 0;
 }
 
+/* The API whose version segment is version, or NULL. */
+static const struct api_spec *
+api_of_version(const char *version)
+{
+	for (size_t i = 0; i < N_APIS; i++) {
+		if (strcmp(apis[i].version, version) == 0)
+			return &apis[i];
+	}
+	return NULL;
+}
+
 static enum endpoint
 route_endpoint(char **seg, size_t n, bool *ok)
 {
-	*ok = n >= 3 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "Services") == 0;
+	*ok = n >= 3 && strcmp(seg[1], "Services") == 0;
 	if (n == 3)
 		return EP_SERVICE;
 	if (n == 4 && strcmp(seg[3], "Users") == 0)
@@ -2296,7 +2398,10 @@ route_endpoint(char **seg, size_t n, bool *ok)
 	return EP_MEMBERSHIPS;
 }
 
-/* Matches the path against the four routes; sets endpoint, service, user and identity. */
+/*
+ * Matches the path against the four routes under each version; sets api,
+ * endpoint, service, user, identity and user_sid.
+ */
 static bool
 parse_route(struct exchange *ex)
 {
@@ -2305,6 +2410,8 @@ parse_route(struct exchange *ex)
 	bool ok;
 
 	ex->endpoint = route_endpoint(seg, n, &ok);
+	ex->api = n > 0 ? api_of_version(seg[0]) : NULL;
+	ok = ok && ex->api != NULL;
 	if (ok) {
 		ex->service = seg[2];
 		seg[2] = NULL;
@@ -2312,6 +2419,7 @@ parse_route(struct exchange *ex)
 			ex->user = seg[4];
 			seg[4] = NULL;
 			ex->identity = resolve_user(ex->srv->cfg, ex->user);
+			format_user_sid(ex->user_sid, user_hash(ex->srv->cfg, ex->identity));
 		} else {
 			ex->user = xstrdup(pseudo_users[ex->endpoint]);
 		}
@@ -2406,19 +2514,26 @@ query_parse(const char *s, struct query *q)
 	}
 }
 
-/* Validates the paging parameters; on error queues a 400 and returns false. */
+/*
+ * Validates the paging parameters, PageSize within the API's bound for the
+ * endpoint; on error queues a 400 and returns false.
+ */
 static bool
 check_paging(struct exchange *ex, const struct query *q, enum MHD_Result *ret)
 {
 	char expected[32];
 
+	uint64_t max = ex->endpoint == EP_MEMBERSHIPS ? ex->api->max_memberships_page
+						      : ex->api->max_listing_page;
+	char message[64];
+
 	ex->page_size = DEFAULT_PAGE_SIZE;
 	ex->page = 0;
 	if (q->page_size != NULL &&
-	    (!parse_u64(q->page_size, MAX_PAGE_SIZE, &ex->page_size) || ex->page_size == 0)) {
-		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 20001,
-				     "Invalid PageSize: must be an integer between 1 and 1000",
-				     NULL, NULL);
+	    (!parse_u64(q->page_size, max, &ex->page_size) || ex->page_size == 0)) {
+		snprintf(message, sizeof(message),
+			 "Invalid PageSize: must be an integer between 1 and %" PRIu64, max);
+		*ret = respond_error(ex, MHD_HTTP_BAD_REQUEST, 20001, message, NULL, NULL);
 		return false;
 	}
 	if (q->page != NULL && !parse_u64(q->page, MAX_PAGE, &ex->page)) {
@@ -2572,11 +2687,13 @@ add_links(struct buf *b, const struct exchange *ex, const struct entry *e)
 		buf_adds(b, "null");
 		return;
 	}
-	buf_adds(b, "{\"channel\":\"" LINK_BASE);
+	buf_adds(b, "{\"channel\":\"");
+	buf_adds(b, ex->api->link_base);
 	buf_adds(b, ex->service);
 	buf_adds(b, "/Channels/");
 	buf_adds(b, e->channel_sid);
-	buf_adds(b, "\",\"member\":\"" LINK_BASE);
+	buf_adds(b, "\",\"member\":\"");
+	buf_adds(b, ex->api->link_base);
 	buf_adds(b, ex->service);
 	buf_adds(b, "/Channels/");
 	buf_adds(b, e->channel_sid);
@@ -2598,11 +2715,19 @@ add_quoted_or_null(struct buf *b, const char *name, const char *value, bool is_n
 	buf_addc(b, '"');
 }
 
+/*
+ * The unknown fields of --extra-fields at the end of an entry; for IP
+ * Messaging v1 a url too, which Chat v2 has already sent as a known field.
+ */
 static void
 add_extra_entry_tail(struct buf *b, const struct exchange *ex, const struct entry *e)
 {
 	size_t skip = strlen("/v1/Services/") + strlen(ex->service); /* leaves /Users/U/Channels */
 
+	if (ex->api->id == API_CHAT_V2) {
+		buf_adds(b, EXTRA_ENTRY_ATTRIBUTES);
+		return;
+	}
 	buf_adds(b, ",\"url\":\"" LINK_BASE);
 	buf_adds(b, ex->service);
 	buf_add(b, ex->url_path.data + skip, ex->url_path.len - skip);
@@ -2637,10 +2762,41 @@ add_hostile_fields(struct buf *b, const char *deep_key, const char *long_key, bo
 	}
 }
 
+/* A status as the API spells it: not_participating is notParticipating in Chat v2. */
+static const char *
+status_spelling(const struct exchange *ex, const char *status)
+{
+	if (status != NULL && strcmp(status, "not_participating") == 0)
+		return ex->api->not_participating;
+	return status;
+}
+
+/* Chat v2's fields after the links: the entry's own URL and its notification_level. */
+static void
+add_v2_entry_tail(struct buf *b, const struct exchange *ex, const struct entry *e)
+{
+	buf_adds(b, ",\"url\":");
+	if (e->channel_null) {
+		buf_adds(b, "null");
+	} else {
+		buf_addc(b, '"');
+		buf_adds(b, ex->api->link_base);
+		buf_adds(b, ex->service);
+		buf_adds(b, "/Users/");
+		buf_adds(b, ex->user_sid);
+		buf_adds(b, "/Channels/");
+		buf_adds(b, e->channel_sid);
+		buf_addc(b, '"');
+	}
+	buf_adds(b, e->muted ? ",\"notification_level\":\"muted\""
+			     : ",\"notification_level\":\"default\"");
+}
+
 static void
 add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 {
 	bool extra = ex->srv->cfg->extra_fields;
+	bool v2 = ex->api->id == API_CHAT_V2;
 
 	buf_addc(b, '{');
 	if (extra)
@@ -2649,11 +2805,14 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 	buf_adds(b, ex->srv->account_json);
 	add_quoted_or_null(b, ",\"service_sid\":", ex->service, false);
 	add_quoted_or_null(b, ",\"channel_sid\":", e->channel_sid, e->channel_null);
+	if (v2)
+		add_quoted_or_null(b, ",\"user_sid\":", ex->user_sid, false);
 	add_quoted_or_null(b, ",\"member_sid\":", e->member_sid, e->member_null);
 	if (e->drift)
 		buf_adds(b, ",\"status\":7");
 	else
-		add_quoted_or_null(b, ",\"status\":", e->status, e->status == NULL);
+		add_quoted_or_null(b, ",\"status\":", status_spelling(ex, e->status),
+				   e->status == NULL);
 	buf_adds(b, ",\"last_consumed_message_index\":");
 	if (e->index_null)
 		buf_adds(b, "null");
@@ -2666,6 +2825,8 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 	if (e->drift)
 		buf_addc(b, '"');
 	add_links(b, ex, e);
+	if (v2)
+		add_v2_entry_tail(b, ex, e);
 	if (extra)
 		add_extra_entry_tail(b, ex, e);
 	add_hostile_fields(b, ",\"attributes\":", ",\"friendly_name\":", e->deep, e->longstr);
@@ -2890,15 +3051,15 @@ add_bool_field(struct buf *b, const char *name, bool value, bool as_number)
 		buf_adds(b, value ? "true" : "false");
 }
 
-/* Appends the JSON string of LINK_BASE + service + collection + sid + sub. */
+/* Appends the JSON string of the API's link base + the service + collection + sid + sub. */
 static void
-add_link(struct buf *b, const char *service, const char *collection, const char *sid,
+add_link(struct buf *b, const struct exchange *ex, const char *collection, const char *sid,
 	 const char *sub)
 {
 	struct buf url = {0};
 
-	buf_adds(&url, LINK_BASE);
-	buf_adds(&url, service);
+	buf_adds(&url, ex->api->link_base);
+	buf_adds(&url, ex->service);
 	buf_adds(&url, collection);
 	buf_adds(&url, sid);
 	buf_adds(&url, sub);
@@ -2915,10 +3076,16 @@ add_dimension_tail(struct buf *b, const struct exchange *ex, const struct row_fa
 	add_hostile_fields(b, ",\"extra_nesting\":", ",\"extra_string\":", rf->deep, rf->longstr);
 }
 
+/*
+ * The service; Chat v2 has no webhooks object, and adds the webhooks' retry
+ * counts, media and a bindings link.
+ */
 static void
 add_service_json(struct buf *b, const struct exchange *ex, const struct service_row *r,
 		 const struct row_faults *rf)
 {
+	bool v2 = ex->api->id == API_CHAT_V2;
+
 	add_string_field(b, "{\"sid\":", ex->service, false);
 	buf_adds(b, ",\"account_sid\":");
 	buf_adds(b, ex->srv->account_json);
@@ -2935,20 +3102,33 @@ add_service_json(struct buf *b, const struct exchange *ex, const struct service_
 	add_u64_field(b, ",\"consumption_report_interval\":", SERVICE_CONSUMPTION_INTERVAL, false);
 	add_u64_field(b, ",\"limits\":{\"channel_members\":", SERVICE_CHANNEL_MEMBERS, false);
 	add_u64_field(b, ",\"user_channels\":", r->user_channels, false);
-	buf_adds(b, "},\"webhooks\":{},\"pre_webhook_url\":null,\"post_webhook_url\":null,"
-		    "\"webhook_method\":null,\"webhook_filters\":[],\"notifications\":{"
+	buf_addc(b, '}');
+	if (!v2)
+		buf_adds(b, ",\"webhooks\":{}");
+	buf_adds(b, ",\"pre_webhook_url\":null,\"post_webhook_url\":null,"
+		    "\"webhook_method\":null,\"webhook_filters\":[]");
+	if (v2)
+		buf_adds(b, ",\"pre_webhook_retry_count\":0,\"post_webhook_retry_count\":0");
+	buf_adds(b, ",\"notifications\":{"
 		    "\"added_to_channel\":{\"enabled\":false},"
 		    "\"invited_to_channel\":{\"enabled\":false},"
 		    "\"new_message\":{\"enabled\":false},"
 		    "\"removed_from_channel\":{\"enabled\":false}}");
+	if (v2)
+		buf_adds(b, ",\"media\":{\"size_limit_mb\":" STR(
+				    SERVICE_MEDIA_LIMIT_MB) ",\"compatibility_message\":null}");
 	buf_adds(b, ",\"url\":");
-	add_link(b, ex->service, "", "", "");
+	add_link(b, ex, "", "", "");
 	buf_adds(b, ",\"links\":{\"channels\":");
-	add_link(b, ex->service, "/Channels", "", "");
+	add_link(b, ex, "/Channels", "", "");
 	buf_adds(b, ",\"roles\":");
-	add_link(b, ex->service, "/Roles", "", "");
+	add_link(b, ex, "/Roles", "", "");
 	buf_adds(b, ",\"users\":");
-	add_link(b, ex->service, "/Users", "", "");
+	add_link(b, ex, "/Users", "", "");
+	if (v2) {
+		buf_adds(b, ",\"bindings\":");
+		add_link(b, ex, "/Bindings", "", "");
+	}
 	buf_addc(b, '}');
 	add_dimension_tail(b, ex, rf);
 	buf_addc(b, '}');
@@ -2975,11 +3155,39 @@ add_user_json(struct buf *b, const struct exchange *ex, const struct user_row *r
 	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
 	add_u64_field(b, ",\"joined_channels_count\":", r->joined, rf->drift);
 	buf_adds(b, ",\"links\":{\"user_channels\":");
-	add_link(b, ex->service, "/Users/", sid, "/Channels");
+	add_link(b, ex, "/Users/", sid, "/Channels");
+	if (ex->api->id == API_CHAT_V2) {
+		buf_adds(b, ",\"user_bindings\":");
+		add_link(b, ex, "/Users/", sid, "/Bindings");
+	}
 	buf_adds(b, "},\"url\":");
-	add_link(b, ex->service, "/Users/", sid, "");
+	add_link(b, ex, "/Users/", sid, "");
 	add_dimension_tail(b, ex, rf);
 	buf_addc(b, '}');
+}
+
+/*
+ * Chat v2's further links of a channel: its webhooks and its last message,
+ * null when it has none; the message's SID follows from the channel's and
+ * the count of its messages.
+ */
+static void
+add_v2_channel_links(struct buf *b, const struct exchange *ex, const struct channel_row *r)
+{
+	uint64_t h = fnv1a_str(0xcbf29ce484222325ULL ^ mix64(r->messages), r->e.channel_sid);
+	char message_sid[35];
+	char sub[48];
+
+	buf_adds(b, ",\"webhooks\":");
+	add_link(b, ex, "/Channels/", r->e.channel_sid, "/Webhooks");
+	buf_adds(b, ",\"last_message\":");
+	if (r->messages == 0) {
+		buf_adds(b, "null");
+		return;
+	}
+	format_sid(message_sid, "IM", mix64(h), mix64(h ^ 0x494d), false);
+	snprintf(sub, sizeof(sub), "/Messages/%s", message_sid);
+	add_link(b, ex, "/Channels/", r->e.channel_sid, sub);
 }
 
 static void
@@ -3005,13 +3213,15 @@ add_channel_json(struct buf *b, const struct exchange *ex, const struct channel_
 	add_u64_field(b, ",\"members_count\":", r->members, rf->drift);
 	add_u64_field(b, ",\"messages_count\":", r->messages, false);
 	buf_adds(b, ",\"url\":");
-	add_link(b, ex->service, "/Channels/", sid, "");
+	add_link(b, ex, "/Channels/", sid, "");
 	buf_adds(b, ",\"links\":{\"members\":");
-	add_link(b, ex->service, "/Channels/", sid, "/Members");
+	add_link(b, ex, "/Channels/", sid, "/Members");
 	buf_adds(b, ",\"messages\":");
-	add_link(b, ex->service, "/Channels/", sid, "/Messages");
+	add_link(b, ex, "/Channels/", sid, "/Messages");
 	buf_adds(b, ",\"invites\":");
-	add_link(b, ex->service, "/Channels/", sid, "/Invites");
+	add_link(b, ex, "/Channels/", sid, "/Invites");
+	if (ex->api->id == API_CHAT_V2)
+		add_v2_channel_links(b, ex, r);
 	buf_addc(b, '}');
 	add_dimension_tail(b, ex, rf);
 	buf_addc(b, '}');
@@ -3210,7 +3420,9 @@ serve_fault(struct exchange *ex, const struct fault *f, struct page_plan *plan)
 static void
 set_url_path(struct exchange *ex)
 {
-	buf_adds(&ex->url_path, "/v1/Services/");
+	buf_addc(&ex->url_path, '/');
+	buf_adds(&ex->url_path, ex->api->version);
+	buf_adds(&ex->url_path, "/Services/");
 	buf_adds(&ex->url_path, ex->service);
 	if (ex->endpoint == EP_USERS || ex->endpoint == EP_MEMBERSHIPS)
 		buf_adds(&ex->url_path, "/Users");
