@@ -40,12 +40,16 @@ SELECT date_trunc('day', at) AS day,
  GROUP BY day
  ORDER BY day;
 
--- Q6: unread messages per channel over time: as they stood at the end of each
--- hour of the last week (the current hour: as the last sweep left them).
+-- Q6: unread messages per channel over time: hour by hour over the last
+-- week, for the ten channels with the most unread messages now.  (Any
+-- channel: the same with its channel_sid.)
 SELECT channel_sid, hour, unread_messages_count AS unread
   FROM channel_unread_hourly
- WHERE hour >= date_trunc('hour', now() - interval '7 days')
- ORDER BY hour, service_sid, channel_sid;
+ WHERE channel_sid = ANY (ARRAY(SELECT channel_sid FROM memberships GROUP BY channel_sid
+                                 ORDER BY sum(unread_messages_count) DESC NULLS LAST
+                                 LIMIT 10))
+   AND hour >= date_trunc('hour', now() - interval '7 days')
+ ORDER BY channel_sid, hour;
 
 -- Q7: stale users: never synced, or not within twice the sync interval.
 SELECT service_sid, "user", state, last_complete_at, lag, last_error
@@ -53,12 +57,19 @@ SELECT service_sid, "user", state, last_complete_at, lag, last_error
  WHERE is_stale
  ORDER BY lag DESC NULLS FIRST;
 
--- Q8: per-service totals: users, channels, memberships and unread messages,
--- as the last sweep left them.
-SELECT service_sid, service_name, users, channels, memberships, unread_messages_count AS unread
-  FROM service_totals_hourly
- WHERE hour = (SELECT max(hour) FROM service_totals_hourly)
- ORDER BY service_sid;
+-- Q8: per-service totals: users (one per person, configured or discovered),
+-- memberships, invitations pending and unread messages.
+SELECT m.service_sid, s.friendly_name AS service_name,
+       (SELECT count(DISTINCT h.user_sid) FROM sync_health h
+         WHERE h.service_sid = m.service_sid) AS users,
+       m.memberships, m.invited, m.unread
+  FROM (SELECT service_sid, count(*) AS memberships,
+               count(*) FILTER (WHERE status = 'invited') AS invited,
+               sum(unread_messages_count) AS unread
+          FROM memberships
+         GROUP BY service_sid) m
+  LEFT JOIN services s USING (service_sid)
+ ORDER BY m.service_sid;
 
 -- Q9: users who never joined a channel they were invited to.
 SELECT service_sid, user_sid, identity, channel_sid

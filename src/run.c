@@ -123,23 +123,6 @@ run_prune(struct db *db, int days, int batch, bool (*go_on)(void *arg), void *ar
 }
 
 bool
-run_rollup(struct db *db, int64_t run_id, long *written)
-{
-	static const char sql[] = "SELECT sync_channel_rollup($1::bigint)";
-	char run[24];
-	const char *params[1] = {run};
-	PGresult *res;
-	bool ok;
-
-	snprintf(run, sizeof(run), "%" PRId64, run_id);
-	res = PQexecParams(db_conn(db), sql, 1, NULL, params, NULL, NULL, 0);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-	*written = ok ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
-	PQclear(res);
-	return ok;
-}
-
-bool
 run_is_finished(struct db *db, int64_t run_id, bool *finished)
 {
 	static const char sql[] =

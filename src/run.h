@@ -53,11 +53,4 @@ bool run_record_config(struct db *db, int interval_seconds, const struct setting
 bool run_prune(struct db *db, int days, int batch, bool (*go_on)(void *arg), void *arg,
 	       long *deleted) __attribute__((warn_unused_result));
 
-/*
- * After run run_id: the channels' totals of the current hour into
- * channel_hourly (sync_channel_rollup()); *written counts the rows written.
- * On failure the reason is in db_error(db).
- */
-bool run_rollup(struct db *db, int64_t run_id, long *written) __attribute__((warn_unused_result));
-
 #endif

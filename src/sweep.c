@@ -504,19 +504,6 @@ prune_history(struct sweep *sw)
 		log_info("pruned %ld rows of history older than %d days", deleted, days);
 }
 
-/* After a finished sweep: each channel's totals for the current hour (channel_hourly). */
-static void
-roll_up_channels(struct sweep *sw)
-{
-	long written;
-
-	if (!run_rollup(sw->st.db, sw->st.run_id, &written))
-		log_warning("could not add up the channels' hourly totals: %s",
-			    db_error(sw->st.db));
-	else if (written > 0)
-		log_debug("channel_hourly: %ld rows written", written);
-}
-
 static enum sweep_result
 finish(struct sweep *sw, const struct timespec *t0)
 {
@@ -544,7 +531,6 @@ finish(struct sweep *sw, const struct timespec *t0)
 	seconds = clock_seconds_since(t0);
 	log_totals(&totals, seconds);
 	report_services(sw, seconds, totals.users_failed);
-	roll_up_channels(sw);
 	prune_history(sw);
 	return totals.users_failed > 0 ? SWEEP_USERS_FAILED : SWEEP_OK;
 }

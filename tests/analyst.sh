@@ -122,12 +122,24 @@ question() {
 is "$(question 1 | awk -F'|' '{ n++; u += $3 } END { print n ":" u }')" \
 	"$(sql "SELECT count(DISTINCT user_sid) || ':' || sum(unread_messages_count) FROM public.v2")" \
 	"Q1 unread per user: a row per user, the API's unread total"
-is "$(question 6 | awk -F'|' -v h="$(sql "SELECT max(hour) FROM chatsync.channel_hourly")" '$2 == h { print $1 "|" $3 }' | sort)" \
-	"$(sql "SELECT channel_sid || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL GROUP BY channel_sid" | sort)" \
-	"Q6 unread trend per channel: the current hour holds each channel's unread total after the sweep"
-is "$(question 8 | cut -d'|' -f3,5,6)" \
-	"$(sql "SELECT count(DISTINCT user_sid) || '|' || count(*) || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL")" \
-	"Q8 per-service totals: users, memberships and unread, as the sweep left them"
+q6=$(question 6 | awk -F'|' -v h="$(sql "SELECT date_trunc('hour', now())")" '$2 == h { print $1 "|" $3 }' | sort)
+top=$(echo "$q6" | cut -d'|' -f1 | sed "s/.*/'&'/" | paste -sd,)
+is "$(echo "$q6" | wc -l)" "$(sql "SELECT least(10, count(DISTINCT channel_sid)) FROM chatsync.user_channels WHERE deleted_at IS NULL")" \
+	"Q6 unread trend: the current hour of ten channels"
+is "$q6" "$(sql "SELECT channel_sid || '|' || coalesce(sum(unread_messages_count)::text, '')
+                   FROM chatsync.user_channels WHERE deleted_at IS NULL AND channel_sid IN (${top:-''})
+                  GROUP BY channel_sid" | sort)" \
+	"Q6: each with its unread total now"
+is "$(sql "SELECT count(*) FROM (SELECT channel_sid, sum(unread_messages_count) AS u FROM chatsync.user_channels
+                                   WHERE deleted_at IS NULL GROUP BY channel_sid) t
+            WHERE channel_sid NOT IN (${top:-''})
+              AND u > (SELECT min(u) FROM (SELECT sum(unread_messages_count) AS u FROM chatsync.user_channels
+                                            WHERE deleted_at IS NULL AND channel_sid IN (${top:-''})
+                                            GROUP BY channel_sid) x)")" 0 \
+	"Q6: and they are the channels with the most unread messages"
+is "$(question 8 | cut -d'|' -f3,4,6)" \
+	"$(sql "SELECT (SELECT count(DISTINCT user_sid) FROM chatsync.sync_health) || '|' || count(*) || '|' || sum(unread_messages_count) FROM chatsync.user_channels WHERE deleted_at IS NULL")" \
+	"Q8 per-service totals: users (one per person), memberships and unread"
 sql "UPDATE chatsync.user_channels SET unread_messages_count = 42, updated_at = now() - interval '2 days'
       WHERE (user_sid, channel_sid) = (SELECT user_sid, min(channel_sid) FROM chatsync.user_channels
                                         WHERE user_sid = 'carol' AND deleted_at IS NULL GROUP BY user_sid)"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The state kept as the sweeps go (migration 009; sql/functions/sync_rollup.sql
-# and sync_user_keys.sql): a membership's first invitation and first join as
-# sync_page() sets them and sync_merge_user() merges them; channel_hourly as
-# sync_channel_rollup() writes it after a sweep (only what differs, nothing
-# when nothing changed, a stale mark honoured, a fenced writer refused);
+# What migration 009 keeps (sql/functions/sync_user_keys.sql,
+# sync_kept_state.sql) and the views that read it: a membership's first
+# invitation and first join as sync_page() sets them, sync_merge_user()
+# merges them and sync_rebuild_kept_state() rebuilds them from the history,
+# and as retention leaves them; membership_invitations and Q9 over them;
 # sync_user_keys as its triggers keep it, against the resolution written out
-# the long way, and the joins the views skip with it; the rebuild from the
-# history checked hour by hour against a count of the versions alive at each
-# hour's end; and its retention.
+# the long way, and the joins the views skip with it; channel_unread_hourly
+# checked hour by hour against a count of the versions alive at each hour's
+# end.
 . "$(dirname "$0")/lib.sh"
 need_tools
 pg_start || exit 1
@@ -37,19 +37,6 @@ firsts() { # firsts USER: channel:invited?:joined?:joined after invited? of each
 	                     ',' ORDER BY channel_sid)
 	     FROM user_channels WHERE user_sid = '$1'"
 }
-rollup() { w "SELECT sync_channel_rollup($1)"; }
-# hourly: channel:members:unread of the latest hour; totals: the same from user_channels.
-hourly() {
-	q "SELECT string_agg(channel_sid || ':' || members || ':' || coalesce(unread::text, '-'), ','
-	                     ORDER BY channel_sid)
-	     FROM channel_hourly WHERE hour = (SELECT max(hour) FROM channel_hourly)"
-}
-totals() {
-	q "SELECT string_agg(channel_sid || ':' || n || ':' || coalesce(u::text, '-'), ',' ORDER BY channel_sid)
-	     FROM (SELECT channel_sid, count(*) AS n, sum(unread_messages_count) AS u
-	             FROM user_channels WHERE deleted_at IS NULL GROUP BY channel_sid) t"
-}
-
 # --- first invitation, first join ------------------------------------------------
 R1=$(run)
 page "$R1" alice CH1,CH2,CH3 invited,joined,invited 1,2,3
@@ -82,39 +69,7 @@ plan=$(q "SET enable_seqscan = off; EXPLAIN SELECT * FROM membership_invitations
 echo "$plan" | grep -q user_channels_never_joined_idx
 ok $? "the partial index of the never joined serves Q9's condition"
 
-# --- sync_channel_rollup ------------------------------------------------------------
-is "$(rollup "$R3")" 4 "the first rollup of the hour writes a row per channel with members, and one for the service"
-is "$(hourly)" "$(totals)" "channel_hourly's current hour: each channel's live members and unread total"
-is "$(hourly)" "CH1:2:5,CH2:1:2,CH4:1:5" "(CH1: alice 1 + bob 4; CH3 has no live member)"
-service() { q "SELECT users || ':' || channels || ':' || memberships || ':' || coalesce(unread::text, '-')
-	             FROM service_hourly WHERE hour = (SELECT max(hour) FROM service_hourly)"; }
-is "$(service)" "2:3:4:12" "service_hourly's current hour: 2 users, 3 channels, 4 memberships, 12 unread"
-is "$(q "SELECT run_id FROM sync_kept_state")" "$R3" "the rollup records the sweep it added up"
-is "$(rollup "$R3")" 0 "again, with no sweep since: nothing written"
-R4=$(run)
-page "$R4" bob CH1,CH4 joined,invited 4,5
-is "$(rollup "$R4")" 0 "after an unchanged sweep: nothing written"
-R5=$(run)
-page "$R5" bob CH1,CH4 joined,invited 9,5
-is "$(rollup "$R5")" 2 "after a sweep that changed one membership: only its channel's row and its service's"
-is "$(hourly)|$(service)" "CH1:2:10,CH2:1:2,CH4:1:5|2:3:4:17" "CH1 now adds up to 10, the service to 17"
-R6=$(run)
-page "$R6" bob CH1 joined 9 # CH4 loses its only member
-is "$(rollup "$R6")" 2 "a channel left with no member: its row of the hour goes, and the service's changes"
-is "$(hourly)" "CH1:2:10,CH2:1:2" "so that only channels with members have rows"
-q "UPDATE user_channels SET unread_messages_count = NULL WHERE channel_sid = 'CH2'" >/dev/null
-is "$(rollup "$R6")" 0 "a change outside a sweep's pages is not seen by itself"
-w "SELECT sync_rollup_mark_stale()" >/dev/null
-is "$(rollup "$R6")|$(hourly)|$(q "SELECT stale FROM sync_kept_state")" "2|CH1:2:10,CH2:1:-|f" \
-	"marked stale, the next rollup adds up again (a channel with no unread count known: NULL) and clears the mark"
-q "DELETE FROM channel_hourly; DELETE FROM service_hourly" >/dev/null
-is "$(rollup "$R6")" 3 "an hour without rows yet gets every channel and service, changed or not"
-for e in $((epoch - 1)) ""; do
-	is "$(as "$e" "SELECT coalesce(sync_channel_rollup($R6)::text, 'null')")" null \
-		"a session fenced out (epoch '$e') rolls up nothing"
-done
-
-# --- merges and deletions mark the totals stale -----------------------------------------
+# --- a merge ---------------------------------------------------------------------------
 R7=$(run)
 page "$R7" carol CH5 invited 0
 sleep 0.01
@@ -123,9 +78,6 @@ is "$(w "SELECT sync_merge_user('$S', 'carol', 'US$(printf '%032x' 7)')")" 1 \
 	"carol, by identity and by SID, both in CH5: merged"
 is "$(firsts "US$(printf '%032x' 7)")" "CH5:true:true:true" \
 	"the merged membership keeps the identity's first invitation and the SID's first join"
-is "$(q "SELECT stale FROM sync_kept_state")" t "a merge that dropped a membership marks the totals stale"
-rollup "$R7" >/dev/null
-is "$(hourly)|$(service)" "$(totals)|3:3:4:10" "and the next rollup counts CH5 once; carol is one user of the service"
 
 # --- sync_user_keys, kept by triggers -----------------------------------------------------
 # oracle: each key with a cursor resolved as the users listing has it, written
@@ -180,11 +132,11 @@ ok $((!$?)) "nor do the events counted by day"
 is "$(q "SELECT count(*) FROM memberships WHERE user_sid = '$UC'")|$(q "SELECT identity FROM memberships WHERE user_sid = '$UC'")" \
 	"1|cy" "a membership is found by the User SID its key stands for"
 
-# --- sync_rebuild_kept_state, against the versions alive at each hour's end -------------------
+# --- sync_rebuild_kept_state, and channel_unread_hourly against the versions alive ------
 # A history of 40 hours over 3 channels and 6 users: every membership's
 # versions one after another, some with no unread count, some removal
 # periods, some memberships gone now; then every timestamp as written.
-q "TRUNCATE user_channels, user_channel_past_versions, channel_hourly;
+q "TRUNCATE user_channels, user_channel_past_versions;
    SELECT setseed(0.42);
    CREATE TEMP TABLE v AS
    SELECT m.u, m.c, i, now() - interval '40 hours' + (i * 4 + m.u) * interval '1 hour'
@@ -224,17 +176,15 @@ expected="SELECT h AS hour, service_sid, channel_sid, count(*)::integer AS membe
            WHERE x.valid_from <= least(h + interval '1 hour', now())
              AND least(h + interval '1 hour', now()) < x.valid_to
            GROUP BY h, service_sid, channel_sid"
-got="SELECT hour, service_sid, channel_sid, members, unread FROM channel_hourly"
+got="SELECT hour, service_sid, channel_sid, members, unread_messages_count FROM channel_unread_hourly"
 is "$(q "SELECT count(*) FROM (($expected) EXCEPT ($got)) a")|$(q "SELECT count(*) FROM (($got) EXCEPT ($expected)) b")" \
-	"0|0" "channel_hourly holds exactly each channel's members and unread at the end of every hour"
-is "$(q "SELECT count(DISTINCT hour) >= 39 FROM channel_hourly")" t "(over the 39 hours and more of the history)"
-is "$(q "SELECT count(*) FROM (SELECT hour, service_sid, count(*) AS channels, sum(members) AS memberships, sum(unread) AS unread
-                                 FROM channel_hourly GROUP BY 1, 2
-                               EXCEPT SELECT hour, service_sid, channels, memberships, unread FROM service_hourly) x")|$(q "SELECT count(*) FROM service_hourly")" \
-	"0|$(q "SELECT count(DISTINCT hour) FROM channel_hourly")" "service_hourly: each hour the sum of its channels"
-is "$(q "SELECT string_agg(coalesce(users::text, '-'), ',' ORDER BY hour DESC) FROM (SELECT * FROM service_hourly ORDER BY hour DESC LIMIT 2) x")" \
-	"$(q "SELECT count(DISTINCT user_sid) FROM user_channels WHERE deleted_at IS NULL"),-" \
-	"its users: counted for the current hour, unknown (NULL) for the hours of the history"
+	"0|0" "channel_unread_hourly: each channel's members and unread at the end of every hour, exactly"
+is "$(q "SELECT count(DISTINCT hour) >= 39 FROM channel_unread_hourly")" t "(over the 39 hours and more of the history)"
+is "$(q "SELECT count(*) FROM (($expected) EXCEPT ($got)) a WHERE channel_sid = 'CH2'")|$(q "SELECT count(*) > 30 FROM channel_unread_hourly WHERE channel_sid = 'CH2'")" \
+	"0|t" "asked for one channel, the same hours and values"
+plan=$(q "SET enable_seqscan = off; EXPLAIN SELECT * FROM channel_unread_hourly WHERE channel_sid = 'CH2'")
+echo "$plan" | grep -q "user_channel_past_versions_channel_idx"
+ok $? "one channel's hours read the history through its channel index"
 is "$(q "SELECT count(*) || '|' || count(*) FILTER (WHERE (uc.first_invited_at, uc.first_joined_at)
 	                                            IS DISTINCT FROM (f.invited, f.joined))
 	     FROM user_channels uc,
@@ -246,16 +196,12 @@ is "$(q "SELECT count(*) || '|' || count(*) FILTER (WHERE (uc.first_invited_at, 
 	                           UNION ALL SELECT uc.status, uc.updated_at WHERE uc.deleted_at IS NULL) x) f")" \
 	"13|0" \
 	"and every membership's first invitation and join: the first version of that status"
-is "$(q "SELECT rebuilt AND NOT stale FROM sync_kept_state")" t "the rebuild is recorded"
+is "$(q "SELECT rebuilt FROM sync_kept_state")" t "the rebuild is recorded"
 
-# --- retention ---------------------------------------------------------------------------
-old=$(q "SELECT count(*) FROM channel_hourly WHERE hour < now() - interval '1 day'")
-recent=$(q "SELECT count(*) FROM channel_hourly WHERE hour >= now() - interval '1 day'")
-is "$((old > 0 && recent > 0))" 1 "hours older and younger than a day ($old and $recent rows)"
-while [ "$(w "SELECT sync_prune(1, 50)")" != 0 ]; do :; done
-is "$(q "SELECT count(*) FILTER (WHERE hour < now() - interval '1 day') || '|' || count(*) FROM channel_hourly")" \
-	"0|$recent" "sync_prune() with a retention of one day: the older hours go, the others stay"
-is "$(q "SELECT count(*) FROM service_hourly WHERE hour < now() - interval '1 day'")|$(q "SELECT count(*) > 0 FROM service_hourly")" \
-	"0|t" "the services' hours too"
+# --- retention -------------------------------------------------------------------------
+firsts_now=$(q "SELECT string_agg(user_sid || channel_sid || coalesce(first_invited_at::text, '-') || coalesce(first_joined_at::text, '-'), ',' ORDER BY 1) FROM user_channels")
+while [ "$(w "SELECT sync_prune(0, 50)")" != 0 ]; do :; done
+is "$(q "SELECT count(*) FROM user_channel_past_versions")|$(q "SELECT string_agg(user_sid || channel_sid || coalesce(first_invited_at::text, '-') || coalesce(first_joined_at::text, '-'), ',' ORDER BY 1) FROM user_channels")" \
+	"0|$firsts_now" "every past version pruned: the first invitations and joins stay"
 
 done_testing

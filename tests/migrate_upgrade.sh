@@ -144,10 +144,12 @@ for n in 1 2 3 4; do
 	# (the listings of these versions send no status: nothing was invited or joined)
 	is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE first_invited_at IS NOT NULL OR first_joined_at IS NOT NULL")" 0 \
 		"from version $n: no membership gets a first invitation or join the history does not show"
-	is "$(sql "SELECT string_agg(channel_sid || ':' || members || ':' || unread, ',' ORDER BY channel_sid)
-	             FROM chatsync.channel_hourly WHERE hour = (SELECT max(hour) FROM chatsync.channel_hourly)")" \
+	is "$(sql "SELECT string_agg(channel_sid || ':' || members || ':' || unread_messages_count, ',' ORDER BY channel_sid)
+	             FROM chatsync.channel_unread_hourly WHERE hour = date_trunc('hour', now())")" \
 		"CH1:1:6,CH2:1:1,CH3:1:2" \
-		"from version $n: channel_hourly is rebuilt from the history: each channel as it stands"
+		"from version $n: channel_unread_hourly reads the history: each channel as it stands"
+	is "$(sql "SELECT count(*) FROM chatsync.sync_user_keys")" "$(sql "SELECT count(*) FROM chatsync.sync_cursors")" \
+		"from version $n: every cursor's key is in sync_user_keys"
 	is "$(sql "SELECT rebuilt FROM chatsync.sync_kept_state")" t "from version $n: and the rebuild is recorded"
 	is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsync.user_channel_past_versions WHERE NOT is_deleted')" "4|0" \
 		"from version $n: the 4 ended versions are kept, the open ones live in user_channels only"

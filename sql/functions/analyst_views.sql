@@ -59,20 +59,43 @@ SELECT uc.service_sid, k.user_sid, k.identity, uc.channel_sid, uc.status,
   LEFT JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
  WHERE uc.first_invited_at IS NOT NULL;
 
--- channel_unread_hourly: channel_hourly with the channel's name; the join,
--- on the channels' primary key, goes when no name is asked for.
+-- channel_unread_hourly: each channel's live memberships and unread total
+-- at the end of every hour, from the first version of any of its
+-- memberships to now, worked out of the history: +1 member (and its unread
+-- count) at the hour a version starts, -1 at the hour it ends, added up per
+-- channel and hour, then carried forward to the next hour with a change.  A
+-- condition on channel_sid reaches the history's indexes (the window is
+-- partitioned by channel), so that a few channels cost little; every
+-- channel at once costs a scan of the whole history.
 CREATE OR REPLACE VIEW channel_unread_hourly AS
-SELECT h.service_sid, h.channel_sid, ch.friendly_name AS channel_name, h.hour, h.members,
-       h.unread AS unread_messages_count
-  FROM channel_hourly h
-  LEFT JOIN channels ch ON ch.service_sid = h.service_sid AND ch.channel_sid = h.channel_sid;
-
--- service_totals_hourly: service_hourly with the service's name.
-CREATE OR REPLACE VIEW service_totals_hourly AS
-SELECT h.service_sid, s.friendly_name AS service_name, h.hour, h.users, h.channels,
-       h.memberships, h.unread AS unread_messages_count
-  FROM service_hourly h
-  LEFT JOIN services s ON s.service_sid = h.service_sid;
+SELECT t.service_sid, t.channel_sid, ch.friendly_name AS channel_name, h.hour, t.members,
+       CASE WHEN t.counted > 0 THEN t.unread END AS unread_messages_count
+  FROM (SELECT c.service_sid, c.channel_sid, c.hour,
+               sum(sum(c.d_members)) OVER w AS members, sum(sum(c.d_counted)) OVER w AS counted,
+               sum(sum(c.d_unread)) OVER w AS unread, lead(c.hour) OVER w AS next_hour
+          FROM (SELECT v.service_sid, v.channel_sid, d.*
+                  FROM (SELECT service_sid, channel_sid, unread_messages_count AS unread,
+                               valid_from, valid_to
+                          FROM user_channel_past_versions
+                         WHERE NOT is_deleted
+                        UNION ALL
+                        SELECT service_sid, channel_sid, unread_messages_count, updated_at, NULL
+                          FROM user_channels
+                         WHERE deleted_at IS NULL) v,
+                       LATERAL (VALUES (date_trunc('hour', v.valid_from - interval '1 microsecond'),
+                                        1, (v.unread IS NOT NULL)::integer, v.unread),
+                                       (date_trunc('hour', v.valid_to - interval '1 microsecond'),
+                                        -1, -(v.unread IS NOT NULL)::integer, -v.unread))
+                               AS d(hour, d_members, d_counted, d_unread)
+                 WHERE d.hour IS NOT NULL) c
+         GROUP BY c.service_sid, c.channel_sid, c.hour
+        WINDOW w AS (PARTITION BY c.service_sid, c.channel_sid ORDER BY c.hour)) t
+  CROSS JOIN LATERAL generate_series(t.hour,
+                                     coalesce(t.next_hour - interval '1 hour',
+                                              date_trunc('hour', now())),
+                                     interval '1 hour') AS h(hour)
+  LEFT JOIN channels ch ON ch.service_sid = t.service_sid AND ch.channel_sid = t.channel_sid
+ WHERE t.members > 0;
 
 CREATE OR REPLACE VIEW membership_events AS
 SELECT e.at, e.service_sid, k.user_sid, k.identity, e.channel_sid, e.event, e.old_status,

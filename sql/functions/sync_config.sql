@@ -15,9 +15,7 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
 $fn$;
 
 -- sync_prune(): deletes up to p_batch rows older than p_days days from the
--- past versions, the events, the errors and the hourly totals of channels
--- and services;
--- returns how many.  chatsyncd
+-- past versions, the events and the errors; returns how many.  chatsyncd
 -- calls it after a sweep until it returns 0, each call its own short
 -- transaction (history.retention_days).
 CREATE OR REPLACE FUNCTION sync_prune(p_days integer, p_batch integer)
@@ -28,8 +26,6 @@ DECLARE
     v_versions bigint;
     v_events bigint;
     v_errors bigint;
-    v_hours bigint;
-    v_service_hours bigint;
 BEGIN
     DELETE FROM user_channel_past_versions
      WHERE history_id IN (SELECT history_id FROM user_channel_past_versions
@@ -42,15 +38,6 @@ BEGIN
     DELETE FROM sync_errors
      WHERE error_id IN (SELECT error_id FROM sync_errors WHERE at < v_before LIMIT p_batch);
     GET DIAGNOSTICS v_errors = ROW_COUNT;
-    DELETE FROM channel_hourly
-     WHERE (hour, service_sid, channel_sid) IN
-           (SELECT hour, service_sid, channel_sid FROM channel_hourly
-             WHERE hour < v_before LIMIT p_batch);
-    GET DIAGNOSTICS v_hours = ROW_COUNT;
-    DELETE FROM service_hourly
-     WHERE (hour, service_sid) IN
-           (SELECT hour, service_sid FROM service_hourly WHERE hour < v_before LIMIT p_batch);
-    GET DIAGNOSTICS v_service_hours = ROW_COUNT;
-    RETURN v_versions + v_events + v_errors + v_hours + v_service_hours;
+    RETURN v_versions + v_events + v_errors;
 END
 $fn$;

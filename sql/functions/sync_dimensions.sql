@@ -289,7 +289,6 @@ BEGIN
         -- The table no longer holds the listing its digest stands for.
         UPDATE sync_cursors SET listing_digest = NULL, listing_rows = NULL
          WHERE service_sid = p_service AND user_sid = v_key;
-        PERFORM sync_rollup_mark_stale();
     END LOOP;
 END
 $fn$;
@@ -455,10 +454,6 @@ BEGIN
      WHERE w.service_sid = p_service AND w.user_sid = v_win AND w.channel_sid = o.channel_sid
        AND (w.first_seen_at, w.first_invited_at, w.first_joined_at)
            IS DISTINCT FROM (o.win_first, o.first_invited, o.first_joined);
-    -- Memberships were merged or dropped: the channels' hourly totals change.
-    IF v_dropped > 0 THEN
-        PERFORM sync_rollup_mark_stale();
-    END IF;
 
     UPDATE user_channel_past_versions SET user_sid = p_sid
      WHERE service_sid = p_service AND user_sid = p_identity;

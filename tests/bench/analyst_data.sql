@@ -262,9 +262,9 @@ SELECT pg_temp.at(u, k), pg_temp.service_sid(s), pg_temp.configured(u),
                          WHERE gone) e
          ORDER BY k, u, c OFFSET 0) x;
 
--- The state the sweeps keep, from that history, as chatsyncd rebuilds it
--- after migration 009: the hourly totals of every channel (the first
--- invitations and joins, set above, are left as they are when they agree).
+-- What the sweeps keep, as chatsyncd rebuilds it after migration 009: the
+-- users' keys (the triggers made them already) and the first invitations
+-- and joins (set above, and left as they are where they agree).
 SELECT sync_rebuild_kept_state();
 
 -- The secondary indexes again.
