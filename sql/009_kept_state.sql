@@ -15,6 +15,12 @@
 --   (sync_rebuild_kept_state()) right after the migrations, in their
 --   transaction: the functions it calls come after the migrations.
 
+-- user_channels_live_idx (007) goes: the views reach a user's memberships
+-- through the primary key, and count every membership by scanning the
+-- table, and the index cost each written membership an entry that its
+-- unread count and status kept from being a HOT update.
+DROP INDEX user_channels_live_idx;
+
 ALTER TABLE user_channels ADD COLUMN first_invited_at timestamptz,
                           ADD COLUMN first_joined_at timestamptz;
 CREATE INDEX user_channels_never_joined_idx ON user_channels (service_sid, user_sid, channel_sid)

@@ -61,6 +61,13 @@ struct page_parser {
 	size_t key_len; /* strlen(schema->key) */
 	bool done_top;
 
+	/* Each field's name split once: "links.channel" is leaf "channel" inside "links". */
+	struct {
+		const char *leaf;
+		size_t leaf_len;
+		size_t within_len; /* the object field's name before '.'; 0 at the entry's level */
+	} names[PAGE_MAX_FIELDS];
+
 	/* the entry being parsed */
 	struct buf str[PAGE_MAX_FIELDS];
 	struct page_entry row;
@@ -390,26 +397,22 @@ key_is(const unsigned char *key, size_t len, const char *want)
 
 /*
  * The field named key: at the entry's level (within is NULL) or inside the
- * object field within ("links").
+ * object field within ("links").  Called for every key of every entry.
  */
 static bool
 find_field(struct page_parser *p, const char *within, const unsigned char *key, size_t len)
 {
-	size_t prefix = within != NULL ? strlen(within) + 1 : 0;
+	size_t within_len = within != NULL ? strlen(within) : 0;
 
 	for (unsigned i = 0; i < p->schema->n_fields; i++) {
-		const char *name = field_of(p, i)->name;
-		const char *dot = strchr(name, '.');
-
-		if (within != NULL ? dot == NULL || (size_t)(dot - name) + 1 != prefix ||
-					     memcmp(name, within, prefix - 1) != 0
-				   : dot != NULL)
+		if (p->names[i].within_len != within_len || p->names[i].leaf_len != len ||
+		    memcmp(p->names[i].leaf, key, len) != 0)
 			continue;
-		if (key_is(key, len, name + prefix)) {
-			p->target = T_FIELD;
-			p->field = i;
-			return true;
-		}
+		if (within_len > 0 && memcmp(field_of(p, i)->name, within, within_len) != 0)
+			continue;
+		p->target = T_FIELD;
+		p->field = i;
+		return true;
 	}
 	return false;
 }
@@ -510,6 +513,13 @@ page_parser_new(const struct page_schema *schema, const struct page_parser_limit
 
 	p->schema = schema;
 	p->key_len = schema->key != NULL ? strlen(schema->key) : 0;
+	for (unsigned i = 0; i < schema->n_fields; i++) {
+		const char *name = schema->fields[i].name, *dot = strchr(name, '.');
+
+		p->names[i].within_len = dot != NULL ? (size_t)(dot - name) : 0;
+		p->names[i].leaf = dot != NULL ? dot + 1 : name;
+		p->names[i].leaf_len = strlen(p->names[i].leaf);
+	}
 	p->limits = *limits;
 	p->on_row = on_row;
 	p->arg = arg;

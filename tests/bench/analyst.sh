@@ -162,10 +162,17 @@ only() { # only QN COLUMN VARIABLE: the question QN, restricted
 	sed -e '/^--/d' -e 's/; *$//' "$WORK/$1.sql"
 	echo ") q WHERE $2 = :'$3';"
 }
-for qv in Q1:user_sid:user Q3:channel_sid:channel Q6:channel_sid:channel Q9:user_sid:user; do
+for qv in Q1:user_sid:user Q3:channel_sid:channel Q9:user_sid:user; do
 	IFS=: read -r qn col var <<<"$qv"
 	add_query "$qn-$var" 50 "$qn for one ${col%_sid}" < <(echo "SELECT * FROM (" && only "$qn" "$col" "$var")
 done
+# Q6 picks its ten channels: for one channel, the view it reads.
+add_query trend-channel 50 "Q6 for one channel: its unread trend over the last week" <<'SQL'
+SELECT channel_sid, hour, unread_messages_count AS unread
+  FROM channel_unread_hourly
+ WHERE channel_sid = :'channel' AND hour >= date_trunc('hour', now() - interval '7 days')
+ ORDER BY hour;
+SQL
 add_query memberships-user 50 "memberships of one user" <<'SQL'
 SELECT * FROM memberships WHERE user_sid = :'user' ORDER BY channel_sid;
 SQL
