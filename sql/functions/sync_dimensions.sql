@@ -543,7 +543,6 @@ BEGIN
         LOOP
             PERFORM sync_merge_user(p_service, v_user, v_sid);
         END LOOP;
-        PERFORM sync_user_keys_refresh_service(p_service);
         RETURN QUERY
         SELECT u.user_sid FROM users u
          WHERE u.service_sid = p_service AND u.deleted_at IS NULL
@@ -568,7 +567,6 @@ BEGIN
     LOOP
         PERFORM sync_merge_user(p_service, v_user, v_sid);
     END LOOP;
-    PERFORM sync_user_keys_refresh_service(p_service);
 
     RETURN QUERY
     SELECT t.key FROM unnest(v_keys) WITH ORDINALITY AS t(key, ord)

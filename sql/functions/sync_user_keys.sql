@@ -8,9 +8,10 @@
 --
 -- Triggers keep it: a cursor added, moved (a merge) or deleted refreshes its
 -- key; users added, changed or deleted refresh the keys of their SIDs and
--- identities.  sync_resolve_users() refreshes every key of the service after
--- each users listing as well, so that a change the triggers of two
--- concurrent transactions could not see in each other is set right.
+-- identities.  Two transactions that change a user and its cursor at once
+-- could each miss the other's change; chatsyncd never does (a service's
+-- users listing is committed before its users' listings start), and
+-- sync_user_keys_refresh_service() sets every key of a service right.
 
 -- sync_user_keys_refresh(): the rows of the keys p_keys[i] of services
 -- p_services[i] as the cursors and the users listing now have them; only
