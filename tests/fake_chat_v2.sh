@@ -22,14 +22,11 @@ V2=/v2/Services/$SERVICE_SID
 # v2.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/v2.py" <<'PY'
 import json, re, sys
+from fake_api import *  # tests/fake_api.py: shared with the other fake test
 from urllib.parse import quote
 
 V1 = "https://ip-messaging.twilio.com/v1/Services/"
 V2 = "https://chat.twilio.com/v2/Services/"
-SID = {"AC": r"AC[0-9a-f]{32}", "IS": r"IS[0-9a-fA-F]{32}", "US": r"US[0-9a-f]{32}",
-       "RL": r"RL[0-9a-f]{32}", "CH": r"CH[0-9a-fA-F]{32}", "MB": r"MB[0-9a-fA-F]{32}",
-       "IM": r"IM[0-9a-f]{32}"}
-META = {"page", "page_size", "first_page_url", "previous_page_url", "url", "next_page_url", "key"}
 # The fields of chat.v2.service.user.user_channel, in the spec's order, and those of v1.
 ENTRY_V2 = ["account_sid", "service_sid", "channel_sid", "user_sid", "member_sid", "status",
             "last_consumed_message_index", "unread_messages_count", "links", "url",
@@ -44,43 +41,6 @@ SERVICE_V2 = ["sid", "account_sid", "friendly_name", "date_created", "date_updat
               "pre_webhook_url", "post_webhook_url", "webhook_method", "webhook_filters",
               "pre_webhook_retry_count", "post_webhook_retry_count", "notifications", "media",
               "url", "links"]
-USER = ["sid", "account_sid", "service_sid", "identity", "friendly_name", "role_sid",
-        "attributes", "is_online", "is_notifiable", "date_created", "date_updated",
-        "joined_channels_count", "links", "url"]
-CHANNEL = ["sid", "account_sid", "service_sid", "friendly_name", "unique_name", "attributes",
-           "type", "date_created", "date_updated", "created_by", "members_count",
-           "messages_count", "url", "links"]
-# The columns of --dump-service, --dump-users and --dump-channels.
-COLUMNS = {
-    "service": ["sid", "account_sid", "friendly_name", "date_created", "date_updated",
-                "default_service_role_sid", "default_channel_role_sid",
-                "default_channel_creator_role_sid", "read_status_enabled",
-                "reachability_enabled", "typing_indicator_timeout",
-                "consumption_report_interval", "url"],
-    "users": ["service_sid", "sid", "identity", "account_sid", "friendly_name", "role_sid",
-              "attributes", "is_online", "is_notifiable", "joined_channels_count",
-              "date_created", "date_updated", "url"],
-    "channels": ["service_sid", "sid", "account_sid", "friendly_name", "unique_name",
-                 "attributes", "type", "created_by", "members_count", "messages_count",
-                 "date_created", "date_updated", "url"],
-}
-
-
-def load(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def entries(paths):
-    out = []
-    for p in paths:
-        d = load(p)
-        out.extend(d[d["meta"]["key"]])
-    return out
-
-
-def sid(value, prefix):
-    return isinstance(value, str) and re.fullmatch(SID[prefix], value) is not None
 
 
 def integer(value, nullable=False):
@@ -158,17 +118,6 @@ def cmd_meta(key, size, prefix, *paths):
     print("ok")
 
 
-def copy_text(value):
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    s = str(value)
-    for a, b in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-        s = s.replace(a, b)
-    return s
-
-
 def write(fields):
     sys.stdout.buffer.write(("\t".join(copy_text(f) for f in fields) + "\n").encode("utf-8"))
 
@@ -227,21 +176,10 @@ def cmd_channels(service, *paths):
     report(entries(paths), check)
 
 
-def cmd_field(name, *paths):
-    """field NAME FILE...: NAME of every entry, one a line (\\N for null)."""
-    for item in entries(paths):
-        sys.stdout.buffer.write((copy_text(item[name]) + "\n").encode("utf-8"))
-
-
 def cmd_error(path):
     """error FILE: status, code and message of a Twilio error body."""
     d = load(path)
     print("%s|%s|%s" % (d["status"], d["code"], d["message"]))
-
-
-def cmd_next(path):
-    """next FILE: the page's next_page_url, or nothing on the last page."""
-    print(load(path)["meta"]["next_page_url"] or "")
 
 
 def cmd_dupes(*paths):
@@ -264,7 +202,7 @@ def cmd_quote(s):
 
 globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
-v2() { python3 "$TEST_TMP/v2.py" "$@"; }
+v2() { PYTHONPATH="$top_srcdir/tests" python3 "$TEST_TMP/v2.py" "$@"; }
 
 # fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
 fetch() {

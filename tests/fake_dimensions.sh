@@ -25,54 +25,15 @@ BASE=/v1/Services/$SERVICE_SID
 # dims.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/dims.py" <<'PY'
 import json, re, sys
+from fake_api import *  # tests/fake_api.py: shared with the other fake test
 
-SID = {"AC": r"AC[0-9a-f]{32}", "IS": r"IS[0-9a-fA-F]{32}", "US": r"US[0-9a-f]{32}",
-       "RL": r"RL[0-9a-f]{32}", "CH": r"CH[0-9a-fA-F]{32}"}
 DATE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
-META = {"page", "page_size", "first_page_url", "previous_page_url", "url", "next_page_url", "key"}
 SERVICE = ["sid", "account_sid", "friendly_name", "date_created", "date_updated",
            "default_service_role_sid", "default_channel_role_sid",
            "default_channel_creator_role_sid", "read_status_enabled", "reachability_enabled",
            "typing_indicator_timeout", "consumption_report_interval", "limits", "webhooks",
            "pre_webhook_url", "post_webhook_url", "webhook_method", "webhook_filters",
            "notifications", "url", "links"]
-USER = ["sid", "account_sid", "service_sid", "identity", "friendly_name", "role_sid",
-        "attributes", "is_online", "is_notifiable", "date_created", "date_updated",
-        "joined_channels_count", "links", "url"]
-CHANNEL = ["sid", "account_sid", "service_sid", "friendly_name", "unique_name", "attributes",
-           "type", "date_created", "date_updated", "created_by", "members_count",
-           "messages_count", "url", "links"]
-# The columns of --dump-service, --dump-users and --dump-channels.
-COLUMNS = {
-    "service": ["sid", "account_sid", "friendly_name", "date_created", "date_updated",
-                "default_service_role_sid", "default_channel_role_sid",
-                "default_channel_creator_role_sid", "read_status_enabled",
-                "reachability_enabled", "typing_indicator_timeout",
-                "consumption_report_interval", "url"],
-    "users": ["service_sid", "sid", "identity", "account_sid", "friendly_name", "role_sid",
-              "attributes", "is_online", "is_notifiable", "joined_channels_count",
-              "date_created", "date_updated", "url"],
-    "channels": ["service_sid", "sid", "account_sid", "friendly_name", "unique_name",
-                 "attributes", "type", "created_by", "members_count", "messages_count",
-                 "date_created", "date_updated", "url"],
-}
-
-
-def load(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def entries(paths):
-    out = []
-    for p in paths:
-        d = load(p)
-        out.extend(d[d["meta"]["key"]])
-    return out
-
-
-def sid(value, prefix):
-    return isinstance(value, str) and re.fullmatch(SID[prefix], value) is not None
 
 
 def text(value, nullable=False):
@@ -177,17 +138,6 @@ def cmd_meta(key, size, *paths):
     print("ok")
 
 
-def copy_text(value):
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    s = str(value)
-    for a, b in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-        s = s.replace(a, b)
-    return s
-
-
 def cmd_rows(kind, *paths):
     """rows KIND FILE...: the entries as --dump-KIND prints them."""
     items = [load(paths[0])] if kind == "service" else entries(paths)
@@ -197,20 +147,9 @@ def cmd_rows(kind, *paths):
         out.write(line.encode("utf-8"))
 
 
-def cmd_field(name, *paths):
-    """field NAME FILE...: NAME of every entry, one a line (\\N for null)."""
-    for item in entries(paths):
-        sys.stdout.buffer.write((copy_text(item[name]) + "\n").encode("utf-8"))
-
-
 def cmd_code(path):
     """code FILE: the code of a Twilio error body."""
     print(load(path)["code"])
-
-
-def cmd_next(path):
-    """next FILE: the page's next_page_url, or nothing on the last page."""
-    print(load(path)["meta"]["next_page_url"] or "")
 
 
 def cmd_users(path):
@@ -235,7 +174,7 @@ def cmd_joined(*paths):
 
 globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
-dims() { python3 "$TEST_TMP/dims.py" "$@"; }
+dims() { PYTHONPATH="$top_srcdir/tests" python3 "$TEST_TMP/dims.py" "$@"; }
 
 # fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
 fetch() {
