@@ -12,13 +12,22 @@
 uint64_t hash_str(const char *s);
 
 /*
- * A 128-bit digest built up over several pieces: two FNV-1a lanes with
- * different bases, each finished with a 64-bit mixer.  Accidental equality
- * of two different inputs is a 2^-128 event; it is no defence against an
- * adversary, and need not be one (see page_batch_digest).
+ * A 128-bit digest built up over several pieces: the input is read as
+ * little-endian 64-bit words, two at a time, into two lanes that each take
+ * their word with a multiply and a rotation (a bijection of the lane, so two
+ * inputs of one length that differ in one word always differ); the digest is
+ * the two lanes crossed with each other and the length, each half finished
+ * with a 64-bit mixer.
+ * The pieces' boundaries do not count, only their bytes in order.
+ * Accidental equality of two different inputs is a 2^-128 event; it is no
+ * defence against an adversary, and need not be one (see
+ * page_batch_digest).  The bytes are read a word at a time, not a byte: a
+ * resync digests every listing it receives.
  */
 struct hash_digest {
-	uint64_t h[2];
+	uint64_t lane[2];
+	uint64_t len;          /* bytes added */
+	unsigned char part[16]; /* the bytes of an unfinished block */
 };
 
 void hash_digest_init(struct hash_digest *d);
