@@ -26,7 +26,7 @@ uint64_t hash_str(const char *s);
  */
 struct hash_digest {
 	uint64_t lane[2];
-	uint64_t len;          /* bytes added */
+	uint64_t len;		/* bytes added */
 	unsigned char part[16]; /* the bytes of an unfinished block */
 };
 
