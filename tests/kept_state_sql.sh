@@ -116,6 +116,20 @@ is "$(key "$UC")" "$UC|-|-" "a new cursor under a User SID the listing does not 
 w "INSERT INTO users (service_sid, user_sid, identity, friendly_name) VALUES ('$S', '$UC', 'cy', 'Cy')" >/dev/null
 is "$(key "$UC")|$(consistent)" "$UC|cy|Cy|0" "listed later: its identity and name"
 is "$(q "SELECT count(*) FROM sync_user_keys")" "$(q "SELECT count(*) FROM sync_cursors")" "one key per cursor"
+w "INSERT INTO users (service_sid, user_sid, identity)
+   SELECT '$S', 'US' || lpad(to_hex(1000 + i), 32, '0'), 'many-' || i FROM generate_series(1, 300) i" >/dev/null
+# One transaction: pg_stat_xact_user_functions counts its calls (track_functions = pl).
+calls=$(w "INSERT INTO sync_cursors (service_sid, user_sid, run_id, state) VALUES ('$S', 'dee', $R8, 'running');
+	SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'sync_identity_user'")
+is "$calls|$(key dee)|$(consistent)" "1|dee|dee|-|0" \
+	"a cursor added with 301 users listed: its key resolved with one identity lookup, not one per user"
+w "UPDATE sync_cursors SET user_sid = 'many-7' WHERE service_sid = '$S' AND user_sid = 'dee'" >/dev/null
+is "$(q "SELECT count(*) FROM sync_user_keys WHERE configured = 'dee'")|$(key many-7)|$(consistent)" \
+	"0|US$(printf '%032x' 1007)|many-7|-|0" "a cursor moved to another key: the old key goes, the new one resolves"
+w "DELETE FROM sync_cursors WHERE service_sid = '$S' AND user_sid = 'many-7'" >/dev/null
+w "DELETE FROM users WHERE identity LIKE 'many-%'" >/dev/null
+is "$(q "SELECT count(*) FROM sync_user_keys WHERE configured = 'many-7'")|$(consistent)" "0|0" \
+	"a cursor deleted: its key goes"
 xmins=$(q "SELECT string_agg(xmin::text, ',' ORDER BY configured) FROM sync_user_keys")
 w "SELECT sync_user_keys_refresh_service(NULL)" >/dev/null
 is "$(q "SELECT string_agg(xmin::text, ',' ORDER BY configured) FROM sync_user_keys")|$(consistent)" "$xmins|0" \

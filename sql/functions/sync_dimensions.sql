@@ -485,13 +485,20 @@ $fn$;
 -- p_identity, as the users listing has it: of several, the one not deleted,
 -- else the last updated, then the greatest SID (the rule of sync_user_keys
 -- too); NULL if the listing knows no such identity.
+--
+-- PL/pgSQL, with its plan kept (plan_cache_mode auto): a SQL function that
+-- cannot be inlined is planned again at every call, and this one is called
+-- for every user of a users listing and every cursor a first sweep adds.
 CREATE OR REPLACE FUNCTION sync_identity_user(p_service text, p_identity text)
 RETURNS text
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
-    SELECT u.user_sid FROM users u
-     WHERE u.service_sid = p_service AND u.identity = p_identity
-     ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
-     LIMIT 1;
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT SET plan_cache_mode = auto
+AS $fn$
+BEGIN
+    RETURN (SELECT u.user_sid FROM users u
+             WHERE u.service_sid = p_service AND u.identity = p_identity
+             ORDER BY u.deleted_at IS NULL DESC, u.updated_at DESC, u.user_sid DESC
+             LIMIT 1);
+END
 $fn$;
 
 -- sync_stored_under(): is anything stored under user key p_key of the

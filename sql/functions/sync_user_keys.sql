@@ -16,29 +16,35 @@
 -- sync_user_keys_refresh(): the rows of the keys p_keys[i] of services
 -- p_services[i] as the cursors and the users listing now have them; only
 -- the rows that differ are written.
+-- It is planned for the arrays it gets (a generic plan would guess their
+-- length and scan the tables).
 CREATE OR REPLACE FUNCTION sync_user_keys_refresh(p_services text[], p_keys text[])
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
 AS $fn$
 BEGIN
     WITH k AS (
         SELECT DISTINCT t.service_sid, t.key
           FROM unnest(p_services, p_keys) AS t(service_sid, key)
          WHERE t.service_sid IS NOT NULL AND t.key IS NOT NULL
-    ), wanted AS (
-        SELECT c.service_sid, c.user_sid AS configured, coalesce(u.user_sid, c.user_sid) AS user_sid,
-               coalesce(u.identity,
-                        CASE WHEN c.user_sid !~ '^US[0-9a-fA-F]{32}$' THEN c.user_sid END) AS identity,
-               u.friendly_name AS user_name
+    ), resolved AS MATERIALIZED (
+        -- Each key's User SID, worked out once per key: were it a join
+        -- condition, it would be worked out again for every user of the service.
+        SELECT c.service_sid, c.user_sid AS configured,
+               CASE WHEN EXISTS (SELECT FROM users b
+                                  WHERE b.service_sid = c.service_sid AND b.user_sid = c.user_sid)
+                    THEN c.user_sid
+                    ELSE sync_identity_user(c.service_sid, c.user_sid) END AS sid
           FROM k
           JOIN sync_cursors c ON c.service_sid = k.service_sid AND c.user_sid = k.key
-          LEFT JOIN users u
-                 ON u.service_sid = c.service_sid
-                AND u.user_sid = CASE WHEN EXISTS (SELECT FROM users b
-                                                     WHERE b.service_sid = c.service_sid
-                                                       AND b.user_sid = c.user_sid)
-                                      THEN c.user_sid
-                                      ELSE sync_identity_user(c.service_sid, c.user_sid) END
+    ), wanted AS (
+        SELECT r.service_sid, r.configured, coalesce(u.user_sid, r.configured) AS user_sid,
+               coalesce(u.identity,
+                        CASE WHEN r.configured !~ '^US[0-9a-fA-F]{32}$' THEN r.configured END)
+                   AS identity,
+               u.friendly_name AS user_name
+          FROM resolved r
+          LEFT JOIN users u ON u.service_sid = r.service_sid AND u.user_sid = r.sid
     ), gone AS (
         DELETE FROM sync_user_keys x
          USING k
@@ -48,6 +54,44 @@ BEGIN
     )
     INSERT INTO sync_user_keys AS x (service_sid, configured, user_sid, identity, user_name)
     SELECT service_sid, configured, user_sid, identity, user_name FROM wanted
+    ON CONFLICT (service_sid, configured) DO UPDATE
+       SET user_sid = EXCLUDED.user_sid, identity = EXCLUDED.identity,
+           user_name = EXCLUDED.user_name
+     WHERE (x.user_sid, x.identity, x.user_name)
+           IS DISTINCT FROM (EXCLUDED.user_sid, EXCLUDED.identity, EXCLUDED.user_name);
+END
+$fn$;
+
+-- sync_user_keys_refresh_key(): the row of key p_key of service p_service,
+-- as sync_user_keys_refresh() makes it, for one key: what the trigger on
+-- sync_cursors runs for each cursor a first sweep adds.  Its statements
+-- look rows up by their keys only, so their plans are kept (plan_cache_mode
+-- auto, also when sync_page(), which plans its own afresh, adds the cursor).
+CREATE OR REPLACE FUNCTION sync_user_keys_refresh_key(p_service text, p_key text)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = auto
+AS $fn$
+DECLARE
+    v_sid text; -- the User SID the key stands for, if the users listing knows it
+BEGIN
+    IF p_service IS NULL OR p_key IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM sync_cursors c
+                    WHERE c.service_sid = p_service AND c.user_sid = p_key) THEN
+        DELETE FROM sync_user_keys x WHERE x.service_sid = p_service AND x.configured = p_key;
+        RETURN;
+    END IF;
+    v_sid := CASE WHEN EXISTS (SELECT FROM users b
+                                WHERE b.service_sid = p_service AND b.user_sid = p_key)
+                  THEN p_key
+                  ELSE sync_identity_user(p_service, p_key) END;
+    INSERT INTO sync_user_keys AS x (service_sid, configured, user_sid, identity, user_name)
+    SELECT p_service, p_key, coalesce(u.user_sid, p_key),
+           coalesce(u.identity, CASE WHEN p_key !~ '^US[0-9a-fA-F]{32}$' THEN p_key END),
+           u.friendly_name
+      FROM (SELECT) one
+      LEFT JOIN users u ON u.service_sid = p_service AND u.user_sid = v_sid
     ON CONFLICT (service_sid, configured) DO UPDATE
        SET user_sid = EXCLUDED.user_sid, identity = EXCLUDED.identity,
            user_name = EXCLUDED.user_name
@@ -75,13 +119,11 @@ RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT
 AS $fn$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM sync_user_keys_refresh(ARRAY[NEW.service_sid], ARRAY[NEW.user_sid]);
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM sync_user_keys_refresh(ARRAY[OLD.service_sid], ARRAY[OLD.user_sid]);
-    ELSE
-        PERFORM sync_user_keys_refresh(ARRAY[OLD.service_sid, NEW.service_sid],
-                                       ARRAY[OLD.user_sid, NEW.user_sid]);
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM sync_user_keys_refresh_key(OLD.service_sid, OLD.user_sid);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM sync_user_keys_refresh_key(NEW.service_sid, NEW.user_sid);
     END IF;
     RETURN NULL;
 END
