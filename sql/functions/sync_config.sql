@@ -14,10 +14,11 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
     ON CONFLICT DO NOTHING;
 $fn$;
 
--- sync_prune(): deletes up to p_batch rows older than p_days days from the
--- past versions, the events and the errors; returns how many.  chatsyncd
--- calls it after a sweep until it returns 0, each call its own short
--- transaction (history.retention_days).
+-- sync_prune(): deletes up to p_batch rows older than p_days days from each
+-- of the past versions and the events of memberships and of conversations,
+-- and from the errors; returns how many.  chatsyncd calls it after a sweep
+-- until it returns 0, each call its own short transaction
+-- (history.retention_days).
 CREATE OR REPLACE FUNCTION sync_prune(p_days integer, p_batch integer)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
@@ -25,6 +26,8 @@ DECLARE
     v_before timestamptz := now() - make_interval(days => p_days);
     v_versions bigint;
     v_events bigint;
+    v_conversation_versions bigint;
+    v_conversation_events bigint;
     v_errors bigint;
 BEGIN
     DELETE FROM user_channel_past_versions
@@ -35,9 +38,17 @@ BEGIN
      WHERE event_id IN (SELECT event_id FROM membership_event_log
                          WHERE at < v_before LIMIT p_batch);
     GET DIAGNOSTICS v_events = ROW_COUNT;
+    DELETE FROM user_conversation_past_versions
+     WHERE history_id IN (SELECT history_id FROM user_conversation_past_versions
+                           WHERE valid_to < v_before LIMIT p_batch);
+    GET DIAGNOSTICS v_conversation_versions = ROW_COUNT;
+    DELETE FROM conversation_event_log
+     WHERE event_id IN (SELECT event_id FROM conversation_event_log
+                         WHERE at < v_before LIMIT p_batch);
+    GET DIAGNOSTICS v_conversation_events = ROW_COUNT;
     DELETE FROM sync_errors
      WHERE error_id IN (SELECT error_id FROM sync_errors WHERE at < v_before LIMIT p_batch);
     GET DIAGNOSTICS v_errors = ROW_COUNT;
-    RETURN v_versions + v_events + v_errors;
+    RETURN v_versions + v_events + v_conversation_versions + v_conversation_events + v_errors;
 END
 $fn$;

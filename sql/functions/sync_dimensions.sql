@@ -223,11 +223,12 @@ $fn$;
 -- one that comes back included), unchanged and deleted.  A negative
 -- joined_channels_count is stored as NULL.
 --
--- The live memberships of a user marked deleted are marked deleted too, as
--- when a user's listing no longer shows a channel
--- (sync_memberships_gone()): those stored under its User SID, and those
--- under its identity (a user configured by identity and not resolved yet)
--- unless a user of the service not deleted has that identity.
+-- The live memberships and conversations of a user marked deleted are
+-- marked deleted too, as when a user's listing no longer shows a channel
+-- (sync_memberships_gone()) or a conversation (sync_conversations_gone()):
+-- those stored under its User SID, and those under its identity (a user
+-- configured by identity and not resolved yet) unless a user of the service
+-- not deleted has that identity.
 CREATE OR REPLACE FUNCTION sync_users_page(
     p_run_id bigint, p_service text, p_first boolean, p_next_url text,
     p_sid text[], p_account text[], p_identity text[], p_friendly_name text[],
@@ -238,9 +239,10 @@ CREATE OR REPLACE FUNCTION sync_users_page(
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
-    v_rows users[]; -- the page's entries, unless the page is known
-    v_gone text[];  -- the users marked deleted
-    v_key  text;
+    v_rows   users[]; -- the page's entries, unless the page is known
+    v_gone   text[];  -- the users marked deleted
+    v_key    text;
+    v_events boolean; -- the key's listing completed before: removals are events
 BEGIN
     IF NOT sync_dimension_page_known(p_service, 'users', p_first, p_digest) THEN
         v_rows := array(SELECT jsonb_populate_record(NULL::users, jsonb_build_object(
@@ -274,18 +276,21 @@ BEGIN
            AND NOT EXISTS (SELECT FROM users o
                             WHERE o.service_sid = p_service AND o.identity = k.key
                               AND o.deleted_at IS NULL)
-           AND EXISTS (SELECT FROM user_channels uc
-                        WHERE uc.service_sid = p_service AND uc.user_sid = k.key
-                          AND uc.deleted_at IS NULL)
+           AND (EXISTS (SELECT FROM user_channels uc
+                         WHERE uc.service_sid = p_service AND uc.user_sid = k.key
+                           AND uc.deleted_at IS NULL)
+                OR EXISTS (SELECT FROM user_conversations uc
+                            WHERE uc.service_sid = p_service AND uc.user_sid = k.key
+                              AND uc.deleted_at IS NULL))
          ORDER BY k.key
     LOOP
         PERFORM pg_advisory_xact_lock(hashtext(current_schema()),
                                       hashtext(p_service || '/' || v_key));
-        PERFORM sync_memberships_gone(
-            p_service, v_key, '{}', false,
-            EXISTS (SELECT FROM sync_cursors c
-                     WHERE c.service_sid = p_service AND c.user_sid = v_key
-                       AND c.last_complete_at IS NOT NULL));
+        v_events := EXISTS (SELECT FROM sync_cursors c
+                             WHERE c.service_sid = p_service AND c.user_sid = v_key
+                               AND c.last_complete_at IS NOT NULL);
+        PERFORM sync_memberships_gone(p_service, v_key, '{}', false, v_events);
+        PERFORM sync_conversations_gone(p_service, v_key, '{}', false, v_events);
         -- The table no longer holds the listing its digest stands for.
         UPDATE sync_cursors SET listing_digest = NULL, listing_rows = NULL
          WHERE service_sid = p_service AND user_sid = v_key;
@@ -359,21 +364,101 @@ BEGIN
 END
 $fn$;
 
+-- sync_merge_conversations(): the conversations part of sync_merge_user(),
+-- the same for user_conversations, their past versions and events as it
+-- does for memberships; p_win is the key whose data wins where both keys
+-- hold a conversation.  Returns the number of conversations moved or
+-- dropped.  The caller holds both keys' advisory locks, and moves the
+-- cursor and sync_seen.
+CREATE OR REPLACE FUNCTION sync_merge_conversations(
+    p_service text, p_identity text, p_sid text, p_win text)
+RETURNS integer
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_lose    text := CASE WHEN p_win = p_sid THEN p_identity ELSE p_sid END;
+    v_dropped integer;
+    v_moved   integer;
+BEGIN
+    CREATE TEMPORARY TABLE IF NOT EXISTS sync_merge_conversation_overlap
+        (conversation_sid text PRIMARY KEY, win_from timestamptz, win_first timestamptz)
+        ON COMMIT DROP;
+    TRUNCATE sync_merge_conversation_overlap;
+    INSERT INTO sync_merge_conversation_overlap
+    SELECT w.conversation_sid, w.first_seen_at, least(w.first_seen_at, l.first_seen_at)
+      FROM user_conversations w
+      JOIN user_conversations l
+        ON l.service_sid = p_service AND l.user_sid = v_lose
+       AND l.conversation_sid = w.conversation_sid
+     WHERE w.service_sid = p_service AND w.user_sid = p_win;
+
+    -- The loser's current version, where it began before the winner's history.
+    INSERT INTO user_conversation_past_versions
+           (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+            conversation_state, notification_level, unread_messages_count,
+            last_read_message_index, friendly_name, unique_name, created_by, date_created,
+            date_updated, date_inactive, date_closed, url, conversation_url, participant_url,
+            valid_from, valid_to, is_deleted)
+    SELECT l.service_sid, l.user_sid, l.conversation_sid, l.account_sid, l.participant_sid,
+           l.conversation_state, l.notification_level, l.unread_messages_count,
+           l.last_read_message_index, l.friendly_name, l.unique_name, l.created_by,
+           l.date_created, l.date_updated, l.date_inactive, l.date_closed, l.url,
+           l.conversation_url, l.participant_url,
+           coalesce(l.deleted_at, l.updated_at), o.win_from, l.deleted_at IS NOT NULL
+      FROM user_conversations l
+      JOIN sync_merge_conversation_overlap o ON o.conversation_sid = l.conversation_sid
+     WHERE l.service_sid = p_service AND l.user_sid = v_lose
+       AND coalesce(l.deleted_at, l.updated_at) < o.win_from;
+    -- Its past versions: cut where the winner's begins, gone from there on.
+    DELETE FROM user_conversation_past_versions v
+     USING sync_merge_conversation_overlap o
+     WHERE v.service_sid = p_service AND v.user_sid = v_lose
+       AND v.conversation_sid = o.conversation_sid AND v.valid_from >= o.win_from;
+    UPDATE user_conversation_past_versions v SET valid_to = o.win_from
+      FROM sync_merge_conversation_overlap o
+     WHERE v.service_sid = p_service AND v.user_sid = v_lose
+       AND v.conversation_sid = o.conversation_sid AND v.valid_to > o.win_from;
+    DELETE FROM conversation_event_log e
+     USING sync_merge_conversation_overlap o
+     WHERE e.service_sid = p_service AND e.user_sid = v_lose
+       AND e.conversation_sid = o.conversation_sid AND e.at >= o.win_from;
+    DELETE FROM user_conversations l
+     USING sync_merge_conversation_overlap o
+     WHERE l.service_sid = p_service AND l.user_sid = v_lose
+       AND l.conversation_sid = o.conversation_sid;
+    GET DIAGNOSTICS v_dropped = ROW_COUNT;
+    UPDATE user_conversations w SET first_seen_at = o.win_first
+      FROM sync_merge_conversation_overlap o
+     WHERE w.service_sid = p_service AND w.user_sid = p_win
+       AND w.conversation_sid = o.conversation_sid AND w.first_seen_at <> o.win_first;
+
+    UPDATE user_conversation_past_versions SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    UPDATE conversation_event_log SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    UPDATE user_conversations SET user_sid = p_sid
+     WHERE service_sid = p_service AND user_sid = p_identity;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    RETURN v_dropped + v_moved;
+END
+$fn$;
+
 -- sync_merge_user(): the user configured by identity p_identity is User SID
 -- p_sid: what is stored under (p_service, p_identity) is stored under p_sid
--- from now on (memberships, their past versions and events, the cursor and
--- the channels a listing in progress has seen; sync_errors keeps the user
--- as configured).  Where both keys hold a channel (the user was configured
--- both ways, at once or one after the other), the key with a cursor wins,
--- or of two the one whose last listing completed later: its membership stays, and of the other's
--- history what comes before the winner first saw the channel is kept (its
--- current version archived up to then); the rest covers the same time and
--- goes.  first_seen_at is the earlier of the two.  The winner's cursor
--- stays, the other goes; the cursor keeps no digest (the next listing is
--- sent whole) and, if it was the identity's, no next page (a URL of the
--- identity's listing: a listing in progress starts again).  Returns the
--- number of memberships moved or dropped; NULL, and nothing done, if the
--- session is fenced out.
+-- from now on (memberships and conversations, their past versions and
+-- events, the cursor and the channels or conversations a listing in
+-- progress has seen; sync_errors keeps the user as configured).  Where both
+-- keys hold a channel, or a conversation (the user was configured both
+-- ways, at once or one after the other), the key with a cursor wins, or of
+-- two the one whose last listing completed later: its membership stays, and
+-- of the other's history what comes before the winner first saw the channel
+-- is kept (its current version archived up to then); the rest covers the
+-- same time and goes.  first_seen_at is the earlier of the two.  The
+-- winner's cursor stays, the other goes; the cursor keeps no digest (the
+-- next listing is sent whole) and, if it was the identity's, no next page
+-- (a URL of the identity's listing: a listing in progress starts again).
+-- Returns the number of memberships and conversations moved or dropped;
+-- NULL, and nothing done, if the session is fenced out.
 CREATE OR REPLACE FUNCTION sync_merge_user(p_service text, p_identity text, p_sid text)
 RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
@@ -462,6 +547,7 @@ BEGIN
     UPDATE user_channels SET user_sid = p_sid
      WHERE service_sid = p_service AND user_sid = p_identity;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
+    v_dropped := v_dropped + sync_merge_conversations(p_service, p_identity, p_sid, v_win);
 
     -- The winner's cursor (and seen channels) under the SID, the other's gone.
     DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = v_lose;
@@ -502,13 +588,15 @@ END
 $fn$;
 
 -- sync_stored_under(): is anything stored under user key p_key of the
--- service (a cursor, or memberships)?
+-- service (a cursor, memberships or conversations)?
 CREATE OR REPLACE FUNCTION sync_stored_under(p_service text, p_key text)
 RETURNS boolean
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
     SELECT EXISTS (SELECT FROM sync_cursors c
                     WHERE c.service_sid = p_service AND c.user_sid = p_key)
         OR EXISTS (SELECT FROM user_channels uc
+                    WHERE uc.service_sid = p_service AND uc.user_sid = p_key)
+        OR EXISTS (SELECT FROM user_conversations uc
                     WHERE uc.service_sid = p_service AND uc.user_sid = p_key);
 $fn$;
 

@@ -1,0 +1,304 @@
+-- A user's conversations (migration 010): sync_conversations_page() applies
+-- one page of the listing GET /v1/Services/{IS}/Users/{user}/Conversations
+-- as sync_page() applies one of a user's Chat memberships, and
+-- sync_conversations_gone() is its sync_memberships_gone().  Everything
+-- said of memberships there holds here, a conversation's state
+-- (conversation_state) in place of a membership's status.  The two share a
+-- user's cursor, its advisory lock and sync_seen (channel_sid holding the
+-- conversation's SID): a user key of a service is listed through one API.
+-- sync_listing_unchanged() serves both as it is.
+
+-- sync_conversations_gone(): the end of a complete listing of a user's
+-- conversations, or of the user (deleted: p_listed empty): its live
+-- conversations not listed are marked deleted.  Listed are the
+-- conversations of p_listed and, with p_use_seen, those the listing's
+-- earlier pages recorded in sync_seen.  Each one's version is copied to
+-- user_conversation_past_versions, and with p_events a 'removed' event is
+-- logged (not for a user's first listing).  Returns how many.  The caller
+-- holds the user's advisory lock (see sync_page()).
+CREATE OR REPLACE FUNCTION sync_conversations_gone(
+    p_service text, p_user text, p_listed text[], p_use_seen boolean, p_events boolean)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_deleted integer;
+BEGIN
+    WITH gone AS (
+        SELECT uc.*
+          FROM user_conversations uc
+         WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+           AND uc.deleted_at IS NULL
+           AND uc.conversation_sid NOT IN (SELECT unnest(p_listed))
+           AND (NOT p_use_seen OR NOT EXISTS (
+                   SELECT 1 FROM sync_seen s
+                    WHERE s.service_sid = p_service AND s.user_sid = p_user
+                      AND s.channel_sid = uc.conversation_sid))
+    ), archived AS (
+        INSERT INTO user_conversation_past_versions
+               (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+                conversation_state, notification_level, unread_messages_count,
+                last_read_message_index, friendly_name, unique_name, created_by,
+                date_created, date_updated, date_inactive, date_closed, url,
+                conversation_url, participant_url, valid_from, valid_to)
+        SELECT g.service_sid, g.user_sid, g.conversation_sid, g.account_sid, g.participant_sid,
+               g.conversation_state, g.notification_level, g.unread_messages_count,
+               g.last_read_message_index, g.friendly_name, g.unique_name, g.created_by,
+               g.date_created, g.date_updated, g.date_inactive, g.date_closed, g.url,
+               g.conversation_url, g.participant_url, g.updated_at, now()
+          FROM gone g
+    ), marked AS (
+        UPDATE user_conversations uc
+           SET deleted_at = now(), updated_at = now()
+          FROM gone g
+         WHERE uc.service_sid = p_service AND uc.user_sid = p_user
+           AND uc.conversation_sid = g.conversation_sid
+    ), events AS (
+        INSERT INTO conversation_event_log
+               (at, service_sid, user_sid, conversation_sid, event, old_state, new_state)
+        SELECT now(), g.service_sid, g.user_sid, g.conversation_sid, 'removed',
+               g.conversation_state, NULL
+          FROM gone g
+         WHERE p_events
+    )
+    SELECT count(*) INTO v_deleted FROM gone;
+    RETURN v_deleted;
+END
+$fn$;
+
+-- sync_conversations_page(): applies one page of a user's listing of
+-- conversations and advances its cursor, atomically, as sync_page() does
+-- for memberships: p_next_url NULL means this was the listing's last page
+-- (conversations not listed by any of its pages are then marked deleted,
+-- sync_conversations_gone()); a session whose writer has been fenced out
+-- changes nothing and gets NULL counts; of two entries of a page with one
+-- conversation SID the last counts; a row is written only when one of its
+-- values differs (or it had been deleted), its version copied to
+-- user_conversation_past_versions first; p_digest, for a listing on one
+-- page, is kept on the cursor with the number of conversations it held
+-- (see sync_listing_unchanged.sql).  A user's first listing logs no event.
+CREATE OR REPLACE FUNCTION sync_conversations_page(
+    p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
+    p_conversation text[], p_account text[], p_participant text[], p_state text[],
+    p_notification_level text[], p_unread bigint[], p_last_read bigint[],
+    p_friendly_name text[], p_unique_name text[], p_created_by text[],
+    p_date_created timestamptz[], p_date_updated timestamptz[],
+    p_date_inactive timestamptz[], p_date_closed timestamptz[],
+    p_url text[], p_conversation_url text[], p_participant_url text[],
+    p_rejected integer, p_requests integer, p_retries integer, p_digest text,
+    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+DECLARE
+    v_distinct integer;
+    v_single   boolean := p_first AND p_next_url IS NULL;
+    v_fresh    boolean := false;  -- the user has no stored conversation at all
+    v_events   boolean;           -- not the user's first listing: changes are events
+BEGIN
+    IF sync_fence_stale() THEN
+        RETURN;
+    END IF;
+    -- Two pages of one user are never applied at once, even by mistake.
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
+    IF p_first AND NOT v_single THEN
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    END IF;
+    v_events := EXISTS (SELECT 1 FROM sync_cursors
+                         WHERE service_sid = p_service AND user_sid = p_user
+                           AND last_complete_at IS NOT NULL);
+    -- The plain INSERT writes no events: only for a first listing.
+    IF p_first AND NOT v_events THEN
+        v_fresh := NOT EXISTS (SELECT 1 FROM user_conversations
+                                WHERE service_sid = p_service AND user_sid = p_user);
+    END IF;
+
+    IF v_fresh THEN
+        -- A user's first listing: nothing to compare with.
+        INSERT INTO user_conversations
+               (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+                conversation_state, notification_level, unread_messages_count,
+                last_read_message_index, friendly_name, unique_name, created_by,
+                date_created, date_updated, date_inactive, date_closed, url,
+                conversation_url, participant_url)
+        SELECT DISTINCT ON (t.conversation_sid)
+               p_service, p_user, t.conversation_sid, t.account_sid, t.participant_sid,
+               t.state, t.notification_level, t.unread, t.last_read, t.friendly_name,
+               t.unique_name, t.created_by, t.date_created, t.date_updated, t.date_inactive,
+               t.date_closed, t.url, t.conversation_url, t.participant_url
+          FROM unnest(p_conversation, p_account, p_participant, p_state, p_notification_level,
+                      p_unread, p_last_read, p_friendly_name, p_unique_name, p_created_by,
+                      p_date_created, p_date_updated, p_date_inactive, p_date_closed, p_url,
+                      p_conversation_url, p_participant_url) WITH ORDINALITY
+               AS t(conversation_sid, account_sid, participant_sid, state, notification_level,
+                    unread, last_read, friendly_name, unique_name, created_by, date_created,
+                    date_updated, date_inactive, date_closed, url, conversation_url,
+                    participant_url, ord)
+         ORDER BY t.conversation_sid, t.ord DESC;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        updated := 0;
+        v_distinct := inserted;
+    ELSE
+        -- All parts of one statement see the tables as they were before it, so
+        -- "archived" copies the versions that "modified" replaces.
+        WITH incoming AS (
+            SELECT DISTINCT ON (t.conversation_sid) t.*
+              FROM unnest(p_conversation, p_account, p_participant, p_state,
+                          p_notification_level, p_unread, p_last_read, p_friendly_name,
+                          p_unique_name, p_created_by, p_date_created, p_date_updated,
+                          p_date_inactive, p_date_closed, p_url, p_conversation_url,
+                          p_participant_url) WITH ORDINALITY
+                   AS t(conversation_sid, account_sid, participant_sid, state,
+                        notification_level, unread, last_read, friendly_name, unique_name,
+                        created_by, date_created, date_updated, date_inactive, date_closed,
+                        url, conversation_url, participant_url, ord)
+             ORDER BY t.conversation_sid, t.ord DESC
+        ), changed AS (
+            SELECT i.*, uc.conversation_sid IS NOT NULL AS existed,
+                   uc.deleted_at AS old_deleted_at, uc.conversation_state AS old_state
+              FROM incoming i
+              LEFT JOIN user_conversations uc
+                     ON uc.service_sid = p_service AND uc.user_sid = p_user
+                    AND uc.conversation_sid = i.conversation_sid
+             WHERE uc.conversation_sid IS NULL
+                OR uc.deleted_at IS NOT NULL
+                OR (uc.account_sid, uc.participant_sid, uc.conversation_state,
+                    uc.notification_level, uc.unread_messages_count, uc.last_read_message_index,
+                    uc.friendly_name, uc.unique_name, uc.created_by, uc.date_created,
+                    uc.date_updated, uc.date_inactive, uc.date_closed, uc.url,
+                    uc.conversation_url, uc.participant_url)
+                   IS DISTINCT FROM
+                   (i.account_sid, i.participant_sid, i.state, i.notification_level, i.unread,
+                    i.last_read, i.friendly_name, i.unique_name, i.created_by, i.date_created,
+                    i.date_updated, i.date_inactive, i.date_closed, i.url, i.conversation_url,
+                    i.participant_url)
+        ), added AS (
+            INSERT INTO user_conversations
+                   (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+                    conversation_state, notification_level, unread_messages_count,
+                    last_read_message_index, friendly_name, unique_name, created_by,
+                    date_created, date_updated, date_inactive, date_closed, url,
+                    conversation_url, participant_url)
+            SELECT p_service, p_user, c.conversation_sid, c.account_sid, c.participant_sid,
+                   c.state, c.notification_level, c.unread, c.last_read, c.friendly_name,
+                   c.unique_name, c.created_by, c.date_created, c.date_updated,
+                   c.date_inactive, c.date_closed, c.url, c.conversation_url,
+                   c.participant_url
+              FROM changed c
+             WHERE NOT c.existed
+            RETURNING 1
+        ), archived AS (
+            -- The version a change replaces (valid since updated_at); for a
+            -- conversation that comes back, the time it was gone, a version of its
+            -- own (is_deleted).
+            INSERT INTO user_conversation_past_versions
+                   (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+                    conversation_state, notification_level, unread_messages_count,
+                    last_read_message_index, friendly_name, unique_name, created_by,
+                    date_created, date_updated, date_inactive, date_closed, url,
+                    conversation_url, participant_url, valid_from, valid_to, is_deleted)
+            SELECT uc.service_sid, uc.user_sid, uc.conversation_sid, uc.account_sid,
+                   uc.participant_sid, uc.conversation_state, uc.notification_level,
+                   uc.unread_messages_count, uc.last_read_message_index, uc.friendly_name,
+                   uc.unique_name, uc.created_by, uc.date_created, uc.date_updated,
+                   uc.date_inactive, uc.date_closed, uc.url, uc.conversation_url,
+                   uc.participant_url,
+                   coalesce(uc.deleted_at, uc.updated_at), now(), uc.deleted_at IS NOT NULL
+              FROM changed c
+              JOIN user_conversations uc
+                ON uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.conversation_sid = c.conversation_sid
+             WHERE c.existed
+        ), events AS (
+            INSERT INTO conversation_event_log
+                   (at, service_sid, user_sid, conversation_sid, event, old_state, new_state)
+            SELECT now(), p_service, p_user, c.conversation_sid,
+                   CASE WHEN NOT c.existed OR c.old_deleted_at IS NOT NULL THEN 'added'
+                        ELSE 'state_changed' END,
+                   CASE WHEN c.existed AND c.old_deleted_at IS NULL THEN c.old_state END,
+                   c.state
+              FROM changed c
+             WHERE v_events
+               AND (NOT c.existed OR c.old_deleted_at IS NOT NULL
+                    -- a NULL state (none sent, or one of an unexpected type) is no change
+                    OR (c.old_state <> c.state))
+        ), modified AS (
+            UPDATE user_conversations uc
+               SET account_sid = c.account_sid,
+                   participant_sid = c.participant_sid,
+                   conversation_state = c.state,
+                   notification_level = c.notification_level,
+                   unread_messages_count = c.unread,
+                   last_read_message_index = c.last_read,
+                   friendly_name = c.friendly_name,
+                   unique_name = c.unique_name,
+                   created_by = c.created_by,
+                   date_created = c.date_created,
+                   date_updated = c.date_updated,
+                   date_inactive = c.date_inactive,
+                   date_closed = c.date_closed,
+                   url = c.url,
+                   conversation_url = c.conversation_url,
+                   participant_url = c.participant_url,
+                   updated_at = now(),
+                   deleted_at = NULL
+              FROM changed c
+             WHERE c.existed
+               AND uc.service_sid = p_service AND uc.user_sid = p_user
+               AND uc.conversation_sid = c.conversation_sid
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM modified),
+               (SELECT count(*) FROM incoming)
+          INTO inserted, updated, v_distinct;
+    END IF;
+    unchanged := v_distinct - inserted - updated;
+
+    deleted := 0;
+    IF p_next_url IS NULL THEN
+        -- A user's first listing, on one page, can have left nothing behind.
+        IF NOT (v_fresh AND v_single) THEN
+            deleted := sync_conversations_gone(p_service, p_user, p_conversation, NOT v_single,
+                                               v_events);
+        END IF;
+        IF NOT v_single THEN
+            DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+        END IF;
+    ELSE
+        INSERT INTO sync_seen (service_sid, user_sid, channel_sid)
+        SELECT p_service, p_user, c FROM unnest(p_conversation) AS c
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    INSERT INTO sync_cursors AS c
+           (service_sid, user_sid, run_id, state, next_page_url, pages_done,
+            last_complete_at, listing_digest, listing_rows, updated_at)
+    VALUES (p_service, p_user, p_run_id,
+            CASE WHEN p_next_url IS NULL THEN 'complete' ELSE 'running' END,
+            p_next_url, 1,
+            CASE WHEN p_next_url IS NULL THEN now() END,
+            CASE WHEN v_single THEN p_digest END,
+            CASE WHEN v_single AND p_digest IS NOT NULL THEN v_distinct END, now())
+    ON CONFLICT (service_sid, user_sid) DO UPDATE
+       SET run_id = EXCLUDED.run_id,
+           state = EXCLUDED.state,
+           next_page_url = EXCLUDED.next_page_url,
+           pages_done = CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END,
+           last_complete_at = coalesce(EXCLUDED.last_complete_at, c.last_complete_at),
+           listing_digest = EXCLUDED.listing_digest,
+           listing_rows = EXCLUDED.listing_rows,
+           last_error = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error END,
+           last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
+           updated_at = now();
+
+    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
+                         p_received => coalesce(cardinality(p_conversation), 0) + p_rejected,
+                         p_inserted => inserted, p_updated => updated,
+                         p_unchanged => unchanged, p_deleted => deleted,
+                         p_rejected => p_rejected, p_requests => p_requests,
+                         p_retries => p_retries);
+END
+$fn$;

@@ -1,0 +1,490 @@
+#!/usr/bin/env bash
+# The SQL side of a user's conversations (migration 010,
+# sql/functions/sync_conversations.sql): sync_conversations_page() as
+# sync_page() is for memberships (fresh insert, unchanged pages that write
+# nothing, changes that keep a past version and log an event, listings of
+# several pages and what they leave out, removals and returns, duplicates,
+# the digest of a one-page listing, the fence, the run's counters), and what
+# the rest of the schema does with conversations: a user the users listing
+# deletes, the merge of an identity into its User SID, retention, comments
+# and the read-only role.  Each function is called as chatsyncd calls it,
+# on a session that carries the writer's epoch.
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+S=$SERVICE_SID
+sid() { printf 'US%032x' "$1"; } # sid N: a User SID
+
+FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" "$(sid 1)" # --migrate makes no request
+TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
+is "$?" 0 "chatsyncd --migrate creates the schema"
+epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+
+# as EPOCH QUERY: QUERY in schema chatsync on a session carrying EPOCH, whose
+# statistics are then flushed (for pg_stat_user_tables).
+as() {
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2" -c '\o /dev/null' -c "SELECT pg_stat_force_next_flush()"
+}
+w() { as "$epoch" "$1"; } # w QUERY: as the writer
+q() { sql "SET search_path TO chatsync; $1"; }
+run() { q "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id"; }
+opt() { if [ "$1" = - ]; then echo NULL; else echo "'$1'"; fi; } # opt X: NULL for -, else X quoted
+
+# writes TABLE...: rows inserted, updated and deleted in these tables so far.
+writes() {
+	local t
+	t=$(printf "'%s'," "$@")
+	sql "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables
+	      WHERE schemaname = 'chatsync' AND relname IN (${t%,})"
+}
+CONV_TABLES="user_conversations user_conversation_past_versions conversation_event_log"
+
+# conv RUN USER FIRST NEXT SIDS STATES [UNREADS [DIGEST]]: one page of USER's
+# conversations (comma-separated lists, NULL for a NULL; NEXT - on the last
+# page; STATES and UNREADS may be shorter than SIDS, the rest NULL): each
+# conversation with its account, participant, name and URL derived from its
+# SID, REJECTED (default 0) entries rejected, 1 request, no retry.  Prints
+# inserted|updated|unchanged|deleted.
+conv() {
+	w "SELECT p.* FROM (SELECT '{$5}'::text[] AS s) x,
+	     LATERAL sync_conversations_page($1, '$S', '$2', $3, $(opt "$4"), x.s,
+	       array(SELECT '$ACCOUNT_SID' FROM unnest(x.s)), array(SELECT 'MB' || c FROM unnest(x.s) c),
+	       '{$6}', NULL, '{${7:-}}', NULL, array(SELECT 'Conversation ' || c FROM unnest(x.s) c),
+	       NULL, NULL, NULL, NULL, NULL, NULL,
+	       array(SELECT 'https://conversations.twilio.com/v1/Conversations/' || c FROM unnest(x.s) c),
+	       NULL, NULL, ${REJECTED:-0}, 1, 0, $(opt "${8:--}")) p"
+}
+# listed USER: USER's conversations, SID:state, the deleted ones marked with a -.
+listed() {
+	q "SELECT string_agg(conversation_sid || ':' || coalesce(conversation_state, 'null')
+	                     || CASE WHEN deleted_at IS NOT NULL THEN '-' ELSE '' END,
+	                     ',' ORDER BY conversation_sid)
+	     FROM user_conversations WHERE user_sid = '$1'"
+}
+# events USER: USER's events in order (of one sweep, by SID): SID:event:old:new.
+events() {
+	q "SELECT string_agg(conversation_sid || ':' || event || ':' || coalesce(old_state, '-') || ':'
+	                     || coalesce(new_state, '-'), ',' ORDER BY at, conversation_sid)
+	     FROM conversation_event_log WHERE user_sid = '$1'"
+}
+# past USER: USER's past versions in order: SID:state, a removal period marked with a -.
+past() {
+	q "SELECT string_agg(conversation_sid || ':' || coalesce(conversation_state, 'null')
+	                     || CASE WHEN is_deleted THEN '-' ELSE '' END,
+	                     ',' ORDER BY conversation_sid, valid_from)
+	     FROM user_conversation_past_versions WHERE user_sid = '$1'"
+}
+cursor() { # cursor USER: its run, state, next page, pages done, completed?, digest, rows
+	q "SELECT run_id, state, coalesce(next_page_url, '-'), pages_done, last_complete_at IS NOT NULL,
+	          coalesce(listing_digest, '-'), coalesce(listing_rows::text, '-')
+	     FROM sync_cursors WHERE service_sid = '$S' AND user_sid = '$1'"
+}
+seen() { q "SELECT string_agg(channel_sid, ',' ORDER BY channel_sid) FROM sync_seen WHERE user_sid = '$1'"; }
+# breaks: versions that do not begin where the one before them ended, or
+# (the first) when the conversation was first seen, over every stored
+# conversation: its past versions, its current one (live since updated_at,
+# or gone since deleted_at).  0 when the versions of each neither overlap
+# nor leave a gap.
+breaks() {
+	q "WITH v AS (
+	       SELECT service_sid, user_sid, conversation_sid, valid_from, valid_to
+	         FROM user_conversation_past_versions
+	       UNION ALL
+	       SELECT service_sid, user_sid, conversation_sid, coalesce(deleted_at, updated_at), NULL
+	         FROM user_conversations
+	   ), o AS (
+	       SELECT v.*, lag(valid_to) OVER w AS prev_to, row_number() OVER w AS n
+	         FROM v WINDOW w AS (PARTITION BY service_sid, user_sid, conversation_sid ORDER BY valid_from)
+	   )
+	   SELECT count(*) FROM o JOIN user_conversations uc USING (service_sid, user_sid, conversation_sid)
+	    WHERE CASE WHEN o.n = 1 THEN o.valid_from <> uc.first_seen_at
+	               ELSE o.valid_from IS DISTINCT FROM o.prev_to END"
+}
+# overlaps: pairs of versions of one conversation of which one begins inside the other.
+overlaps() {
+	q "WITH v AS (
+	       SELECT service_sid, user_sid, conversation_sid, valid_from, valid_to
+	         FROM user_conversation_past_versions
+	       UNION ALL
+	       SELECT service_sid, user_sid, conversation_sid, coalesce(deleted_at, updated_at), NULL
+	         FROM user_conversations
+	   )
+	   SELECT count(*) FROM v h JOIN v n USING (service_sid, user_sid, conversation_sid)
+	    WHERE n.valid_from > h.valid_from AND n.valid_from < coalesce(h.valid_to, 'infinity')"
+}
+
+M=$(run)
+
+# --- a user's first listing ----------------------------------------------------
+U1=$(sid 1)
+is "$(conv "$M" "$U1" true - C1,C2,C3 active,inactive,closed 1,2,3)" "3|0|0|0" \
+	"sync_conversations_page(): a user's first listing: 3 conversations inserted"
+is "$(q "SELECT string_agg(concat_ws('|', conversation_sid, account_sid, participant_sid, conversation_state,
+	        unread_messages_count, friendly_name, url), ',' ORDER BY conversation_sid)
+	   FROM user_conversations WHERE user_sid = '$U1'")" \
+	"C1|$ACCOUNT_SID|MBC1|active|1|Conversation C1|https://conversations.twilio.com/v1/Conversations/C1,C2|$ACCOUNT_SID|MBC2|inactive|2|Conversation C2|https://conversations.twilio.com/v1/Conversations/C2,C3|$ACCOUNT_SID|MBC3|closed|3|Conversation C3|https://conversations.twilio.com/v1/Conversations/C3" \
+	"stored with the values sent"
+is "$(q "SELECT count(*) FROM user_conversations WHERE user_sid = '$U1'
+	   AND first_seen_at = updated_at AND deleted_at IS NULL")" 3 "first seen now, not deleted"
+is "$(events "$U1")|$(past "$U1")" "|" "a first listing logs no event and ends no version"
+is "$(cursor "$U1")" "$M|complete|-|1|t|-|-" "the cursor: complete after one page, no digest sent"
+
+# --- an unchanged listing writes nothing -----------------------------------------
+before=$(writes $CONV_TABLES)
+updated=$(q "SELECT string_agg(updated_at::text, ',' ORDER BY conversation_sid) FROM user_conversations WHERE user_sid = '$U1'")
+is "$(conv "$M" "$U1" true - C1,C2,C3 active,inactive,closed 1,2,3)" "0|0|3|0" "the same listing again: 3 unchanged"
+is "$(writes $CONV_TABLES)" "$before" \
+	"and not one row of user_conversations, its past versions or its events is written"
+is "$(q "SELECT string_agg(updated_at::text, ',' ORDER BY conversation_sid) FROM user_conversations WHERE user_sid = '$U1'")" \
+	"$updated" "updated_at stays"
+
+# --- a change --------------------------------------------------------------------
+old=$(q "SELECT updated_at FROM user_conversations WHERE user_sid = '$U1' AND conversation_sid = 'C1'")
+is "$(conv "$M" "$U1" true - C1,C2,C3 closed,inactive,closed 1,2,3)" "0|1|2|0" "C1 closed: 1 updated, 2 unchanged"
+is "$(writes $CONV_TABLES)" "$((before + 3))" "three rows written: the row, its past version, an event"
+is "$(past "$U1")" "C1:active" "the version it replaces is kept"
+is "$(q "SELECT valid_from = '$old' AND valid_to = (SELECT updated_at FROM user_conversations
+	          WHERE user_sid = '$U1' AND conversation_sid = 'C1') AND NOT is_deleted
+	   FROM user_conversation_past_versions WHERE user_sid = '$U1'")" t \
+	"valid from the old updated_at to the new one"
+is "$(events "$U1")" "C1:state_changed:active:closed" "and a state_changed event, with the old and new state"
+is "$(conv "$M" "$U1" true - C1,C2,C3 closed,inactive,closed 1,5,3)" "0|1|2|0" "C2's unread count changes"
+is "$(past "$U1")|$(events "$U1")" "C1:active,C2:inactive|C1:state_changed:active:closed" \
+	"a past version, but no event: its state is the same"
+is "$(conv "$M" "$U1" true - C1,C2,C3 closed,NULL,closed 1,5,3)" "0|1|2|0" "C2's state not sent (NULL)"
+is "$(listed "$U1")|$(events "$U1")" "C1:closed,C2:null,C3:closed|C1:state_changed:active:closed" \
+	"stored as NULL, but a NULL state is no change: no event"
+is "$(conv "$M" "$U1" true - C1,C2,C3,C4 closed,inactive,closed,archived 1,5,3)" "1|1|2|0" \
+	"C4 new with a state this version does not know, C2's state back"
+is "$(listed "$U1")|$(events "$U1")" \
+	"C1:closed,C2:inactive,C3:closed,C4:archived|C1:state_changed:active:closed,C4:added:-:archived" \
+	"an unknown state is stored as received; a new conversation after the first listing is added; from NULL is no change"
+
+# --- every value is compared ------------------------------------------------------
+COLS=(account_sid participant_sid conversation_state notification_level unread_messages_count
+	last_read_message_index friendly_name unique_name created_by date_created date_updated
+	date_inactive date_closed url conversation_url participant_url)
+TYPES=(text text text text bigint bigint text text text timestamptz timestamptz timestamptz
+	timestamptz text text text)
+BASE=(AC1 MB1 active default 3 7 Ops ops alice "2020-01-01 00:00:00+00" "2020-01-02 00:00:00+00"
+	"2020-02-01 00:00:00+00" "2020-03-01 00:00:00+00" u1 c1 p1)
+OTHER=(AC2 MB2 inactive muted 4 8 "Ops 2" ops2 bob "2021-01-01 00:00:00+00" "2021-01-02 00:00:00+00"
+	"2021-02-01 00:00:00+00" "2021-03-01 00:00:00+00" u2 c2 p2)
+# full RUN USER SID [COL VALUE]: a one-page listing of conversation SID with
+# every value set (BASE), or VALUE in COL (NULL: a NULL).
+full() {
+	local args="" i v
+	for i in "${!COLS[@]}"; do
+		v=${BASE[i]}
+		[ "${COLS[i]}" = "${4:-}" ] && v=$5
+		if [ "$v" = NULL ]; then
+			args+=", ARRAY[NULL]::${TYPES[i]}[]"
+		else
+			args+=", ARRAY['$v']::${TYPES[i]}[]"
+		fi
+	done
+	w "SELECT * FROM sync_conversations_page($1, '$S', '$2', true, NULL, ARRAY['$3']$args, 0, 1, 0, NULL)"
+}
+# stored_as VALUES...: does F1's row hold these values, column by column?
+stored_as() {
+	local cond="" i
+	for i in "${!COLS[@]}"; do
+		cond+="${cond:+ AND }${COLS[i]} = '${1}'::${TYPES[i]}"
+		shift
+	done
+	q "SELECT $cond FROM user_conversations WHERE user_sid = 'fiona' AND conversation_sid = 'F1'"
+}
+is "$(full "$M" fiona F1)|$(stored_as "${BASE[@]}")" "1|0|0|0|t" "a conversation with every value set is stored as sent"
+got= want=
+for i in "${!COLS[@]}"; do
+	got+="${COLS[i]}:$(full "$M" fiona F1 "${COLS[i]}" "${OTHER[i]}")/$(q "SELECT ${COLS[i]} = '${OTHER[i]}'
+		FROM user_conversations WHERE user_sid = 'fiona'")/$(full "$M" fiona F1) "
+	want+="${COLS[i]}:0|1|0|0/t/0|1|0|0 "
+done
+is "$got" "$want" "each of the 16 values is compared: a change of any one alone updates the row, and so does a change back"
+is "$(q "SELECT count(*) FROM user_conversation_past_versions WHERE user_sid = 'fiona'")|$(events fiona)|$(stored_as "${BASE[@]}")" \
+	"32|F1:state_changed:active:inactive,F1:state_changed:inactive:active|t" \
+	"each change ended a version (32), the two of the state logged events; the row holds the values last sent"
+is "$(full "$M" fiona F1)|$(writes $CONV_TABLES)" "0|0|1|0|$(writes $CONV_TABLES)" \
+	"every value as stored: unchanged, nothing written"
+is "$(full "$M" fiona F1 date_closed NULL)|$(full "$M" fiona F1 date_closed NULL)" "0|1|0|0|0|0|1|0" \
+	"a value that becomes NULL is a change; NULL again is none"
+
+# --- duplicates in one page: the last counts --------------------------------------
+is "$(conv "$M" dup true - D1,D2,D1 active,active,closed 1,2,3)" "2|0|0|0" \
+	"a first listing with D1 twice: 2 inserted"
+is "$(listed dup)|$(q "SELECT unread_messages_count FROM user_conversations WHERE user_sid = 'dup' AND conversation_sid = 'D1'")" \
+	"D1:closed,D2:active|3" "of the two D1 entries, the last is stored"
+is "$(conv "$M" dup true - D1,D2,D1,D2 inactive,active,closed,closed 4,2,3,2)" "0|1|1|0" \
+	"a later listing, D1 and D2 twice each: D1 (last as stored) unchanged, D2 (last closed) updated"
+is "$(listed dup)|$(events dup)" "D1:closed,D2:closed|D2:state_changed:active:closed" \
+	"the last of each is stored; the entries before it leave no trace"
+
+# --- a listing of three pages, and what it leaves out --------------------------------
+R=$(run)
+U2=$(sid 2)
+is "$(conv "$R" "$U2" true - C1,C2,C3,C4,C5,C6,C7 active,active,active,active,active,active,active)" "7|0|0|0" \
+	"a user's first listing: 7 conversations"
+is "$(conv "$R" "$U2" true http://x/p2 C1,C2 active,active)" "0|0|2|0" "the next listing's first page of three"
+is "$(seen "$U2")|$(cursor "$U2")" "C1,C2|$R|running|http://x/p2|1|t|-|-" \
+	"its conversations recorded in sync_seen; the cursor running, with the next page"
+is "$(REJECTED=2 conv "$R" "$U2" false http://x/p3 C3,C4 active,closed)" "0|1|1|0" \
+	"the second page: C4 closed"
+is "$(seen "$U2")|$(listed "$U2")" "C1,C2,C3,C4|C1:active,C2:active,C3:active,C4:closed,C5:active,C6:active,C7:active" \
+	"nothing deleted before the last page"
+is "$(conv "$R" "$U2" false - C5 active)" "0|0|1|2" "the last page: C5 unchanged, the 2 no page listed deleted"
+is "$(listed "$U2")" "C1:active,C2:active,C3:active,C4:closed,C5:active,C6:active-,C7:active-" \
+	"exactly C6 and C7 are deleted"
+is "$(q "SELECT count(*) FROM user_conversations WHERE user_sid = '$U2' AND deleted_at IS NOT NULL
+	   AND deleted_at = updated_at AND deleted_at > first_seen_at")" 2 "deleted_at and updated_at set"
+is "$(past "$U2")" "C4:active,C6:active,C7:active" "the versions of C6 and C7 end where they were deleted (C4's where it closed)"
+is "$(q "SELECT count(*) FROM user_conversation_past_versions p JOIN user_conversations u
+	   USING (service_sid, user_sid, conversation_sid)
+	   WHERE user_sid = '$U2' AND conversation_sid IN ('C6', 'C7') AND p.valid_to = u.deleted_at")" 2 \
+	"valid until deleted_at"
+is "$(events "$U2")" "C4:state_changed:active:closed,C6:removed:active:-,C7:removed:active:-" \
+	"a removed event for each, with the state it had"
+is "$(seen "$U2")|$(cursor "$U2")" "|$R|complete|-|3|t|-|-" \
+	"sync_seen emptied; the cursor complete after 3 pages, without a digest"
+is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_inserted, rows_updated, rows_unchanged,
+	        rows_deleted, rows_rejected, http_requests, http_retries) FROM sync_runs WHERE run_id = $R")" \
+	"4|2|14|7|1|4|2|2|4|0" "the run counts the pages, users, rows (rejected ones too) and requests"
+is "$(conv "$M" "$U2" true - C1,C2,C3,C4,C5,C6 active,active,active,closed,active,inactive)" "0|1|5|0" \
+	"C6 comes back (inactive): updated; C7, deleted already, is not counted again"
+is "$(listed "$U2")|$(past "$U2")" \
+	"C1:active,C2:active,C3:active,C4:closed,C5:active,C6:inactive,C7:active-|C4:active,C6:active,C6:active-,C7:active" \
+	"C6 is live again; the time it was gone is a version of its own (is_deleted)"
+is "$(q "SELECT p.valid_from = d.valid_to AND p.valid_to = u.updated_at
+	   FROM user_conversation_past_versions p, user_conversation_past_versions d, user_conversations u
+	  WHERE p.user_sid = '$U2' AND p.conversation_sid = 'C6' AND p.is_deleted
+	    AND d.user_sid = '$U2' AND d.conversation_sid = 'C6' AND NOT d.is_deleted
+	    AND u.user_sid = '$U2' AND u.conversation_sid = 'C6'")" t \
+	"from its deletion to its return"
+is "$(events "$U2" | tr , '\n' | tail -n 1)" "C6:added:-:inactive" "its return is an added event"
+
+# A user's first listing on several pages: no event, nothing deleted.
+is "$(conv "$M" newbie true http://x/p2 N1,N2 active,active)|$(conv "$M" newbie false http://x/p3 N3,N1 active,closed)|$(conv "$M" newbie false - N4 active)" \
+	"2|0|0|0|1|1|0|0|1|0|0|0" "a user's first listing on three pages: 4 conversations, N1 changed on page 2"
+is "$(listed newbie)|$(events newbie)|$(past newbie)" "N1:closed,N2:active,N3:active,N4:active||N1:active" \
+	"the first listing logs no event, even for a change between its pages"
+
+# A listing that restarts from its first page forgets what the old one had seen.
+conv "$M" "$U2" true http://x/p2 C1,C2 active,active >/dev/null
+is "$(conv "$M" "$U2" true http://x/p2 C3 active)|$(seen "$U2")" "0|0|1|0|C3" "a first page again: sync_seen starts over"
+is "$(conv "$M" "$U2" false - C4,C5,C6 closed,active,inactive)" "0|0|3|2" \
+	"its last page: C1 and C2, listed by the abandoned listing only, are deleted"
+
+# --- the digest of a one-page listing ------------------------------------------------
+is "$(conv "$M" dina true - G1,G2,G2 active,active,closed 1,2,3 dg-1)" "2|0|0|0" "a one-page listing with a digest"
+is "$(cursor dina)" "$M|complete|-|1|t|dg-1|2" "the digest lands on the cursor, with the number of conversations"
+before=$(writes $CONV_TABLES)
+R2=$(run)
+is "$(w "SELECT sync_listing_unchanged($R2, '$S', 'dina', 'dg-1', 3, 1, 1, 0)")" 2 \
+	"sync_listing_unchanged() with that digest: 2 unchanged"
+is "$(cursor dina)|$(writes $CONV_TABLES)" "$R2|complete|-|1|t|dg-1|2|$before" \
+	"only the cursor moves to the run; no conversation row written"
+is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_unchanged, rows_rejected) FROM sync_runs WHERE run_id = $R2")" \
+	"1|1|4|2|1" "the run counts the page as unchanged"
+is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', 'dg-2', 2, 0, 1, 0)::text, 'null')")" null \
+	"another digest: NULL, nothing done (the page is sent)"
+is "$(conv "$M" dina true http://x/p2 G1 active 1)|$(cursor dina)" "0|0|1|0|$M|running|http://x/p2|1|t|-|-" \
+	"a listing of several pages keeps no digest"
+is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', 'dg-1', 2, 0, 1, 0)::text, 'null')")" null \
+	"and the old digest no longer stands for the table"
+
+# --- the fence -------------------------------------------------------------------------
+stored() {
+	q "SELECT (SELECT string_agg(concat_ws(':', user_sid, conversation_sid, conversation_state, updated_at,
+	                                        deleted_at), ',' ORDER BY user_sid, conversation_sid)
+	             FROM user_conversations),
+	          (SELECT count(*) FROM user_conversation_past_versions), (SELECT count(*) FROM conversation_event_log),
+	          (SELECT string_agg(concat_ws(':', user_sid, run_id, state, updated_at), ',' ORDER BY user_sid)
+	             FROM sync_cursors),
+	          (SELECT count(*) FROM sync_seen), (SELECT sum(pages) FROM sync_runs)"
+}
+before=$(stored)
+for e in $((epoch - 1)) ""; do
+	is "$(as "$e" "SELECT * FROM sync_conversations_page($M, '$S', '$U2', true, NULL, '{C1,C9}',
+		NULL, NULL, '{closed,active}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+		NULL, NULL, NULL, 0, 1, 0, NULL)")" "|||" \
+		"a session fenced out (epoch '$e'): NULL counts"
+	as "$e" "SELECT * FROM sync_conversations_page($M, '$S', 'fenced', true, 'http://x/2', '{C1}',
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+		NULL, NULL, NULL, 0, 1, 0, NULL)" >/dev/null
+	is "$(stored)" "$before" \
+		"nothing written: no conversation, version, event, cursor, seen conversation or page counted"
+done
+
+# --- a user the users listing deletes ---------------------------------------------------
+# users RUN SIDS IDENTITIES: a whole users listing on one page.
+users() {
+	w "SELECT * FROM sync_users_page($1, '$S', true, NULL, '{$2}', NULL, '{$3}', NULL,
+	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0)"
+}
+U4=$(sid 4) U5=$(sid 5) U6=$(sid 6)
+users "$M" "$U4,$U5,$U6" "erin,dora,ed" >/dev/null
+conv "$M" "$U4" true - E1,E2 active,closed 1,2 dg-e >/dev/null # complete: removals are events
+conv "$M" dora true http://x/p2 O1 active >/dev/null           # a first listing in progress
+conv "$M" ed true - X1 active >/dev/null # ed's identity: a user not deleted (U6) keeps it
+is "$(users "$M" "$U6" ed)" "0|0|1|2" "the users listing no longer shows erin and dora: 2 users deleted"
+is "$(listed "$U4")|$(listed dora)|$(listed ed)" "E1:active-,E2:closed-|O1:active-|X1:active" \
+	"their conversations are deleted, under the User SID and under the identity; ed's are kept"
+is "$(past "$U4")|$(past dora)" "E1:active,E2:closed|O1:active" "each one's version ends"
+is "$(events "$U4")|$(events dora)" "E1:removed:active:-,E2:removed:closed:-|" \
+	"removed events where the key's listing had completed, none for a first listing"
+is "$(cursor "$U4")" "$M|complete|-|1|t|-|-" "the cursor keeps no digest: the table no longer holds that listing"
+
+# --- sync_merge_user -----------------------------------------------------------------------
+HIST="conversation_sid, account_sid, participant_sid, conversation_state, notification_level,
+	unread_messages_count, last_read_message_index, friendly_name, unique_name, created_by,
+	date_created, date_updated, date_inactive, date_closed, url, conversation_url, participant_url,
+	valid_from, valid_to, is_deleted"
+snapshot() { # snapshot KEY: every row stored under KEY, without the key
+	q "SELECT string_agg(r, ';' ORDER BY r) FROM (
+	     SELECT 'c' || (conversation_sid, conversation_state, unread_messages_count, friendly_name, url,
+	                    first_seen_at, updated_at, deleted_at)::text AS r
+	       FROM user_conversations WHERE user_sid = '$1'
+	     UNION ALL SELECT 'v' || ($HIST)::text FROM user_conversation_past_versions WHERE user_sid = '$1'
+	     UNION ALL SELECT 'e' || (event_id, at, conversation_sid, event, old_state, new_state)::text
+	       FROM conversation_event_log WHERE user_sid = '$1'
+	     UNION ALL SELECT 'k' || (run_id, state, pages_done, last_complete_at, last_error)::text
+	       FROM sync_cursors WHERE user_sid = '$1') s"
+}
+keyed() { # keyed KEY: KEY's conversations, past versions, events, cursors, seen conversations
+	q "SELECT concat_ws('|', (SELECT count(*) FROM user_conversations WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM conversation_event_log WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM sync_cursors WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM sync_seen WHERE user_sid = '$1'))"
+}
+
+# frank, configured by identity: a history of his own (F1 changed, F2
+# removed), a complete one-page listing with its digest.
+U7=$(sid 7)
+conv "$M" frank true - F1,F2 active,active >/dev/null
+conv "$M" frank true - F1,F2 inactive,active >/dev/null
+conv "$M" frank true - F1 inactive "" dg-f >/dev/null
+frank=$(snapshot frank)
+is "$(keyed frank)|$(keyed "$U7")" "2|2|2|1|0|0|0|0|0|0" \
+	"frank's identity holds 2 conversations, 2 past versions, 2 events, a cursor"
+is "$(w "SELECT sync_merge_user('$S', 'frank', '$U7')")" 2 \
+	"sync_merge_user(), only the identity has data: its 2 conversations are moved"
+is "$(keyed frank)|$(keyed "$U7")" "0|0|0|0|0|2|2|2|1|0" "nothing is left under the identity"
+is "$(snapshot "$U7")" "$frank" "the SID holds the same conversations, versions, events and cursor: no history lost"
+is "$(cursor "$U7")" "$M|complete|-|1|t|-|-" "the cursor is rekeyed without its digest"
+
+# gina, an identity in the middle of a listing, merged into a User SID that
+# has nothing stored: the listing moves, and starts again from its first page.
+U11=$(sid 11)
+conv "$M" gina true http://x/gina/2 G1,G2 active,active >/dev/null
+is "$(w "SELECT sync_merge_user('$S', 'gina', '$U11')")" 2 "an identity in the middle of a listing"
+is "$(q "SELECT state || '|' || coalesce(next_page_url, '-') || '|' || pages_done
+	   FROM sync_cursors WHERE user_sid = '$U11'")|$(keyed "$U11")|$(keyed gina)" "running|-|0|2|0|0|1|2|0|0|0|0|0" \
+	"its cursor restarts from the first page (no next page), the seen conversations move with it"
+
+# hank, configured both ways: his identity and U8 both have data; the SID's
+# listing is the later one and wins.
+U8=$(sid 8)
+conv "$M" hank true - H1,H2 active,active >/dev/null
+conv "$M" hank true - H1,H2 inactive,active >/dev/null # H1: a past version and an event
+conv "$M" "$U8" true - H1,H3 closed,active >/dev/null
+is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")" 2 \
+	"both keys have data, the SID's listing the later: H1 (both) dropped, H2 (identity only) moved"
+is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity"
+is "$(listed "$U8")" "H1:closed,H2:active,H3:active" \
+	"one row per conversation: the SID's own H1 and H3, the identity's H2"
+is "$(q "SELECT string_agg(conversation_state || ':' || (valid_to = (SELECT updated_at FROM user_conversations
+	            WHERE user_sid = '$U8' AND conversation_sid = 'H1')), ',' ORDER BY valid_from)
+	   FROM user_conversation_past_versions WHERE user_sid = '$U8'")|$(events "$U8")" \
+	"active:false,inactive:true|H1:state_changed:active:inactive" \
+	"the identity's history of H1 from before the SID first saw it stays: its version, the current one archived up to then, its event"
+is "$(q "SELECT first_seen_at = (SELECT min(valid_from) FROM user_conversation_past_versions
+	                                 WHERE user_sid = '$U8' AND conversation_sid = 'H1')
+	   FROM user_conversations WHERE user_sid = '$U8' AND conversation_sid = 'H1'")" t \
+	"H1's first_seen_at is the identity's, the earlier"
+is "$(q "SELECT run_id || state FROM sync_cursors WHERE user_sid = '$U8'")" "${M}complete" "the SID keeps its own cursor"
+u8=$(snapshot "$U8")
+is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")|$(snapshot "$U8")" "0|$u8" \
+	"sync_merge_user() again, only the SID has data: nothing to do"
+
+# ned, configured both ways at once: the two listings take turns, the SID's
+# last.  Of the identity's history, what comes after the SID first saw the
+# conversation goes: its version cut there, its later version and event dropped.
+U12=$(sid 12)
+conv "$M" ned true - Q1 active >/dev/null
+conv "$M" "$U12" true - Q1 active >/dev/null
+conv "$M" ned true - Q1 inactive >/dev/null
+conv "$M" "$U12" true - Q1 closed >/dev/null
+is "$(w "SELECT sync_merge_user('$S', 'ned', '$U12')")|$(keyed ned)" "1|0|0|0|0|0" \
+	"both keys listed in turns, the SID last: the identity's Q1 dropped, nothing left under it"
+is "$(listed "$U12")|$(past "$U12")|$(events "$U12")" "Q1:closed|Q1:active,Q1:active|Q1:state_changed:active:closed" \
+	"the SID's Q1 stays; the identity's first version before it; the identity's later change and its event are gone"
+is "$(q "SELECT count(*) FROM (SELECT valid_to, lead(valid_from) OVER (ORDER BY valid_from) AS next_from
+	     FROM user_conversation_past_versions WHERE user_sid = '$U12') v
+	  WHERE next_from IS NOT NULL AND valid_to <> next_from")" 0 \
+	"the identity's version is cut where the SID's first begins"
+
+# lena, first configured by SID, later by identity: the identity's listing is
+# the later one and wins; the SID's older version of L1 stays as history.
+L=$(sid 45)
+conv "$M" "$L" true - L1 inactive >/dev/null
+conv "$M" lena true - L1,L2 active,active >/dev/null
+is "$(w "SELECT sync_merge_user('$S', 'lena', '$L')")" 3 \
+	"the identity's listing the later: the SID's L1 dropped, the identity's two moved"
+is "$(listed "$L")|$(past "$L")" "L1:active,L2:active|L1:inactive" \
+	"the identity's conversations are current; the SID's L1 is L1's earlier version"
+is "$(q "SELECT count(*) FROM sync_cursors WHERE user_sid IN ('lena', '$L')")|$(keyed lena)" "1|0|0|0|0|0" \
+	"one cursor, under the SID; nothing under the identity"
+
+# ivy, by identity, resolved by sync_resolve_users().
+U9=$(sid 9)
+users "$M" "$U6,$U9" "ed,ivy" >/dev/null
+conv "$M" ivy true - V1 active >/dev/null
+is "$(w "SELECT user_key FROM sync_resolve_users('$S', '{ivy}', false)")|$(keyed ivy)|$(keyed "$U9")" \
+	"$U9|0|0|0|0|0|1|0|0|1|0" "sync_resolve_users(): an identity with conversations is merged into its SID"
+U10=$(sid 10)
+users "$M" "$U6,$U9,$U10" "ed,ivy,jo" >/dev/null
+conv "$M" jo true - J1 active >/dev/null
+q "DELETE FROM sync_cursors WHERE user_sid = 'jo'" >/dev/null
+is "$(w "SELECT user_key FROM sync_resolve_users('$S', '{jo}', false)")|$(keyed jo)|$(keyed "$U10")" \
+	"$U10|0|0|0|0|0|1|0|0|0|0" "and so is one whose conversations are all it has (no cursor)"
+
+is "$(breaks)|$(overlaps)" "0|0" \
+	"the versions of every conversation neither overlap nor leave a gap, from first seen to now, merges included"
+
+# --- retention -----------------------------------------------------------------------------
+q "UPDATE user_conversation_past_versions SET valid_from = valid_from - interval '100 days',
+	                                          valid_to = valid_to - interval '100 days'
+    WHERE user_sid = '$U2';
+   UPDATE conversation_event_log SET at = at - interval '100 days' WHERE user_sid = '$U2'" >/dev/null
+old=$(q "SELECT (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid = '$U2')
+	        + (SELECT count(*) FROM conversation_event_log WHERE user_sid = '$U2')")
+kept=$(q "SELECT (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid <> '$U2') || '|'
+	         || (SELECT count(*) FROM conversation_event_log WHERE user_sid <> '$U2')")
+is "$(w "SELECT sync_prune(30, 2)")" 4 "sync_prune(): up to a batch from the conversations' versions, and from their events"
+n=4
+while p=$(w "SELECT sync_prune(30, 2)") && [ "$p" != 0 ]; do n=$((n + p)); done
+is "$n" "$old" "until it returns 0: every version and event older than the retention"
+is "$(keyed "$U2" | cut -d'|' -f2,3)|$(q "SELECT (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid <> '$U2') || '|'
+	  || (SELECT count(*) FROM conversation_event_log WHERE user_sid <> '$U2')")" "0|0|$kept" \
+	"those of the user whose history is old are gone, the rest kept"
+
+# --- documentation and the reader -------------------------------------------------------------
+is "$(q "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           WHERE c.relnamespace = 'chatsync'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+             AND c.relname IN ('user_conversations', 'user_conversation_past_versions', 'conversation_event_log')
+             AND col_description(c.oid, a.attnum) IS NULL")|$(q "SELECT count(*) FROM pg_class c
+           WHERE c.relnamespace = 'chatsync'::regnamespace
+             AND c.relname IN ('user_conversations', 'user_conversation_past_versions', 'conversation_event_log')
+             AND obj_description(c.oid, 'pg_class') IS NOT NULL")" "0|3" \
+	"every column of the new tables has a comment, and every table a description"
+sql "CREATE ROLE conv_reader LOGIN IN ROLE chatsync_reader" >/dev/null
+is "$(psql -X -q -A -t -U conv_reader -c "SELECT (SELECT count(*) FROM chatsync.user_conversations) > 0,
+	(SELECT count(*) FROM chatsync.user_conversation_past_versions) > 0,
+	(SELECT count(*) FROM chatsync.conversation_event_log) > 0" 2>&1)" "t|t|t" "chatsync_reader reads the new tables"
+out=$(psql -X -q -A -t -U conv_reader -c "DELETE FROM chatsync.user_conversations" 2>&1)
+ok $((!$?)) "and may not write them ($(echo "$out" | head -n 1 | cut -c1-60))"
+
+done_testing
