@@ -1254,6 +1254,7 @@ dataset_slot(const struct dataset *ds, uint64_t j)
 }
 
 struct entry {
+	uint64_t slot;
 	char channel_sid[35];
 	char member_sid[35];
 	const char *status; /* NULL is JSON null */
@@ -1407,6 +1408,7 @@ make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 	uint64_t b = ds->base;
 
 	memset(e, 0, sizeof(*e));
+	e->slot = slot;
 	format_sid(e->channel_sid, "CH", slot_word(b, slot, SALT_CHANNEL_HI),
 		   slot_word(b, slot, SALT_CHANNEL_LO), slot % 3 == 0);
 	format_sid(e->member_sid, "MB", slot_word(b, slot, SALT_MEMBER_HI),
@@ -1701,7 +1703,7 @@ user_row_free(struct user_row *r)
 }
 
 struct channel_row {
-	const struct user *creator;
+	const char *creator; /* the identity of the user whose membership it is */
 	uint64_t slot;
 	struct entry e; /* the creator's membership: the channel SID, its status */
 	struct buf friendly_name;
@@ -1719,7 +1721,7 @@ struct channel_row {
 static void
 channel_names(const struct config *cfg, struct channel_row *r)
 {
-	const char *identity = r->creator->identity;
+	const char *identity = r->creator;
 	uint64_t i = r->slot;
 	bool renamed = channel_renamed(cfg, i);
 
@@ -1746,18 +1748,21 @@ channel_names(const struct config *cfg, struct channel_row *r)
 	}
 }
 
-/* The channel of slot in user k's memberships; free with channel_row_free(). */
+/*
+ * The channel of slot in the memberships of identity (borrowed: it must
+ * outlive r); free with channel_row_free().
+ */
 static void
-make_channel_row(const struct config *cfg, const char *service, size_t k, uint64_t slot,
+make_channel_row(const struct config *cfg, const char *service, const char *identity, uint64_t slot,
 		 struct channel_row *r)
 {
 	struct dataset ds;
 	bool renamed = channel_renamed(cfg, slot);
 
 	memset(r, 0, sizeof(*r));
-	r->creator = &cfg->users[k];
+	r->creator = identity;
 	r->slot = slot;
-	dataset_init(&ds, cfg, service, r->creator->identity);
+	dataset_init(&ds, cfg, service, identity);
 	make_entry(&ds, slot, &r->e);
 	channel_names(cfg, r);
 	if (slot % 5 == 0) {
@@ -1978,7 +1983,7 @@ add_channel_dump_line(struct buf *b, const struct config *cfg, const struct chan
 	add_copy_field(b, r->unique_name.data, r->unique_null);
 	add_copy_field(b, r->attributes.data, false);
 	add_copy_field(b, r->is_private ? "private" : "public", false);
-	add_copy_field(b, r->creator->identity, false);
+	add_copy_field(b, r->creator, false);
 	add_copy_u64(b, r->members);
 	add_copy_u64(b, r->messages);
 	add_copy_field(b, r->date_created, false);
@@ -2005,7 +2010,7 @@ dump_channel_rows(const struct config *cfg)
 		for (uint64_t i = 0; i < per_user; i++) {
 			struct channel_row r;
 
-			make_channel_row(cfg, cfg->service, k, slots[i], &r);
+			make_channel_row(cfg, cfg->service, cfg->users[k].identity, slots[i], &r);
 			add_channel_dump_line(&b, cfg, &r);
 			channel_row_free(&r);
 		}
@@ -3209,7 +3214,7 @@ add_channel_json(struct buf *b, const struct exchange *ex, const struct channel_
 		add_string_field(b, ",\"type\":", r->is_private ? "private" : "public", false);
 	add_string_field(b, ",\"date_created\":", r->date_created, false);
 	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
-	add_string_field(b, ",\"created_by\":", r->creator->identity, false);
+	add_string_field(b, ",\"created_by\":", r->creator, false);
 	add_u64_field(b, ",\"members_count\":", r->members, rf->drift);
 	add_u64_field(b, ",\"messages_count\":", r->messages, false);
 	buf_adds(b, ",\"url\":");
@@ -3320,7 +3325,8 @@ serve_channels(struct exchange *ex, const struct page_plan *plan)
 
 		if (plan->badrow && j == count / 2)
 			add_dimension_bad_rows(&b, ex, &items);
-		make_channel_row(cfg, ex->service, (size_t)(n / per_user), slots[n % per_user], &r);
+		make_channel_row(cfg, ex->service, cfg->users[n / per_user].identity,
+				 slots[n % per_user], &r);
 		add_separator(&b, &items);
 		add_channel_json(&b, ex, &r, &rf);
 		channel_row_free(&r);
