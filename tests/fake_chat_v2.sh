@@ -22,8 +22,7 @@ V2=/v2/Services/$SERVICE_SID
 # v2.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/v2.py" <<'PY'
 import json, re, sys
-from fake_api import *  # tests/fake_api.py: shared with the other fake test
-from urllib.parse import quote
+from fake_api import *  # tests/fake_api.py: shared with the other fake tests
 
 V1 = "https://ip-messaging.twilio.com/v1/Services/"
 V2 = "https://chat.twilio.com/v2/Services/"
@@ -41,21 +40,6 @@ SERVICE_V2 = ["sid", "account_sid", "friendly_name", "date_created", "date_updat
               "pre_webhook_url", "post_webhook_url", "webhook_method", "webhook_filters",
               "pre_webhook_retry_count", "post_webhook_retry_count", "notifications", "media",
               "url", "links"]
-
-
-def integer(value, nullable=False):
-    return (isinstance(value, int) and not isinstance(value, bool)) or (nullable and value is None)
-
-
-def report(items, check):
-    """'ok', or the first item that breaks a rule of check."""
-    for item in items:
-        results = check(item)
-        if not all(results):
-            print("rule %d broken by %s" % ([bool(r) for r in results].index(False),
-                                            json.dumps(item)))
-            return
-    print("ok" if items else "no entries")
 
 
 def cmd_entries(service, account, user_sid, *paths):
@@ -85,41 +69,6 @@ def cmd_v1entries(service, *paths):
                 e["links"] is None or
                 e["links"]["channel"] == V1 + service + "/Channels/" + e["channel_sid"]]
     report(entries(paths), check)
-
-
-def cmd_meta(key, size, prefix, *paths):
-    """meta KEY PAGE_SIZE PREFIX FILE...: 'ok' if the pages chain as one listing at PREFIX
-    (a URL up to PageSize: PREFIX + "PageSize=...")."""
-    pages = [load(p) for p in paths]
-    size = int(size)
-    for i, d in enumerate(pages):
-        m = d["meta"]
-        last = i == len(pages) - 1
-        want_url = prefix + "PageSize=%d&Page=%d" % (size, i) + ("&PageToken=PT%d" % i if i else "")
-        problems = [
-            set(d) != {key, "meta"} and "body keys %s" % sorted(d),
-            set(m) != META and "meta keys %s" % sorted(m),
-            m["page"] != i and "page %r" % m["page"],
-            m["page_size"] != size and "page_size %r" % m["page_size"],
-            m["key"] != key and "key %r" % m["key"],
-            m["url"] != want_url and "url %s" % m["url"],
-            m["first_page_url"] != pages[0]["meta"]["url"] and "first_page_url",
-            m["previous_page_url"] != (pages[i - 1]["meta"]["url"] if i else None)
-            and "previous_page_url",
-            m["next_page_url"] != (None if last else pages[i + 1]["meta"]["url"])
-            and "next_page_url",
-            not (len(d[key]) == size or (last and 0 < len(d[key]) < size))
-            and "%d entries" % len(d[key]),
-        ]
-        problems = [p for p in problems if p]
-        if problems:
-            print("page %d: %s" % (i, ", ".join(problems)))
-            return
-    print("ok")
-
-
-def write(fields):
-    sys.stdout.buffer.write(("\t".join(copy_text(f) for f in fields) + "\n").encode("utf-8"))
 
 
 def cmd_rows(user, *paths):
@@ -174,30 +123,6 @@ def cmd_channels(service, *paths):
                 last is None or (last.startswith(url + "/Messages/") and
                                  sid(last[len(url + "/Messages/"):], "IM"))]
     report(entries(paths), check)
-
-
-def cmd_error(path):
-    """error FILE: status, code and message of a Twilio error body."""
-    d = load(path)
-    print("%s|%s|%s" % (d["status"], d["code"], d["message"]))
-
-
-def cmd_dupes(*paths):
-    """dupes FILE...: the number of keys an object repeats, over every page."""
-    n = 0
-    def hook(pairs):
-        nonlocal n
-        n += len(pairs) - len({k for k, _ in pairs})
-        return dict(pairs)
-    for p in paths:
-        with open(p, encoding="utf-8") as f:
-            json.load(f, object_pairs_hook=hook)
-    print(n)
-
-
-def cmd_quote(s):
-    """quote S: S as one percent-encoded path segment."""
-    print(quote(s, safe=""))
 
 
 globals()["cmd_" + sys.argv[1]](*sys.argv[2:])

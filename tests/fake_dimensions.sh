@@ -25,7 +25,7 @@ BASE=/v1/Services/$SERVICE_SID
 # dims.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/dims.py" <<'PY'
 import json, re, sys
-from fake_api import *  # tests/fake_api.py: shared with the other fake test
+from fake_api import *  # tests/fake_api.py: shared with the other fake tests
 
 DATE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 SERVICE = ["sid", "account_sid", "friendly_name", "date_created", "date_updated",
