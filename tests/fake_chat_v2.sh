@@ -13,7 +13,6 @@ command -v python3 >/dev/null || skip_all "python3 not installed"
 ALICE="alice b/c@x+y%z?#é" # an identity that needs percent-encoding
 CH=120                     # channel slots: 120 memberships a user
 DATA=(--users "$ALICE,bob" --channels $CH)
-AUTH="$ACCOUNT_SID:$AUTH_TOKEN"
 V1=/v1/Services/$SERVICE_SID
 V2=/v2/Services/$SERVICE_SID
 
@@ -129,43 +128,9 @@ globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
 v2() { PYTHONPATH="$top_srcdir/tests" python3 "$TEST_TMP/v2.py" "$@"; }
 
-# fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
-fetch() {
-	CODE=$(curl -s -u "$AUTH" -o "$2" -w '%{http_code}' "$FAKE_URL$1")
-}
-
-# walk NAME TARGET: GETs TARGET and every next_page_url after it, into
-# $TEST_TMP/NAME.0.json, NAME.1.json...; their names in PAGES (empty on error).
-walk() {
-	local name=$1 url=$FAKE_URL$2 n=0 code file
-	PAGES=()
-	while [ -n "$url" ] && [ $n -lt 100 ]; do
-		file=$TEST_TMP/$name.$n.json
-		code=$(curl -s -u "$AUTH" -o "$file" -w '%{http_code}' "$url")
-		if [ "$code" != 200 ]; then
-			diag "$url: HTTP $code"
-			PAGES=()
-			return 1
-		fi
-		PAGES+=("$file")
-		url=$(v2 next "$file")
-		n=$((n + 1))
-	done
-}
-
 # dump ARGS: the fake's --dump* output for the data set and ARGS.
 dump() {
 	"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" "${DATA[@]}" "$@"
-}
-
-# same WANT-FILE GOT-FILE DESCRIPTION: the two files are equal and not empty.
-same() {
-	if [ -s "$1" ] && cmp -s "$1" "$2"; then
-		ok 0 "$3"
-	else
-		ok 1 "$3"
-		diff "$1" "$2" | head -n 5 | sed 's/^/#   /'
-	fi
 }
 
 # count STRING FILE...: how many times STRING occurs in the files.
@@ -173,14 +138,6 @@ count() {
 	local s=$1
 	shift
 	cat "$@" | grep -o -F -- "$s" | wc -l
-}
-
-# statuses TARGET...: the HTTP status of each GET, in order.
-statuses() {
-	local t
-	for t in "$@"; do
-		curl -s -u "$AUTH" -o /dev/null -w '%{http_code} ' "$FAKE_URL$t"
-	done
 }
 
 ENC=$(v2 quote "$ALICE")
@@ -221,7 +178,7 @@ fetch "$V2/Users/$ENC/Channels?PageSize=51" "$TEST_TMP/p51.json"
 is "$CODE|$(v2 error "$TEST_TMP/p51.json")" \
 	"400|400|20001|Invalid PageSize: must be an integer between 1 and 50" \
 	"PageSize=51 is refused with a 400 that names v2's bound of 50"
-is "$(statuses "$V2/Users/$ENC/Channels?PageSize=0" "$V2/Users/$ENC/Channels?PageSize=x" \
+is "$(http_statuses "$V2/Users/$ENC/Channels?PageSize=0" "$V2/Users/$ENC/Channels?PageSize=x" \
 	"$V1/Users/$ENC/Channels?PageSize=51" "$V1/Users/$ENC/Channels?PageSize=1000")" "400 400 200 200 " \
 	"PageSize 0 or not a number is refused too; /v1 keeps its bound of 1000"
 
@@ -329,7 +286,7 @@ same "$TEST_TMP/channels.dump" "$TEST_TMP/channels.rows" "--dump-channels --api 
 fetch "$V2/Channels?PageSize=101" "$TEST_TMP/c101.json"
 is "$CODE|$(v2 error "$TEST_TMP/c101.json" | cut -d'|' -f3)" "400|Invalid PageSize: must be an integer between 1 and 100" \
 	"the channels listing refuses PageSize=101 under /v2"
-is "$(statuses "$V1/Users?PageSize=1000" "$V1/Channels?PageSize=1000")" "200 200 " \
+is "$(http_statuses "$V1/Users?PageSize=1000" "$V1/Channels?PageSize=1000")" "200 200 " \
 	"/v1's listings keep their bound of 1000"
 fake_stop
 
@@ -339,7 +296,7 @@ DATA=(--users "$ALICE,bob" --channels 60 --variant 1 --seed 5)
 fake_start faults "${DATA[@]}" --fault "429:$ALICE:1" --fault "oddstatus:bob:1" --fault "truncate:@users:0" ||
 	{ echo "Bail out! could not start fake_twilio faults"; exit 1; }
 fetch "$V2/Users/$ENC/Channels" "$TEST_TMP/f429.json"
-is "$CODE|$(v2 error "$TEST_TMP/f429.json" | cut -d'|' -f2)|$(statuses "$V2/Users/$ENC/Channels" "$V1/Users/$ENC/Channels")" \
+is "$CODE|$(v2 error "$TEST_TMP/f429.json" | cut -d'|' -f2)|$(http_statuses "$V2/Users/$ENC/Channels" "$V1/Users/$ENC/Channels")" \
 	"429|20429|200 200 " "a 429 count fault for a user fires under /v2, then the user is served, as under /v1"
 walk bob "$V2/Users/bob/Channels?PageSize=20"
 v2 rows bob "${PAGES[@]}" >"$TEST_TMP/bob.rows"
