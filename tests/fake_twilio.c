@@ -1369,9 +1369,9 @@ struct entry {
 	bool member_null;
 	bool index_null;
 	bool links_null;
-	bool deep;    /* carries attributes nested DEEP_NESTING levels */
-	bool longstr; /* carries a friendly_name of LONG_STRING_BYTES bytes */
-	bool drift;   /* status as a number, unread_messages_count as a string */
+	bool deep;    /* carries a field nested DEEP_NESTING levels */
+	bool longstr; /* carries a string field of LONG_STRING_BYTES bytes */
+	bool drift;   /* status (conversation_state) a number, unread_messages_count a string */
 	bool muted;   /* Chat v2's notification_level: muted, else default */
 	bool odd;     /* the oddstatus fault: status and conversation_state ODD_STATUS */
 	enum conversation_state state;
@@ -2474,7 +2474,7 @@ struct exchange {
 	const char *target;	    /* raw, as received */
 	char *path;		    /* raw path, without the query */
 	const char *query;	    /* raw query, without '?' ("" if none) */
-	const struct api_spec *api; /* the API of the version segment */
+	const struct api_spec *api; /* the API of the route */
 	enum endpoint endpoint;
 	bool unscoped;	      /* the path named no service: the default conversation service */
 	char *service;	      /* decoded, NULL until the route matched */
@@ -2485,7 +2485,7 @@ struct exchange {
 	bool have_page;
 	uint64_t page;
 	uint64_t page_size;
-	struct buf url_path;  /* /VERSION[/Services/S]/Users/U/Channels, re-encoded */
+	struct buf url_path;  /* /VERSION[/Services/S]/Users/U/Channels (...), re-encoded */
 	struct buf url_query; /* what page URLs carry before PageSize ("Type=private&") */
 };
 
