@@ -13,7 +13,6 @@ command -v python3 >/dev/null || skip_all "python3 not installed"
 ALICE="alice b/c@x+y%z?#é" # an identity that needs percent-encoding
 CH=120                     # channel slots: 120 memberships a user
 DATA=(--users "$ALICE,bob" --channels $CH)
-AUTH="$ACCOUNT_SID:$AUTH_TOKEN"
 V1=/v1/Services/$SERVICE_SID
 V2=/v2/Services/$SERVICE_SID
 
@@ -22,8 +21,7 @@ V2=/v2/Services/$SERVICE_SID
 # v2.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/v2.py" <<'PY'
 import json, re, sys
-from fake_api import *  # tests/fake_api.py: shared with the other fake test
-from urllib.parse import quote
+from fake_api import *  # tests/fake_api.py: shared with the other fake tests
 
 V1 = "https://ip-messaging.twilio.com/v1/Services/"
 V2 = "https://chat.twilio.com/v2/Services/"
@@ -41,21 +39,6 @@ SERVICE_V2 = ["sid", "account_sid", "friendly_name", "date_created", "date_updat
               "pre_webhook_url", "post_webhook_url", "webhook_method", "webhook_filters",
               "pre_webhook_retry_count", "post_webhook_retry_count", "notifications", "media",
               "url", "links"]
-
-
-def integer(value, nullable=False):
-    return (isinstance(value, int) and not isinstance(value, bool)) or (nullable and value is None)
-
-
-def report(items, check):
-    """'ok', or the first item that breaks a rule of check."""
-    for item in items:
-        results = check(item)
-        if not all(results):
-            print("rule %d broken by %s" % ([bool(r) for r in results].index(False),
-                                            json.dumps(item)))
-            return
-    print("ok" if items else "no entries")
 
 
 def cmd_entries(service, account, user_sid, *paths):
@@ -85,41 +68,6 @@ def cmd_v1entries(service, *paths):
                 e["links"] is None or
                 e["links"]["channel"] == V1 + service + "/Channels/" + e["channel_sid"]]
     report(entries(paths), check)
-
-
-def cmd_meta(key, size, prefix, *paths):
-    """meta KEY PAGE_SIZE PREFIX FILE...: 'ok' if the pages chain as one listing at PREFIX
-    (a URL up to PageSize: PREFIX + "PageSize=...")."""
-    pages = [load(p) for p in paths]
-    size = int(size)
-    for i, d in enumerate(pages):
-        m = d["meta"]
-        last = i == len(pages) - 1
-        want_url = prefix + "PageSize=%d&Page=%d" % (size, i) + ("&PageToken=PT%d" % i if i else "")
-        problems = [
-            set(d) != {key, "meta"} and "body keys %s" % sorted(d),
-            set(m) != META and "meta keys %s" % sorted(m),
-            m["page"] != i and "page %r" % m["page"],
-            m["page_size"] != size and "page_size %r" % m["page_size"],
-            m["key"] != key and "key %r" % m["key"],
-            m["url"] != want_url and "url %s" % m["url"],
-            m["first_page_url"] != pages[0]["meta"]["url"] and "first_page_url",
-            m["previous_page_url"] != (pages[i - 1]["meta"]["url"] if i else None)
-            and "previous_page_url",
-            m["next_page_url"] != (None if last else pages[i + 1]["meta"]["url"])
-            and "next_page_url",
-            not (len(d[key]) == size or (last and 0 < len(d[key]) < size))
-            and "%d entries" % len(d[key]),
-        ]
-        problems = [p for p in problems if p]
-        if problems:
-            print("page %d: %s" % (i, ", ".join(problems)))
-            return
-    print("ok")
-
-
-def write(fields):
-    sys.stdout.buffer.write(("\t".join(copy_text(f) for f in fields) + "\n").encode("utf-8"))
 
 
 def cmd_rows(user, *paths):
@@ -176,71 +124,13 @@ def cmd_channels(service, *paths):
     report(entries(paths), check)
 
 
-def cmd_error(path):
-    """error FILE: status, code and message of a Twilio error body."""
-    d = load(path)
-    print("%s|%s|%s" % (d["status"], d["code"], d["message"]))
-
-
-def cmd_dupes(*paths):
-    """dupes FILE...: the number of keys an object repeats, over every page."""
-    n = 0
-    def hook(pairs):
-        nonlocal n
-        n += len(pairs) - len({k for k, _ in pairs})
-        return dict(pairs)
-    for p in paths:
-        with open(p, encoding="utf-8") as f:
-            json.load(f, object_pairs_hook=hook)
-    print(n)
-
-
-def cmd_quote(s):
-    """quote S: S as one percent-encoded path segment."""
-    print(quote(s, safe=""))
-
-
 globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
 v2() { PYTHONPATH="$top_srcdir/tests" python3 "$TEST_TMP/v2.py" "$@"; }
 
-# fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
-fetch() {
-	CODE=$(curl -s -u "$AUTH" -o "$2" -w '%{http_code}' "$FAKE_URL$1")
-}
-
-# walk NAME TARGET: GETs TARGET and every next_page_url after it, into
-# $TEST_TMP/NAME.0.json, NAME.1.json...; their names in PAGES (empty on error).
-walk() {
-	local name=$1 url=$FAKE_URL$2 n=0 code file
-	PAGES=()
-	while [ -n "$url" ] && [ $n -lt 100 ]; do
-		file=$TEST_TMP/$name.$n.json
-		code=$(curl -s -u "$AUTH" -o "$file" -w '%{http_code}' "$url")
-		if [ "$code" != 200 ]; then
-			diag "$url: HTTP $code"
-			PAGES=()
-			return 1
-		fi
-		PAGES+=("$file")
-		url=$(v2 next "$file")
-		n=$((n + 1))
-	done
-}
-
 # dump ARGS: the fake's --dump* output for the data set and ARGS.
 dump() {
 	"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" "${DATA[@]}" "$@"
-}
-
-# same WANT-FILE GOT-FILE DESCRIPTION: the two files are equal and not empty.
-same() {
-	if [ -s "$1" ] && cmp -s "$1" "$2"; then
-		ok 0 "$3"
-	else
-		ok 1 "$3"
-		diff "$1" "$2" | head -n 5 | sed 's/^/#   /'
-	fi
 }
 
 # count STRING FILE...: how many times STRING occurs in the files.
@@ -248,14 +138,6 @@ count() {
 	local s=$1
 	shift
 	cat "$@" | grep -o -F -- "$s" | wc -l
-}
-
-# statuses TARGET...: the HTTP status of each GET, in order.
-statuses() {
-	local t
-	for t in "$@"; do
-		curl -s -u "$AUTH" -o /dev/null -w '%{http_code} ' "$FAKE_URL$t"
-	done
 }
 
 ENC=$(v2 quote "$ALICE")
@@ -296,7 +178,7 @@ fetch "$V2/Users/$ENC/Channels?PageSize=51" "$TEST_TMP/p51.json"
 is "$CODE|$(v2 error "$TEST_TMP/p51.json")" \
 	"400|400|20001|Invalid PageSize: must be an integer between 1 and 50" \
 	"PageSize=51 is refused with a 400 that names v2's bound of 50"
-is "$(statuses "$V2/Users/$ENC/Channels?PageSize=0" "$V2/Users/$ENC/Channels?PageSize=x" \
+is "$(http_statuses "$V2/Users/$ENC/Channels?PageSize=0" "$V2/Users/$ENC/Channels?PageSize=x" \
 	"$V1/Users/$ENC/Channels?PageSize=51" "$V1/Users/$ENC/Channels?PageSize=1000")" "400 400 200 200 " \
 	"PageSize 0 or not a number is refused too; /v1 keeps its bound of 1000"
 
@@ -404,7 +286,7 @@ same "$TEST_TMP/channels.dump" "$TEST_TMP/channels.rows" "--dump-channels --api 
 fetch "$V2/Channels?PageSize=101" "$TEST_TMP/c101.json"
 is "$CODE|$(v2 error "$TEST_TMP/c101.json" | cut -d'|' -f3)" "400|Invalid PageSize: must be an integer between 1 and 100" \
 	"the channels listing refuses PageSize=101 under /v2"
-is "$(statuses "$V1/Users?PageSize=1000" "$V1/Channels?PageSize=1000")" "200 200 " \
+is "$(http_statuses "$V1/Users?PageSize=1000" "$V1/Channels?PageSize=1000")" "200 200 " \
 	"/v1's listings keep their bound of 1000"
 fake_stop
 
@@ -414,7 +296,7 @@ DATA=(--users "$ALICE,bob" --channels 60 --variant 1 --seed 5)
 fake_start faults "${DATA[@]}" --fault "429:$ALICE:1" --fault "oddstatus:bob:1" --fault "truncate:@users:0" ||
 	{ echo "Bail out! could not start fake_twilio faults"; exit 1; }
 fetch "$V2/Users/$ENC/Channels" "$TEST_TMP/f429.json"
-is "$CODE|$(v2 error "$TEST_TMP/f429.json" | cut -d'|' -f2)|$(statuses "$V2/Users/$ENC/Channels" "$V1/Users/$ENC/Channels")" \
+is "$CODE|$(v2 error "$TEST_TMP/f429.json" | cut -d'|' -f2)|$(http_statuses "$V2/Users/$ENC/Channels" "$V1/Users/$ENC/Channels")" \
 	"429|20429|200 200 " "a 429 count fault for a user fires under /v2, then the user is served, as under /v1"
 walk bob "$V2/Users/bob/Channels?PageSize=20"
 v2 rows bob "${PAGES[@]}" >"$TEST_TMP/bob.rows"

@@ -25,7 +25,7 @@ BASE=/v1/Services/$SERVICE_SID
 # dims.py COMMAND ARGS: reads the fake's JSON (see each command).
 cat >"$TEST_TMP/dims.py" <<'PY'
 import json, re, sys
-from fake_api import *  # tests/fake_api.py: shared with the other fake test
+from fake_api import *  # tests/fake_api.py: shared with the other fake tests
 
 DATE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 SERVICE = ["sid", "account_sid", "friendly_name", "date_created", "date_updated",
@@ -176,43 +176,9 @@ globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
 dims() { PYTHONPATH="$top_srcdir/tests" python3 "$TEST_TMP/dims.py" "$@"; }
 
-# fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
-fetch() {
-	CODE=$(curl -s -u "$AUTH" -o "$2" -w '%{http_code}' "$FAKE_URL$1")
-}
-
-# walk NAME TARGET: GETs TARGET and every next_page_url after it, into
-# $TEST_TMP/NAME.0.json, NAME.1.json...; their names in PAGES (empty on error).
-walk() {
-	local name=$1 url=$FAKE_URL$2 n=0 code file
-	PAGES=()
-	while [ -n "$url" ] && [ $n -lt 100 ]; do
-		file=$TEST_TMP/$name.$n.json
-		code=$(curl -s -u "$AUTH" -o "$file" -w '%{http_code}' "$url")
-		if [ "$code" != 200 ]; then
-			diag "$url: HTTP $code"
-			PAGES=()
-			return 1
-		fi
-		PAGES+=("$file")
-		url=$(dims next "$file")
-		n=$((n + 1))
-	done
-}
-
 # dump ARGS: the fake's --dump-* output for the data set and ARGS.
 dump() {
 	"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" "${DATA[@]}" "$@"
-}
-
-# same WANT-FILE GOT-FILE DESCRIPTION: the two files are equal.
-same() {
-	if cmp -s "$1" "$2"; then
-		ok 0 "$3"
-	else
-		ok 1 "$3"
-		diff "$1" "$2" | head -n 5 | sed 's/^/#   /'
-	fi
 }
 
 fake_start dims "${DATA[@]}" || { echo "Bail out! could not start fake_twilio"; exit 1; }
@@ -392,20 +358,14 @@ fake_stop
 fake_start faults --users "$USERS" --channels $CH --fault '429:*:1' --fault 500:@users:1 \
 	--fault 'truncate:@channels:1' --fault 404:@service:0 ||
 	{ echo "Bail out! could not start fake_twilio faults"; exit 1; }
-statuses() { # statuses TARGET...: the HTTP status of each GET, in order
-	local t
-	for t in "$@"; do
-		curl -s -u "$AUTH" -o /dev/null -w '%{http_code} ' "$FAKE_URL$t"
-	done
-}
-is "$(statuses "$BASE/Users" "$BASE/Users" "$BASE/Users")" "429 500 200 " \
+is "$(http_statuses "$BASE/Users" "$BASE/Users" "$BASE/Users")" "429 500 200 " \
 	"@users takes a 500 for its first request after '*' took a 429"
-is "$(statuses "$BASE/Users/alice/Channels" "$BASE/Users/alice/Channels")" "429 200 " \
+is "$(http_statuses "$BASE/Users/alice/Channels" "$BASE/Users/alice/Channels")" "429 200 " \
 	"the memberships take the '*' fault, not the @users one"
-is "$(statuses "$BASE" "$BASE")" "429 404 " "the service takes the '*' fault, then 404:@service"
+is "$(http_statuses "$BASE" "$BASE")" "429 404 " "the service takes the '*' fault, then 404:@service"
 fetch "$BASE" "$TEST_TMP/gone.json"
 is "$CODE|$(dims code "$TEST_TMP/gone.json")" "404|20404" "a Twilio not-found error, code 20404"
-statuses "$BASE/Channels?PageSize=5" >/dev/null
+http_statuses "$BASE/Channels?PageSize=5" >/dev/null
 fetch "$BASE/Channels?PageSize=5&Page=1&PageToken=PT1" "$TEST_TMP/cut.json"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$TEST_TMP/cut.json" 2>/dev/null
 is "$?|$(curl -s -u "$AUTH" -o /dev/null -w '%{http_code}' "$FAKE_URL$BASE/Channels?PageSize=5")" "1|200" \

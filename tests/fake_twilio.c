@@ -8,7 +8,9 @@
  * (/v1/Services/{ServiceSid}), its users (.../Users, from --users and
  * --user-count) and the channels of their memberships (.../Channels).  Every
  * path is served under /v2 as well, as Chat v2 serves it: the same data, with
- * v2's PageSize bounds, fields, status spelling and URLs.  With --dump and
+ * v2's PageSize bounds, fields, status spelling and URLs.  Conversations v1
+ * serves the memberships as a user's conversations, in a service or in the
+ * account's default one, beside its /v1/Configuration.  With --dump and
  * --dump-* it prints instead the data set it would serve (through the API that
  * --api names), in PostgreSQL COPY text format, so that tests can compare it
  * with what the daemon stored.
@@ -51,6 +53,8 @@
 #define DEFAULT_AUTH_TOKEN "test-token"
 #define LINK_BASE "https://ip-messaging.twilio.com/v1/Services/"
 #define V2_LINK_BASE "https://chat.twilio.com/v2/Services/"
+#define CONVERSATIONS_BASE "https://conversations.twilio.com/v1"
+#define DEFAULT_CHAT_SERVICE_SID "IS00000000000000000000000000000def"
 #define FOREIGN_HOST "127.0.0.2"
 #define ERROR_INFO_BASE "https://www.twilio.com/docs/errors/"
 
@@ -66,6 +70,8 @@
 /* Chat v2's PageSize bounds: a user's channels, and the users and channels listings. */
 #define V2_MAX_MEMBERSHIPS_PAGE_SIZE 50
 #define V2_MAX_LISTING_PAGE_SIZE 100
+/* Conversations' PageSize bound of a user's conversations. */
+#define CONVERSATIONS_MAX_PAGE_SIZE 50
 #define DEFAULT_PAGE_SIZE 50
 #define MAX_PAGE 100000000
 #define MAX_LATENCY_MS 600000
@@ -495,31 +501,44 @@ static const struct {
 
 /* What a request asks for. */
 enum endpoint {
-	EP_MEMBERSHIPS, /* /vN/Services/{S}/Users/{U}/Channels */
-	EP_SERVICE,	/* /vN/Services/{S} */
-	EP_USERS,	/* /vN/Services/{S}/Users */
-	EP_CHANNELS,	/* /vN/Services/{S}/Channels */
+	EP_MEMBERSHIPS,	  /* /vN/Services/{S}/Users/{U}/Channels, or .../Conversations */
+	EP_SERVICE,	  /* /vN/Services/{S} */
+	EP_USERS,	  /* /vN/Services/{S}/Users */
+	EP_CHANNELS,	  /* /vN/Services/{S}/Channels */
+	EP_CONFIGURATION, /* /v1/Configuration (Conversations) */
 };
+
+#define N_ENDPOINTS (EP_CONFIGURATION + 1)
 
 /* The APIs served, each under its own version segment: the same data, each in its dialect. */
 enum api {
 	API_IP_MESSAGING_V1,
 	API_CHAT_V2,
+	API_CONVERSATIONS_V1,
 };
 
+/*
+ * Conversations shares /v1 with IP Messaging: it answers a user's
+ * conversations and /v1/Configuration there, IP Messaging everything else
+ * (the service, users and channels keep IP Messaging's dialect).
+ */
 static const struct api_spec {
 	enum api id;
 	const char *name;	       /* as --api takes it */
 	const char *version;	       /* the first path segment */
 	const char *link_base;	       /* of resource URLs and links, before the service SID */
-	uint64_t max_memberships_page; /* PageSize bound of .../Users/{U}/Channels */
+	const char *memberships;       /* the collection of a user's memberships */
+	const char *memberships_key;   /* the key of their array */
+	uint64_t max_memberships_page; /* PageSize bound of .../Users/{U}/<memberships> */
 	uint64_t max_listing_page;     /* of .../Users and .../Channels */
-	const char *not_participating; /* the spelling of that status */
+	const char *not_participating; /* the spelling of that status, NULL without statuses */
 } apis[] = {
-	{API_IP_MESSAGING_V1, "ip_messaging_v1", "v1", LINK_BASE, MAX_PAGE_SIZE, MAX_PAGE_SIZE,
-	 "not_participating"},
-	{API_CHAT_V2, "chat_v2", "v2", V2_LINK_BASE, V2_MAX_MEMBERSHIPS_PAGE_SIZE,
-	 V2_MAX_LISTING_PAGE_SIZE, "notParticipating"},
+	{API_IP_MESSAGING_V1, "ip_messaging_v1", "v1", LINK_BASE, "Channels", "channels",
+	 MAX_PAGE_SIZE, MAX_PAGE_SIZE, "not_participating"},
+	{API_CHAT_V2, "chat_v2", "v2", V2_LINK_BASE, "Channels", "channels",
+	 V2_MAX_MEMBERSHIPS_PAGE_SIZE, V2_MAX_LISTING_PAGE_SIZE, "notParticipating"},
+	{API_CONVERSATIONS_V1, "conversations", "v1", CONVERSATIONS_BASE "/Services/",
+	 "Conversations", "conversations", CONVERSATIONS_MAX_PAGE_SIZE, MAX_PAGE_SIZE, NULL},
 };
 
 #define N_APIS (sizeof(apis) / sizeof(apis[0]))
@@ -530,6 +549,7 @@ static const char *const pseudo_users[] = {
 	[EP_SERVICE] = "@service",
 	[EP_USERS] = "@users",
 	[EP_CHANNELS] = "@channels",
+	[EP_CONFIGURATION] = "@configuration",
 };
 
 static bool
@@ -585,6 +605,8 @@ struct config {
 	const char **dump_users;
 	size_t n_dump;
 	const char *service;
+	const char *default_service; /* the account's default conversation service */
+	bool dump_unscoped; /* --dump of the default service's /v1/Users/{U}/Conversations */
 	uint64_t dump_page_size;
 	const struct api_spec *api; /* whose dialect the dumps print */
 	bool dump_service;
@@ -607,6 +629,7 @@ config_init(struct config *cfg)
 	cfg->channels = 20;
 	cfg->threads = DEFAULT_THREADS;
 	cfg->dump_page_size = DEFAULT_PAGE_SIZE;
+	cfg->default_service = DEFAULT_CHAT_SERVICE_SID;
 	cfg->api = &apis[API_IP_MESSAGING_V1];
 }
 
@@ -636,7 +659,10 @@ usage(FILE *out)
 	      "GET /v1/Services/{ServiceSid}/Users/{UserSid}/Channels, and the dimensions:\n"
 	      "the service at /v1/Services/{ServiceSid}, its users at .../Users and its\n"
 	      "channels at .../Channels[?Type=public|private[&Type=...]].  The same paths\n"
-	      "under /v2 serve the same data as Chat v2 does (see Chat v2 below).\n\n"
+	      "under /v2 serve the same data as Chat v2 does (see Chat v2 below), and\n"
+	      "Conversations v1 serves it as a user's conversations at\n"
+	      "/v1/Services/{ChatServiceSid}/Users/{UserSid}/Conversations and\n"
+	      "/v1/Users/{UserSid}/Conversations, with /v1/Configuration (see Conversations).\n\n"
 	      "  --listen ADDR:PORT      loopback address to listen on (default " DEFAULT_LISTEN
 	      ";\n"
 	      "                          port 0 picks a free port; [::1]:PORT for IPv6)\n"
@@ -661,8 +687,9 @@ usage(FILE *out)
 	      "  --log FILE              append status, user, page, target per request\n"
 	      "  --fault KIND:USER:ARG   inject a fault (repeatable); USER: a user as requested\n"
 	      "                          (identity or SID) for its memberships, '*' for every\n"
-	      "                          request, or @service, @users, @channels for a\n"
-	      "                          dimension (whose page is 0 for @service):\n"
+	      "                          request, or @service, @users, @channels,\n"
+	      "                          @configuration for a dimension (whose page is 0 for\n"
+	      "                          @service and @configuration):\n"
 	      "                          429, 429r, 500, 503, 400, 403, cut with ARG = number of\n"
 	      "                          requests, or N@PAGE for the first N requests of PAGE;\n"
 	      "                          404 (ARG ignored); malformed, shape, nometa, truncate,\n"
@@ -680,13 +707,18 @@ usage(FILE *out)
 	      "  --extra-fields          add unknown fields to entries and meta\n"
 	      "  --dump USER             print USER's expected rows and exit (repeatable)\n"
 	      "  --service IS...         the service of --dump\n"
+	      "  --default-service IS... the account's default conversation service (default\n"
+	      "                          " DEFAULT_CHAT_SERVICE_SID ")\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
-	      "                          (default 50; at most 50 with --api chat_v2)\n"
+	      "                          (default 50; at most 50 with --api chat_v2 or\n"
+	      "                          conversations)\n"
 	      "  --dump-service          print the service's expected row and exit\n"
 	      "  --dump-users            print the listed users' expected rows and exit\n"
 	      "  --dump-channels         print the channels' expected rows, both types, and exit\n"
 	      "  --api NAME              the API whose answers the dumps print: ip_messaging_v1\n"
-	      "                          (default) or chat_v2; the server answers both\n"
+	      "                          (default), chat_v2 or conversations (--dump only;\n"
+	      "                          without --service that of the default service); the\n"
+	      "                          server answers all three\n"
 	      "  -h, --help              show this help\n",
 	      out);
 	fputs("\nUsers: a user's SID is US and 32 hex digits from a hash of the seed and its\n"
@@ -697,11 +729,11 @@ usage(FILE *out)
 	      "by k, private if i % 3 == 2, with members_count 1 if that membership is joined.\n"
 	      "Without Type the channel listing has the public channels only.\n"
 	      "Faults on the dimensions: the count kinds, 404, malformed, shape, truncate and\n"
-	      "redirect; nometa, badrow, loop and foreign on @users and @channels; deep, longstr\n"
-	      "and typedrift on all three; oddstatus on memberships only.  There deep and longstr\n"
-	      "add the fields extra_nesting and extra_string; typedrift serves is_online and\n"
-	      "read_status_enabled as numbers, type as 7, joined_channels_count, members_count\n"
-	      "and typing_indicator_timeout as strings.\n"
+	      "redirect; nometa, badrow, loop and foreign on @users and @channels; deep,\n"
+	      "longstr and typedrift on all four; oddstatus on memberships only.  There deep\n"
+	      "and longstr add the fields extra_nesting and extra_string; typedrift serves\n"
+	      "is_online and read_status_enabled as numbers, type and default_inactive_timer as\n"
+	      "7, joined_channels_count, members_count and typing_indicator_timeout as strings.\n"
 	      "Chat v2 (/v2/...): PageSize 1.." STR(V2_MAX_MEMBERSHIPS_PAGE_SIZE)
 	      " for a user's channels, 1.." STR(V2_MAX_LISTING_PAGE_SIZE) " for the users and\n"
 	      "channels (1.." STR(MAX_PAGE_SIZE) " in v1); resource URLs and links on\n"
@@ -713,19 +745,44 @@ usage(FILE *out)
 	      "post_webhook_retry_count, media and a bindings link.  Page URLs point back at\n"
 	      "the fake under /v2; faults, their counters, latency and the log are shared by\n"
 	      "both versions.\n"
+	      "Conversations (/v1/.../Conversations): PageSize 1.."
+	      STR(CONVERSATIONS_MAX_PAGE_SIZE) ".  Conversation i of a user\n"
+	      "is the channel of slot i: conversation_sid its SID, participant_sid the member\n"
+	      "SID, unread_messages_count and last_read_message_index the membership's,\n"
+	      "friendly_name, unique_name, attributes and date_created the channel's,\n"
+	      "created_by the user's identity; user_sid and notification_level as in Chat v2.\n"
+	      "conversation_state is active, inactive or closed by slot; a variant's change of\n"
+	      "a membership (i % 7 == V % 7, which raises its unread count) moves it to the\n"
+	      "next state and bumps date_updated.  timers holds date_inactive and date_closed\n"
+	      "for some active slots, date_closed alone for some inactive ones, else nothing.\n"
+	      "URLs and links are on " CONVERSATIONS_BASE ", under\n"
+	      "/Services/{ChatServiceSid} but for /v1/Users/{UserSid}/Conversations, which\n"
+	      "lists the default service's (--default-service); page URLs point back at the\n"
+	      "fake.  /v1/Configuration names that service and a messaging service, no timers.\n"
+	      "A user's faults and their counters, the variant and the log apply to its\n"
+	      "conversations as to its channels: oddstatus makes a conversation_state archived,\n"
+	      "typedrift makes it 7 and unread_messages_count a string, deep, longstr and\n"
+	      "--extra-fields add fields at the end of an entry as on a dimension.\n"
+	      "/v1/Services/{S} and its Users and Channels stay IP Messaging's.\n"
 	      "Dumps print tab-separated lines in COPY text format: --dump service_sid, user,\n"
 	      "channel_sid, account_sid, member_sid, status (spelled as in v1 for both APIs),\n"
-	      "last_consumed_message_index, unread_messages_count, channel_url, member_url,\n"
-	      "and with --api chat_v2 notification_level last; --dump-service sid, account_sid,\n"
+	      "last_consumed_message_index, unread_messages_count, channel_url, member_url, and\n"
+	      "with --api chat_v2 notification_level last, with --api conversations\n"
+	      "service_sid, user, conversation_sid, account_sid, participant_sid,\n"
+	      "conversation_state, notification_level, unread_messages_count,\n"
+	      "last_read_message_index, friendly_name, unique_name, created_by, date_created,\n"
+	      "date_updated, date_inactive, date_closed (\\N without that timer), url,\n"
+	      "conversation_url, participant_url; --dump-service sid, account_sid,\n"
 	      "friendly_name, date_created, date_updated, default_service_role_sid,\n"
 	      "default_channel_role_sid, default_channel_creator_role_sid, read_status_enabled,\n"
-	      "reachability_enabled, typing_indicator_timeout, consumption_report_interval, url;\n"
-	      "--dump-users service_sid, sid, identity, account_sid, friendly_name, role_sid,\n"
-	      "attributes, is_online, is_notifiable, joined_channels_count, date_created,\n"
-	      "date_updated, url; --dump-channels service_sid, sid, account_sid, friendly_name,\n"
-	      "unique_name, attributes, type, created_by, members_count, messages_count,\n"
-	      "date_created, date_updated, url.  The URLs are those of the API of --api.  All\n"
-	      "need --service; several print in that order, memberships last.\n",
+	      "reachability_enabled, typing_indicator_timeout, consumption_report_interval,\n"
+	      "url; --dump-users service_sid, sid, identity, account_sid, friendly_name,\n"
+	      "role_sid, attributes, is_online, is_notifiable, joined_channels_count,\n"
+	      "date_created, date_updated, url; --dump-channels service_sid, sid, account_sid,\n"
+	      "friendly_name, unique_name, attributes, type, created_by, members_count,\n"
+	      "messages_count, date_created, date_updated, url.  The URLs are those of the API\n"
+	      "of --api.  All need --service (but --dump with --api conversations); several\n"
+	      "print in that order, memberships last.\n",
 	      out);
 }
 /* clang-format on */
@@ -794,7 +851,8 @@ parse_fault(const char *spec, struct fault *f)
 	f->user = xstrndup(first + 1, (size_t)(last - first - 1));
 	if (f->user[0] == '@' && !is_pseudo_user(f->user)) {
 		fprintf(stderr,
-			PROGNAME ": unknown pseudo-user \"%s\" (@service, @users, @channels)\n",
+			PROGNAME ": unknown pseudo-user \"%s\" (@service, @users, @channels, "
+				 "@configuration)\n",
 			f->user);
 		free(f->user);
 		return false;
@@ -962,6 +1020,7 @@ enum {
 	OPT_DUMP_USERS,
 	OPT_DUMP_CHANNELS,
 	OPT_API,
+	OPT_DEFAULT_SERVICE,
 };
 
 static const struct option long_options[] = {
@@ -989,6 +1048,7 @@ static const struct option long_options[] = {
 	{"dump-users", no_argument, NULL, OPT_DUMP_USERS},
 	{"dump-channels", no_argument, NULL, OPT_DUMP_CHANNELS},
 	{"api", required_argument, NULL, OPT_API},
+	{"default-service", required_argument, NULL, OPT_DEFAULT_SERVICE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -1023,6 +1083,15 @@ apply_string_option(struct config *cfg, int opt, const char *arg)
 	case OPT_SERVICE:
 		cfg->service = arg;
 		return true;
+	case OPT_DEFAULT_SERVICE:
+		cfg->default_service = arg;
+		if (is_service_sid(arg))
+			return true;
+		fprintf(stderr,
+			PROGNAME
+			": invalid value for --default-service: \"%s\" (expected IS + 32 hex)\n",
+			arg);
+		return false;
 	default:
 		return false;
 	}
@@ -1073,8 +1142,8 @@ set_api(struct config *cfg, const char *name)
 	if (cfg->api != NULL)
 		return true;
 	fprintf(stderr,
-		PROGNAME
-		": invalid value for --api: \"%s\" (expected ip_messaging_v1 or chat_v2)\n",
+		PROGNAME ": invalid value for --api: \"%s\" (expected ip_messaging_v1, chat_v2 or "
+			 "conversations)\n",
 		name);
 	return false;
 }
@@ -1128,6 +1197,26 @@ wants_dump(const struct config *cfg)
 	       cfg->dump_channel_rows;
 }
 
+/*
+ * --api conversations dumps a user's conversations only (the service, users
+ * and channels are IP Messaging's), and without --service those of the
+ * default service, as /v1/Users/{U}/Conversations lists them.
+ */
+static bool
+check_conversations_dump(struct config *cfg)
+{
+	if (cfg->dump_service || cfg->dump_user_rows || cfg->dump_channel_rows) {
+		fputs(PROGNAME ": --api conversations dumps a user's conversations only (--dump)\n",
+		      stderr);
+		return false;
+	}
+	if (cfg->service == NULL) {
+		cfg->service = cfg->default_service;
+		cfg->dump_unscoped = true;
+	}
+	return true;
+}
+
 /* Returns 0 to go on, or an exit status + 1 (1 after --help, 3 on error). */
 static int
 parse_args(int argc, char **argv, struct config *cfg)
@@ -1148,6 +1237,8 @@ parse_args(int argc, char **argv, struct config *cfg)
 		fprintf(stderr, PROGNAME ": unexpected argument \"%s\"\n", argv[optind]);
 		return 3;
 	}
+	if (cfg->api->id == API_CONVERSATIONS_V1 && !check_conversations_dump(cfg))
+		return 3;
 	if (wants_dump(cfg) && (cfg->service == NULL || !is_service_sid(cfg->service))) {
 		fputs(PROGNAME ": --dump needs --service with a valid service SID (IS + 32 hex)\n",
 		      stderr);
@@ -1253,7 +1344,24 @@ dataset_slot(const struct dataset *ds, uint64_t j)
 	return j / 9 * 10 + (m >= r ? m + 1 : m);
 }
 
+/* A conversation's state, in Conversations: its membership's channel seen as a conversation. */
+enum conversation_state {
+	STATE_ACTIVE,
+	STATE_INACTIVE,
+	STATE_CLOSED,
+};
+
+static const char *const conversation_states[] = {
+	[STATE_ACTIVE] = "active",
+	[STATE_INACTIVE] = "inactive",
+	[STATE_CLOSED] = "closed",
+};
+
+/* The status (or conversation_state) of the oddstatus fault: none of the API's. */
+#define ODD_STATUS "archived"
+
 struct entry {
+	uint64_t slot;
 	char channel_sid[35];
 	char member_sid[35];
 	const char *status; /* NULL is JSON null */
@@ -1261,10 +1369,12 @@ struct entry {
 	bool member_null;
 	bool index_null;
 	bool links_null;
-	bool deep;    /* carries attributes nested DEEP_NESTING levels */
-	bool longstr; /* carries a friendly_name of LONG_STRING_BYTES bytes */
-	bool drift;   /* status as a number, unread_messages_count as a string */
+	bool deep;    /* carries a field nested DEEP_NESTING levels */
+	bool longstr; /* carries a string field of LONG_STRING_BYTES bytes */
+	bool drift;   /* status (conversation_state) a number, unread_messages_count a string */
 	bool muted;   /* Chat v2's notification_level: muted, else default */
+	bool odd;     /* the oddstatus fault: status and conversation_state ODD_STATUS */
+	enum conversation_state state;
 	uint64_t last_consumed;
 	uint64_t unread;
 };
@@ -1400,18 +1510,34 @@ resolve_user(const struct config *cfg, const char *user)
 	return u != NULL ? u->identity : user;
 }
 
+/* Whether variant V > 0 changes the membership of slot: i % 7 == V % 7. */
+static bool
+slot_changed(uint64_t variant, uint64_t slot)
+{
+	return variant > 0 && slot % 7 == variant % 7;
+}
+
+/*
+ * The membership of slot; a change of the variant raises its unread count
+ * and index and moves its conversation to the next state.
+ */
 static void
 make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 {
 	static const char *const statuses[] = {"joined", "invited", "not_participating"};
+	static const enum conversation_state states[] = {STATE_ACTIVE, STATE_ACTIVE, STATE_INACTIVE,
+							 STATE_CLOSED};
 	uint64_t b = ds->base;
+	uint64_t status_word = slot_word(b, slot, SALT_STATUS);
 
 	memset(e, 0, sizeof(*e));
+	e->slot = slot;
 	format_sid(e->channel_sid, "CH", slot_word(b, slot, SALT_CHANNEL_HI),
 		   slot_word(b, slot, SALT_CHANNEL_LO), slot % 3 == 0);
 	format_sid(e->member_sid, "MB", slot_word(b, slot, SALT_MEMBER_HI),
 		   slot_word(b, slot, SALT_MEMBER_LO), slot % 3 == 1);
-	e->status = statuses[slot_word(b, slot, SALT_STATUS) % 3];
+	e->status = statuses[status_word % 3];
+	e->state = states[(status_word >> 32) % 4];
 	e->last_consumed = slot_word(b, slot, SALT_INDEX) % 1000;
 	e->unread = slot_word(b, slot, SALT_UNREAD) % 50;
 	e->index_null = slot % 13 == 5;
@@ -1420,11 +1546,26 @@ make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 	e->muted = slot % 4 == 3;
 	if (e->member_null)
 		e->status = NULL;
-	if (ds->variant > 0 && slot % 7 == ds->variant % 7) {
+	if (slot_changed(ds->variant, slot)) {
 		e->unread += ds->variant;
 		if (!e->index_null)
 			e->last_consumed += ds->variant;
+		e->state = (e->state + 1) % 3;
 	}
+}
+
+/* The oddstatus fault on e. */
+static void
+mark_odd(struct entry *e)
+{
+	e->status = ODD_STATUS;
+	e->odd = true;
+}
+
+static const char *
+conversation_state_name(const struct entry *e)
+{
+	return e->odd ? ODD_STATUS : conversation_states[e->state];
 }
 
 /*
@@ -1566,14 +1707,19 @@ format_date(char *out, uint64_t seconds)
 	strftime(out, DATE_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Creation and update dates from (hash, slot); an update bump of seconds for a change. */
-static void
+/*
+ * Creation and update dates from (hash, slot); an update bump of seconds
+ * for a change.  Returns the update time.
+ */
+static uint64_t
 make_dates(uint64_t hash, uint64_t slot, uint64_t bump, char *created, char *updated)
 {
 	uint64_t c = DATE_BASE + slot_word(hash, slot, SALT_CREATED) % DATE_SPAN;
+	uint64_t u = c + slot_word(hash, slot, SALT_UPDATED) % UPDATE_SPAN + bump;
 
 	format_date(created, c);
-	format_date(updated, c + slot_word(hash, slot, SALT_UPDATED) % UPDATE_SPAN + bump);
+	format_date(updated, u);
+	return u;
 }
 
 /* Appends " (variant V)" to a renamed dimension's name. */
@@ -1701,7 +1847,7 @@ user_row_free(struct user_row *r)
 }
 
 struct channel_row {
-	const struct user *creator;
+	const char *creator; /* the identity of the user whose membership it is */
 	uint64_t slot;
 	struct entry e; /* the creator's membership: the channel SID, its status */
 	struct buf friendly_name;
@@ -1719,7 +1865,7 @@ struct channel_row {
 static void
 channel_names(const struct config *cfg, struct channel_row *r)
 {
-	const char *identity = r->creator->identity;
+	const char *identity = r->creator;
 	uint64_t i = r->slot;
 	bool renamed = channel_renamed(cfg, i);
 
@@ -1746,18 +1892,21 @@ channel_names(const struct config *cfg, struct channel_row *r)
 	}
 }
 
-/* The channel of slot in user k's memberships; free with channel_row_free(). */
+/*
+ * The channel of slot in the memberships of identity (borrowed: it must
+ * outlive r); free with channel_row_free().
+ */
 static void
-make_channel_row(const struct config *cfg, const char *service, size_t k, uint64_t slot,
+make_channel_row(const struct config *cfg, const char *service, const char *identity, uint64_t slot,
 		 struct channel_row *r)
 {
 	struct dataset ds;
 	bool renamed = channel_renamed(cfg, slot);
 
 	memset(r, 0, sizeof(*r));
-	r->creator = &cfg->users[k];
+	r->creator = identity;
 	r->slot = slot;
-	dataset_init(&ds, cfg, service, r->creator->identity);
+	dataset_init(&ds, cfg, service, identity);
 	make_entry(&ds, slot, &r->e);
 	channel_names(cfg, r);
 	if (slot % 5 == 0) {
@@ -1782,6 +1931,123 @@ channel_row_free(struct channel_row *r)
 	buf_free(&r->friendly_name);
 	buf_free(&r->unique_name);
 	buf_free(&r->attributes);
+}
+
+/* ---------------------------------------------------------------------------
+ * Conversations: a user's memberships as conversations
+ *
+ * Conversation i of a user is the channel of slot i of its memberships: the
+ * same SID, names, attributes and creation date; its participant is the
+ * member, its unread count and last read index the membership's.  The
+ * state is drawn per slot (active twice as often as inactive or closed); a
+ * variant's change of a membership moves it to the next state and bumps its
+ * date_updated.  Timers: some active conversations have both dates, some
+ * inactive ones date_closed, the rest none.
+ */
+
+#define TIMER_SPAN (30 * 86400)
+
+struct conversation {
+	struct channel_row ch;	      /* names, attributes, dates and the membership */
+	char date_inactive[DATE_LEN]; /* "" when the timers have none */
+	char date_closed[DATE_LEN];
+};
+
+static void
+conversation_timers(uint64_t hash, uint64_t updated, struct conversation *c)
+{
+	uint64_t w = mix64(slot_word(hash, c->ch.slot, SALT_UPDATED) ^ 0x74696d657273);
+	uint64_t inactive = updated + 3600 + (w >> 8) % TIMER_SPAN;
+	uint64_t closed = inactive + 3600 + (w >> 32) % TIMER_SPAN;
+
+	if ((w & 1) == 0 || c->ch.e.state == STATE_CLOSED)
+		return;
+	if (c->ch.e.state == STATE_ACTIVE)
+		format_date(c->date_inactive, inactive);
+	format_date(c->date_closed, closed);
+}
+
+/*
+ * The conversation of e, a membership of identity in service (borrowed: it
+ * must outlive c), e's flags kept; free with conversation_free().
+ */
+static void
+make_conversation(const struct config *cfg, const char *service, const char *identity,
+		  const struct entry *e, struct conversation *c)
+{
+	struct dataset ds;
+	bool changed = slot_changed(cfg->variant, e->slot) || channel_renamed(cfg, e->slot);
+	uint64_t updated;
+
+	memset(c, 0, sizeof(*c));
+	make_channel_row(cfg, service, identity, e->slot, &c->ch);
+	c->ch.e = *e;
+	dataset_init(&ds, cfg, service, identity);
+	updated = make_dates(ds.base, e->slot, changed ? cfg->variant * 3600 : 0,
+			     c->ch.date_created, c->ch.date_updated);
+	conversation_timers(ds.base, updated, c);
+}
+
+static void
+conversation_free(struct conversation *c)
+{
+	channel_row_free(&c->ch);
+}
+
+/*
+ * Conversations' URLs of a service's resources: under /v1/Services/{S}, or
+ * right under /v1 for the default service asked for without its SID.
+ */
+static void
+add_conversations_scope(struct buf *b, const char *service, bool unscoped)
+{
+	buf_adds(b, CONVERSATIONS_BASE);
+	if (!unscoped) {
+		buf_adds(b, "/Services/");
+		buf_adds(b, service);
+	}
+}
+
+/* The URLs of a user's conversation: its own, its conversation's, its participant's. */
+struct conversation_urls {
+	struct buf url;
+	struct buf conversation;
+	struct buf participant;
+};
+
+static void
+make_conversation_urls(struct conversation_urls *u, const char *service, bool unscoped,
+		       const char *user_sid, const struct entry *e)
+{
+	memset(u, 0, sizeof(*u));
+	add_conversations_scope(&u->url, service, unscoped);
+	buf_adds(&u->url, "/Users/");
+	buf_adds(&u->url, user_sid);
+	buf_adds(&u->url, "/Conversations/");
+	buf_adds(&u->url, e->channel_sid);
+	add_conversations_scope(&u->conversation, service, unscoped);
+	buf_adds(&u->conversation, "/Conversations/");
+	buf_adds(&u->conversation, e->channel_sid);
+	buf_add(&u->participant, u->conversation.data, u->conversation.len);
+	buf_adds(&u->participant, "/Participants/");
+	buf_adds(&u->participant, e->member_sid);
+}
+
+static void
+conversation_urls_free(struct conversation_urls *u)
+{
+	buf_free(&u->url);
+	buf_free(&u->conversation);
+	buf_free(&u->participant);
+}
+
+/* The default messaging service of the account, into out (35 bytes). */
+static void
+messaging_service_sid(char *out, const struct config *cfg)
+{
+	uint64_t h = fnv1a_str(0xcbf29ce484222325ULL ^ mix64(cfg->seed ^ 0x4d47), cfg->account_sid);
+
+	format_sid(out, "MG", slot_word(h, 0, SALT_SID_HI), slot_word(h, 0, SALT_SID_LO), false);
 }
 
 /*
@@ -1860,6 +2126,57 @@ add_dump_line(struct buf *b, const struct config *cfg, const char *user, const s
 	buf_addc(b, '\n');
 }
 
+/* A user as --dump names it: the name given, its identity, that identity's SID. */
+struct named_user {
+	const char *name;
+	const char *identity;
+	char sid[35];
+};
+
+/*
+ * One conversation as --dump prints it with --api conversations:
+ * service_sid, user_sid (the user as named), conversation_sid, account_sid,
+ * participant_sid, conversation_state, notification_level,
+ * unread_messages_count, last_read_message_index, friendly_name,
+ * unique_name, created_by, date_created, date_updated, date_inactive,
+ * date_closed, url, conversation_url, participant_url.
+ */
+static void
+add_conversation_dump_line(struct buf *b, const struct config *cfg, const struct named_user *u,
+			   const struct entry *e)
+{
+	struct conversation c;
+	struct conversation_urls urls;
+	char num[24];
+
+	make_conversation(cfg, cfg->service, u->identity, e, &c);
+	make_conversation_urls(&urls, cfg->service, cfg->dump_unscoped, u->sid, e);
+	buf_add_copy_text(b, cfg->service);
+	add_copy_field(b, u->name, false);
+	add_copy_field(b, e->channel_sid, false);
+	add_copy_field(b, cfg->account_sid, false);
+	add_copy_field(b, e->member_sid, false);
+	add_copy_field(b, conversation_state_name(e), false);
+	add_copy_field(b, e->muted ? "muted" : "default", false);
+	snprintf(num, sizeof(num), "%" PRIu64, e->unread);
+	add_copy_field(b, num, false);
+	snprintf(num, sizeof(num), "%" PRIu64, e->last_consumed);
+	add_copy_field(b, num, e->index_null);
+	add_copy_field(b, c.ch.friendly_name.data, c.ch.name_null);
+	add_copy_field(b, c.ch.unique_name.data, c.ch.unique_null);
+	add_copy_field(b, u->identity, false);
+	add_copy_field(b, c.ch.date_created, false);
+	add_copy_field(b, c.ch.date_updated, false);
+	add_copy_field(b, c.date_inactive, c.date_inactive[0] == '\0');
+	add_copy_field(b, c.date_closed, c.date_closed[0] == '\0');
+	add_copy_field(b, urls.url.data, false);
+	add_copy_field(b, urls.conversation.data, false);
+	add_copy_field(b, urls.participant.data, false);
+	buf_addc(b, '\n');
+	conversation_urls_free(&urls);
+	conversation_free(&c);
+}
+
 /* Writes b to stdout and empties it. */
 static bool
 write_dump(struct buf *b)
@@ -1870,13 +2187,16 @@ write_dump(struct buf *b)
 	return ok;
 }
 
+/* The memberships of user, or with --api conversations its conversations. */
 static bool
 dump_user(const struct config *cfg, const char *user)
 {
+	struct named_user u = {user, resolve_user(cfg, user), ""};
 	struct dataset ds;
 	struct buf b = {0};
 
-	dataset_init(&ds, cfg, cfg->service, resolve_user(cfg, user));
+	format_user_sid(u.sid, user_hash(cfg, u.identity));
+	dataset_init(&ds, cfg, cfg->service, u.identity);
 	for (uint64_t j = 0; j < ds.present; j++) {
 		struct entry e;
 		uint64_t page = j / cfg->dump_page_size;
@@ -1884,8 +2204,11 @@ dump_user(const struct config *cfg, const char *user)
 		make_entry(&ds, dataset_slot(&ds, j), &e);
 		if (j % cfg->dump_page_size == 0 &&
 		    has_modifier(cfg, FAULT_ODDSTATUS, EP_MEMBERSHIPS, user, page))
-			e.status = "archived";
-		add_dump_line(&b, cfg, user, &e);
+			mark_odd(&e);
+		if (cfg->api->id == API_CONVERSATIONS_V1)
+			add_conversation_dump_line(&b, cfg, &u, &e);
+		else
+			add_dump_line(&b, cfg, user, &e);
 	}
 	return write_dump(&b);
 }
@@ -1978,7 +2301,7 @@ add_channel_dump_line(struct buf *b, const struct config *cfg, const struct chan
 	add_copy_field(b, r->unique_name.data, r->unique_null);
 	add_copy_field(b, r->attributes.data, false);
 	add_copy_field(b, r->is_private ? "private" : "public", false);
-	add_copy_field(b, r->creator->identity, false);
+	add_copy_field(b, r->creator, false);
 	add_copy_u64(b, r->members);
 	add_copy_u64(b, r->messages);
 	add_copy_field(b, r->date_created, false);
@@ -2005,7 +2328,7 @@ dump_channel_rows(const struct config *cfg)
 		for (uint64_t i = 0; i < per_user; i++) {
 			struct channel_row r;
 
-			make_channel_row(cfg, cfg->service, k, slots[i], &r);
+			make_channel_row(cfg, cfg->service, cfg->users[k].identity, slots[i], &r);
 			add_channel_dump_line(&b, cfg, &r);
 			channel_row_free(&r);
 		}
@@ -2151,8 +2474,9 @@ struct exchange {
 	const char *target;	    /* raw, as received */
 	char *path;		    /* raw path, without the query */
 	const char *query;	    /* raw query, without '?' ("" if none) */
-	const struct api_spec *api; /* the API of the version segment */
+	const struct api_spec *api; /* the API of the route */
 	enum endpoint endpoint;
+	bool unscoped;	      /* the path named no service: the default conversation service */
 	char *service;	      /* decoded, NULL until the route matched */
 	char *user;	      /* decoded (a pseudo-user for a dimension), NULL until then */
 	const char *identity; /* whose memberships: user, or the identity of its SID */
@@ -2161,7 +2485,7 @@ struct exchange {
 	bool have_page;
 	uint64_t page;
 	uint64_t page_size;
-	struct buf url_path;  /* /VERSION/Services/S/Users/U/Channels, re-encoded */
+	struct buf url_path;  /* /VERSION[/Services/S]/Users/U/Channels (...), re-encoded */
 	struct buf url_query; /* what page URLs carry before PageSize ("Type=private&") */
 };
 
@@ -2383,6 +2707,14 @@ api_of_version(const char *version)
 	return NULL;
 }
 
+/* What a path names: the API, the endpoint, and which segments name the service and the user. */
+struct route {
+	const struct api_spec *api;
+	enum endpoint endpoint;
+	int service; /* -1: the default conversation service */
+	int user;    /* -1: a pseudo-user */
+};
+
 static enum endpoint
 route_endpoint(char **seg, size_t n, bool *ok)
 {
@@ -2398,32 +2730,86 @@ route_endpoint(char **seg, size_t n, bool *ok)
 	return EP_MEMBERSHIPS;
 }
 
+/* The four routes under each version of Chat: IP Messaging's /v1 and Chat v2's /v2. */
+static bool
+route_chat(char **seg, size_t n, struct route *r)
+{
+	bool ok;
+
+	r->api = api_of_version(seg[0]);
+	r->endpoint = route_endpoint(seg, n, &ok);
+	r->service = 2;
+	r->user = r->endpoint == EP_MEMBERSHIPS ? 4 : -1;
+	return ok && r->api != NULL;
+}
+
 /*
- * Matches the path against the four routes under each version; sets api,
- * endpoint, service, user, identity and user_sid.
+ * The routes of Conversations under /v1: /Configuration, and a user's
+ * conversations in a service or (/v1/Users/{U}/Conversations) in the
+ * default one.
+ */
+static bool
+route_conversations(char **seg, size_t n, struct route *r)
+{
+	bool in_service = n == 6 && strcmp(seg[1], "Services") == 0;
+	size_t u = in_service ? 4 : 2;
+
+	r->api = &apis[API_CONVERSATIONS_V1];
+	r->service = in_service ? 2 : -1;
+	r->user = -1;
+	if (strcmp(seg[0], r->api->version) != 0)
+		return false;
+	if (n == 2 && strcmp(seg[1], "Configuration") == 0) {
+		r->endpoint = EP_CONFIGURATION;
+		return true;
+	}
+	if ((n != 4 && !in_service) || strcmp(seg[u - 1], "Users") != 0 || seg[u][0] == '\0' ||
+	    strcmp(seg[u + 1], r->api->memberships) != 0)
+		return false;
+	r->endpoint = EP_MEMBERSHIPS;
+	r->user = (int)u;
+	return true;
+}
+
+/* Takes the route's service and user (or pseudo-user) out of seg. */
+static void
+take_route(struct exchange *ex, char **seg, const struct route *r)
+{
+	const struct config *cfg = ex->srv->cfg;
+
+	ex->api = r->api;
+	ex->endpoint = r->endpoint;
+	ex->unscoped = r->service < 0;
+	if (ex->unscoped) {
+		ex->service = xstrdup(cfg->default_service);
+	} else {
+		ex->service = seg[r->service];
+		seg[r->service] = NULL;
+	}
+	if (r->user < 0) {
+		ex->user = xstrdup(pseudo_users[ex->endpoint]);
+		return;
+	}
+	ex->user = seg[r->user];
+	seg[r->user] = NULL;
+	ex->identity = resolve_user(cfg, ex->user);
+	format_user_sid(ex->user_sid, user_hash(cfg, ex->identity));
+}
+
+/*
+ * Matches the path against the routes of every API; sets api, endpoint,
+ * unscoped, service, user, identity and user_sid.
  */
 static bool
 parse_route(struct exchange *ex)
 {
 	char *seg[MAX_SEGMENTS];
 	size_t n = split_path(ex->path, seg);
-	bool ok;
+	struct route r;
+	bool ok = n > 0 && (route_conversations(seg, n, &r) || route_chat(seg, n, &r));
 
-	ex->endpoint = route_endpoint(seg, n, &ok);
-	ex->api = n > 0 ? api_of_version(seg[0]) : NULL;
-	ok = ok && ex->api != NULL;
-	if (ok) {
-		ex->service = seg[2];
-		seg[2] = NULL;
-		if (ex->endpoint == EP_MEMBERSHIPS) {
-			ex->user = seg[4];
-			seg[4] = NULL;
-			ex->identity = resolve_user(ex->srv->cfg, ex->user);
-			format_user_sid(ex->user_sid, user_hash(ex->srv->cfg, ex->identity));
-		} else {
-			ex->user = xstrdup(pseudo_users[ex->endpoint]);
-		}
-	}
+	if (ok)
+		take_route(ex, seg, &r);
 	for (size_t i = 0; i < n; i++)
 		free(seg[i]);
 	return ok;
@@ -2605,7 +2991,8 @@ fault_fires(struct exchange *ex, size_t index)
 	case MATCH_COUNT:
 		if (f->on_page && ex->page != f->page)
 			return false;
-		return counter_next(&ex->srv->counters, (long)index * 4 + (long)ex->endpoint,
+		return counter_next(&ex->srv->counters,
+				    (long)index * N_ENDPOINTS + (long)ex->endpoint,
 				    ex->user) < f->arg;
 	case MATCH_PAGE:
 		return fault_page_matches(f, ex->page);
@@ -2653,7 +3040,9 @@ request_host(struct exchange *ex)
 static const char *
 listing_key(const struct exchange *ex)
 {
-	return ex->endpoint == EP_USERS ? "users" : "channels";
+	if (ex->endpoint == EP_USERS)
+		return "users";
+	return ex->endpoint == EP_MEMBERSHIPS ? ex->api->memberships_key : "channels";
 }
 
 /* Appends the JSON string of the URL of page k at origin ("http://host"). */
@@ -2792,8 +3181,129 @@ add_v2_entry_tail(struct buf *b, const struct exchange *ex, const struct entry *
 			     : ",\"notification_level\":\"default\"");
 }
 
+/* What the modifier faults do to one dimension entry. */
+struct row_faults {
+	bool deep;
+	bool longstr;
+	bool drift;
+};
+
 static void
-add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
+add_string_field(struct buf *b, const char *name, const char *value, bool is_null)
+{
+	buf_adds(b, name);
+	if (is_null)
+		buf_adds(b, "null");
+	else
+		buf_add_json_string(b, value);
+}
+
+static void
+add_u64_field(struct buf *b, const char *name, uint64_t value, bool as_string)
+{
+	buf_adds(b, name);
+	if (as_string)
+		buf_addc(b, '"');
+	buf_add_u64(b, value);
+	if (as_string)
+		buf_addc(b, '"');
+}
+
+static void
+add_bool_field(struct buf *b, const char *name, bool value, bool as_number)
+{
+	buf_adds(b, name);
+	if (as_number)
+		buf_adds(b, value ? "1" : "0");
+	else
+		buf_adds(b, value ? "true" : "false");
+}
+
+/* The fields every dimension entry may end with: unknown ones, and those of deep and longstr. */
+static void
+add_dimension_tail(struct buf *b, const struct exchange *ex, const struct row_faults *rf)
+{
+	if (ex->srv->cfg->extra_fields)
+		buf_adds(b, EXTRA_DIMENSION_FIELDS);
+	add_hostile_fields(b, ",\"extra_nesting\":", ",\"extra_string\":", rf->deep, rf->longstr);
+}
+
+static void
+add_timers(struct buf *b, const struct conversation *c)
+{
+	bool inactive = c->date_inactive[0] != '\0';
+
+	buf_adds(b, ",\"timers\":{");
+	if (inactive)
+		add_string_field(b, "\"date_inactive\":", c->date_inactive, false);
+	if (c->date_closed[0] != '\0')
+		add_string_field(b, inactive ? ",\"date_closed\":" : "\"date_closed\":",
+				 c->date_closed, false);
+	buf_addc(b, '}');
+}
+
+/* A conversation entry's url and links; null without a conversation SID (badrow). */
+static void
+add_conversation_links(struct buf *b, const struct exchange *ex, const struct entry *e)
+{
+	struct conversation_urls u;
+
+	if (e->channel_null) {
+		buf_adds(b, ",\"url\":null,\"links\":null");
+		return;
+	}
+	make_conversation_urls(&u, ex->service, ex->unscoped, ex->user_sid, e);
+	add_string_field(b, ",\"url\":", u.url.data, false);
+	add_string_field(b, ",\"links\":{\"participant\":", u.participant.data, false);
+	add_string_field(b, ",\"conversation\":", u.conversation.data, false);
+	buf_addc(b, '}');
+	conversation_urls_free(&u);
+}
+
+/*
+ * A user's conversation, its fields in the spec's order.  The unknown
+ * fields of --extra-fields, deep and longstr come last, as on a dimension:
+ * those of a channel entry are known fields here.
+ */
+static void
+add_conversation_json(struct buf *b, const struct exchange *ex, const struct entry *e)
+{
+	struct row_faults rf = {e->deep, e->longstr, e->drift};
+	struct conversation c;
+
+	make_conversation(ex->srv->cfg, ex->service, ex->identity, e, &c);
+	buf_adds(b, "{\"account_sid\":");
+	buf_adds(b, ex->srv->account_json);
+	add_string_field(b, ",\"chat_service_sid\":", ex->service, false);
+	add_string_field(b, ",\"conversation_sid\":", e->channel_sid, e->channel_null);
+	add_u64_field(b, ",\"unread_messages_count\":", e->unread, e->drift);
+	buf_adds(b, ",\"last_read_message_index\":");
+	if (e->index_null)
+		buf_adds(b, "null");
+	else
+		buf_add_u64(b, e->last_consumed);
+	add_string_field(b, ",\"participant_sid\":", e->member_sid, false);
+	add_string_field(b, ",\"user_sid\":", ex->user_sid, false);
+	add_string_field(b, ",\"friendly_name\":", c.ch.friendly_name.data, c.ch.name_null);
+	if (e->drift)
+		buf_adds(b, ",\"conversation_state\":7");
+	else
+		add_string_field(b, ",\"conversation_state\":", conversation_state_name(e), false);
+	add_timers(b, &c);
+	add_string_field(b, ",\"attributes\":", c.ch.attributes.data, false);
+	add_string_field(b, ",\"date_created\":", c.ch.date_created, false);
+	add_string_field(b, ",\"date_updated\":", c.ch.date_updated, false);
+	add_string_field(b, ",\"created_by\":", ex->identity, false);
+	add_string_field(b, ",\"notification_level\":", e->muted ? "muted" : "default", false);
+	add_string_field(b, ",\"unique_name\":", c.ch.unique_name.data, c.ch.unique_null);
+	add_conversation_links(b, ex, e);
+	add_dimension_tail(b, ex, &rf);
+	buf_addc(b, '}');
+	conversation_free(&c);
+}
+
+static void
+add_channel_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 {
 	bool extra = ex->srv->cfg->extra_fields;
 	bool v2 = ex->api->id == API_CHAT_V2;
@@ -2831,6 +3341,15 @@ add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
 		add_extra_entry_tail(b, ex, e);
 	add_hostile_fields(b, ",\"attributes\":", ",\"friendly_name\":", e->deep, e->longstr);
 	buf_addc(b, '}');
+}
+
+static void
+add_entry_json(struct buf *b, const struct exchange *ex, const struct entry *e)
+{
+	if (ex->api->id == API_CONVERSATIONS_V1)
+		add_conversation_json(b, ex, e);
+	else
+		add_channel_entry_json(b, ex, e);
 }
 
 /* Adds the comma before every array item but the first. */
@@ -2871,7 +3390,9 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 		ENTRY_JSON_ESTIMATE + (ex->srv->cfg->extra_fields ? EXTRA_JSON_ESTIMATE : 0);
 
 	buf_reserve(b, (size_t)(count + 2) * per_entry + 2048);
-	buf_adds(b, "\"channels\":[");
+	buf_addc(b, '"');
+	buf_adds(b, listing_key(ex));
+	buf_adds(b, "\":[");
 	for (uint64_t j = 0; j < count; j++) {
 		struct entry e;
 
@@ -2879,7 +3400,7 @@ add_channels(struct buf *b, const struct exchange *ex, const struct dataset *ds,
 			add_bad_rows(b, ex, ds, &items);
 		make_entry(ds, dataset_slot(ds, first + j), &e);
 		if (plan->oddstatus && j == 0)
-			e.status = "archived";
+			mark_odd(&e);
 		e.deep = plan->deep && j == 0;
 		e.longstr = plan->longstr && j == 0;
 		e.drift = plan->typedrift;
@@ -3013,44 +3534,6 @@ serve_memberships(struct exchange *ex, const struct page_plan *plan)
 	return finish_listing(ex, &b, ds.present, plan);
 }
 
-/* What the modifier faults do to one dimension entry. */
-struct row_faults {
-	bool deep;
-	bool longstr;
-	bool drift;
-};
-
-static void
-add_string_field(struct buf *b, const char *name, const char *value, bool is_null)
-{
-	buf_adds(b, name);
-	if (is_null)
-		buf_adds(b, "null");
-	else
-		buf_add_json_string(b, value);
-}
-
-static void
-add_u64_field(struct buf *b, const char *name, uint64_t value, bool as_string)
-{
-	buf_adds(b, name);
-	if (as_string)
-		buf_addc(b, '"');
-	buf_add_u64(b, value);
-	if (as_string)
-		buf_addc(b, '"');
-}
-
-static void
-add_bool_field(struct buf *b, const char *name, bool value, bool as_number)
-{
-	buf_adds(b, name);
-	if (as_number)
-		buf_adds(b, value ? "1" : "0");
-	else
-		buf_adds(b, value ? "true" : "false");
-}
-
 /* Appends the JSON string of the API's link base + the service + collection + sid + sub. */
 static void
 add_link(struct buf *b, const struct exchange *ex, const char *collection, const char *sid,
@@ -3065,15 +3548,6 @@ add_link(struct buf *b, const struct exchange *ex, const char *collection, const
 	buf_adds(&url, sub);
 	buf_add_json_string(b, url.data);
 	buf_free(&url);
-}
-
-/* The fields every dimension entry may end with: unknown ones, and those of deep and longstr. */
-static void
-add_dimension_tail(struct buf *b, const struct exchange *ex, const struct row_faults *rf)
-{
-	if (ex->srv->cfg->extra_fields)
-		buf_adds(b, EXTRA_DIMENSION_FIELDS);
-	add_hostile_fields(b, ",\"extra_nesting\":", ",\"extra_string\":", rf->deep, rf->longstr);
 }
 
 /*
@@ -3209,7 +3683,7 @@ add_channel_json(struct buf *b, const struct exchange *ex, const struct channel_
 		add_string_field(b, ",\"type\":", r->is_private ? "private" : "public", false);
 	add_string_field(b, ",\"date_created\":", r->date_created, false);
 	add_string_field(b, ",\"date_updated\":", r->date_updated, false);
-	add_string_field(b, ",\"created_by\":", r->creator->identity, false);
+	add_string_field(b, ",\"created_by\":", r->creator, false);
 	add_u64_field(b, ",\"members_count\":", r->members, rf->drift);
 	add_u64_field(b, ",\"messages_count\":", r->messages, false);
 	buf_adds(b, ",\"url\":");
@@ -3272,6 +3746,37 @@ serve_service(struct exchange *ex, const struct page_plan *plan)
 	return respond_buf(ex, MHD_HTTP_OK, &b);
 }
 
+/*
+ * Conversations' configuration of the account, as the spec's example has
+ * it, no timers set; typedrift serves default_inactive_timer as a number.
+ */
+static enum MHD_Result
+serve_configuration(struct exchange *ex, const struct page_plan *plan)
+{
+	struct row_faults rf = {plan->deep, plan->longstr, plan->typedrift};
+	struct buf b = {0};
+	char messaging[35];
+
+	messaging_service_sid(messaging, ex->srv->cfg);
+	buf_adds(&b, "{\"account_sid\":");
+	buf_adds(&b, ex->srv->account_json);
+	add_string_field(&b, ",\"default_chat_service_sid\":", ex->service, false);
+	add_string_field(&b, ",\"default_messaging_service_sid\":", messaging, false);
+	buf_adds(&b,
+		 rf.drift ? ",\"default_inactive_timer\":7" : ",\"default_inactive_timer\":null");
+	buf_adds(&b, ",\"default_closed_timer\":null");
+	buf_adds(&b, ",\"url\":\"" CONVERSATIONS_BASE "/Configuration\"");
+	buf_adds(&b, ",\"links\":{\"service\":\"" CONVERSATIONS_BASE "/Services/");
+	buf_adds(&b, ex->service);
+	buf_adds(&b, "/Configuration\",\"webhooks\":\"" CONVERSATIONS_BASE
+		     "/Configuration/Webhooks\"}");
+	add_dimension_tail(&b, ex, &rf);
+	buf_addc(&b, '}');
+	if (plan->truncate)
+		return respond_truncated(ex, &b);
+	return respond_buf(ex, MHD_HTTP_OK, &b);
+}
+
 static enum MHD_Result
 serve_users(struct exchange *ex, const struct page_plan *plan)
 {
@@ -3320,7 +3825,8 @@ serve_channels(struct exchange *ex, const struct page_plan *plan)
 
 		if (plan->badrow && j == count / 2)
 			add_dimension_bad_rows(&b, ex, &items);
-		make_channel_row(cfg, ex->service, (size_t)(n / per_user), slots[n % per_user], &r);
+		make_channel_row(cfg, ex->service, cfg->users[n / per_user].identity,
+				 slots[n % per_user], &r);
 		add_separator(&b, &items);
 		add_channel_json(&b, ex, &r, &rf);
 		channel_row_free(&r);
@@ -3342,6 +3848,8 @@ serve_page(struct exchange *ex, const struct page_plan *plan)
 		return serve_users(ex, plan);
 	case EP_CHANNELS:
 		return serve_channels(ex, plan);
+	case EP_CONFIGURATION:
+		return serve_configuration(ex, plan);
 	case EP_MEMBERSHIPS:
 	default:
 		return serve_memberships(ex, plan);
@@ -3422,15 +3930,21 @@ set_url_path(struct exchange *ex)
 {
 	buf_addc(&ex->url_path, '/');
 	buf_adds(&ex->url_path, ex->api->version);
-	buf_adds(&ex->url_path, "/Services/");
-	buf_adds(&ex->url_path, ex->service);
+	if (!ex->unscoped) {
+		buf_adds(&ex->url_path, "/Services/");
+		buf_adds(&ex->url_path, ex->service);
+	}
+	if (ex->endpoint == EP_CONFIGURATION)
+		buf_adds(&ex->url_path, "/Configuration");
 	if (ex->endpoint == EP_USERS || ex->endpoint == EP_MEMBERSHIPS)
 		buf_adds(&ex->url_path, "/Users");
 	if (ex->endpoint == EP_MEMBERSHIPS) {
 		buf_addc(&ex->url_path, '/');
 		buf_add_pct_segment(&ex->url_path, ex->user);
+		buf_addc(&ex->url_path, '/');
+		buf_adds(&ex->url_path, ex->api->memberships);
 	}
-	if (ex->endpoint == EP_CHANNELS || ex->endpoint == EP_MEMBERSHIPS)
+	if (ex->endpoint == EP_CHANNELS)
 		buf_adds(&ex->url_path, "/Channels");
 }
 
@@ -3442,7 +3956,7 @@ check_query(struct exchange *ex, enum MHD_Result *ret)
 	bool ok = true;
 
 	query_parse(ex->query, &q);
-	if (ex->endpoint != EP_SERVICE)
+	if (ex->endpoint != EP_SERVICE && ex->endpoint != EP_CONFIGURATION)
 		ok = check_paging(ex, &q, ret);
 	if (ok && ex->endpoint == EP_CHANNELS)
 		ok = check_types(ex, &q, ret);

@@ -233,6 +233,58 @@ fake_stop() {
 	wait "$FAKE_PID" 2>/dev/null
 }
 
+# ------------------------------------------------------------ the fake's answers
+# For the tests of the fake itself (tests/fake_*.sh), with curl and python3.
+
+# fake_api COMMAND ARGS: runs cmd_COMMAND of tests/fake_api.py.
+fake_api() {
+	PYTHONPATH="$top_srcdir/tests" python3 -c \
+		'import sys, fake_api; getattr(fake_api, "cmd_" + sys.argv[1])(*sys.argv[2:])' "$@"
+}
+
+# fetch TARGET FILE: GETs TARGET from the fake into FILE; the HTTP status in CODE.
+fetch() {
+	CODE=$(curl -s -u "$ACCOUNT_SID:$AUTH_TOKEN" -o "$2" -w '%{http_code}' "$FAKE_URL$1")
+}
+
+# walk NAME TARGET: GETs TARGET and every next_page_url after it (at most
+# 1000 pages), into $TEST_TMP/NAME.0.json, NAME.1.json...; their names in
+# PAGES (empty on error).
+walk() {
+	local name=$1 url=$FAKE_URL$2 n=0 code file
+	PAGES=()
+	while [ -n "$url" ] && [ $n -lt 1000 ]; do
+		file=$TEST_TMP/$name.$n.json
+		code=$(curl -s -u "$ACCOUNT_SID:$AUTH_TOKEN" -o "$file" -w '%{http_code}' "$url")
+		if [ "$code" != 200 ]; then
+			diag "$url: HTTP $code"
+			PAGES=()
+			return 1
+		fi
+		PAGES+=("$file")
+		url=$(fake_api next "$file")
+		n=$((n + 1))
+	done
+}
+
+# same WANT-FILE GOT-FILE DESCRIPTION: the two files are equal and not empty.
+same() {
+	if [ -s "$1" ] && cmp -s "$1" "$2"; then
+		ok 0 "$3"
+	else
+		ok 1 "$3"
+		diff "$1" "$2" | head -n 5 | sed 's/^/#   /'
+	fi
+}
+
+# http_statuses TARGET...: the HTTP status of each GET, in order.
+http_statuses() {
+	local t
+	for t in "$@"; do
+		curl -s -u "$ACCOUNT_SID:$AUTH_TOKEN" -o /dev/null -w '%{http_code} ' "$FAKE_URL$t"
+	done
+}
+
 # ------------------------------------------------------------ chatsyncd
 
 # write_config FILE USER...: a config for SERVICE_SID with those users.
