@@ -8,6 +8,7 @@
 #include "backoff.h"
 #include "clock.h"
 #include "commit_queue.h"
+#include "conversation.h"
 #include "cursor.h"
 #include "db.h"
 #include "dimension.h"
@@ -71,6 +72,9 @@ struct listing {
 	struct page_batch *batch;
 	struct page_parser *membership_parser;
 	struct page_batch *membership_batch;
+	bool conversations;			 /* a user's listing of conversations */
+	struct page_parser *conversation_parser; /* made when first needed */
+	struct page_batch *conversation_batch;
 	struct page_parser *dimension_parser[DIMENSIONS]; /* made when first needed */
 	struct page_batch *dimension_batch[DIMENSIONS];
 	struct commit commit;
@@ -136,6 +140,38 @@ on_row(void *arg, const struct page_entry *e, const char *reject)
 			l->service_sid, l->user_esc, l->page_no, m->channel_sid,
 			log_escape(esc, sizeof(esc), m->status));
 	return page_batch_add(l->batch, m);
+}
+
+/* An entry of a user's conversations listing. */
+static bool
+on_conversation(void *arg, const struct page_entry *e, const char *reject)
+{
+	struct listing *l = arg;
+	unsigned drifted, fresh;
+	char esc[128];
+
+	if (reject != NULL) {
+		l->rejected++;
+		log_warning("service %s user \"%s\" page %u: rejected an entry: %s "
+			    "(conversation_sid \"%s\")",
+			    l->service_sid, l->user_esc, l->page_no, reject,
+			    log_escape(esc, sizeof(esc), e->str[0]));
+		return true;
+	}
+	if (!conversation_batch_add(l->batch, e, &drifted))
+		return false;
+	fresh = drifted & ~l->drift_logged;
+	for (unsigned bit = 1; fresh != 0; bit <<= 1) {
+		if ((fresh & bit) == 0)
+			continue;
+		fresh &= ~bit;
+		log_warning("service %s user \"%s\" page %u: conversation %s: %s has an unexpected "
+			    "type or value; stored as NULL (not logged again in this listing)",
+			    l->service_sid, l->user_esc, l->page_no, e->str[0],
+			    conversation_field_name(bit));
+	}
+	l->drift_logged |= drifted;
+	return true;
 }
 
 /* An entry of a dimension listing. */
@@ -455,6 +491,7 @@ queue_commit(struct listing *l)
 		.requests = l->requests,
 		.retries = l->retries,
 		.digest = whole ? l->digest : NULL,
+		.conversations = l->dimension < 0 && l->conversations,
 	};
 	c->batch = l->batch;
 	c->dimension = l->dimension;
@@ -692,6 +729,8 @@ listing_free(struct listing *l)
 	listing_release(l);
 	page_parser_free(l->membership_parser);
 	page_batch_free(l->membership_batch);
+	page_parser_free(l->conversation_parser);
+	page_batch_free(l->conversation_batch);
 	for (int d = 0; d < DIMENSIONS; d++) {
 		page_parser_free(l->dimension_parser[d]);
 		page_batch_free(l->dimension_batch[d]);
@@ -756,14 +795,21 @@ listing_start(struct listing *l, size_t service_index, const char *user,
 	      struct cursor_position *pos)
 {
 	const struct settings_service *svc = &l->st->s->services[service_index];
+	const struct twilio_api_info *api = twilio_api_info(svc->api);
 
 	l->dimension = -1;
-	l->parser = l->membership_parser;
-	l->batch = l->membership_batch;
+	l->conversations = api->conversations;
+	if (l->conversations && l->conversation_parser == NULL) {
+		l->conversation_parser =
+			page_parser_new(&conversation_schema, &l->limits, on_conversation, l);
+		l->conversation_batch = conversation_batch_new();
+	}
+	l->parser = l->conversations ? l->conversation_parser : l->membership_parser;
+	l->batch = l->conversations ? l->conversation_batch : l->membership_batch;
 	l->st->progress.users_started++;
 	start(l, service_index, user,
-	      url_first_page(svc->base_url, twilio_api_info(svc->api)->version, svc->sid, user,
-			     svc->page_size),
+	      url_user_listing(svc->base_url, api->version, svc->sid, user, api->user_listing,
+			       svc->page_size),
 	      pos);
 }
 

@@ -33,7 +33,7 @@ struct page_field {
 };
 
 /* The most fields a schema may have. */
-#define PAGE_MAX_FIELDS 16
+#define PAGE_MAX_FIELDS 24
 
 struct page_schema {
 	/*

@@ -278,10 +278,8 @@ load_api(struct loader *l, struct settings_service *svc, const config_setting_t 
 	if (at != NULL)
 		name = config_setting_get_string(at);
 	if (!twilio_api_parse(name, &svc->api)) {
-		fail_at(l, at, key, "api must be \"ip_messaging_v1\" or \"chat_v2\"%s",
-			strcmp(name, "conversations") == 0
-				? " (\"conversations\" is not supported by this version)"
-				: "");
+		fail_at(l, at, key,
+			"api must be \"ip_messaging_v1\", \"chat_v2\" or \"conversations\"");
 		return false;
 	}
 	at = config_setting_get_member(cs, "base_url");

@@ -1,13 +1,15 @@
 /*
- * store.c - stores one page of memberships and advances the cursor
+ * store.c - stores one page of a user's listing and advances the cursor
  *
- * A page goes to the server as one call of the sync_page() function (see
- * sql/), its columns as array literals, so a page costs one round trip.
+ * A page goes to the server as one call of the sync_page() function, or
+ * sync_conversations_page() (see sql/), its columns as array literals, so a
+ * page costs one round trip.
  */
 #include "config.h"
 
 #include "store.h"
 
+#include "conversation.h"
 #include "db.h"
 #include "page_batch.h"
 
@@ -26,8 +28,28 @@ static const char sync_page_sql[] =
 	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
 	"$14::integer, $15::integer, $16::integer, $17::text)";
 
-#define PAGE_PARAMS 17
+static const char sync_conversations_page_sql[] =
+	"SELECT inserted, updated, unchanged, deleted FROM sync_conversations_page("
+	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
+	"$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], "
+	"$14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], "
+	"$19::timestamptz[], $20::text[], $21::text[], $22::text[], "
+	"$23::integer, $24::integer, $25::integer, $26::text)";
+
+/* A page's statement: the run, service, user, first page and next URL, its columns, then four. */
+struct page_statement {
+	const char *name;
+	const char *sql;
+	unsigned columns;
+};
+
+static const struct page_statement memberships = {"sync_page", sync_page_sql, PAGE_BATCH_COLUMNS};
+static const struct page_statement conversations = {"sync_conversations_page",
+						    sync_conversations_page_sql,
+						    CONVERSATION_COLUMNS};
+
 #define FIRST_COLUMN_PARAM 5
+#define MAX_PARAMS (FIRST_COLUMN_PARAM + CONVERSATION_COLUMNS + 4)
 
 static void
 read_counts(const PGresult *res, struct store_counts *out)
@@ -45,8 +67,10 @@ read_counts(const PGresult *res, struct store_counts *out)
 bool
 store_send_page(struct db *db, struct page_batch *b, const struct store_page *page)
 {
+	const struct page_statement *st = page->conversations ? &conversations : &memberships;
 	char run_id[24], rejected[16], requests[16], retries[16];
-	const char *params[PAGE_PARAMS];
+	const char *params[MAX_PARAMS];
+	unsigned n = FIRST_COLUMN_PARAM;
 	bool ok = true;
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
@@ -58,18 +82,18 @@ store_send_page(struct db *db, struct page_batch *b, const struct store_page *pa
 	params[2] = page->user;
 	params[3] = page->first_page ? "t" : "f";
 	params[4] = page->next_url;
-	for (int i = 0; i < PAGE_BATCH_COLUMNS; i++) {
-		params[FIRST_COLUMN_PARAM + i] = page_batch_column(b, (unsigned)i);
-		ok = ok && params[FIRST_COLUMN_PARAM + i] != NULL;
+	for (unsigned i = 0; i < st->columns; i++) {
+		params[n] = page_batch_column(b, i);
+		ok = ok && params[n++] != NULL;
 	}
-	params[13] = rejected;
-	params[14] = requests;
-	params[15] = retries;
-	params[16] = page->digest;
+	params[n++] = rejected;
+	params[n++] = requests;
+	params[n++] = retries;
+	params[n++] = page->digest;
 	if (!ok)
 		db_set_error(db, "the page is too large to send");
 	/* libpq copies the parameters into its output buffer before this returns. */
-	ok = ok && db_send_prepared(db, "sync_page", sync_page_sql, PAGE_PARAMS, params);
+	ok = ok && db_send_prepared(db, st->name, st->sql, (int)n, params);
 	page_batch_reopen(b);
 	return ok;
 }
@@ -80,7 +104,7 @@ store_page_result(struct db *db, PGresult *res, struct store_counts *out)
 	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 
 	if (ok && PQntuples(res) != 1) {
-		db_set_error(db, "sync_page() returned %d rows, not one", PQntuples(res));
+		db_set_error(db, "the page's function returned %d rows, not one", PQntuples(res));
 		ok = false;
 	}
 	if (ok)

@@ -1,9 +1,10 @@
 /*
- * store.h - stores one page of memberships and advances the cursor
+ * store.h - stores one page of a user's listing and advances the cursor
  *
  * Committing a page applies its rows, the deletions a last page implies,
  * the cursor's advance and the run's counters in a single transaction: one
- * call of sync_page() (see sql/).  It knows nothing of JSON or HTTP.  Pages
+ * call of sync_page() for memberships, or of sync_conversations_page() for
+ * conversations (see sql/).  It knows nothing of JSON or HTTP.  Pages
  * are sent without waiting, so that the transfers go on meanwhile.
  */
 #ifndef CHATSYNC_STORE_H
@@ -27,6 +28,7 @@ struct store_page {
 	unsigned requests;    /* HTTP requests to count in the run */
 	unsigned retries;
 	const char *digest; /* page_batch_digest() of a whole one-page listing, else NULL */
+	bool conversations; /* a page of conversations (conversation.h), not of memberships */
 };
 
 struct store_counts {

@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "run.h"
 #include "settings.h"
+#include "twilio.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -220,9 +221,13 @@ start_job(struct sweep *sw, struct listing *l, size_t job)
 	struct sweep_state *st = &sw->st;
 	size_t service_index = job / DIMENSIONS;
 	enum dimension d = job_order[job % DIMENSIONS];
-	const char *sid = st->s->services[service_index].sid;
+	const struct settings_service *svc = &st->s->services[service_index];
+	const char *sid = svc->sid;
 	struct cursor_position pos;
 
+	/* A conversation service's names come with each conversation: no channels listing. */
+	if (d == DIMENSION_CHANNELS && !twilio_api_info(svc->api)->has_channels)
+		return false;
 	if (!dimension_position(st->db, st->run_id, sid, d, &pos)) {
 		if (!db_alive(st->db)) {
 			sweep_state_lost(st, st->db);

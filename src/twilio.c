@@ -85,11 +85,17 @@ twilio_status_normalize(const char *status)
 	return status;
 }
 
-/* The specs' bounds: twilio_ip_messaging_v1.json and twilio_chat_v2.json. */
+/*
+ * The specs' bounds: twilio_ip_messaging_v1.json, twilio_chat_v2.json and
+ * twilio_conversations_v1.json.
+ */
 static const struct twilio_api_info apis[] = {
 	[TWILIO_API_IP_MESSAGING_V1] = {"ip_messaging_v1", "https://ip-messaging.twilio.com", "v1",
-					1000, 1000},
-	[TWILIO_API_CHAT_V2] = {"chat_v2", "https://chat.twilio.com", "v2", 50, 100},
+					1000, 1000, "Channels", false, true},
+	[TWILIO_API_CHAT_V2] = {"chat_v2", "https://chat.twilio.com", "v2", 50, 100, "Channels",
+				false, true},
+	[TWILIO_API_CONVERSATIONS] = {"conversations", "https://conversations.twilio.com", "v1", 50,
+				      50, "Conversations", true, false},
 };
 
 const struct twilio_api_info *

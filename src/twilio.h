@@ -30,6 +30,7 @@ const char *twilio_status_normalize(const char *status);
 enum twilio_api {
 	TWILIO_API_IP_MESSAGING_V1,
 	TWILIO_API_CHAT_V2,
+	TWILIO_API_CONVERSATIONS,
 };
 
 struct twilio_api_info {
@@ -38,6 +39,14 @@ struct twilio_api_info {
 	const char *version;	   /* the first segment of its paths: "v1" */
 	int max_page_size;	   /* PageSize of a user's channels, at most */
 	int max_listing_page_size; /* PageSize of the users and channels listings, at most */
+	/*
+	 * What a user's listing lists, the last segment of its path: "Channels"
+	 * (memberships, into user_channels) or "Conversations" (into
+	 * user_conversations).
+	 */
+	const char *user_listing;
+	bool conversations; /* a user's listing is of conversations */
+	bool has_channels;  /* the service's channels can be listed (the channels dimension) */
 };
 
 const struct twilio_api_info *twilio_api_info(enum twilio_api api);

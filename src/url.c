@@ -226,16 +226,23 @@ url_service(const char *base, const char *version, const char *service_sid, cons
 }
 
 char *
-url_first_page(const char *base, const char *version, const char *service_sid, const char *user,
-	       int page_size)
+url_user_listing(const char *base, const char *version, const char *service_sid, const char *user,
+		 const char *listing, int page_size)
 {
 	char *enc = url_encode_segment(user);
-	char *rest = xasprintf("/Users/%s/Channels?PageSize=%d", enc, page_size);
+	char *rest = xasprintf("/Users/%s/%s?PageSize=%d", enc, listing, page_size);
 	char *url = url_service(base, version, service_sid, rest);
 
 	free(enc);
 	free(rest);
 	return url;
+}
+
+char *
+url_first_page(const char *base, const char *version, const char *service_sid, const char *user,
+	       int page_size)
+{
+	return url_user_listing(base, version, service_sid, user, "Channels", page_size);
 }
 
 struct url_parts {

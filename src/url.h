@@ -56,6 +56,13 @@ char *url_first_page(const char *base, const char *version, const char *service_
 		     const char *user, int page_size);
 
 /*
+ * The same for the user's listing of another kind: listing is the last
+ * segment of the path, "Channels" or "Conversations".
+ */
+char *url_user_listing(const char *base, const char *version, const char *service_sid,
+		       const char *user, const char *listing, int page_size);
+
+/*
  * True if next is a page of the same listing as first: same scheme, host
  * and port, and the same path segment by segment once percent-decoded.
  * This keeps credentials from following a next_page_url anywhere else.

@@ -91,12 +91,12 @@ is "$(sql "SELECT count(*) || ':' || min(kind) || ':' || min(page) || ':' || boo
 # --- comments and the read-only role -------------------------------------------
 is "$(sql "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
             WHERE c.relnamespace = 'chatsync'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
-              AND c.relname IN ('memberships', 'membership_history', 'membership_events', 'sync_health', 'sync_errors')
+              AND (c.relkind = 'v' OR c.relname = 'sync_errors')
               AND col_description(c.oid, a.attnum) IS NULL AND a.attname <> 'error_id'")" 0 \
-	"every column of the analyst views has a comment"
-is "$(sql "SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'chatsync'::regnamespace
-              AND c.relname IN ('memberships', 'membership_history', 'membership_events', 'sync_health', 'sync_errors')
-              AND obj_description(c.oid, 'pg_class') IS NOT NULL")" 5 "and every view a description"
+	"every column of every view, and of sync_errors, has a comment"
+is "$(sql "SELECT count(*) FILTER (WHERE obj_description(c.oid, 'pg_class') IS NULL) || '|' || count(*)
+             FROM pg_class c WHERE c.relnamespace = 'chatsync'::regnamespace AND c.relkind = 'v'")" \
+	"0|11" "and every one of the 11 views a description"
 sql "CREATE ROLE analyst LOGIN IN ROLE chatsync_reader" >/dev/null
 as_reader() { psql -X -q -A -t -v ON_ERROR_STOP=1 -U analyst -c "SET search_path TO chatsync" -c "$1" 2>&1; }
 unreadable=0

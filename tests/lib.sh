@@ -233,6 +233,36 @@ fake_stop() {
 	wait "$FAKE_PID" 2>/dev/null
 }
 
+# serve NAME FAKE-ARGS: the fake, started again with FAKE-ARGS, and the
+# config $TEST_TMP/c.conf (page_size 1000) of the users in array USERS at
+# its address.
+serve() {
+	local name=$1
+	shift
+	[ -z "${FAKE_PID:-}" ] || fake_stop
+	fake_start "$name" "$@" || exit 1
+	PAGE_SIZE=1000 write_config "$TEST_TMP/c.conf" "${USERS[@]}"
+}
+
+# kill_at_page CONFIG USER N: a sweep of CONFIG, killed with SIGKILL once
+# USER's listing has committed N pages and runs on (or after 6 s).
+kill_at_page() {
+	local pid
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$1" --once 2>>"$TEST_TMP/chatsyncd.log" &
+	pid=$!
+	for _ in $(seq 300); do
+		[ "$(sql "SELECT pages_done FROM chatsync.sync_cursors
+		           WHERE user_sid = '$2' AND state = 'running'")" = "$3" ] && break
+		nap 0.02
+	done
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null
+}
+
+# requests USER: the fake's log lines for USER's listing (status, user, page
+# counted from 0, target).
+requests() { awk -F'\t' -v u="$1" '$2 == u' "$FAKE_LOG"; }
+
 # ------------------------------------------------------------ the fake's answers
 # For the tests of the fake itself (tests/fake_*.sh), with curl and python3.
 

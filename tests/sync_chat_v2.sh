@@ -33,19 +33,7 @@ expect_v2() {
 			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.expected FROM STDIN"
 	done
 }
-# requests USER: the fake's log lines for USER's listing (status, user, page
-# counted from 0, target).
-requests() { awk -F'\t' -v u="$1" '$2 == u' "$FAKE_LOG"; }
 
-# serve NAME FAKE-ARGS: the fake, started again with FAKE-ARGS, and the
-# config c.conf (page_size 1000) of the three users at its address.
-serve() {
-	local name=$1
-	shift
-	[ -z "${FAKE_PID:-}" ] || fake_stop
-	fake_start "$name" "$@" || exit 1
-	PAGE_SIZE=1000 write_config "$TEST_TMP/c.conf" "${USERS[@]}"
-}
 
 # ---------------------------------------------------------------- paging
 serve v2 "${DATA[@]}"
@@ -119,14 +107,7 @@ is "$(sql "SELECT count(*) FROM chatsync.channels")|$(sql "SELECT identity FROM 
 U=kim
 serve v2e --seed 5 --channels 250 --latency-ms 400
 write_config "$TEST_TMP/k.conf" "$U"
-TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/k.conf" --once 2>>"$TEST_TMP/chatsyncd.log" &
-pid=$!
-for _ in $(seq 300); do
-	[ "$(sql "SELECT pages_done FROM chatsync.sync_cursors WHERE user_sid = '$U' AND state = 'running'")" = 2 ] && break
-	nap 0.02
-done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
+kill_at_page "$TEST_TMP/k.conf" "$U" 2
 next=$(sql "SELECT next_page_url FROM chatsync.sync_cursors WHERE user_sid = '$U'")
 is "$(sql "SELECT state || ':' || pages_done FROM chatsync.sync_cursors WHERE user_sid = '$U'")" "running:2" \
 	"killed -9 with two of five pages committed"

@@ -860,15 +860,20 @@ test_service_api(void)
 		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
 					   "\"; users = [\"alice\"]; api = \"chat_v3\"; } );"},
 		"chat_v3", "sync.services[0]");
-	ok(strstr(errlog, "api must be \"ip_messaging_v1\" or \"chat_v2\"") != NULL,
+	ok(strstr(errlog, "api must be \"ip_messaging_v1\", \"chat_v2\" or \"conversations\"") !=
+		   NULL,
 	   "the error says which APIs there are");
-	refused("conversations, not supported yet",
-		&(struct conf){.services =
-				       "services = ( { sid = \"" SERVICE_A
-				       "\"; users = [\"alice\"]; api = \"conversations\"; } );"},
-		"conversations", "sync.services[0]");
-	ok(strstr(errlog, "\"conversations\" is not supported by this version") != NULL,
-	   "the error says that conversations is not supported yet");
+	s = accepted("conversations",
+		     &(struct conf){
+			     .twilio = "page_size = 1000;",
+			     .services = "services = ( { sid = \"" SERVICE_A
+					 "\"; users = [\"alice\"]; api = \"conversations\"; } );"});
+	if (s != NULL) {
+		is_str(s->services[0].base_url, "https://conversations.twilio.com",
+		       "conversations: its own host");
+		is_int(s->services[0].page_size, 50, "conversations: PageSize at most 50");
+	}
+	settings_free(s);
 	refused("api as a number",
 		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
 					   "\"; users = [\"alice\"]; api = 2; } );"},

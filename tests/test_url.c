@@ -256,6 +256,13 @@ test_first_page(void)
 	       "https://chat.twilio.com/v2/Services/" SERVICE "/Users/alice/Channels?PageSize=50",
 	       "Chat v2: the version is the path's first segment");
 	free(u);
+	u = url_user_listing("https://conversations.twilio.com", "v1", SERVICE, "a/b",
+			     "Conversations", 50);
+	is_str(u,
+	       "https://conversations.twilio.com/v1/Services/" SERVICE
+	       "/Users/a%2Fb/Conversations?PageSize=50",
+	       "Conversations: a user's conversations, the user encoded");
+	free(u);
 }
 
 static void

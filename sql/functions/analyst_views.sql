@@ -134,3 +134,41 @@ SELECT u.service_sid, u."user", coalesce(r.user_sid, u."user") AS user_sid,
         WHERE x.service_sid = u.service_sid AND x.user_sid IN (r.user_sid, u."user")
         ORDER BY x.user_sid IS DISTINCT FROM r.user_sid
         LIMIT 1) c ON true;
+
+-- The same for Conversations (services with api = "conversations"): a
+-- user's conversations carry their own names, so no channels table is read.
+CREATE OR REPLACE VIEW conversation_memberships AS
+SELECT uc.service_sid, s.friendly_name AS service_name,
+       k.user_sid, k.identity, k.user_name,
+       uc.conversation_sid, uc.friendly_name AS conversation_name,
+       uc.unique_name AS conversation_unique_name, uc.conversation_state,
+       uc.notification_level, uc.unread_messages_count, uc.last_read_message_index,
+       uc.participant_sid, uc.date_created, uc.date_updated, uc.date_inactive, uc.date_closed,
+       uc.first_seen_at, uc.updated_at, c.last_complete_at AS synced_at
+  FROM user_conversations uc
+  LEFT JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
+  LEFT JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
+  LEFT JOIN services s ON s.service_sid = uc.service_sid
+ WHERE uc.deleted_at IS NULL;
+
+CREATE OR REPLACE VIEW conversation_membership_history AS
+SELECT v.service_sid, k.user_sid, k.identity, v.conversation_sid, v.conversation_state,
+       v.notification_level, v.unread_messages_count, v.last_read_message_index,
+       v.participant_sid, v.valid_from, v.valid_to, v.is_current, v.is_deleted
+  FROM (SELECT service_sid, user_sid, conversation_sid, conversation_state, notification_level,
+               unread_messages_count, last_read_message_index, participant_sid, valid_from,
+               valid_to, false AS is_current, is_deleted
+          FROM user_conversation_past_versions
+        UNION ALL
+        SELECT service_sid, user_sid, conversation_sid, conversation_state, notification_level,
+               unread_messages_count, last_read_message_index, participant_sid,
+               CASE WHEN deleted_at IS NULL THEN updated_at ELSE deleted_at END, NULL, true,
+               deleted_at IS NOT NULL
+          FROM user_conversations) v
+  LEFT JOIN user_keys k ON k.service_sid = v.service_sid AND k.configured = v.user_sid;
+
+CREATE OR REPLACE VIEW conversation_membership_events AS
+SELECT e.at, e.service_sid, k.user_sid, k.identity, e.conversation_sid, e.event, e.old_state,
+       e.new_state
+  FROM conversation_event_log e
+  LEFT JOIN user_keys k ON k.service_sid = e.service_sid AND k.configured = e.user_sid;

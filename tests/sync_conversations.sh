@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# A service listed through Conversations (api = "conversations"): each user's
+# conversations are fetched from /v1/Services/{IS}/Users/{U}/Conversations, 50
+# at a time whatever twilio.page_size says, paged to the end, into
+# user_conversations with every field the API sends; an unchanged resync
+# writes nothing to it nor to its history, one-page listings by their digest;
+# a change makes a past version and a state_changed event, a conversation
+# gone from a complete listing is deleted and has its removal event; the
+# service and its users are listed, without a channels listing; and a kill
+# -9 at page 2 of 3 resumes at page 2.  (Entries of unexpected types:
+# test_conversation.c; the SQL function alone: sync_conversations_sql.sh.)
+. "$(dirname "$0")/lib.sh"
+need_tools
+pg_start || exit 1
+
+USERS=(alice "b/c@x y" US0123456789abcdef0123456789abcdef)
+CH=120 # slots: three pages of 50 per user
+DATA=(--seed 7 --channels $CH)
+SERVICE_EXTRA='api = "conversations";'
+export SERVICE_EXTRA
+
+# The columns of user_conversations that the fake's --dump gives, in its order.
+CONV_COLS="service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+           conversation_state, notification_level, unread_messages_count,
+           last_read_message_index, friendly_name, unique_name, created_by, date_created,
+           date_updated, date_inactive, date_closed, url, conversation_url, participant_url"
+
+# expect_conv FAKE-ARGS -- USER...: public.conv_expected as the fake serves it.
+expect_conv() {
+	local args=() u
+	while [ "$1" != "--" ]; do
+		args+=("$1")
+		shift
+	done
+	shift
+	sql "DROP TABLE IF EXISTS public.conv_expected;
+	     CREATE TABLE public.conv_expected (service_sid text, user_sid text,
+	       conversation_sid text, account_sid text, participant_sid text,
+	       conversation_state text, notification_level text, unread_messages_count bigint,
+	       last_read_message_index bigint, friendly_name text, unique_name text,
+	       created_by text, date_created timestamptz, date_updated timestamptz,
+	       date_inactive timestamptz, date_closed timestamptz, url text,
+	       conversation_url text, participant_url text)"
+	for u in "$@"; do
+		"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" --api conversations \
+			"${args[@]}" --dump "$u" |
+			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.conv_expected FROM STDIN"
+	done
+}
+# Live rows of user_conversations that differ from public.conv_expected, both ways.
+diff_conv() {
+	sql "SELECT count(*) FROM (
+	       (SELECT $CONV_COLS FROM chatsync.user_conversations WHERE deleted_at IS NULL
+	        EXCEPT ALL SELECT * FROM public.conv_expected)
+	       UNION ALL
+	       (SELECT * FROM public.conv_expected
+	        EXCEPT ALL SELECT $CONV_COLS FROM chatsync.user_conversations
+	         WHERE deleted_at IS NULL)) d"
+}
+# written: tuples inserted, updated and deleted in user_conversations and its history.
+written() {
+	sql "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables
+	      WHERE schemaname = 'chatsync'
+	        AND relname IN ('user_conversations', 'user_conversation_past_versions',
+	                        'conversation_event_log')"
+}
+# settle_stats: the statistics of the backends that wrote, flushed and visible.
+settle_stats() { sleep 1.1; sql "SELECT pg_stat_clear_snapshot()" >/dev/null; }
+
+
+# ---------------------------------------------------------------- first sweep
+serve conv "${DATA[@]}"
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "a sweep of a conversations service with twilio.page_size = 1000 exits 0"
+expect_conv "${DATA[@]}" -- "${USERS[@]}"
+is "$(sql "SELECT count(*) FROM public.conv_expected")" $((CH * ${#USERS[@]})) \
+	"(the fake serves $CH conversations to each user)"
+is "$(diff_conv)" 0 "user_conversations holds exactly what the API serves, every field"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels")" 0 "and user_channels nothing"
+is "$(awk -F'\t' '{ print $4 }' "$FAKE_LOG" | grep -c "^/v1/Services/$SERVICE_SID/Users/[^/]*/Conversations?")|$(wc -l <"$FAKE_LOG")" \
+	"$((3 * ${#USERS[@]}))|$((3 * ${#USERS[@]}))" \
+	"three pages a user, every request a user's conversations"
+is "$(awk -F'\t' '{ print $4 }' "$FAKE_LOG" | grep -c 'PageSize=50\b')" "$((3 * ${#USERS[@]}))" \
+	"each page asks for 50 entries, the API's most"
+is "$(sql "SELECT string_agg(state || ':' || pages_done, ',') FROM chatsync.sync_cursors")" \
+	"complete:3,complete:3,complete:3" "every cursor complete after three pages"
+is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log")|$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions")" \
+	"0|0" "a first listing writes no event and no past version"
+
+# ---------------------------------------------------------------- unchanged resync
+settle_stats
+before=$(written)
+serve conv2 "${DATA[@]}"
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "an unchanged resync exits 0"
+settle_stats
+is "$(written)" "$before" \
+	"it writes no tuple to user_conversations, its past versions or its events"
+is "$(sql "SELECT rows_unchanged FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1")" \
+	$((CH * ${#USERS[@]})) "and the run counts every row unchanged"
+
+# ---------------------------------------------------------------- changes, deletions
+# Variant 1 removes the conversations of slots i % 10 == 1 and changes others.
+serve conv3 "${DATA[@]}" --variant 1 --fault "429:${USERS[0]}:2"
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "a sweep of the changed data, with two 429s for ${USERS[0]}, exits 0"
+expect_conv "${DATA[@]}" --variant 1 -- "${USERS[@]}"
+is "$(diff_conv)" 0 "the table follows the API: changes applied, removed conversations deleted"
+settle_stats
+[ "$(written)" -gt "$before" ]
+ok $? "(the count of tuples written moves when a sweep writes)"
+is "$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL")" \
+	$((CH / 10 * ${#USERS[@]})) "one conversation in ten is marked deleted"
+is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log WHERE event = 'removed'")" \
+	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL")" \
+	"each deleted conversation has its removal event"
+is "$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions WHERE NOT is_deleted")" \
+	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL OR updated_at > first_seen_at")" \
+	"each changed or deleted conversation has one past version"
+changed_state=$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions p
+                      JOIN chatsync.user_conversations c USING (service_sid, user_sid, conversation_sid)
+                     WHERE NOT p.is_deleted AND c.deleted_at IS NULL
+                       AND p.conversation_state <> c.conversation_state")
+is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log WHERE event = 'state_changed'")" \
+	"$changed_state" "each change of a conversation's state is a state_changed event ($changed_state)"
+
+# ---------------------------------------------------------------- the views
+is "$(sql "SELECT count(*) FROM chatsync.conversation_memberships")|$(sql "SELECT count(*) FROM (
+           SELECT service_sid, conversation_sid, conversation_state, notification_level,
+                  unread_messages_count, last_read_message_index, participant_sid,
+                  friendly_name, unique_name, date_inactive, date_closed
+             FROM chatsync.user_conversations WHERE deleted_at IS NULL
+           EXCEPT ALL
+           SELECT service_sid, conversation_sid, conversation_state, notification_level,
+                  unread_messages_count, last_read_message_index, participant_sid,
+                  conversation_name, conversation_unique_name, date_inactive, date_closed
+             FROM chatsync.conversation_memberships) d")" \
+	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NULL")|0" \
+	"conversation_memberships: one row per live conversation of a user, its values and names"
+is "$(sql "SELECT count(*) FROM chatsync.conversation_memberships
+            WHERE user_sid = '${USERS[2]}' AND synced_at IS NOT NULL")" "$((CH - CH / 10))" \
+	"a user configured by SID is found by it, each row confirmed by its listing"
+is "$(sql "SELECT count(*) FILTER (WHERE is_deleted AND is_current) || '|' || count(*) FILTER (WHERE NOT is_current)
+             FROM chatsync.conversation_membership_history")" \
+	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL")|$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions")" \
+	"conversation_membership_history: each removal a current version of its own, and every past version"
+is "$(sql "SELECT string_agg(event || ':' || n, ',' ORDER BY event) FROM (
+             SELECT event, count(*) AS n FROM chatsync.conversation_membership_events GROUP BY 1) e")" \
+	"$(sql "SELECT string_agg(event || ':' || n, ',' ORDER BY event) FROM (
+             SELECT event, count(*) AS n FROM chatsync.conversation_event_log GROUP BY 1) e")" \
+	"conversation_membership_events: every event, by kind"
+
+# ---------------------------------------------------------------- one-page listings
+serve conv4 --seed 7 --channels 30
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "a sweep of 30 conversations a user (one page each) exits 0"
+is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest IS NOT NULL")" "${#USERS[@]}" \
+	"a one-page listing leaves its digest on the cursor"
+settle_stats
+before=$(written)
+serve conv5 --seed 7 --channels 30
+run_once "$TEST_TMP/c.conf"
+settle_stats
+is "$(written)" "$before" "resynced unchanged: nothing written"
+is "$(sql "SELECT sum(calls) FROM pg_stat_user_functions WHERE funcname = 'sync_listing_unchanged'")" \
+	"${#USERS[@]}" "each one-page listing moved only its cursor (sync_listing_unchanged)"
+
+# ---------------------------------------------------------------- names
+serve convn "${DATA[@]}" --users "${USERS[0]}"
+DIMENSIONS=true write_config "$TEST_TMP/n.conf" "${USERS[@]}"
+run_once "$TEST_TMP/n.conf"
+is "$?" 0 "a sweep with the dimension listings exits 0"
+is "$(awk -F'\t' '$2 ~ /^@/ && $4 !~ /PageToken/ { print $2 " " $4 }' "$FAKE_LOG" | sed 's/IS[0-9a-fA-F]*/IS/' | sort | paste -sd,)" \
+	"@service /v1/Services/IS,@users /v1/Services/IS/Users?PageSize=50" \
+	"the service and its users are listed, 50 a page, and no channels"
+is "$(sql "SELECT identity FROM chatsync.users")" "${USERS[0]}" "the service's user lands in users"
+
+# ---------------------------------------------------------------- kill -9 at page 2 of 3
+U=kim
+serve conve --seed 7 --channels 150 --latency-ms 400
+write_config "$TEST_TMP/k.conf" "$U"
+kill_at_page "$TEST_TMP/k.conf" "$U" 1
+is "$(sql "SELECT state || ':' || pages_done FROM chatsync.sync_cursors WHERE user_sid = '$U'")" "running:1" \
+	"killed -9 with one of three pages committed"
+run_once "$TEST_TMP/k.conf"
+is "$?" 0 "the next run exits 0"
+grep -q "user \"$U\": resuming at page 2" "$TEST_TMP/chatsyncd.log"
+ok $? "it resumes at page 2"
+is "$(requests "$U" | awk -F'\t' '{ n[$3]++ } END { for (p = 0; p < 3; p++) printf "%s%d", p ? "," : "", (p == 1 && n[p] == 2) ? 1 : n[p] }')" \
+	"1,1,1" "no committed page is fetched again, and no page twice but the one in flight"
+expect_conv --seed 7 --channels 150 -- "$U"
+is "$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE user_sid = '$U' AND deleted_at IS NULL")|$(sql "SELECT count(*) FROM (SELECT * FROM public.conv_expected EXCEPT SELECT $CONV_COLS FROM chatsync.user_conversations WHERE user_sid = '$U') d")" \
+	"150|0" "and the table holds the user's 150 conversations, each once"
+
+done_testing
