@@ -20,6 +20,7 @@ static const struct page_field fields[] = {
 	{"links", PAGE_FIELD_OBJECT},
 	{"links.channel", PAGE_FIELD_STRING},
 	{"links.member", PAGE_FIELD_STRING},
+	{"notification_level", PAGE_FIELD_STRING},
 };
 
 enum {
@@ -32,7 +33,8 @@ enum {
 	F_UNREAD,
 	F_LINKS,
 	F_CURL,
-	F_MURL
+	F_MURL,
+	F_LEVEL
 };
 
 const struct page_schema membership_schema = {
@@ -57,6 +59,7 @@ membership_from_entry(const struct page_entry *e, struct membership *m)
 	m->unread_messages_count = e->num[F_UNREAD];
 	m->channel_url = e->str[F_CURL];
 	m->member_url = e->str[F_MURL];
+	m->notification_level = e->str[F_LEVEL];
 	m->drifted = e->drifted;
 }
 

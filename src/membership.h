@@ -28,6 +28,7 @@ enum membership_field {
 	MEMBERSHIP_LINKS = 1u << 7,
 	MEMBERSHIP_CHANNEL_URL = 1u << 8,
 	MEMBERSHIP_MEMBER_URL = 1u << 9,
+	MEMBERSHIP_NOTIFICATION_LEVEL = 1u << 10,
 };
 
 struct membership {
@@ -42,6 +43,7 @@ struct membership {
 	long long unread_messages_count;
 	const char *channel_url;
 	const char *member_url;
+	const char *notification_level; /* Chat v2: default or muted; NULL through v1 */
 	/*
 	 * Fields (enum membership_field bits) whose value had an unexpected
 	 * type: each is NULL here.  An entry with a valid channel_sid is a

@@ -124,6 +124,7 @@ page_batch_add(struct page_batch *b, const struct membership *m)
 			   m->unread_messages_count);
 	page_batch_add_text(b, PAGE_BATCH_CHANNEL_URL, m->channel_url);
 	page_batch_add_text(b, PAGE_BATCH_MEMBER_URL, m->member_url);
+	page_batch_add_text(b, PAGE_BATCH_NOTIFICATION_LEVEL, m->notification_level);
 	return page_batch_end_row(b);
 }
 

@@ -26,7 +26,7 @@ static const char sync_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
 	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
 	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
-	"$14::integer, $15::integer, $16::integer, $17::text)";
+	"$15::integer, $16::integer, $17::integer, $18::text, $14::text[])";
 
 static const char sync_conversations_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_conversations_page("

@@ -16,6 +16,8 @@ is "$?" 0 "first sweep exits 0"
 load_expected --channels $CHANNELS -- "${USERS[@]}"
 is "$(sql 'SELECT count(*) FROM public.expected')" $((CHANNELS * 3)) "the fake lists $CHANNELS channels per user"
 is "$(diff_expected)" 0 "user_channels equals the API's data, every field, NULLs included"
+is "$(sql "SELECT count(*) FROM chatsync.user_channels WHERE notification_level IS NOT NULL")" 0 \
+	"IP Messaging v1 sends no notification level: NULL"
 is "$(sql 'SELECT count(*) FROM chatsync.user_channels WHERE deleted_at IS NOT NULL')" 0 "nothing marked deleted"
 is "$(sql "SELECT count(DISTINCT user_sid) FROM chatsync.user_channels")" 3 \
 	"identities are stored verbatim (3 distinct users)"

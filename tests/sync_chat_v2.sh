@@ -18,7 +18,8 @@ SERVICE_EXTRA='api = "chat_v2";'
 export SERVICE_EXTRA
 
 # expect_v2 FAKE-ARGS -- USER...: public.expected as the fake serves it under
-# /v2 (its dump's last column, notification_level, is not stored).
+# /v2, and public.expected_level the notification_level of each membership
+# (the dump's last column).
 expect_v2() {
 	local args=() u
 	while [ "$1" != "--" ]; do
@@ -27,11 +28,23 @@ expect_v2() {
 	done
 	shift
 	new_dump_table public.expected
+	sql "DROP TABLE IF EXISTS public.expected_level;
+	     CREATE TABLE public.expected_level (user_sid text, channel_sid text, level text)"
 	for u in "$@"; do
 		"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" --api chat_v2 \
-			"${args[@]}" --dump "$u" | cut -f1-10 |
+			"${args[@]}" --dump "$u" >"$TEST_TMP/v2.dump"
+		cut -f1-10 "$TEST_TMP/v2.dump" |
 			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.expected FROM STDIN"
+		cut -f2,3,11 "$TEST_TMP/v2.dump" |
+			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.expected_level FROM STDIN"
 	done
+}
+# Live memberships whose notification_level is not the one the API sends.
+level_differ() {
+	sql "SELECT count(*) FROM chatsync.user_channels uc
+	       FULL JOIN public.expected_level e USING (user_sid, channel_sid)
+	      WHERE (uc.deleted_at IS NULL OR e.user_sid IS NOT NULL)
+	        AND uc.notification_level IS DISTINCT FROM e.level"
 }
 
 
@@ -42,6 +55,8 @@ is "$?" 0 "a sweep of a chat_v2 service with twilio.page_size = 1000 exits 0"
 expect_v2 "${DATA[@]}" -- "${USERS[@]}"
 is "$(sql "SELECT count(*) FROM public.expected")" $((CH * ${#USERS[@]})) "(the fake serves $CH channels to each user)"
 is "$(diff_expected)" 0 "the table holds exactly what the API serves under /v2"
+is "$(level_differ)|$(sql "SELECT string_agg(DISTINCT notification_level, ',') FROM chatsync.user_channels")" \
+	"0|default,muted" "with each membership's notification_level, default or muted"
 is "$(awk -F'\t' '{ print $4 }' "$FAKE_LOG" | grep -c '^/v2/Services/')|$(wc -l <"$FAKE_LOG")" \
 	"$((3 * ${#USERS[@]}))|$((3 * ${#USERS[@]}))" \
 	"three pages a user, every request under /v2/Services/"
@@ -60,6 +75,7 @@ run_once "$TEST_TMP/c.conf"
 is "$?" 0 "a sweep of the changed data, with two 429s for ${USERS[0]}, exits 0"
 expect_v2 "${DATA[@]}" --variant 1 -- "${USERS[@]}"
 is "$(diff_expected)" 0 "the table follows the API: changes applied, removed memberships deleted"
+is "$(level_differ)" 0 "notification levels follow it too"
 is "$(requests "${USERS[0]}" | awk -F'\t' '$1 == 429' | wc -l)|$(requests "${USERS[0]}" | awk -F'\t' '$1 == 200' | wc -l)" \
 	"2|3" "the 429s are retried, and the listing's three pages fetched"
 is "$(sql "SELECT count(*) FROM chatsync.membership_events WHERE event = 'removed'")" \
@@ -80,6 +96,20 @@ is "$(deleted_now "${USERS[2]}")" 12 "(a complete one in the same sweep deleted 
 serve v2c2 "${DATA[@]}" --variant 2
 run_once "$TEST_TMP/c.conf"
 is "$(deleted_now "${USERS[1]}")" 12 "completed in the next sweep, the listing deletes them"
+
+# A change of the level alone is a change: sync_page() called as the writer.
+level_page() { # level_page LEVELS: user lev's listing of CH1 and CH2, both joined
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")" \
+		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "SELECT inserted || ':' || updated || ':' || unchanged
+		  FROM sync_page((SELECT max(run_id) FROM sync_runs), '$SERVICE_SID', 'lev', true, NULL,
+		                 '{CH1,CH2}', NULL, NULL, '{joined,joined}', NULL, NULL, NULL, NULL,
+		                 0, 1, 0, NULL, '{$1}')"
+}
+is "$(level_page default,muted)|$(level_page muted,muted)" "2:0:0|0:1:1" \
+	"a membership whose notification level alone changes is updated, the other left alone"
+is "$(sql "SELECT string_agg(channel_sid || ':' || notification_level, ',' ORDER BY channel_sid)
+             FROM chatsync.user_channel_past_versions WHERE user_sid = 'lev'")|$(sql "SELECT string_agg(notification_level, ',' ORDER BY channel_sid) FROM chatsync.user_channels WHERE user_sid = 'lev'")" \
+	"CH1:default|muted,muted" "its former level is a past version"
 
 # ---------------------------------------------------------------- the next page
 serve v2d "${DATA[@]}" --fault "400:${USERS[0]}:1@1" --fault "foreign:${USERS[1]}:0"

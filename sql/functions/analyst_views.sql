@@ -22,7 +22,7 @@ SELECT uc.service_sid, s.friendly_name AS service_name,
        uc.channel_sid, ch.friendly_name AS channel_name, ch.unique_name AS channel_unique_name,
        ch.type AS channel_type,
        uc.status, uc.unread_messages_count, uc.last_consumed_message_index, uc.member_sid,
-       uc.first_seen_at, uc.updated_at, c.last_complete_at AS synced_at
+       uc.first_seen_at, uc.updated_at, c.last_complete_at AS synced_at, uc.notification_level
   FROM user_channels uc
   LEFT JOIN sync_cursors c ON c.service_sid = uc.service_sid AND c.user_sid = uc.user_sid
   LEFT JOIN user_keys k ON k.service_sid = uc.service_sid AND k.configured = uc.user_sid
@@ -35,16 +35,16 @@ SELECT uc.service_sid, s.friendly_name AS service_name,
 CREATE OR REPLACE VIEW membership_history AS
 SELECT v.service_sid, k.user_sid, k.identity, v.channel_sid, v.status, v.unread_messages_count,
        v.last_consumed_message_index, v.member_sid, v.valid_from, v.valid_to, v.is_current,
-       v.is_deleted
+       v.is_deleted, v.notification_level
   FROM (SELECT service_sid, user_sid, channel_sid, status, unread_messages_count,
                last_consumed_message_index, member_sid, valid_from, valid_to,
-               false AS is_current, is_deleted
+               false AS is_current, is_deleted, notification_level
           FROM user_channel_past_versions
         UNION ALL
         SELECT service_sid, user_sid, channel_sid, status, unread_messages_count,
                last_consumed_message_index, member_sid,
                CASE WHEN deleted_at IS NULL THEN updated_at ELSE deleted_at END, NULL, true,
-               deleted_at IS NOT NULL
+               deleted_at IS NOT NULL, notification_level
           FROM user_channels) v
   LEFT JOIN user_keys k ON k.service_sid = v.service_sid AND k.configured = v.user_sid;
 

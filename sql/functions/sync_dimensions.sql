@@ -507,10 +507,11 @@ BEGIN
     INSERT INTO user_channel_past_versions
            (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
             last_consumed_message_index, unread_messages_count, channel_url, member_url,
-            valid_from, valid_to, is_deleted)
+            notification_level, valid_from, valid_to, is_deleted)
     SELECT l.service_sid, l.user_sid, l.channel_sid, l.account_sid, l.member_sid, l.status,
            l.last_consumed_message_index, l.unread_messages_count, l.channel_url, l.member_url,
-           coalesce(l.deleted_at, l.updated_at), o.win_from, l.deleted_at IS NOT NULL
+           l.notification_level, coalesce(l.deleted_at, l.updated_at), o.win_from,
+           l.deleted_at IS NOT NULL
       FROM user_channels l
       JOIN sync_merge_overlap o ON o.channel_sid = l.channel_sid
      WHERE l.service_sid = p_service AND l.user_sid = v_lose

@@ -30,10 +30,10 @@ BEGIN
         INSERT INTO user_channel_past_versions
                (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                 last_consumed_message_index, unread_messages_count, channel_url,
-                member_url, valid_from, valid_to)
+                member_url, notification_level, valid_from, valid_to)
         SELECT g.service_sid, g.user_sid, g.channel_sid, g.account_sid, g.member_sid,
                g.status, g.last_consumed_message_index, g.unread_messages_count,
-               g.channel_url, g.member_url, g.updated_at, now()
+               g.channel_url, g.member_url, g.notification_level, g.updated_at, now()
           FROM gone g
     ), marked AS (
         UPDATE user_channels uc
@@ -66,7 +66,9 @@ $fn$;
 -- user_channel_past_versions only when it changes or ends; the first time it
 -- is seen invited, and joined, is kept on its row.  p_digest, for a
 -- listing on one page, is kept on the cursor with the number of memberships
--- it held (see sync_listing_unchanged.sql).
+-- it held (see sync_listing_unchanged.sql).  p_notification_level, the
+-- notification level Chat v2 sends with each membership, comes last and may
+-- be NULL (none: IP Messaging v1).
 --
 -- Each statement is planned afresh on every call (plan_cache_mode): PL/pgSQL
 -- would otherwise keep generic plans made while the tables were empty
@@ -77,6 +79,7 @@ CREATE OR REPLACE FUNCTION sync_page(
     p_channel text[], p_account text[], p_member text[], p_status text[],
     p_lcmi bigint[], p_unread bigint[], p_channel_url text[], p_member_url text[],
     p_rejected integer, p_requests integer, p_retries integer, p_digest text,
+    p_notification_level text[] DEFAULT NULL,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -110,16 +113,16 @@ BEGIN
         INSERT INTO user_channels
                (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                 last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                first_invited_at, first_joined_at)
+                notification_level, first_invited_at, first_joined_at)
         SELECT DISTINCT ON (t.channel_sid)
                p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
-               t.lcmi, t.unread, t.channel_url, t.member_url,
+               t.lcmi, t.unread, t.channel_url, t.member_url, t.notification_level,
                CASE WHEN t.status = 'invited' THEN now() END,
                CASE WHEN t.status = 'joined' THEN now() END
           FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
-                      p_channel_url, p_member_url) WITH ORDINALITY
+                      p_channel_url, p_member_url, p_notification_level) WITH ORDINALITY
                AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
-                    channel_url, member_url, ord)
+                    channel_url, member_url, notification_level, ord)
          ORDER BY t.channel_sid, t.ord DESC;
         GET DIAGNOSTICS inserted = ROW_COUNT;
         updated := 0;
@@ -130,9 +133,9 @@ BEGIN
         WITH incoming AS (
             SELECT DISTINCT ON (t.channel_sid) t.*
               FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
-                          p_channel_url, p_member_url) WITH ORDINALITY
+                          p_channel_url, p_member_url, p_notification_level) WITH ORDINALITY
                    AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
-                        channel_url, member_url, ord)
+                        channel_url, member_url, notification_level, ord)
              ORDER BY t.channel_sid, t.ord DESC
         ), changed AS (
             SELECT i.*, uc.channel_sid IS NOT NULL AS existed,
@@ -144,17 +147,18 @@ BEGIN
              WHERE uc.channel_sid IS NULL
                 OR uc.deleted_at IS NOT NULL
                 OR (uc.account_sid, uc.member_sid, uc.status, uc.last_consumed_message_index,
-                    uc.unread_messages_count, uc.channel_url, uc.member_url)
+                    uc.unread_messages_count, uc.channel_url, uc.member_url,
+                    uc.notification_level)
                    IS DISTINCT FROM
                    (i.account_sid, i.member_sid, i.status, i.lcmi, i.unread,
-                    i.channel_url, i.member_url)
+                    i.channel_url, i.member_url, i.notification_level)
         ), added AS (
             INSERT INTO user_channels
                    (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                     last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                    first_invited_at, first_joined_at)
+                    notification_level, first_invited_at, first_joined_at)
             SELECT p_service, p_user, c.channel_sid, c.account_sid, c.member_sid, c.status,
-                   c.lcmi, c.unread, c.channel_url, c.member_url,
+                   c.lcmi, c.unread, c.channel_url, c.member_url, c.notification_level,
                    CASE WHEN c.status = 'invited' THEN now() END,
                    CASE WHEN c.status = 'joined' THEN now() END
               FROM changed c
@@ -164,10 +168,10 @@ BEGIN
             INSERT INTO user_channel_past_versions
                    (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                     last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                    valid_from, valid_to)
+                    notification_level, valid_from, valid_to)
             SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
                    uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
-                   uc.channel_url, uc.member_url, uc.updated_at, now()
+                   uc.channel_url, uc.member_url, uc.notification_level, uc.updated_at, now()
               FROM changed c
               JOIN user_channels uc
                 ON uc.service_sid = p_service AND uc.user_sid = p_user
@@ -178,10 +182,11 @@ BEGIN
             INSERT INTO user_channel_past_versions
                    (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                     last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                    valid_from, valid_to, is_deleted)
+                    notification_level, valid_from, valid_to, is_deleted)
             SELECT uc.service_sid, uc.user_sid, uc.channel_sid, uc.account_sid, uc.member_sid,
                    uc.status, uc.last_consumed_message_index, uc.unread_messages_count,
-                   uc.channel_url, uc.member_url, uc.deleted_at, now(), true
+                   uc.channel_url, uc.member_url, uc.notification_level, uc.deleted_at, now(),
+                   true
               FROM changed c
               JOIN user_channels uc
                 ON uc.service_sid = p_service AND uc.user_sid = p_user
@@ -209,6 +214,7 @@ BEGIN
                    unread_messages_count = c.unread,
                    channel_url = c.channel_url,
                    member_url = c.member_url,
+                   notification_level = c.notification_level,
                    updated_at = now(),
                    deleted_at = NULL,
                    first_invited_at = coalesce(uc.first_invited_at,
