@@ -6,8 +6,9 @@
 # writes nothing to it nor to its history, one-page listings by their digest;
 # a change makes a past version and a state_changed event, a conversation
 # gone from a complete listing is deleted and has its removal event; the
-# service and its users are listed, without a channels listing; and a kill
-# -9 at page 2 of 3 resumes at page 2.  (Entries of unexpected types:
+# service and its users are listed, without a channels listing, and users =
+# "all" syncs the users of that listing; and a kill -9 at page 2 of 3
+# resumes at page 2.  (Entries of unexpected types:
 # test_conversation.c; the SQL function alone: sync_conversations_sql.sh.)
 . "$(dirname "$0")/lib.sh"
 need_tools
@@ -174,6 +175,17 @@ is "$(awk -F'\t' '$2 ~ /^@/ && $4 !~ /PageToken/ { print $2 " " $4 }' "$FAKE_LOG
 	"@service /v1/Services/IS,@users /v1/Services/IS/Users?PageSize=50" \
 	"the service and its users are listed, 50 a page, and no channels"
 is "$(sql "SELECT identity FROM chatsync.users")" "${USERS[0]}" "the service's user lands in users"
+
+# ---------------------------------------------------------------- users = "all"
+serve conva "${DATA[@]}" --users "${USERS[0]},${USERS[1]}"
+DIMENSIONS=true write_config "$TEST_TMP/a.conf" all
+run_once "$TEST_TMP/a.conf"
+is "$?" 0 "a sweep of users = \"all\" on a conversations service exits 0"
+is "$(sql "SELECT string_agg(identity || ':' || n, ',' ORDER BY identity) FROM (
+             SELECT identity, count(*) AS n FROM chatsync.conversation_memberships
+              WHERE user_sid IN (SELECT user_sid FROM chatsync.users) GROUP BY 1) m")" \
+	"${USERS[0]}:$CH,${USERS[1]}:$CH" \
+	"the users of its users listing are synced, their conversations under their User SIDs"
 
 # ---------------------------------------------------------------- kill -9 at page 2 of 3
 U=kim
