@@ -808,8 +808,8 @@ listing_start(struct listing *l, size_t service_index, const char *user,
 	l->batch = l->conversations ? l->conversation_batch : l->membership_batch;
 	l->st->progress.users_started++;
 	start(l, service_index, user,
-	      url_user_listing(svc->base_url, api->version, svc->sid, user, api->user_listing,
-			       svc->page_size),
+	      url_user_listing(svc->base_url, api->version, svc->default_service ? NULL : svc->sid,
+			       user, api->user_listing, svc->page_size),
 	      pos);
 }
 

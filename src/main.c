@@ -6,6 +6,7 @@
 #include "backoff.h"
 #include "clock.h"
 #include "db.h"
+#include "default_service.h"
 #include "http.h"
 #include "log.h"
 #include "mem.h"
@@ -252,7 +253,18 @@ static enum sweep_result
 sweep_once(struct daemon *d)
 {
 	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
+	char why[512];
+	bool refused;
 
+	/* The account's default conversation service first: its users are stored under its SID. */
+	if (!default_service_resolve(d->s, d->http, &refused, why, sizeof(why))) {
+		if (stop_requested)
+			return SWEEP_INTERRUPTED;
+		log_error("could not learn the account's default conversation service: %s; "
+			  "no sweep until the next interval",
+			  why);
+		return refused ? SWEEP_AUTH_FAILED : SWEEP_USERS_FAILED;
+	}
 	memset(&d->last_status, 0, sizeof(d->last_status));
 	return sweep_run(d->s, d->db, d->writers, d->n_writers, d->http, &stop_requested, &hooks);
 }

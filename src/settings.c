@@ -298,6 +298,23 @@ load_api(struct loader *l, struct settings_service *svc, const config_setting_t 
 	return true;
 }
 
+/* A conversations service without sid: the account's default one, at most once. */
+static bool
+load_default_service(struct loader *l, struct settings_service *svc, const config_setting_t *cs,
+		     const char *key)
+{
+	for (size_t i = 0; i + 1 < l->s->n_services; i++) {
+		if (l->s->services[i].default_service) {
+			fail_at(l, cs, key,
+				"a second service without sid: only one can be the account's "
+				"default conversation service");
+			return false;
+		}
+	}
+	svc->default_service = true;
+	return true;
+}
+
 static bool
 load_service(struct loader *l, const config_setting_t *cs, size_t index)
 {
@@ -321,22 +338,29 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 			return false;
 		}
 	}
+	l->s->n_services++;
+	if (!load_api(l, svc, cs, key))
+		return false;
 	sid_at = config_setting_get_member(cs, "sid");
+	if (sid_at == NULL && svc->api == TWILIO_API_CONVERSATIONS)
+		return load_default_service(l, svc, cs, key) && load_users(l, svc, cs, key);
 	if (!config_setting_lookup_string(cs, "sid", &sid) || !twilio_sid_valid(sid, "IS")) {
 		/* The sid line if there is one, else the group's. */
 		fail_at(l, sid_at ? sid_at : cs, key,
-			"sid must be a Service SID (IS followed by 32 hex digits)");
+			"sid must be a Service SID (IS followed by 32 hex digits)%s",
+			svc->api == TWILIO_API_CONVERSATIONS
+				? ", or no sid for the account's default conversation service"
+				: "");
 		return false;
 	}
-	for (size_t i = 0; i < l->s->n_services; i++) {
-		if (strcmp(l->s->services[i].sid, sid) == 0) {
+	for (size_t i = 0; i + 1 < l->s->n_services; i++) {
+		if (l->s->services[i].sid != NULL && strcmp(l->s->services[i].sid, sid) == 0) {
 			fail_at(l, sid_at, key, "service %s is listed twice", sid);
 			return false;
 		}
 	}
 	svc->sid = xstrdup(sid);
-	l->s->n_services++;
-	return load_api(l, svc, cs, key) && load_users(l, svc, cs, key);
+	return load_users(l, svc, cs, key);
 }
 
 static bool

@@ -11,8 +11,14 @@
 #include <stddef.h>
 
 struct settings_service {
+	/*
+	 * The Service SID; NULL for the account's default conversation service
+	 * (api conversations without sid) until a sweep has asked the API
+	 * which it is (default_service_resolve in configuration.h).
+	 */
 	char *sid;
-	char **users; /* as written in the file: a User SID or an identity */
+	bool default_service; /* no sid configured: the account's default conversation service */
+	char **users;	      /* as written in the file: a User SID or an identity */
 	size_t n_users;
 	bool all_users;	     /* users = "all": the service's users listing says who they are */
 	enum twilio_api api; /* api: which API lists its memberships */

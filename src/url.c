@@ -216,13 +216,23 @@ url_check_proxy(const char *proxy, char *err, size_t errsz)
 }
 
 char *
-url_service(const char *base, const char *version, const char *service_sid, const char *rest)
+url_join(const char *base, const char *rest)
 {
 	size_t base_len = strlen(base);
 
 	if (base_len > 0 && base[base_len - 1] == '/')
 		base_len--;
-	return xasprintf("%.*s/%s/Services/%s%s", (int)base_len, base, version, service_sid, rest);
+	return xasprintf("%.*s%s", (int)base_len, base, rest);
+}
+
+char *
+url_service(const char *base, const char *version, const char *service_sid, const char *rest)
+{
+	char *path = xasprintf("/%s/Services/%s%s", version, service_sid, rest);
+	char *url = url_join(base, path);
+
+	free(path);
+	return url;
 }
 
 char *
@@ -231,7 +241,11 @@ url_user_listing(const char *base, const char *version, const char *service_sid,
 {
 	char *enc = url_encode_segment(user);
 	char *rest = xasprintf("/Users/%s/%s?PageSize=%d", enc, listing, page_size);
-	char *url = url_service(base, version, service_sid, rest);
+	char *path = service_sid == NULL ? xasprintf("/%s%s", version, rest) : NULL;
+	char *url = service_sid == NULL ? url_join(base, path)
+					: url_service(base, version, service_sid, rest);
+
+	free(path);
 
 	free(enc);
 	free(rest);

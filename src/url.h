@@ -46,6 +46,9 @@ bool url_check_proxy(const char *proxy, char *err, size_t errsz)
  */
 char *url_service(const char *base, const char *version, const char *service_sid, const char *rest);
 
+/* base (a trailing '/' tolerated) followed by rest ("/v1/Configuration").  The caller owns it. */
+char *url_join(const char *base, const char *rest);
+
 /*
  * The first page of a user's channel list:
  * BASE/VERSION/Services/SERVICE/Users/USER/Channels?PageSize=N with USER
@@ -57,7 +60,9 @@ char *url_first_page(const char *base, const char *version, const char *service_
 
 /*
  * The same for the user's listing of another kind: listing is the last
- * segment of the path, "Channels" or "Conversations".
+ * segment of the path, "Channels" or "Conversations".  With service_sid
+ * NULL, the listing of the account's default service:
+ * BASE/VERSION/Users/USER/LISTING?PageSize=N.
  */
 char *url_user_listing(const char *base, const char *version, const char *service_sid,
 		       const char *user, const char *listing, int page_size);

@@ -7,8 +7,9 @@
 # a change makes a past version and a state_changed event, a conversation
 # gone from a complete listing is deleted and has its removal event; the
 # service and its users are listed, without a channels listing, and users =
-# "all" syncs the users of that listing; and a kill -9 at page 2 of 3
-# resumes at page 2.  (Entries of unexpected types:
+# "all" syncs the users of that listing; a group without sid is the
+# account's default conversation service, as /v1/Configuration names it;
+# and a kill -9 at page 2 of 3 resumes at page 2.  (Entries of unexpected types:
 # test_conversation.c; the SQL function alone: sync_conversations_sql.sh.)
 . "$(dirname "$0")/lib.sh"
 need_tools
@@ -186,6 +187,53 @@ is "$(sql "SELECT string_agg(identity || ':' || n, ',' ORDER BY identity) FROM (
               WHERE user_sid IN (SELECT user_sid FROM chatsync.users) GROUP BY 1) m")" \
 	"${USERS[0]}:$CH,${USERS[1]}:$CH" \
 	"the users of its users listing are synced, their conversations under their User SIDs"
+
+# ---------------------------------------------------------------- the default service
+# A conversations group without sid: the account's default conversation
+# service, as GET /v1/Configuration names it.
+DEF=IS00000000000000000000000000000def
+default_conf() { # default_conf FILE: c.conf's users, no sid
+	PAGE_SIZE=1000 write_config "$1" "${USERS[@]}"
+	sed -i 's/{ sid = "IS[0-9a-fA-F]*"; /{ /' "$1"
+}
+serve convd "${DATA[@]}"
+default_conf "$TEST_TMP/d.conf"
+grep -q 'sid = "IS' "$TEST_TMP/d.conf"
+ok $((!$?)) "(the config names no service sid)"
+run_once "$TEST_TMP/d.conf"
+is "$?" 0 "a sweep of the account's default conversation service exits 0"
+is "$(head -n 1 "$FAKE_LOG" | cut -f 1,2,4)|$(awk -F'\t' 'NR > 1 { print $4 }' "$FAKE_LOG" | grep -c '^/v1/Users/[^/]*/Conversations?')|$(wc -l <"$FAKE_LOG")" \
+	"200	@configuration	/v1/Configuration|$((3 * ${#USERS[@]}))|$((1 + 3 * ${#USERS[@]}))" \
+	"it asks /v1/Configuration first, then lists each user at /v1/Users/{U}/Conversations"
+sql "DELETE FROM public.conv_expected"
+for u in "${USERS[@]}"; do
+	"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --api conversations "${DATA[@]}" --dump "$u" |
+		psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.conv_expected FROM STDIN"
+done
+is "$(sql "SELECT count(DISTINCT service_sid) || ':' || min(service_sid) FROM public.conv_expected")|$(sql "SELECT count(*) FROM (
+       (SELECT $CONV_COLS FROM chatsync.user_conversations WHERE service_sid = '$DEF' AND deleted_at IS NULL
+        EXCEPT ALL SELECT * FROM public.conv_expected)
+       UNION ALL
+       (SELECT * FROM public.conv_expected
+        EXCEPT ALL SELECT $CONV_COLS FROM chatsync.user_conversations
+         WHERE service_sid = '$DEF' AND deleted_at IS NULL)) d")" \
+	"1:$DEF|0" "its rows carry the service SID the API names, and equal what it serves"
+is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE service_sid = '$DEF' AND state = 'complete'")" \
+	"${#USERS[@]}" "each user's cursor is under that SID"
+serve convd2 "${DATA[@]}" --fault "503:@configuration:2"
+default_conf "$TEST_TMP/d.conf"
+run_once "$TEST_TMP/d.conf"
+is "$?|$(awk -F'\t' '$2 == "@configuration" { print $1 }' "$FAKE_LOG" | paste -sd,)|$(awk -F'\t' '$2 != "@configuration" && $1 == 200' "$FAKE_LOG" | wc -l)" \
+	"0|503,503,200|$((3 * ${#USERS[@]}))" \
+	"/v1/Configuration is asked again after two 503s (twilio.max_retries), and the sweep goes on"
+serve convd3 "${DATA[@]}" --fault "500:@configuration:9"
+default_conf "$TEST_TMP/d.conf"
+run_once "$TEST_TMP/d.conf"
+is "$?|$(wc -l <"$FAKE_LOG")" "3|3" "when /v1/Configuration keeps failing the sweep does not start, and exits 3"
+grep -q "could not learn the account's default conversation service: GET .*/v1/Configuration: HTTP 500" "$TEST_TMP/chatsyncd.log"
+ok $? "saying why"
+TWILIO_AUTH_TOKEN=wrong-token "$CHATSYNCD" -c "$TEST_TMP/d.conf" --once 2>>"$TEST_TMP/chatsyncd.log"
+is "$?" 1 "a token the API refuses there exits 1, as for any refused credentials"
 
 # ---------------------------------------------------------------- kill -9 at page 2 of 3
 U=kim

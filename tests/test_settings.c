@@ -874,6 +874,26 @@ test_service_api(void)
 		is_int(s->services[0].page_size, 50, "conversations: PageSize at most 50");
 	}
 	settings_free(s);
+	s = accepted("conversations without sid",
+		     &(struct conf){.services = "services = ( { users = [\"alice\"];"
+						" api = \"conversations\"; } );"});
+	if (s != NULL)
+		ok(s->services[0].default_service && s->services[0].sid == NULL,
+		   "is the account's default conversation service, its sid unknown yet");
+	settings_free(s);
+	refused("two conversations groups without sid",
+		&(struct conf){.services = "services = ( { users = [\"alice\"];"
+					   " api = \"conversations\"; }, { users = [\"bob\"];"
+					   " api = \"conversations\"; } );"},
+		"bob", "sync.services[1]");
+	ok(strstr(errlog, "only one can be the account's default conversation service") != NULL,
+	   "the error says that only one can be the default");
+	refused("ip_messaging_v1 without sid",
+		&(struct conf){.services = "services = ( { users = [\"alice\"]; } );"}, "alice",
+		"sync.services[0]");
+	ok(strstr(errlog, "sid must be a Service SID") != NULL, "the error asks for a sid");
+	ok(strstr(errlog, "default conversation service") == NULL,
+	   "without a word of a default service, which only conversations has");
 	refused("api as a number",
 		&(struct conf){.services = "services = ( { sid = \"" SERVICE_A
 					   "\"; users = [\"alice\"]; api = 2; } );"},

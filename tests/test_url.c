@@ -263,6 +263,14 @@ test_first_page(void)
 	       "/Users/a%2Fb/Conversations?PageSize=50",
 	       "Conversations: a user's conversations, the user encoded");
 	free(u);
+	u = url_user_listing("https://conversations.twilio.com/", "v1", NULL, "alice",
+			     "Conversations", 50);
+	is_str(u, "https://conversations.twilio.com/v1/Users/alice/Conversations?PageSize=50",
+	       "the account's default conversation service: /v1/Users/...");
+	free(u);
+	u = url_join("http://127.0.0.1:9/", "/v1/Configuration");
+	is_str(u, "http://127.0.0.1:9/v1/Configuration", "url_join: one slash between");
+	free(u);
 }
 
 static void
