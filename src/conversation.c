@@ -125,6 +125,12 @@ conversation_batch_add(struct page_batch *b, const struct page_entry *e, unsigne
 }
 
 const char *
+conversation_service_sid(const struct page_entry *e)
+{
+	return e->str[F_SERVICE];
+}
+
+const char *
 conversation_field_name(unsigned bit)
 {
 	for (unsigned i = 0; i < N_FIELDS; i++) {

@@ -51,6 +51,9 @@ struct page_batch *conversation_batch_new(void);
 bool conversation_batch_add(struct page_batch *b, const struct page_entry *e, unsigned *drifted)
 	__attribute__((warn_unused_result));
 
+/* The entry's chat_service_sid (borrowed from e), or NULL. */
+const char *conversation_service_sid(const struct page_entry *e);
+
 /* The name of field bit (1u << i) of conversation_schema, as the API spells it. */
 const char *conversation_field_name(unsigned bit);
 

@@ -198,6 +198,9 @@ cursor_user_arrays(const struct settings_service *list, size_t n, struct buf *se
 	buf_init(users, (size_t)1 << 30);
 	ok = buf_append(services, "{", 1) && buf_append(users, "{", 1);
 	for (size_t i = 0; ok && i < n; i++) {
+		/* The default conversation service before a sweep has learnt its SID. */
+		if (list[i].sid == NULL)
+			continue;
 		for (size_t j = 0; ok && j < list[i].n_users; j++)
 			ok = db_array_add_text(services, list[i].sid) &&
 			     db_array_add_text(users, list[i].users[j]);

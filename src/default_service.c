@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <yajl/yajl_tree.h>
 
 /* The configuration is one small object. */
@@ -68,34 +69,57 @@ parse_sid(const char *body, char out[35])
 }
 
 /*
+ * Waits about wait_ms on h, ticking; a transfer in flight is moved on.  A
+ * failure of the wait is logged and waited out: the transfer's own timeout
+ * ends it.
+ */
+static void
+wait_on(struct http *h, const struct default_service_hooks *hooks, int wait_ms)
+{
+	char why[256];
+
+	if (hooks->tick != NULL)
+		hooks->tick(hooks->arg);
+	if (!http_run(h, wait_ms, NULL, 0, why, sizeof(why))) {
+		log_warning("waiting for the transfer failed: %s", why);
+		nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+	}
+}
+
+/*
  * GET BASE/v1/Configuration: the default service's SID into out.  *status:
- * the HTTP status, 0 if the transfer failed, -1 if it could not start.
+ * the HTTP status, 0 if the transfer failed, -1 if it could not start or
+ * was stopped.
  */
 static bool
-ask(struct http *h, const char *base, char out[35], bool *auth_refused, int *status, char *err,
-    size_t errsz)
+ask(struct http *h, const struct default_service_hooks *hooks, const char *base, char out[35],
+    bool *auth_refused, int *status, char *err, size_t errsz)
 {
 	char *url = url_join(base, "/v1/Configuration");
 	struct fetch f = {0};
 	bool ok;
 
-	*status = -1; /* not asked */
-
+	*status = -1;
 	buf_init(&f.body, BODY_CAP);
 	ok = http_get(h, url, on_body, on_done, &f, err, errsz);
+	/* f is the transfer's until on_done: never left before. */
 	while (ok && !f.done)
-		ok = http_run(h, 1000, NULL, 0, err, errsz);
-	if (ok && !f.res.aborted) /* aborted: a stop, or the body over its cap */
-		*status = f.res.transport_error ? 0 : (int)f.res.status;
-	if (ok && f.too_big) {
-		snprintf(err, errsz, "GET %s: the response is over %zu bytes", url, BODY_CAP);
+		wait_on(h, hooks, 1000);
+	if (ok && (f.res.aborted || f.res.transport_error)) {
+		*status = f.res.aborted && !f.too_big ? -1 : 0;
+		snprintf(err, errsz, "GET %s: %s", url,
+			 f.too_big		  ? "the response is too large"
+			 : f.res.error[0] != '\0' ? f.res.error
+						  : "the transfer failed");
 		ok = false;
 	} else if (ok && f.res.status != 200) {
+		*status = (int)f.res.status;
 		*auth_refused = f.res.status == 401;
 		snprintf(err, errsz, "GET %s: %s", url,
 			 f.res.error[0] != '\0' ? f.res.error : "no response");
 		ok = false;
 	} else if (ok && !parse_sid(buf_str(&f.body), out)) {
+		*status = 200;
 		snprintf(err, errsz, "GET %s: the response names no default_chat_service_sid", url);
 		ok = false;
 	}
@@ -107,10 +131,11 @@ ask(struct http *h, const char *base, char out[35], bool *auth_refused, int *sta
 /*
  * ask(), again after a 429, a 5xx or a failed transfer, up to
  * twilio.max_retries times, waiting twilio.backoff_base_ms, then twice as
- * long each time (at most twilio.max_backoff seconds).
+ * long each time (at most twilio.max_backoff seconds), unless stopped.
  */
 static bool
-ask_with_retries(const struct settings *s, struct http *h, const char *base, char out[35],
+ask_with_retries(const struct settings *s, struct http *h,
+		 const struct default_service_hooks *hooks, const char *base, char out[35],
 		 bool *auth_refused, char *err, size_t errsz)
 {
 	long wait_ms = s->backoff_base_ms;
@@ -118,12 +143,14 @@ ask_with_retries(const struct settings *s, struct http *h, const char *base, cha
 	for (int attempt = 0;; attempt++) {
 		int status;
 
-		if (ask(h, base, out, auth_refused, &status, err, errsz))
+		if (ask(h, hooks, base, out, auth_refused, &status, err, errsz))
 			return true;
 		if (attempt >= s->max_retries || !(status == 0 || status == 429 || status >= 500))
 			return false;
 		log_warning("%s; asking again in %ld ms", err, wait_ms);
-		if (!http_run(h, (int)wait_ms, NULL, 0, err, errsz))
+		for (long left = wait_ms; left > 0 && !*hooks->stop; left -= 1000)
+			wait_on(h, hooks, (int)(left < 1000 ? left : 1000));
+		if (*hooks->stop)
 			return false;
 		wait_ms =
 			wait_ms * 2 > s->max_backoff * 1000L ? s->max_backoff * 1000L : wait_ms * 2;
@@ -143,7 +170,8 @@ listed_elsewhere(const struct settings *s, size_t self, const char *sid)
 }
 
 bool
-default_service_resolve(struct settings *s, struct http *h, bool *auth_refused, char *err,
+default_service_resolve(struct settings *s, struct http *h,
+			const struct default_service_hooks *hooks, bool *auth_refused, char *err,
 			size_t errsz)
 {
 	*auth_refused = false;
@@ -153,7 +181,7 @@ default_service_resolve(struct settings *s, struct http *h, bool *auth_refused, 
 
 		if (!svc->default_service)
 			continue;
-		if (!ask_with_retries(s, h, svc->base_url, sid, auth_refused, err, errsz))
+		if (!ask_with_retries(s, h, hooks, svc->base_url, sid, auth_refused, err, errsz))
 			return false;
 		if (listed_elsewhere(s, i, sid)) {
 			snprintf(err, errsz,

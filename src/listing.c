@@ -72,7 +72,8 @@ struct listing {
 	struct page_batch *batch;
 	struct page_parser *membership_parser;
 	struct page_batch *membership_batch;
-	bool conversations;			 /* a user's listing of conversations */
+	bool conversations;	  /* a user's listing of conversations */
+	char foreign_service[35]; /* of the default service: an entry of another service, or "" */
 	struct page_parser *conversation_parser; /* made when first needed */
 	struct page_batch *conversation_batch;
 	struct page_parser *dimension_parser[DIMENSIONS]; /* made when first needed */
@@ -156,6 +157,18 @@ on_conversation(void *arg, const struct page_entry *e, const char *reject)
 			    "(conversation_sid \"%s\")",
 			    l->service_sid, l->user_esc, l->page_no, reject,
 			    log_escape(esc, sizeof(esc), e->str[0]));
+		return true;
+	}
+	/*
+	 * The account's default service is listed at /v1/Users/{U}/...: should
+	 * the default change under the sweep, its entries are another service's.
+	 */
+	if (l->st->s->services[l->service_index].default_service &&
+	    conversation_service_sid(e) != NULL &&
+	    strcmp(conversation_service_sid(e), l->service_sid) != 0) {
+		if (l->foreign_service[0] == '\0')
+			twilio_printable(l->foreign_service, sizeof(l->foreign_service),
+					 conversation_service_sid(e));
 		return true;
 	}
 	if (!conversation_batch_add(l->batch, e, &drifted))
@@ -366,6 +379,7 @@ fetch_page(struct listing *l)
 	}
 	url_seen_add(l->fetched, l->url);
 	page_parser_reset(l->parser);
+	l->foreign_service[0] = '\0';
 	page_batch_reset(l->batch);
 	l->rejected = 0;
 	l->state = LISTING_FETCHING;
@@ -534,6 +548,13 @@ page_received(struct listing *l)
 	if (!page_parser_finish(l->parser)) {
 		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
 			  page_parser_error(l->parser));
+		return;
+	}
+	if (l->foreign_service[0] != '\0') {
+		fail_user(l, "parse",
+			  "page %u lists conversations of service %s: the account's default "
+			  "conversation service changed during the sweep; the next sweep lists it",
+			  l->page_no, l->foreign_service);
 		return;
 	}
 	/* The service is one object, without meta; one that was rejected stores nothing. */

@@ -249,15 +249,25 @@ on_tick(void *arg, const struct sweep_progress *p)
 		      p->users_started, p->users_total, p->pages);
 }
 
+/* While the default conversation service is asked for: systemd's watchdog is fed. */
+static void
+on_resolve_tick(void *arg)
+{
+	(void)arg;
+	notify_watchdog();
+}
+
 static enum sweep_result
 sweep_once(struct daemon *d)
 {
+	const struct default_service_hooks resolve_hooks = {.tick = on_resolve_tick,
+							    .stop = &stop_requested};
 	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
 	char why[512];
 	bool refused;
 
 	/* The account's default conversation service first: its users are stored under its SID. */
-	if (!default_service_resolve(d->s, d->http, &refused, why, sizeof(why))) {
+	if (!default_service_resolve(d->s, d->http, &resolve_hooks, &refused, why, sizeof(why))) {
 		if (stop_requested)
 			return SWEEP_INTERRUPTED;
 		log_error("could not learn the account's default conversation service: %s; "

@@ -14,7 +14,7 @@ struct settings_service {
 	/*
 	 * The Service SID; NULL for the account's default conversation service
 	 * (api conversations without sid) until a sweep has asked the API
-	 * which it is (default_service_resolve in configuration.h).
+	 * which it is (default_service_resolve in default_service.h).
 	 */
 	char *sid;
 	bool default_service; /* no sid configured: the account's default conversation service */

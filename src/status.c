@@ -86,7 +86,7 @@ print_users(struct db *db, const struct settings *s, FILE *out)
 	buf_init(&discovering, (size_t)1 << 20);
 	ok = buf_append(&discovering, "{", 1);
 	for (size_t i = 0; ok && i < s->n_services; i++) {
-		if (s->services[i].all_users)
+		if (s->services[i].all_users && s->services[i].sid != NULL)
 			ok = db_array_add_text(&discovering, s->services[i].sid);
 	}
 	ok = ok && buf_append(&discovering, "}", 1);
@@ -161,5 +161,12 @@ status_print(struct db *db, const struct settings *s, FILE *out)
 	if (stale > 0)
 		fprintf(out, "\n%d users have no complete listing in the last %d s\n", stale,
 			2 * s->interval);
+	for (size_t i = 0; i < s->n_services; i++) {
+		if (s->services[i].sid != NULL)
+			continue;
+		fprintf(out, "\nThe account's default conversation service is asked of the API "
+			     "at each sweep:\nits users are not shown here (see the view "
+			     "sync_health)\n");
+	}
 	return stale > 0 ? 1 : 0;
 }

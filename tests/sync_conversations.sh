@@ -234,6 +234,9 @@ grep -q "could not learn the account's default conversation service: GET .*/v1/C
 ok $? "saying why"
 TWILIO_AUTH_TOKEN=wrong-token "$CHATSYNCD" -c "$TEST_TMP/d.conf" --once 2>>"$TEST_TMP/chatsyncd.log"
 is "$?" 1 "a token the API refuses there exits 1, as for any refused credentials"
+status=$(TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/d.conf" --status 2>>"$TEST_TMP/chatsyncd.log")
+is "$?|$(echo "$status" | grep -c "default conversation service is asked of the API")" "0|1" \
+	"--status, which asks no API, says it leaves the default service's users out (exit 0)"
 
 # ---------------------------------------------------------------- kill -9 at page 2 of 3
 U=kim
