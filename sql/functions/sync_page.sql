@@ -53,6 +53,84 @@ BEGIN
 END
 $fn$;
 
+-- sync_listing_begin(): the start of applying a page of a user's listing,
+-- for sync_page() and sync_conversations_page(): NULL, and nothing done, if
+-- the session's writer has been fenced out (see sync_fence.sql); else the
+-- user's advisory lock is taken (two pages of one user are never applied at
+-- once, even by mistake), the channels seen by an earlier listing left
+-- unfinished are forgotten on a first page, and the result says whether the
+-- user had a complete listing before (its changes are then events).
+CREATE OR REPLACE FUNCTION sync_listing_begin(
+    p_service text, p_user text, p_first boolean, p_next_url text)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF sync_fence_stale() THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
+    IF p_first AND p_next_url IS NOT NULL THEN
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM sync_cursors
+                    WHERE service_sid = p_service AND user_sid = p_user
+                      AND last_complete_at IS NOT NULL);
+END
+$fn$;
+
+-- sync_listing_advance(): the end of applying a page, once its rows and (on
+-- a last page) its deletions are done: the SIDs it listed (p_listed) are
+-- recorded in sync_seen for a listing that goes on, and forgotten at the end
+-- of one of several pages; the cursor moves (with p_digest and the p_distinct
+-- rows it stands for, for a listing on one page); the run counts the page.
+CREATE OR REPLACE FUNCTION sync_listing_advance(
+    p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
+    p_listed text[], p_digest text, p_distinct integer, p_rejected integer,
+    p_requests integer, p_retries integer, p_inserted integer, p_updated integer,
+    p_unchanged integer, p_deleted integer)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_single boolean := p_first AND p_next_url IS NULL;
+BEGIN
+    IF p_next_url IS NOT NULL THEN
+        INSERT INTO sync_seen (service_sid, user_sid, channel_sid)
+        SELECT p_service, p_user, c FROM unnest(p_listed) AS c
+        ON CONFLICT DO NOTHING;
+    ELSIF NOT v_single THEN
+        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    END IF;
+
+    INSERT INTO sync_cursors AS c
+           (service_sid, user_sid, run_id, state, next_page_url, pages_done,
+            last_complete_at, listing_digest, listing_rows, updated_at)
+    VALUES (p_service, p_user, p_run_id,
+            CASE WHEN p_next_url IS NULL THEN 'complete' ELSE 'running' END,
+            p_next_url, 1,
+            CASE WHEN p_next_url IS NULL THEN now() END,
+            CASE WHEN v_single THEN p_digest END,
+            CASE WHEN v_single AND p_digest IS NOT NULL THEN p_distinct END, now())
+    ON CONFLICT (service_sid, user_sid) DO UPDATE
+       SET run_id = EXCLUDED.run_id,
+           state = EXCLUDED.state,
+           next_page_url = EXCLUDED.next_page_url,
+           pages_done = CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END,
+           last_complete_at = coalesce(EXCLUDED.last_complete_at, c.last_complete_at),
+           listing_digest = EXCLUDED.listing_digest,
+           listing_rows = EXCLUDED.listing_rows,
+           last_error = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error END,
+           last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
+           updated_at = now();
+
+    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
+                         p_received => coalesce(cardinality(p_listed), 0) + p_rejected,
+                         p_inserted => p_inserted, p_updated => p_updated,
+                         p_unchanged => p_unchanged, p_deleted => p_deleted,
+                         p_rejected => p_rejected, p_requests => p_requests,
+                         p_retries => p_retries);
+END
+$fn$;
+
 -- sync_page(): applies one page of a user's listing and advances its cursor,
 -- atomically.  p_next_url NULL means this was the listing's last page:
 -- memberships not listed by any of its pages are then marked deleted
@@ -91,17 +169,10 @@ DECLARE
     v_fresh    boolean := false;  -- the user has no stored membership at all
     v_events   boolean;           -- not the user's first listing: changes are events
 BEGIN
-    IF sync_fence_stale() THEN
-        RETURN;
+    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url);
+    IF v_events IS NULL THEN
+        RETURN;  -- fenced out
     END IF;
-    -- Two pages of one user are never applied at once, even by mistake.
-    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
-    IF p_first AND NOT v_single THEN
-        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
-    END IF;
-    v_events := EXISTS (SELECT 1 FROM sync_cursors
-                         WHERE service_sid = p_service AND user_sid = p_user
-                           AND last_complete_at IS NOT NULL);
     -- The plain INSERT writes no events: only for a first listing.
     IF p_first AND NOT v_events THEN
         v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
@@ -234,46 +305,13 @@ BEGIN
     unchanged := v_distinct - inserted - updated;
 
     deleted := 0;
-    IF p_next_url IS NULL THEN
-        -- A user's first listing, on one page, can have left nothing behind.
-        IF NOT (v_fresh AND v_single) THEN
-            deleted := sync_memberships_gone(p_service, p_user, p_channel, NOT v_single, v_events);
-        END IF;
-        IF NOT v_single THEN
-            DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
-        END IF;
-    ELSE
-        INSERT INTO sync_seen (service_sid, user_sid, channel_sid)
-        SELECT p_service, p_user, c FROM unnest(p_channel) AS c
-        ON CONFLICT DO NOTHING;
+    -- A user's first listing, on one page, can have left nothing behind.
+    IF p_next_url IS NULL AND NOT (v_fresh AND v_single) THEN
+        deleted := sync_memberships_gone(p_service, p_user, p_channel, NOT v_single, v_events);
     END IF;
 
-    INSERT INTO sync_cursors AS c
-           (service_sid, user_sid, run_id, state, next_page_url, pages_done,
-            last_complete_at, listing_digest, listing_rows, updated_at)
-    VALUES (p_service, p_user, p_run_id,
-            CASE WHEN p_next_url IS NULL THEN 'complete' ELSE 'running' END,
-            p_next_url, 1,
-            CASE WHEN p_next_url IS NULL THEN now() END,
-            CASE WHEN v_single THEN p_digest END,
-            CASE WHEN v_single AND p_digest IS NOT NULL THEN v_distinct END, now())
-    ON CONFLICT (service_sid, user_sid) DO UPDATE
-       SET run_id = EXCLUDED.run_id,
-           state = EXCLUDED.state,
-           next_page_url = EXCLUDED.next_page_url,
-           pages_done = CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END,
-           last_complete_at = coalesce(EXCLUDED.last_complete_at, c.last_complete_at),
-           listing_digest = EXCLUDED.listing_digest,
-           listing_rows = EXCLUDED.listing_rows,
-           last_error = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error END,
-           last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
-           updated_at = now();
-
-    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
-                         p_received => coalesce(cardinality(p_channel), 0) + p_rejected,
-                         p_inserted => inserted, p_updated => updated,
-                         p_unchanged => unchanged, p_deleted => deleted,
-                         p_rejected => p_rejected, p_requests => p_requests,
-                         p_retries => p_retries);
+    PERFORM sync_listing_advance(p_run_id, p_service, p_user, p_first, p_next_url, p_channel,
+                                 p_digest, v_distinct, p_rejected, p_requests, p_retries,
+                                 inserted, updated, unchanged, deleted);
 END
 $fn$;
