@@ -13,57 +13,9 @@
 -- users listing is committed before its users' listings start), and
 -- sync_user_keys_refresh_service() sets every key of a service right.
 
--- sync_user_keys_refresh(): the rows of the keys p_keys[i] of services
--- p_services[i] as the cursors and the users listing now have them; only
--- the rows that differ are written.
--- It is planned for the arrays it gets (a generic plan would guess their
--- length and scan the tables).
-CREATE OR REPLACE FUNCTION sync_user_keys_refresh(p_services text[], p_keys text[])
-RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
-AS $fn$
-BEGIN
-    WITH k AS (
-        SELECT DISTINCT t.service_sid, t.key
-          FROM unnest(p_services, p_keys) AS t(service_sid, key)
-         WHERE t.service_sid IS NOT NULL AND t.key IS NOT NULL
-    ), resolved AS MATERIALIZED (
-        -- Each key's User SID, worked out once per key: were it a join
-        -- condition, it would be worked out again for every user of the service.
-        SELECT c.service_sid, c.user_sid AS configured,
-               CASE WHEN EXISTS (SELECT FROM users b
-                                  WHERE b.service_sid = c.service_sid AND b.user_sid = c.user_sid)
-                    THEN c.user_sid
-                    ELSE sync_identity_user(c.service_sid, c.user_sid) END AS sid
-          FROM k
-          JOIN sync_cursors c ON c.service_sid = k.service_sid AND c.user_sid = k.key
-    ), wanted AS (
-        SELECT r.service_sid, r.configured, coalesce(u.user_sid, r.configured) AS user_sid,
-               coalesce(u.identity,
-                        CASE WHEN r.configured !~ '^US[0-9a-fA-F]{32}$' THEN r.configured END)
-                   AS identity,
-               u.friendly_name AS user_name
-          FROM resolved r
-          LEFT JOIN users u ON u.service_sid = r.service_sid AND u.user_sid = r.sid
-    ), gone AS (
-        DELETE FROM sync_user_keys x
-         USING k
-         WHERE x.service_sid = k.service_sid AND x.configured = k.key
-           AND NOT EXISTS (SELECT FROM wanted w
-                            WHERE w.service_sid = x.service_sid AND w.configured = x.configured)
-    )
-    INSERT INTO sync_user_keys AS x (service_sid, configured, user_sid, identity, user_name)
-    SELECT service_sid, configured, user_sid, identity, user_name FROM wanted
-    ON CONFLICT (service_sid, configured) DO UPDATE
-       SET user_sid = EXCLUDED.user_sid, identity = EXCLUDED.identity,
-           user_name = EXCLUDED.user_name
-     WHERE (x.user_sid, x.identity, x.user_name)
-           IS DISTINCT FROM (EXCLUDED.user_sid, EXCLUDED.identity, EXCLUDED.user_name);
-END
-$fn$;
-
 -- sync_user_keys_refresh_key(): the row of key p_key of service p_service,
--- as sync_user_keys_refresh() makes it, for one key: what the trigger on
+-- as the cursors and the users listing now have it (written only if it
+-- differs, deleted if the key has no cursor): what the trigger on
 -- sync_cursors runs for each cursor a first sweep adds.  Its statements
 -- look rows up by their keys only, so their plans are kept (plan_cache_mode
 -- auto, also when sync_page(), which plans its own afresh, adds the cursor).
@@ -97,6 +49,24 @@ BEGIN
            user_name = EXCLUDED.user_name
      WHERE (x.user_sid, x.identity, x.user_name)
            IS DISTINCT FROM (EXCLUDED.user_sid, EXCLUDED.identity, EXCLUDED.user_name);
+END
+$fn$;
+
+-- sync_user_keys_refresh(): the rows of the keys p_keys[i] of services
+-- p_services[i] as the cursors and the users listing now have them, each
+-- as sync_user_keys_refresh_key() makes it.
+CREATE OR REPLACE FUNCTION sync_user_keys_refresh(p_services text[], p_keys text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT
+AS $fn$
+DECLARE
+    k record;
+BEGIN
+    FOR k IN SELECT DISTINCT t.service_sid, t.key
+               FROM unnest(p_services, p_keys) AS t(service_sid, key)
+    LOOP
+        PERFORM sync_user_keys_refresh_key(k.service_sid, k.key);
+    END LOOP;
 END
 $fn$;
 
