@@ -8,6 +8,7 @@
 #include "db.h"
 #include "mem.h"
 #include "settings.h"
+#include "store.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -48,52 +49,14 @@ cursor_position_from_row(const PGresult *res, int row, int64_t run_id, struct cu
 }
 
 bool
-cursor_positions(struct db *db, int64_t run_id, const char *service_sid, const char *const *users,
-		 size_t n, struct cursor_position *out)
-{
-	static const char sql[] =
-		"SELECT " POSITION_COLUMNS " "
-		"FROM unnest($2::text[]) WITH ORDINALITY AS u(user_sid, ord) "
-		"LEFT JOIN sync_cursors c "
-		"ON c.service_sid = $1 AND c.user_sid = u.user_sid ORDER BY u.ord";
-	const char *params[2];
-	struct buf list;
-	PGresult *res;
-	bool ok = true;
-
-	buf_init(&list, (size_t)1 << 30);
-	ok = buf_append(&list, "{", 1);
-	for (size_t i = 0; ok && i < n; i++)
-		ok = db_array_add_text(&list, users[i]);
-	ok = ok && buf_append(&list, "}", 1);
-	if (!ok) {
-		buf_free(&list);
-		db_set_error(db, "the list of %zu users is too long to read in one query", n);
-		return false;
-	}
-	params[0] = service_sid;
-	params[1] = buf_str(&list);
-	res = db_exec_prepared(db, "cursor_positions", sql, 2, params);
-	buf_free(&list);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-	if (ok && (size_t)PQntuples(res) != n) {
-		db_set_error(db, "asked for %zu cursors, read %d", n, PQntuples(res));
-		ok = false;
-	}
-	for (size_t i = 0; ok && i < n; i++)
-		cursor_position_from_row(res, (int)i, run_id, &out[i]);
-	PQclear(res);
-	return ok;
-}
-
-bool
 cursor_call_error(struct db *db, const char *name, const char *sql, int64_t run_id,
 		  const char *service_sid, const char *who, const struct cursor_error *e)
 {
-	char run[24], req[16], ret[16], page[16];
-	const char *params[8] = {run,	     service_sid, who,
-				 e->message, e->kind,	  e->page > 0 ? page : NULL,
-				 req,	     ret};
+	char run[24], req[16], ret[16], page[16], lease[24];
+	const char *params[9] = {
+		run,	    service_sid, who,
+		e->message, e->kind,	 e->page > 0 ? page : NULL,
+		req,	    ret,	 store_lease_param(lease, sizeof(lease), e->lease)};
 	PGresult *res;
 	bool ok;
 
@@ -101,7 +64,7 @@ cursor_call_error(struct db *db, const char *name, const char *sql, int64_t run_
 	snprintf(page, sizeof(page), "%u", e->page);
 	snprintf(req, sizeof(req), "%u", e->requests);
 	snprintf(ret, sizeof(ret), "%u", e->retries);
-	res = db_exec_prepared(db, name, sql, 8, params);
+	res = db_exec_prepared(db, name, sql, 9, params);
 	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
 	PQclear(res);
 	return ok;
@@ -117,75 +80,14 @@ cursor_record_error(struct db *db, int64_t run_id, const char *service_sid, cons
 	 * parameters.
 	 */
 	static const char fail_sql[] = "SELECT sync_user_failed($1::bigint, $2, $3, $4, "
-				       "$7::integer, $8::integer, $5, $6::integer)";
+				       "$7::integer, $8::integer, $5, $6::integer, $9::bigint)";
 	static const char note_sql[] = "SELECT sync_user_error($1::bigint, $2, $3, $4, $5, "
-				       "$6::integer) WHERE $7::integer IS NOT NULL "
+				       "$6::integer, $9::bigint) WHERE $7::integer IS NOT NULL "
 				       "AND $8::integer IS NOT NULL";
 
 	if (ends_listing)
 		return cursor_call_error(db, "cursor_fail", fail_sql, run_id, service_sid, user, e);
 	return cursor_call_error(db, "cursor_note_error", note_sql, run_id, service_sid, user, e);
-}
-
-struct cursor_lookahead {
-	struct cursor_position ahead[CURSOR_LOOKAHEAD];
-	size_t service_key, first_user; /* ahead[0] is that user's */
-	size_t n;
-};
-
-struct cursor_lookahead *
-cursor_lookahead_new(void)
-{
-	return xcalloc(1, sizeof(struct cursor_lookahead));
-}
-
-void
-cursor_lookahead_drop(struct cursor_lookahead *la)
-{
-	for (size_t i = 0; i < la->n; i++)
-		free(la->ahead[i].next_url);
-	la->n = 0;
-}
-
-void
-cursor_lookahead_free(struct cursor_lookahead *la)
-{
-	if (la == NULL)
-		return;
-	cursor_lookahead_drop(la);
-	free(la);
-}
-
-static bool
-lookahead_holds(const struct cursor_lookahead *la, size_t service_key, size_t user_index)
-{
-	return la->n > 0 && la->service_key == service_key && user_index >= la->first_user &&
-	       user_index < la->first_user + la->n;
-}
-
-bool
-cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id, size_t service_key,
-		     const char *service_sid, const char *const *users, size_t n_users,
-		     size_t user_index, struct cursor_position *out)
-{
-	struct cursor_position *p;
-
-	if (!lookahead_holds(la, service_key, user_index)) {
-		size_t n = n_users - user_index;
-
-		if (n > CURSOR_LOOKAHEAD)
-			n = CURSOR_LOOKAHEAD;
-		cursor_lookahead_drop(la);
-		if (!cursor_positions(db, run_id, service_sid, &users[user_index], n, la->ahead))
-			return false;
-		la->service_key = service_key;
-		la->first_user = user_index;
-		la->n = n;
-	}
-	p = &la->ahead[user_index - la->first_user];
-	*out = *p;
-	p->next_url = NULL;
-	return true;
 }
 
 bool

@@ -22,16 +22,8 @@ struct cursor_position {
 	char *next_url;	     /* for CURSOR_RESUME; the caller owns it */
 	unsigned pages_done; /* pages of the listing already committed */
 	char digest[33];     /* the last one-page listing's digest ("" if none) */
+	int64_t lease;	     /* the token of the lease this process holds on it; 0: none */
 };
-
-/*
- * Reads where n users' listings of one service stand for the sweep run_id,
- * in one round trip: out[i] is users[i]'s.  On failure the reason is in
- * db_error(db).
- */
-bool cursor_positions(struct db *db, int64_t run_id, const char *service_sid,
-		      const char *const *users, size_t n, struct cursor_position *out)
-	__attribute__((warn_unused_result));
 
 struct buf;
 struct settings_service;
@@ -52,13 +44,14 @@ struct cursor_error {
 	unsigned page;	  /* of the listing; 0: before any */
 	unsigned requests; /* HTTP requests and retries not yet counted in the run */
 	unsigned retries;
+	int64_t lease; /* the listing's lease token; 0: none */
 };
 
 /*
  * Calls sql, prepared as name: a function that records an error, given
  * $1 run_id, $2 service_sid, $3 who (the user, or the listing), $4 the
  * message, $5 the kind, $6 the page (NULL for 0), $7 the requests and $8
- * the retries (see sql/functions/sync_user_failed.sql).
+ * the retries, $9 the lease token (see sql/functions/sync_user_failed.sql).
  */
 bool cursor_call_error(struct db *db, const char *name, const char *sql, int64_t run_id,
 		       const char *service_sid, const char *who, const struct cursor_error *e)
@@ -82,31 +75,5 @@ bool cursor_record_error(struct db *db, int64_t run_id, const char *service_sid,
  */
 void cursor_position_from_row(const PGresult *res, int row, int64_t run_id,
 			      struct cursor_position *out);
-
-/*
- * The positions of the users about to start, read ahead: users start in
- * order, so when a user's position is not at hand, that user's and the
- * next CURSOR_LOOKAHEAD - 1 are read in one query.  No one else moves
- * those cursors before their users start.
- */
-#define CURSOR_LOOKAHEAD 64
-struct cursor_lookahead;
-
-/* Returns an empty read-ahead the caller owns. */
-struct cursor_lookahead *cursor_lookahead_new(void);
-void cursor_lookahead_free(struct cursor_lookahead *la);
-
-/* Forgets what was read ahead (after a reconnect, say: the cursors may have moved). */
-void cursor_lookahead_drop(struct cursor_lookahead *la);
-
-/*
- * The position of users[user_index] of the service numbered service_key
- * (users holds that service's n_users users); out->next_url is then the
- * caller's.  On failure the reason is in db_error(db).
- */
-bool cursor_lookahead_get(struct cursor_lookahead *la, struct db *db, int64_t run_id,
-			  size_t service_key, const char *service_sid, const char *const *users,
-			  size_t n_users, size_t user_index, struct cursor_position *out)
-	__attribute__((warn_unused_result));
 
 #endif

@@ -16,19 +16,16 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_PREPARED 16
+#define MAX_PREPARED 32
 
 struct db {
 	PGconn *conn;
 	char *schema_ident;
-	const volatile sig_atomic_t *lock_stop; /* set once the schema lock is wanted */
-	void (*lock_waiting)(void *arg, bool first);
-	void *lock_waiting_arg;
 	const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
 	size_t n_prepared;
-	bool busy;	/* an asynchronous statement is in flight */
-	bool lock_held; /* the schema lock, once wanted (lock_stop set), is held */
-	int64_t epoch;	/* the writer's fencing epoch this session carries; 0 before one is taken */
+	bool busy;	     /* an asynchronous statement is in flight */
+	int64_t instance_id; /* the instance this session works for; 0 before one is set */
+	char *instance_name;
 	char error[512];
 };
 
@@ -77,6 +74,37 @@ ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
+/* The session works for db->instance_id: chatsync.instance, and application_name. */
+static bool
+set_instance(struct db *db)
+{
+	char *name, *sql;
+	bool ok;
+
+	name = PQescapeLiteral(db->conn, db->instance_name, strlen(db->instance_name));
+	if (name == NULL) {
+		conn_failed(db);
+		return false;
+	}
+	/* Both in one round trip; the second statement ends it, so it is the one checked. */
+	sql = xasprintf("SELECT set_config('application_name', 'chatsyncd/' || %s, false); "
+			"SET chatsync.instance TO '%" PRId64 "'",
+			name, db->instance_id);
+	PQfreemem(name);
+	ok = db_exec(db, sql);
+	free(sql);
+	return ok;
+}
+
+bool
+db_set_instance(struct db *db, int64_t instance_id, const char *name)
+{
+	free(db->instance_name);
+	db->instance_name = xstrdup(name);
+	db->instance_id = instance_id;
+	return set_instance(db);
+}
+
 /*
  * Every new session: quiet notices, our schema first, fresh plans, and
  * commits that do not wait for the WAL flush.  That is safe here: a page's rows and its
@@ -95,7 +123,7 @@ session_setup(struct db *db)
 	if (!db_exec(db, "SET synchronous_commit TO off"))
 		return false;
 	/*
-	 * Whatever the role or the database says: the fence is read under READ
+	 * Whatever the role or the database says: leases are read under READ
 	 * COMMITTED (a snapshot taken before a takeover would not see it), and
 	 * an idle control connection between sweeps, a page of a large listing
 	 * or a wait for a lock must not be cut short by a timeout.
@@ -114,7 +142,7 @@ session_setup(struct db *db)
 	sql = xasprintf("SET search_path TO %s", db->schema_ident);
 	ok = db_exec(db, sql);
 	free(sql);
-	return ok && (db->epoch == 0 || db_set_epoch(db, db->epoch));
+	return ok && (db->instance_id == 0 || set_instance(db));
 }
 
 struct db *
@@ -163,6 +191,7 @@ db_close(struct db *db)
 	if (db != NULL) {
 		PQfinish(db->conn);
 		free(db->schema_ident);
+		free(db->instance_name);
 	}
 	free(db);
 }
@@ -170,69 +199,12 @@ db_close(struct db *db)
 bool
 db_reconnect(struct db *db)
 {
-	db->lock_held = false; /* a new session holds nothing */
 	PQreset(db->conn);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		conn_failed(db);
 		return false;
 	}
-	if (!session_setup(db))
-		return false;
-	if (db->lock_stop == NULL)
-		return true;
-	/* The lock holder's new session takes the lock, and the fence, again. */
-	if (!db_lock_schema(db, db->lock_stop, db->lock_waiting, db->lock_waiting_arg))
-		return false;
-	if (db->epoch != 0 && !db_take_fence(db)) {
-		db->lock_held = false; /* not the writer without the fence: start over */
-		return false;
-	}
-	return true;
-}
-
-bool
-db_has_fence(struct db *db, bool *present)
-{
-	PGresult *res = PQexec(db->conn, "SELECT to_regproc('sync_fence_take') IS NOT NULL");
-	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-
-	if (ok)
-		*present = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	return ok;
-}
-
-int64_t
-db_epoch(const struct db *db)
-{
-	return db->epoch;
-}
-
-bool
-db_set_epoch(struct db *db, int64_t epoch)
-{
-	char sql[64];
-
-	snprintf(sql, sizeof(sql), "SET chatsync.epoch TO '%" PRId64 "'", epoch);
-	if (!db_exec(db, sql))
-		return false;
-	db->epoch = epoch;
-	return true;
-}
-bool
-db_take_fence(struct db *db)
-{
-	PGresult *res = PQexec(db->conn, "SELECT sync_fence_take()");
-	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-
-	if (ok && (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))) {
-		db_set_error(db, "sync_writer has no row");
-		ok = false;
-	}
-	if (ok)
-		ok = db_set_epoch(db, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
-	PQclear(res);
-	return ok;
+	return session_setup(db);
 }
 
 bool
@@ -245,47 +217,6 @@ db_gone(struct db *db)
 		return true;
 	}
 	return PQstatus(db->conn) != CONNECTION_OK;
-}
-
-/* 1: locked, 0: held by another session, -1: error. */
-static int
-try_schema_lock(struct db *db)
-{
-	static const char sql[] = "SELECT pg_try_advisory_lock("
-				  "hashtext('chatsync.writer.' || current_setting('search_path')))";
-	PGresult *res = PQexec(db->conn, sql);
-	int got = -1;
-
-	if (db_result_ok(db, res, PGRES_TUPLES_OK))
-		got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	return got;
-}
-
-bool
-db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
-	       void (*waiting)(void *arg, bool first), void *arg)
-{
-	bool said = false;
-
-	db->lock_stop = stop;
-	db->lock_waiting = waiting;
-	db->lock_waiting_arg = arg;
-	while (!*stop) {
-		struct timespec second = {1, 0};
-		int got = try_schema_lock(db);
-
-		if (got != 0) {
-			db->lock_held = got == 1;
-			return db->lock_held;
-		}
-		if (waiting != NULL)
-			waiting(arg, !said);
-		said = true;
-		nanosleep(&second, NULL);
-	}
-	db->error[0] = '\0';
-	return false;
 }
 
 PGconn *
@@ -460,8 +391,7 @@ db_collect(struct db *db, bool wait, PGresult **res)
 bool
 db_connected(struct db *db)
 {
-	/* A connection that should hold the schema lock and does not is no use. */
-	return PQstatus(db->conn) == CONNECTION_OK && (db->lock_stop == NULL || db->lock_held);
+	return PQstatus(db->conn) == CONNECTION_OK;
 }
 
 bool

@@ -109,24 +109,19 @@ bool db_connected(struct db *db);
 bool db_alive(struct db *db);
 
 /*
- * Reopens a lost connection with the same parameters, and takes the schema
- * lock again if it was held.
+ * Reopens a lost connection with the same parameters; the new session works
+ * for the same instance.
  */
 bool db_reconnect(struct db *db) __attribute__((warn_unused_result));
 
 /*
- * The writer's fencing epoch (see sql/005_writer_fence.sql): only sessions
- * that carry the current one may commit pages.  db_take_fence, on the
- * connection that holds the schema lock, moves the epoch on and makes this
- * session carry the new one; db_set_epoch makes another session (a writer
- * connection) carry it.  A session carries its epoch again after a
- * reconnect, and the lock holder takes a new one.
+ * The session works for instance instance_id (see sql/012_leases.sql), named
+ * name: it carries the id in the setting chatsync.instance, and
+ * "chatsyncd/NAME" as application_name; so does every session after a
+ * reconnect.
  */
-bool db_take_fence(struct db *db) __attribute__((warn_unused_result));
-/* Whether the schema has the fence yet (a schema older than migration 005 has not). */
-bool db_has_fence(struct db *db, bool *present) __attribute__((warn_unused_result));
-bool db_set_epoch(struct db *db, int64_t epoch) __attribute__((warn_unused_result));
-int64_t db_epoch(const struct db *db);
+bool db_set_instance(struct db *db, int64_t instance_id, const char *name)
+	__attribute__((warn_unused_result));
 
 /*
  * For an idle connection: reads what the server sent (for a backend that was
@@ -134,16 +129,5 @@ int64_t db_epoch(const struct db *db);
  * Cheap: no round trip.
  */
 bool db_gone(struct db *db);
-
-/*
- * Takes the session's advisory lock that makes this process the only
- * chatsyncd writing to the schema.  While another holds it, checks every
- * second, calling waiting(arg, first) each time (first on the first), until
- * it is free or *stop is set.  Returns false if stopped (db_error() is then
- * empty) or the database failed.
- */
-bool db_lock_schema(struct db *db, const volatile sig_atomic_t *stop,
-		    void (*waiting)(void *arg, bool first), void *arg)
-	__attribute__((warn_unused_result));
 
 #endif

@@ -80,19 +80,19 @@ static const char *const first_paths[DIMENSIONS] = {
 static const char service_sql[] =
 	"SELECT changed, 0, 0, 0 FROM sync_service_row($1::bigint, $2::text, ($3::text[])[1], "
 	"($4::text[])[1], ($5::timestamptz[])[1], ($6::timestamptz[])[1], $7::integer, "
-	"$8::integer)";
+	"$8::integer, $9::bigint)";
 
 static const char users_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_users_page($1::bigint, $2::text, "
 	"$3::boolean, $4::text, $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
 	"$10::integer[], $11::boolean[], $12::boolean[], $13::text[], $14::timestamptz[], "
-	"$15::timestamptz[], $16::integer, $17::integer, $18::text)";
+	"$15::timestamptz[], $16::integer, $17::integer, $18::text, $19::bigint)";
 
 static const char channels_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_channels_page($1::bigint, "
 	"$2::text, $3::boolean, $4::text, $5::text[], $6::text[], $7::text[], $8::text[], "
 	"$9::text[], $10::integer[], $11::integer[], $12::text[], $13::timestamptz[], "
-	"$14::timestamptz[], $15::integer, $16::integer, $17::text)";
+	"$14::timestamptz[], $15::integer, $16::integer, $17::text, $18::bigint)";
 
 static const struct {
 	const char *name; /* of the prepared statement */
@@ -167,8 +167,8 @@ dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
 		    const struct store_page *page)
 {
 	const struct page_schema *schema = &schemas[d];
-	char run_id[24], requests[16], retries[16];
-	const char *params[4 + PAGE_MAX_FIELDS + 3];
+	char run_id[24], requests[16], retries[16], lease[24];
+	const char *params[4 + PAGE_MAX_FIELDS + 4];
 	char digest[33];
 	int n = 0;
 	bool ok = true;
@@ -193,6 +193,7 @@ dimension_send_page(struct db *db, enum dimension d, struct page_batch *b,
 		page_batch_digest(b, digest);
 		params[n++] = digest;
 	}
+	params[n++] = store_lease_param(lease, sizeof(lease), page->lease);
 	if (!ok)
 		db_set_error(db, "the page is too large to send");
 	/* libpq copies the parameters into its output buffer before this returns. */
@@ -253,7 +254,7 @@ dimension_record_failure(struct db *db, int64_t run_id, const char *service_sid,
 			 const struct cursor_error *e)
 {
 	static const char sql[] = "SELECT sync_dimension_failed($1::bigint, $2, $3, $4, $5, "
-				  "$6::integer, $7::integer, $8::integer)";
+				  "$6::integer, $7::integer, $8::integer, $9::bigint)";
 
 	return cursor_call_error(db, "sync_dimension_failed", sql, run_id, service_sid, names[d],
 				 e);

@@ -13,6 +13,7 @@
 #include "db.h"
 #include "dimension.h"
 #include "http.h"
+#include "lease.h"
 #include "log.h"
 #include "mem.h"
 #include "membership.h"
@@ -79,6 +80,8 @@ struct listing {
 	struct page_parser *dimension_parser[DIMENSIONS]; /* made when first needed */
 	struct page_batch *dimension_batch[DIMENSIONS];
 	struct commit commit;
+	int64_t lease;	 /* the token of the listing's lease */
+	bool lease_lost; /* another instance took the lease over: the listing is dropped */
 };
 
 void
@@ -334,7 +337,7 @@ fail_user(struct listing *l, const char *kind, const char *fmt, ...)
 {
 	struct sweep_state *st = l->st;
 	char reason[512];
-	struct cursor_error e = {reason, kind, l->page_no, l->requests, l->retries};
+	struct cursor_error e = {reason, kind, l->page_no, l->requests, l->retries, l->lease};
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -350,6 +353,25 @@ fail_user(struct listing *l, const char *kind, const char *fmt, ...)
 	record_failure(st, l->service_sid, l->user, l->user_esc, &e);
 	l->requests = l->retries = 0;
 	listing_release(l);
+}
+
+/* May the listing go on: the sweep may work, and the lease is still its own? */
+static bool
+may_go_on(const struct listing *l)
+{
+	return sweep_state_may_work(l->st) && !l->lease_lost;
+}
+
+static void drop_lost_lease(struct listing *l);
+
+/* The listing may not go on: it ends here, told to the sweep if its lease was lost. */
+static void
+stop_here(struct listing *l)
+{
+	if (l->lease_lost)
+		drop_lost_lease(l);
+	else
+		listing_release(l);
 }
 
 static void
@@ -413,26 +435,72 @@ listing_commit_failed(struct commit *c, struct db *wdb)
 }
 
 /*
- * The page was refused: this process no longer holds the schema.  The page
- * is dropped without a trace on the user (another chatsyncd has it now),
- * and the sweep stops writing until it has taken the schema back.
+ * The listing's lease is another instance's now: the listing is dropped
+ * without a trace on its cursor (the other has it), and the sweep hears of
+ * it (it sees the user or listing through later).
  */
+static void
+drop_lost_lease(struct listing *l)
+{
+	struct sweep_state *st = l->st;
+	size_t service_index = l->service_index;
+	const char *user = l->user;
+	int d = l->dimension;
+
+	if (d >= 0)
+		log_info("service %s: the %s listing was taken over by another instance; dropped "
+			 "here",
+			 l->service_sid, dimension_name((enum dimension)d));
+	else
+		log_info("service %s user \"%s\": taken over by another instance; dropped here",
+			 l->service_sid, l->user_esc);
+	st->leases_lost++;
+	metrics_lease_lost(st->metrics);
+	listing_release(l);
+	if (st->lease_lost != NULL)
+		st->lease_lost(st->lease_lost_arg, service_index, user, d);
+}
+
+/* The page was refused: the listing's lease was taken over by another instance. */
 void
 listing_commit_refused(struct commit *c)
 {
 	struct listing *l = c->owner;
 
-	l->st->fenced_out = true;
-	l->st->db_lost = true;
-	listing_release(l);
+	l->lease_lost = true;
+	drop_lost_lease(l);
+}
+
+bool
+listing_lease(const struct listing *l, bool idle_too, struct lease_key *out)
+{
+	if ((l->state == LISTING_IDLE && !idle_too) || l->lease_lost || l->lease == 0)
+		return false;
+	out->service_sid = l->service_sid;
+	out->user = l->dimension < 0 ? l->user : NULL;
+	out->dimension = l->dimension;
+	out->token = l->lease;
+	return true;
+}
+
+void
+listing_lease_lost(struct listing *l)
+{
+	if (l->state == LISTING_IDLE || l->lease_lost)
+		return;
+	l->lease_lost = true;
+	/* A transfer ends first (see on_done), and a page on a writer is refused. */
+	if (l->state == LISTING_WAITING ||
+	    (l->state == LISTING_COMMITTING && !commit_queue_sending(l->st->commits, &l->commit)))
+		drop_lost_lease(l);
 }
 
 /* A page was committed and another follows: fetch it. */
 static void
 next_page(struct listing *l)
 {
-	if (!sweep_state_may_work(l->st)) {
-		listing_release(l);
+	if (!may_go_on(l)) {
+		stop_here(l);
 		return;
 	}
 	free(l->url);
@@ -506,6 +574,7 @@ queue_commit(struct listing *l)
 		.retries = l->retries,
 		.digest = whole ? l->digest : NULL,
 		.conversations = l->dimension < 0 && l->conversations,
+		.lease = l->lease,
 	};
 	c->batch = l->batch;
 	c->dimension = l->dimension;
@@ -627,7 +696,7 @@ static void
 auth_failed(struct listing *l, const struct http_result *res)
 {
 	struct sweep_state *st = l->st;
-	const struct cursor_error e = {"authentication failed", "auth", l->page_no, 0, 0};
+	const struct cursor_error e = {"authentication failed", "auth", l->page_no, 0, 0, l->lease};
 
 	log_error("authentication failed (%s): check %s; stopping this sweep", res->error,
 		  st->s->api_key_sid != NULL ? "twilio.api_key_sid and its secret"
@@ -680,8 +749,8 @@ on_done(void *arg, const struct http_result *res)
 	l->requests++;
 	if (!res->aborted)
 		metrics_http_response(l->st->metrics, res->transport_error ? 0 : res->status);
-	if (!sweep_state_may_work(l->st))
-		listing_release(l);
+	if (!may_go_on(l))
+		stop_here(l);
 	else if (succeeded(res)) {
 		pacer_success(&l->st->pacer);
 		page_received(l);
@@ -716,7 +785,7 @@ sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *
 	log_warning("service %s user \"%s\": %s", service_sid, user_esc, reason);
 	st->service_failed[service_index] = true;
 	user_done(st, service_sid, false);
-	const struct cursor_error e = {reason, "database", 0, 0, 0};
+	const struct cursor_error e = {reason, "database", 0, 0, 0, 0};
 
 	record_failure(st, service_sid, user, user_esc, &e);
 }
@@ -802,6 +871,8 @@ start(struct listing *l, size_t service_index, const char *user, char *first_url
 	l->page_no = pos->pages_done + 1;
 	memcpy(l->known_digest, pos->digest, sizeof(l->known_digest));
 	l->requests = l->retries = l->attempts = 0;
+	l->lease = pos->lease;
+	l->lease_lost = false;
 	l->restarted = false;
 	l->drift_logged = 0;
 	url_seen_clear(l->fetched);
@@ -867,8 +938,8 @@ listing_retry_when_due(struct listing *l)
 
 	if (l->state != LISTING_WAITING)
 		return -1;
-	if (!sweep_state_may_work(l->st)) {
-		listing_release(l);
+	if (!may_go_on(l)) {
+		stop_here(l);
 		return -1;
 	}
 	wait = clock_ms_until(&l->retry_at);

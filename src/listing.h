@@ -27,6 +27,7 @@ struct commit_queue;
 struct cursor_position;
 struct db;
 struct http;
+struct lease_key;
 struct metrics;
 struct settings;
 struct store_counts;
@@ -43,9 +44,8 @@ struct sweep_state {
 	uint64_t rng;
 	struct pacer pacer;
 	bool db_lost;
-	char lost_reason[256]; /* why the database was lost, first seen */
-	bool fenced_out;       /* a page was refused: another chatsyncd has taken the schema */
-	bool taken_over;       /* another chatsyncd finished this sweep while this one waited */
+	char lost_reason[256];	   /* why the database was lost, first seen */
+	unsigned long leases_lost; /* listings another instance took over in this sweep */
 	bool auth_failed;
 	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */
@@ -58,6 +58,12 @@ struct sweep_state {
 	 */
 	void (*dimension_ended)(void *arg, size_t service_index, int dimension);
 	void *dimension_ended_arg;
+	/*
+	 * The lease of a user's listing (dimension -1) or of a dimension
+	 * listing was taken over by another instance: the listing was dropped.
+	 */
+	void (*lease_lost)(void *arg, size_t service_index, const char *user, int dimension);
+	void *lease_lost_arg;
 };
 
 /* The database is lost: db's error is kept as the reason, if it is the first one. */
@@ -120,6 +126,19 @@ void listing_abandon(struct listing *l);
 
 /* Ends the listing's part in the sweep; what it has not counted yet is kept for the run. */
 void listing_release(struct listing *l);
+
+/*
+ * The lease the listing holds, if it is busy (with idle_too, the lease of
+ * its last user even if it has ended since: a stop gives it up, whatever
+ * ended the listing); false if none.
+ */
+bool listing_lease(const struct listing *l, bool idle_too, struct lease_key *out);
+
+/*
+ * Another instance has taken the listing's lease over: the listing is
+ * dropped, at once or as soon as its transfer or commit ends.
+ */
+void listing_lease_lost(struct listing *l);
 
 /* The commit queue's reports about a listing's page (c->owner is the listing). */
 void listing_committed(struct commit *c, const struct store_counts *counts);

@@ -8,12 +8,14 @@
 #include "db.h"
 #include "default_service.h"
 #include "http.h"
+#include "lease.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "notify.h"
 #include "progress.h"
+#include "run.h"
 #include "settings.h"
 #include "status.h"
 #include "sweep.h"
@@ -207,12 +209,16 @@ struct daemon {
 	const struct options *o;
 	struct settings *s;
 	struct progress *progress; /* --once at a terminal, else NULL */
-	struct db *db;		   /* cursors, the schema lock */
+	struct db *db;		   /* cursors, claims and leases */
 	struct db **writers;	   /* page commits: database.writers connections */
 	size_t n_writers;
 	struct http *http;
 	struct metrics *metrics; /* NULL when metrics.listen is empty */
 	struct timespec last_status;
+	char *instance_name;
+	int64_t instance_id; /* 0 until registered */
+	int live_instances;  /* at the last heartbeat */
+	struct timespec last_heartbeat;
 };
 
 static struct http *
@@ -257,14 +263,55 @@ on_resolve_tick(void *arg)
 	notify_watchdog();
 }
 
+/* Tells the schema the instance is alive, every third of sync.lease_seconds between sweeps. */
+static void
+heartbeat_when_due(struct daemon *d)
+{
+	int live;
+
+	if (clock_seconds_since(&d->last_heartbeat) * 3 < (double)d->s->lease_seconds)
+		return;
+	d->last_heartbeat = clock_now();
+	if (!lease_heartbeat(d->db, d->instance_id, d->s->lease_seconds, false, &live)) {
+		log_warning("could not tell the schema this instance is alive: %s",
+			    db_error(d->db));
+		return;
+	}
+	d->live_instances = live;
+	metrics_leases(d->metrics, 0, live);
+}
+
+/*
+ * The sweep to work on: the open one, or a new one.  Without force (the
+ * daemon), none until sync.interval after the last began, whoever began
+ * it: *wait_seconds says how long to wait, and 0 is returned.
+ */
+static int64_t
+join_sweep(struct daemon *d, bool force, bool *resumed, double *wait_seconds)
+{
+	int64_t run_id;
+
+	if (!run_join(d->db, d->instance_id, d->s->interval, force, &run_id, resumed,
+		      wait_seconds)) {
+		log_error("could not begin a sweep: %s", db_error(d->db));
+		*wait_seconds = 0;
+		return 0;
+	}
+	return run_id;
+}
+
 static enum sweep_result
-sweep_once(struct daemon *d)
+sweep_once(struct daemon *d, double *wait_seconds)
 {
 	const struct default_service_hooks resolve_hooks = {.tick = on_resolve_tick,
 							    .stop = &stop_requested};
 	const struct sweep_hooks hooks = {.tick = on_tick, .arg = d, .metrics = d->metrics};
+	struct sweep_lease lease = {.instance_id = d->instance_id,
+				    .live_instances = d->live_instances};
 	char why[512];
 	bool refused;
+
+	*wait_seconds = 0;
 
 	/* The account's default conversation service first: its users are stored under its SID. */
 	if (!default_service_resolve(d->s, d->http, &resolve_hooks, &refused, why, sizeof(why))) {
@@ -275,8 +322,12 @@ sweep_once(struct daemon *d)
 			  why);
 		return refused ? SWEEP_AUTH_FAILED : SWEEP_USERS_FAILED;
 	}
+	lease.run_id = join_sweep(d, d->o->mode == MODE_ONCE, &lease.resumed, wait_seconds);
+	if (lease.run_id == 0)
+		return *wait_seconds > 0 ? SWEEP_OK : SWEEP_DB_FAILED;
 	memset(&d->last_status, 0, sizeof(d->last_status));
-	return sweep_run(d->s, d->db, d->writers, d->n_writers, d->http, &stop_requested, &hooks);
+	return sweep_run(d->s, d->db, d->writers, d->n_writers, d->http, &lease, &stop_requested,
+			 &hooks);
 }
 
 /* SIGHUP: a fresh, valid configuration replaces the old one; a bad one changes nothing. */
@@ -347,6 +398,28 @@ wait_for_next_sweep(struct daemon *d, const struct timespec *start, uint64_t *rn
 			next = next_sweep_time(start, d->s->interval, rng);
 		}
 		notify_watchdog();
+		heartbeat_when_due(d);
+		nanosleep(&nap, NULL);
+	}
+}
+
+/*
+ * Another instance began a sweep less than sync.interval ago: this one
+ * waits that long before it looks again.
+ */
+static void
+wait_for_others(struct daemon *d, double seconds)
+{
+	struct timespec until = clock_after_ms(clock_now(), (long)(seconds * 1000) + 1);
+
+	log_debug("the last sweep began less than sync.interval ago; looking again in %.1f s",
+		  seconds);
+	notify_status("idle; next sweep in %.0f s", seconds);
+	while (!stop_requested && !reload_requested && !clock_reached(&until)) {
+		struct timespec nap = {0, 100 * 1000 * 1000};
+
+		notify_watchdog();
+		heartbeat_when_due(d);
 		nanosleep(&nap, NULL);
 	}
 }
@@ -356,7 +429,7 @@ static bool
 connected(struct daemon *d)
 {
 	/* A round trip each: a connection the server closed while idle shows only then. */
-	return sweep_connections_usable(d->db, d->writers, d->n_writers, true, false, NULL);
+	return sweep_connections_usable(d->db, d->writers, d->n_writers, true);
 }
 
 static int
@@ -376,8 +449,15 @@ run_daemon(struct daemon *d)
 			reload(d);
 		}
 		start = clock_now();
-		if (connected(d))
-			sweep_once(d);
+		if (connected(d)) {
+			double wait;
+
+			sweep_once(d, &wait);
+			if (wait > 0) {
+				wait_for_others(d, wait);
+				continue;
+			}
+		}
 		wait_for_next_sweep(d, &start, &rng);
 	}
 	return EXIT_OK;
@@ -398,19 +478,19 @@ connect_db(const struct settings *s)
 /* While a start waits or migrates, each EXTEND_TIMEOUT_USEC= asks systemd for this much more. */
 #define START_EXTEND_USEC (30LL * 1000000)
 
-/* While another chatsyncd holds the schema lock: say so once, and keep systemd patient. */
-static void
-on_lock_wait(void *arg, bool first)
+/* While another chatsyncd migrates the schema: say so once, and keep systemd patient. */
+static bool
+on_migrate_wait(void *arg, bool first)
 {
 	struct db *db = arg;
 
 	if (first)
-		log_warning("another chatsyncd is writing to schema %s; waiting for it to stop",
-			    db_schema_ident(db));
-	notify_status("waiting for another chatsyncd to stop writing to schema %s",
-		      db_schema_ident(db));
+		log_info("another chatsyncd is migrating schema %s; waiting for it",
+			 db_schema_ident(db));
+	notify_status("waiting for another chatsyncd to migrate schema %s", db_schema_ident(db));
 	notify_extend_timeout(START_EXTEND_USEC);
 	notify_watchdog();
+	return !stop_requested;
 }
 
 /* A long migration: keep systemd's start timeout and watchdog from ending it. */
@@ -422,40 +502,88 @@ on_migrate_tick(void *arg)
 	notify_watchdog();
 }
 
-/*
- * Takes the schema lock, then migrates: no migration runs while another
- * chatsyncd writes to the schema.  false (logged) on failure or a stop.
- */
-static bool
-lock_and_migrate(struct daemon *d)
+/* The migrations' lock is held: they are applied now. */
+static void
+on_migrate_locked(void *arg)
 {
-	bool fenced;
-
-	if (!db_lock_schema(d->db, &stop_requested, on_lock_wait, d->db)) {
-		if (!stop_requested)
-			log_error("could not take the schema lock: %s", db_error(d->db));
-		return false;
-	}
-	/*
-	 * Fenced before migrating (where the schema has the fence): a former
-	 * writer that wakes up now can commit nothing while the schema changes.
-	 * Fenced again after, as a schema that just got the fence needs.
-	 */
-	if (!db_has_fence(d->db, &fenced) || (fenced && !db_take_fence(d->db))) {
-		log_error("could not take the writer's fencing epoch: %s", db_error(d->db));
-		return false;
-	}
+	(void)arg;
 	notify_status("applying schema migrations");
 	notify_extend_timeout(START_EXTEND_USEC);
-	if (!migrate_apply(d->db, NULL, on_migrate_tick, NULL)) {
+}
+
+/* Migrates the schema, under the migrations' lock.  false (logged) on failure or a stop. */
+static bool
+migrate(struct daemon *d)
+{
+	const struct migrate_hooks hooks = {
+		.waiting = on_migrate_wait,
+		.locked = on_migrate_locked,
+		.tick = on_migrate_tick,
+		.arg = d->db,
+	};
+
+	notify_extend_timeout(START_EXTEND_USEC);
+	if (migrate_apply(d->db, NULL, &hooks))
+		return true;
+	if (!stop_requested)
 		log_error("could not migrate the schema: %s", db_error(d->db));
+	return false;
+}
+
+/* sync.instance_name, or host:pid:start (unix seconds). */
+static char *
+instance_name(const struct settings *s)
+{
+	char host[256];
+
+	if (s->instance_name[0] != '\0')
+		return xstrdup(s->instance_name);
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = '\0';
+	return xasprintf("%s:%ld:%lld", host, (long)getpid(), (long long)time(NULL));
+}
+
+/* The instance joins the schema's: registered, named on its connection, in the metrics. */
+static bool
+register_instance(struct daemon *d)
+{
+	size_t reaped;
+
+	d->instance_name = instance_name(d->s);
+	if (!lease_reap(d->db, d->s->instance_name[0] != '\0' ? d->s->instance_name : NULL,
+			&reaped))
+		log_warning("could not look for instances of this host that are gone: %s",
+			    db_error(d->db));
+	else if (reaped > 0)
+		log_info("%zu instance%s of this host or name gone without a word: %s leases are "
+			 "free",
+			 reaped, reaped == 1 ? "" : "s", reaped == 1 ? "its" : "their");
+	if (!lease_register(d->db, d->instance_name, d->s->lease_seconds, &d->instance_id) ||
+	    !db_set_instance(d->db, d->instance_id, d->instance_name)) {
+		log_error("could not register this instance: %s", db_error(d->db));
 		return false;
 	}
-	if (!db_take_fence(d->db)) {
-		log_error("could not take the writer's fencing epoch: %s", db_error(d->db));
-		return false;
-	}
+	d->last_heartbeat = clock_now();
+	if (!lease_heartbeat(d->db, d->instance_id, d->s->lease_seconds, false, &d->live_instances))
+		d->live_instances = 1;
+	metrics_instance(d->metrics, d->instance_name);
+	metrics_leases(d->metrics, 0, d->live_instances);
+	log_info("instance %s (%" PRId64 "), one of %d live on schema %s", d->instance_name,
+		 d->instance_id, d->live_instances, db_schema_ident(d->db));
 	return true;
+}
+
+/* A clean stop: the instance no longer counts as live. */
+static void
+unregister_instance(struct daemon *d)
+{
+	int live;
+
+	if (d->instance_id == 0 || !db_connected(d->db))
+		return;
+	if (!lease_heartbeat(d->db, d->instance_id, d->s->lease_seconds, true, &live))
+		log_warning("could not record this instance's stop: %s", db_error(d->db));
 }
 
 static int
@@ -468,8 +596,8 @@ run_sync(struct daemon *d)
 		d->writers[d->n_writers] = connect_db(d->s);
 		if (d->writers[d->n_writers] == NULL)
 			return EXIT_DATABASE;
-		if (!db_set_epoch(d->writers[d->n_writers], db_epoch(d->db))) {
-			log_error("could not set a writer's fencing epoch: %s",
+		if (!db_set_instance(d->writers[d->n_writers], d->instance_id, d->instance_name)) {
+			log_error("could not name a writer's session: %s",
 				  db_error(d->writers[d->n_writers]));
 			db_close(d->writers[d->n_writers]);
 			return EXIT_DATABASE;
@@ -481,7 +609,9 @@ run_sync(struct daemon *d)
 	notify_ready();
 	if (d->o->mode == MODE_ONCE) {
 		d->progress = progress_new(STDERR_FILENO);
-		code = exit_code_for(sweep_once(d));
+		double wait;
+
+		code = exit_code_for(sweep_once(d, &wait));
 		progress_end(d->progress);
 		progress_free(d->progress);
 	} else {
@@ -492,20 +622,26 @@ run_sync(struct daemon *d)
 	return code;
 }
 
-/* --migrate, --once and the daemon: metrics first (served while waiting), the lock, migrations. */
+/* --migrate, --once and the daemon: metrics first (served while waiting), migrations, the instance. */
 static int
 run_writer(struct daemon *d)
 {
+	int code;
+
 	if (d->o->mode != MODE_MIGRATE && d->s->metrics_listen[0] != '\0') {
 		d->metrics = metrics_new(d->s->metrics_listen);
 		if (d->metrics == NULL)
 			return EXIT_USAGE;
 	}
-	if (!lock_and_migrate(d))
+	if (!migrate(d))
 		return stop_requested ? EXIT_OK : EXIT_DATABASE;
 	if (d->o->mode == MODE_MIGRATE)
 		return EXIT_OK;
-	return run_sync(d);
+	if (!register_instance(d))
+		return EXIT_DATABASE;
+	code = run_sync(d);
+	unregister_instance(d);
+	return code;
 }
 
 static int
@@ -525,6 +661,7 @@ run(struct daemon *d)
 	for (size_t i = 0; i < d->n_writers; i++)
 		db_close(d->writers[i]);
 	free(d->writers);
+	free(d->instance_name);
 	db_close(d->db);
 	return code;
 }

@@ -78,6 +78,9 @@ struct metrics {
 	_Atomic uint64_t http_429;
 	_Atomic uint64_t sweeps;
 	_Atomic uint64_t db_reconnects;
+	_Atomic uint64_t leases_lost;
+	_Atomic uint64_t leases_held;
+	_Atomic uint64_t instances_live;
 	_Atomic uint64_t users_failing;
 	atomic_bool sweep_in_progress;
 	atomic_bool config_ok; /* the last reload, or the start, succeeded */
@@ -91,6 +94,7 @@ struct metrics {
 	uint32_t *index; /* open addressing: 1 + position in services, 0 = empty */
 	size_t index_size;
 	bool cap_warned;
+	char *instance_label; /* the instance's name escaped for a label value, or NULL */
 };
 
 /* Rendering state: a capped buffer that remembers whether anything failed to fit. */
@@ -344,6 +348,39 @@ metrics_db_reconnect(struct metrics *m)
 }
 
 void
+metrics_lease_lost(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	count(&m->leases_lost);
+}
+
+void
+metrics_leases(struct metrics *m, size_t held, int live_instances)
+{
+	if (m == NULL)
+		return;
+	atomic_store_explicit(&m->leases_held, held, memory_order_relaxed);
+	if (live_instances > 0)
+		atomic_store_explicit(&m->instances_live, (uint64_t)live_instances,
+				      memory_order_relaxed);
+}
+
+void
+metrics_instance(struct metrics *m, const char *name)
+{
+	char *label;
+
+	if (m == NULL)
+		return;
+	label = label_escape(name);
+	pthread_mutex_lock(&m->lock);
+	free(m->instance_label);
+	m->instance_label = label;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
 metrics_config_reloaded(struct metrics *m, bool ok)
 {
 	if (m == NULL)
@@ -514,6 +551,29 @@ snapshot_take(struct metrics *m, struct snapshot *snap)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* The instance among those of the schema, and the leases it holds. */
+static void
+render_instance(struct render *r, struct metrics *m)
+{
+	counter(r, "chatsync_leases_lost_total",
+		"Listings of this instance taken over by another instance", &m->leases_lost);
+	family(r, "chatsync_leases_held", "gauge",
+	       "Leases on users and dimension listings this instance holds");
+	emit(r, "chatsync_leases_held %" PRIu64 "\n",
+	     atomic_load_explicit(&m->leases_held, memory_order_relaxed));
+	family(r, "chatsync_instances_live", "gauge",
+	       "Instances of chatsyncd working on the schema, this one included, at its last "
+	       "heartbeat");
+	emit(r, "chatsync_instances_live %" PRIu64 "\n",
+	     atomic_load_explicit(&m->instances_live, memory_order_relaxed));
+	family(r, "chatsync_instance_info", "gauge",
+	       "This instance's name among those of the schema, as a label; the value is always 1");
+	pthread_mutex_lock(&m->lock);
+	if (m->instance_label != NULL)
+		emit(r, "chatsync_instance_info{instance=\"%s\"} 1\n", m->instance_label);
+	pthread_mutex_unlock(&m->lock);
+}
+
 static void
 render_daemon(struct render *r, struct metrics *m)
 {
@@ -535,6 +595,7 @@ render_daemon(struct render *r, struct metrics *m)
 	family(r, "chatsync_build_info", "gauge",
 	       "The version of chatsyncd, as a label; the value is always 1");
 	emit(r, "chatsync_build_info{version=\"%s\"} 1\n", m->version_label);
+	render_instance(r, m);
 }
 
 /* One gauge or counter from a reading; the sample is left out if it could not be read. */
@@ -653,6 +714,7 @@ metrics_free(struct metrics *m)
 	free(m->services);
 	free(m->index);
 	free(m->version_label);
+	free(m->instance_label);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }

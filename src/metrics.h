@@ -93,6 +93,15 @@ void metrics_sweep_finished(struct metrics *m, double seconds, long users_failed
 /* The connection to PostgreSQL was re-established. */
 void metrics_db_reconnect(struct metrics *m);
 
+/* A listing of this instance was taken over by another (chatsync_leases_lost_total). */
+void metrics_lease_lost(struct metrics *m);
+
+/* The leases held now, and the live instances at the last heartbeat (0: unknown, kept). */
+void metrics_leases(struct metrics *m, size_t held, int live_instances);
+
+/* The instance's name, for chatsync_instance_info{instance="..."}. */
+void metrics_instance(struct metrics *m, const char *name);
+
 /*
  * A reload (SIGHUP) replaced the configuration (ok) or was refused and the
  * running one kept: chatsync_config_last_reload_successful becomes 1 or 0.

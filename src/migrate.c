@@ -12,24 +12,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-/* Serialises migrations of one schema between processes. */
-static bool
-lock_and_prepare(struct db *db)
+/* 1: the migrations' lock is taken, 0: another session holds it, -1: failed. */
+static int
+try_lock(struct db *db)
 {
 	static const char lock_sql[] =
-		"SELECT pg_advisory_xact_lock(hashtext('chatsync.migrate.' || "
+		"SELECT pg_try_advisory_xact_lock(hashtext('chatsync.migrate.' || "
 		"current_setting('search_path')))";
-	PGresult *res;
+	PGresult *res = PQexec(db_conn(db), lock_sql);
+	int got = -1;
+
+	if (db_result_ok(db, res, PGRES_TUPLES_OK))
+		got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return got;
+}
+
+/*
+ * Serialises migrations of one schema between processes: while another
+ * holds the lock, waiting(arg, first) is called every second, until it
+ * returns false (a stop: the reason is then empty).
+ */
+static bool
+lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *arg)
+{
 	char *sql;
 	bool ok;
+	int got;
 
 	if (!db_exec(db, "BEGIN"))
 		return false;
-	res = PQexec(db_conn(db), lock_sql);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-	PQclear(res);
-	if (!ok)
+	for (bool first = true; (got = try_lock(db)) == 0; first = false) {
+		struct timespec second = {1, 0};
+
+		if (waiting != NULL && !waiting(arg, first)) {
+			db_set_error(db, "%s", "");
+			return false;
+		}
+		nanosleep(&second, NULL);
+	}
+	if (got < 0)
 		return false;
 	sql = xasprintf("CREATE SCHEMA IF NOT EXISTS %s", db_schema_ident(db));
 	ok = db_exec(db, sql);
@@ -211,15 +235,18 @@ restore_readers(struct db *db)
 }
 
 bool
-migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
+migrate_apply(struct db *db, int *applied, const struct migrate_hooks *hooks)
 {
-	const struct ticker t = {tick, arg};
+	static const struct migrate_hooks none;
+	const struct migrate_hooks *h = hooks != NULL ? hooks : &none;
+	const struct ticker t = {h->tick, h->arg};
 	int count = 0;
 	bool ok;
 
-	ok = lock_and_prepare(db) && save_readers(db) && apply_pending(db, &count, &t) &&
-	     apply_functions(db, &t) && rebuild_kept_state(db, &t) && restore_readers(db) &&
-	     db_exec(db, "COMMIT");
+	ok = lock_and_prepare(db, h->waiting, h->arg) &&
+	     (h->locked == NULL || (h->locked(h->arg), true)) && save_readers(db) &&
+	     apply_pending(db, &count, &t) && apply_functions(db, &t) &&
+	     rebuild_kept_state(db, &t) && restore_readers(db) && db_exec(db, "COMMIT");
 	if (!ok && db_connected(db)) {
 		char why[512];
 

@@ -39,9 +39,18 @@ extern const size_t n_function_scripts;
  * name before.  A schema newer than these migrations is refused.  Returns
  * false on failure (nothing applied), with the reason in db_error(db).
  * *applied, if not NULL, receives the number of migrations applied.
- * tick(arg), if not NULL, is called about every second while a script runs.
+ * hooks may be NULL, and so may each of its members.
  */
-bool migrate_apply(struct db *db, int *applied, void (*tick)(void *arg), void *arg)
+struct migrate_hooks {
+	/* Every second while another process holds the lock (first: the first time); false ends the wait. */
+	bool (*waiting)(void *arg, bool first);
+	void (*locked)(void *arg); /* once the lock is held, before anything is applied */
+	void (*tick)(void *arg);   /* about every second while a script runs */
+	void *arg;
+};
+
+/* A wait that waiting() ended returns false with an empty reason. */
+bool migrate_apply(struct db *db, int *applied, const struct migrate_hooks *hooks)
 	__attribute__((warn_unused_result));
 
 #endif

@@ -21,6 +21,30 @@ pacer_init(struct pacer *p, unsigned concurrency, double max_rps, double now_ms)
 	p->last_cut_ms = now_ms - CUT_INTERVAL_MS;
 }
 
+void
+pacer_set_rate(struct pacer *p, double max_rps)
+{
+	double rate = max_rps > 0 ? max_rps : 0;
+
+	if (rate == p->rate)
+		return;
+	p->rate = rate;
+	p->burst = p->rate >= 1 ? p->rate : 1;
+	if (p->tokens > p->burst)
+		p->tokens = p->burst;
+}
+
+double
+pacer_budget(int max_rps, int account_max_rps, int live_instances)
+{
+	double share;
+
+	if (account_max_rps <= 0)
+		return max_rps;
+	share = (double)account_max_rps / (live_instances > 0 ? live_instances : 1);
+	return max_rps > 0 && max_rps < share ? max_rps : share;
+}
+
 long
 pacer_take(struct pacer *p, double now_ms)
 {

@@ -26,6 +26,16 @@ struct pacer {
 /* Starts full: limit = concurrency, a full bucket. */
 void pacer_init(struct pacer *p, unsigned concurrency, double max_rps, double now_ms);
 
+/* A new rate cap (0: none), kept from now on; the bucket keeps what it holds, up to its size. */
+void pacer_set_rate(struct pacer *p, double max_rps);
+
+/*
+ * The rate cap of one instance: twilio.max_rps (0: none), and a share of
+ * twilio.account_max_rps (0: none) split evenly between the live instances,
+ * whichever is lower.
+ */
+double pacer_budget(int max_rps, int account_max_rps, int live_instances);
+
 /*
  * Asks to send a request now.  Returns 0 and takes a token if it may go,
  * else the milliseconds until it may.

@@ -16,24 +16,29 @@
 #include <string.h>
 
 bool
-run_begin(struct db *db, int64_t *run_id, bool *resumed)
+run_join(struct db *db, int64_t instance_id, int interval, bool force, int64_t *run_id,
+	 bool *resumed, double *wait_seconds)
 {
-	static const char find_sql[] = "SELECT run_id FROM sync_runs WHERE finished_at IS NULL "
-				       "ORDER BY run_id DESC LIMIT 1";
-	static const char new_sql[] = "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id";
-	PGresult *res = PQexec(db_conn(db), find_sql);
-	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	static const char sql[] = "SELECT run_id, resumed, wait_seconds "
+				  "FROM sync_run_join($1::bigint, $2::integer, $3::boolean)";
+	char id[24], secs[16];
+	const char *params[3] = {id, secs, force ? "t" : "f"};
+	PGresult *res;
+	bool ok;
 
-	if (ok && PQntuples(res) == 1) {
-		*resumed = true;
-	} else if (ok) {
-		PQclear(res);
-		res = PQexec(db_conn(db), new_sql);
-		ok = db_result_ok(db, res, PGRES_TUPLES_OK);
-		*resumed = false;
+	snprintf(id, sizeof(id), "%" PRId64, instance_id);
+	snprintf(secs, sizeof(secs), "%d", interval);
+	res = db_exec_prepared(db, "sync_run_join", sql, 3, params);
+	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	if (ok && PQntuples(res) != 1) {
+		db_set_error(db, "sync_run_join() returned %d rows, not one", PQntuples(res));
+		ok = false;
 	}
-	if (ok)
-		*run_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (ok) {
+		*run_id = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		*resumed = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+		*wait_seconds = strtod(PQgetvalue(res, 0, 2), NULL);
+	}
 	PQclear(res);
 	return ok;
 }

@@ -13,10 +13,14 @@ struct settings;
 struct settings_service;
 
 /*
- * Resumes the newest unfinished sweep, or starts a new one.  *resumed tells
- * which.  On failure the reason is in db_error(db).
+ * The sweep instance_id is to work on: the open one (*resumed), else a new
+ * one if the last began at least interval seconds ago or with force.  Else
+ * *run_id is 0 and *wait_seconds says when the next may begin.  Under a
+ * lock: the instances of a schema never open two sweeps at once.  On
+ * failure the reason is in db_error(db).
  */
-bool run_begin(struct db *db, int64_t *run_id, bool *resumed) __attribute__((warn_unused_result));
+bool run_join(struct db *db, int64_t instance_id, int interval, bool force, int64_t *run_id,
+	      bool *resumed, double *wait_seconds) __attribute__((warn_unused_result));
 
 struct run_totals {
 	long users_ok, users_failed, pages;

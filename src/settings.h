@@ -45,7 +45,8 @@ struct settings {
 	int timeout;
 	int connect_timeout;
 	int concurrency;
-	int max_rps; /* 0: no cap */
+	int max_rps;	     /* 0: no cap */
+	int account_max_rps; /* shared by the live instances of the schema; 0: no cap */
 	int max_retries;
 	int max_backoff;     /* seconds */
 	int backoff_base_ms; /* first retry waits between this and twice this */
@@ -61,6 +62,8 @@ struct settings {
 	char *schema;
 
 	int interval;
+	char *instance_name;   /* sync.instance_name: "" for host:pid:start */
+	int lease_seconds;     /* sync.lease_seconds: a claimed user's lease, renewed every third */
 	bool dimensions;       /* sync.dimensions: list the services, users and channels too */
 	bool store_attributes; /* sync.store_attributes: keep the PII-marked attributes */
 	int retention_days;    /* history.retention_days: 0 keeps all */

@@ -151,12 +151,59 @@ print_runs(struct db *db, FILE *out)
 	return true;
 }
 
+/*
+ * The instances heard of in the last day, newest first: live (heard of
+ * within their lease), stopped or gone silent, with the sweep each works
+ * on and the leases each holds.
+ */
+static const char instances_sql[] =
+	"SELECT i.instance_id, i.name, i.hostname, i.pid, "
+	"       to_char(i.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), "
+	"       extract(epoch FROM now() - i.heartbeat_at)::bigint || 's', "
+	"       CASE WHEN i.stopped_at IS NOT NULL THEN 'stopped' "
+	"            WHEN i.expires_at > now() THEN 'live' ELSE 'silent' END, "
+	"       coalesce(i.run_id::text, '-'), "
+	"       (SELECT count(*) FROM sync_cursors c "
+	"         WHERE c.lease_instance = i.instance_id AND c.lease_expires_at > now()) "
+	"  FROM sync_instances i "
+	" WHERE i.heartbeat_at > now() - interval '1 day' "
+	" ORDER BY i.instance_id DESC";
+
+static bool
+print_instances(struct db *db, FILE *out)
+{
+	PGresult *res = PQexec(db_conn(db), "SELECT to_regclass('sync_instances') IS NOT NULL");
+	bool present =
+		db_result_ok(db, res, PGRES_TUPLES_OK) && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+	PQclear(res);
+	if (!present)
+		return true; /* a schema not migrated yet: no instance to show */
+	res = PQexec(db_conn(db), instances_sql);
+	if (!db_result_ok(db, res, PGRES_TUPLES_OK)) {
+		log_error("could not read sync_instances: %s", db_error(db));
+		PQclear(res);
+		return false;
+	}
+	fprintf(out,
+		"\nInstances heard of in the last day:\n%6s  %-32s  %-20s  %7s  %-22s  %9s  "
+		"%-7s  %6s  %6s\n",
+		"ID", "NAME", "HOST", "PID", "STARTED", "HEARD", "STATE", "SWEEP", "LEASES");
+	for (int r = 0; r < PQntuples(res); r++)
+		fprintf(out, "%6s  %-32s  %-20s  %7s  %-22s  %9s  %-7s  %6s  %6s\n",
+			PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
+			PQgetvalue(res, r, 3), PQgetvalue(res, r, 4), PQgetvalue(res, r, 5),
+			PQgetvalue(res, r, 6), PQgetvalue(res, r, 7), PQgetvalue(res, r, 8));
+	PQclear(res);
+	return true;
+}
+
 int
 status_print(struct db *db, const struct settings *s, FILE *out)
 {
 	int stale = print_users(db, s, out);
 
-	if (stale < 0 || !print_runs(db, out))
+	if (stale < 0 || !print_runs(db, out) || !print_instances(db, out))
 		return 2;
 	if (stale > 0)
 		fprintf(out, "\n%d users have no complete listing in the last %d s\n", stale,

@@ -20,13 +20,13 @@
 
 static const char unchanged_sql[] =
 	"SELECT sync_listing_unchanged($1::bigint, $2::text, $3::text, $4::text, $5::integer, "
-	"$6::integer, $7::integer, $8::integer)";
+	"$6::integer, $7::integer, $8::integer, $9::bigint)";
 
 static const char sync_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
 	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
 	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
-	"$15::integer, $16::integer, $17::integer, $18::text, $14::text[])";
+	"$15::integer, $16::integer, $17::integer, $18::text, $14::text[], $19::bigint)";
 
 static const char sync_conversations_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_conversations_page("
@@ -34,9 +34,13 @@ static const char sync_conversations_page_sql[] =
 	"$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], "
 	"$14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], "
 	"$19::timestamptz[], $20::text[], $21::text[], $22::text[], "
-	"$23::integer, $24::integer, $25::integer, $26::text)";
+	"$23::integer, $24::integer, $25::integer, $26::text, $27::bigint)";
 
-/* A page's statement: the run, service, user, first page and next URL, its columns, then four. */
+/*
+ * A page's statement: the run, service, user, first page and next URL, its
+ * columns, then five (the rejected entries, the requests, the retries, the
+ * digest and the lease token).
+ */
 struct page_statement {
 	const char *name;
 	const char *sql;
@@ -49,7 +53,16 @@ static const struct page_statement conversations = {"sync_conversations_page",
 						    CONVERSATION_COLUMNS};
 
 #define FIRST_COLUMN_PARAM 5
-#define MAX_PARAMS (FIRST_COLUMN_PARAM + CONVERSATION_COLUMNS + 4)
+#define MAX_PARAMS (FIRST_COLUMN_PARAM + CONVERSATION_COLUMNS + 5)
+
+const char *
+store_lease_param(char *buf, size_t size, int64_t lease)
+{
+	if (lease == 0)
+		return NULL;
+	snprintf(buf, size, "%" PRId64, lease);
+	return buf;
+}
 
 static void
 read_counts(const PGresult *res, struct store_counts *out)
@@ -68,7 +81,7 @@ bool
 store_send_page(struct db *db, struct page_batch *b, const struct store_page *page)
 {
 	const struct page_statement *st = page->conversations ? &conversations : &memberships;
-	char run_id[24], rejected[16], requests[16], retries[16];
+	char run_id[24], rejected[16], requests[16], retries[16], lease[24];
 	const char *params[MAX_PARAMS];
 	unsigned n = FIRST_COLUMN_PARAM;
 	bool ok = true;
@@ -90,6 +103,7 @@ store_send_page(struct db *db, struct page_batch *b, const struct store_page *pa
 	params[n++] = requests;
 	params[n++] = retries;
 	params[n++] = page->digest;
+	params[n++] = store_lease_param(lease, sizeof(lease), page->lease);
 	if (!ok)
 		db_set_error(db, "the page is too large to send");
 	/* libpq copies the parameters into its output buffer before this returns. */
@@ -116,16 +130,23 @@ store_page_result(struct db *db, PGresult *res, struct store_counts *out)
 bool
 store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
 {
-	char run_id[24], received[24], rejected[16], requests[16], retries[16];
-	const char *params[8] = {run_id,   page->service_sid, page->user, page->digest,
-				 received, rejected,	      requests,	  retries};
+	char run_id[24], received[24], rejected[16], requests[16], retries[16], lease[24];
+	const char *params[9] = {run_id,
+				 page->service_sid,
+				 page->user,
+				 page->digest,
+				 received,
+				 rejected,
+				 requests,
+				 retries,
+				 store_lease_param(lease, sizeof(lease), page->lease)};
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
 	snprintf(received, sizeof(received), "%zu", page_batch_rows(b));
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);
-	return db_send_prepared(db, "sync_listing_unchanged", unchanged_sql, 8, params);
+	return db_send_prepared(db, "sync_listing_unchanged", unchanged_sql, 9, params);
 }
 
 bool

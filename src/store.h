@@ -29,16 +29,20 @@ struct store_page {
 	unsigned retries;
 	const char *digest; /* page_batch_digest() of a whole one-page listing, else NULL */
 	bool conversations; /* a page of conversations (conversation.h), not of memberships */
+	int64_t lease;	    /* the listing's lease token (see sql/012_leases.sql); 0: none */
 };
 
 struct store_counts {
 	long inserted, updated, unchanged, deleted;
 	/*
-	 * The session's writer was fenced out (another chatsyncd took the
-	 * schema): nothing was applied, and the page must be dropped quietly.
+	 * The listing's lease was taken over by another chatsyncd: nothing was
+	 * applied, and the page must be dropped quietly.
 	 */
 	bool refused;
 };
+
+/* A lease token as a statement's parameter, written in buf: NULL for 0 (none). */
+const char *store_lease_param(char *buf, size_t size, int64_t lease);
 
 /*
  * Sends the batch, as described by page, to be committed on db without

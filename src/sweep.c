@@ -1,8 +1,13 @@
 /*
  * sweep.c - one sweep over every configured user
  *
- * Users are handed, in the configured order, to up to twilio.concurrency
- * listings at once (see listing.c), fewer while the API throttles.  A
+ * Users are claimed (see lease.c) from each service's list, stalest first,
+ * in windows of CLAIM_WINDOW, and handed to up to twilio.concurrency
+ * listings at once (see listing.c), fewer while the API throttles.  Users
+ * that another instance holds are looked at again every REVISIT_MS until
+ * they are done or their lease has expired and they are claimed here; the
+ * sweep ends when every user is done.  The leases are renewed every third
+ * of sync.lease_seconds.  A
  * listing gives up its slot when its last page is handed to the commit
  * queue: a quarter more listings than slots (COMMIT_LISTINGS) let the next
  * users start while the writers finish the others, and no more last pages
@@ -21,6 +26,7 @@
 #include "db.h"
 #include "dimension.h"
 #include "http.h"
+#include "lease.h"
 #include "listing.h"
 #include "log.h"
 #include "mem.h"
@@ -32,6 +38,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +56,25 @@
 /* The longest wait for activity in one turn of the loop. */
 #define TURN_MS 200
 
+/* Users claimed in one query, at most. */
+#define CLAIM_WINDOW 64
+
+/* How often users and listings another instance holds are looked at again. */
+#define REVISIT_MS 1000
+
+/* A user claimed, waiting for a listing. */
+struct claimed {
+	size_t service_index;
+	const char *user;
+	struct cursor_position pos;
+};
+
+/* A user (or dimension listing) due in this sweep that another instance holds. */
+struct revisit {
+	size_t service_index;
+	const char *user;
+};
+
 struct sweep {
 	struct sweep_state st; /* what the listings share */
 	struct db *const *writers;
@@ -57,7 +83,16 @@ struct sweep {
 	struct listing **listings;
 	size_t n_listings;
 	const struct sweep_hooks *hooks;
-	struct cursor_lookahead *lookahead;
+	const struct sweep_lease *lease;
+	struct claimed claimed[CLAIM_WINDOW]; /* claimed[0 .. n_claimed) wait, the last first */
+	size_t n_claimed;
+	struct revisit *revisit; /* users another instance holds */
+	size_t n_revisit, alloc_revisit;
+	bool *job_pending; /* per dimension listing: another instance holds it */
+	size_t n_jobs_pending;
+	struct timespec last_revisit, last_job_revisit, last_renew;
+	int live_instances;
+	bool released; /* the leases were given up for a stop */
 	/*
 	 * Per configured service, the users to list, known once its sid is set
 	 * (see resolve_service); n_resolved services are known.
@@ -75,32 +110,33 @@ struct sweep {
 static const enum dimension job_order[DIMENSIONS] = {DIMENSION_USERS, DIMENSION_SERVICE,
 						     DIMENSION_CHANNELS};
 
-/* Starts the user's listing on l, or returns false if the user has nothing to do now. */
-static bool
-start_user(struct sweep *sw, struct listing *l, size_t service_index, size_t user_index)
+/* Remembers that another instance holds the user, to look at it again later. */
+static void
+add_revisit(struct sweep *sw, size_t service_index, const char *user)
 {
-	const struct settings_service *svc = &sw->resolved[service_index];
-	struct cursor_position pos;
-	char reason[600];
+	if (sw->n_revisit == sw->alloc_revisit) {
+		sw->alloc_revisit = sw->alloc_revisit == 0 ? 16 : sw->alloc_revisit * 2;
+		sw->revisit = xrealloc(sw->revisit, sw->alloc_revisit * sizeof(*sw->revisit));
+	}
+	sw->revisit[sw->n_revisit++] = (struct revisit){service_index, user};
+}
 
-	if (!cursor_lookahead_get(sw->lookahead, sw->st.db, sw->st.run_id, service_index, svc->sid,
-				  (const char *const *)svc->users, svc->n_users, user_index,
-				  &pos)) {
-		if (!db_alive(sw->st.db)) {
-			sweep_state_lost(&sw->st, sw->st.db);
-			return false;
-		}
-		snprintf(reason, sizeof(reason), "could not read the cursor: %s",
-			 db_error(sw->st.db));
-		sweep_state_fail_user(&sw->st, service_index, svc->users[user_index], reason);
-		return false;
-	}
-	if (pos.start == CURSOR_SKIP) {
-		sw->st.progress.users_done++; /* finished before this process resumed the sweep */
-		return false;
-	}
-	listing_start(l, service_index, svc->users[user_index], &pos);
-	return true;
+/* Forgets the users claimed and not started (after a reconnect: they are claimed again). */
+static void
+drop_claimed(struct sweep *sw)
+{
+	for (size_t i = 0; i < sw->n_claimed; i++)
+		free(sw->claimed[i].pos.next_url);
+	sw->n_claimed = 0;
+}
+
+/* Starts the next user claimed on l. */
+static void
+start_claimed(struct sweep *sw, struct listing *l)
+{
+	struct claimed *c = &sw->claimed[--sw->n_claimed];
+
+	listing_start(l, c->service_index, c->user, &c->pos);
 }
 
 static size_t
@@ -178,17 +214,25 @@ resolve_service(struct sweep *sw, size_t i)
 	}
 	for (size_t j = 0; j < out->n_users; j++) {
 		if (out->users[j][0] == '\0') {
-			/* The answer to a session fenced out: nothing was merged. */
+			/*
+			 * The answer to a session whose instance is not live (it was
+			 * frozen past its lease): nothing was merged.  Resolved again
+			 * once the sweep has recovered, and its heartbeat is heard.
+			 */
 			for (size_t k = 0; k < out->n_users; k++)
 				free(out->users[k]);
 			free(out->users);
 			out->users = NULL;
 			out->n_users = 0;
-			st->fenced_out = true;
+			snprintf(st->lost_reason, sizeof(st->lost_reason),
+				 "this instance was not heard of for longer than its lease");
 			st->db_lost = true;
 			return;
 		}
 	}
+	if (!lease_stalest_first(st->db, svc->sid, out->users, out->n_users))
+		log_warning("service %s: could not order the users, stalest first: %s", svc->sid,
+			    db_error(st->db));
 	if (svc->all_users && out->n_users == 0)
 		log_warning("service %s: users = \"all\", but its users listing has no user%s",
 			    svc->sid, st->s->dimensions ? "" : " (sync.dimensions is off)");
@@ -228,16 +272,28 @@ start_job(struct sweep *sw, struct listing *l, size_t job)
 	/* A conversation service's names come with each conversation: no channels listing. */
 	if (d == DIMENSION_CHANNELS && !twilio_api_info(svc->api)->has_channels)
 		return false;
-	if (!dimension_position(st->db, st->run_id, sid, d, &pos)) {
+	enum lease_outcome outcome;
+
+	if (!lease_claim_dimension(st->db, st->run_id, sw->lease->instance_id, st->s->lease_seconds,
+				   sid, d, &outcome, &pos)) {
 		if (!db_alive(st->db)) {
 			sweep_state_lost(st, st->db);
 			return false;
 		}
-		log_warning("service %s: could not read the cursor of the %s listing: %s", sid,
+		log_warning("service %s: could not claim the %s listing: %s", sid,
 			    dimension_name(d), db_error(st->db));
-		pos.start = CURSOR_SKIP;
+		outcome = LEASE_DONE;
 	}
-	if (pos.start == CURSOR_SKIP) {
+	if (sw->job_pending[job]) {
+		sw->job_pending[job] = false;
+		sw->n_jobs_pending--;
+	}
+	if (outcome == LEASE_PENDING) {
+		sw->job_pending[job] = true; /* another instance lists it: looked at again */
+		sw->n_jobs_pending++;
+		return false;
+	}
+	if (outcome == LEASE_DONE) {
 		on_dimension_ended(sw, service_index, (int)d);
 		return false;
 	}
@@ -253,38 +309,213 @@ resolve_without_listings(struct sweep *sw)
 		resolve_service(sw, i);
 }
 
+/* Moves the next user to look at k users on, to the next service past the last. */
+static void
+advance(struct sweep *sw, size_t k)
+{
+	sw->next_user += k;
+	if (sw->next_user >= sw->resolved[sw->next_service].n_users) {
+		sw->next_user = 0;
+		sw->next_service++;
+	}
+}
+
+/* Listings that are idle now. */
+static size_t
+idle_listings(const struct sweep *sw)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sw->n_listings; i++)
+		n += !listing_busy(sw->listings[i]);
+	return n;
+}
+
 /*
- * Gives idle listings the next users that have work, while slots are free
- * (up to the pacer's limit).
+ * How many of n users to claim at once: all of them while no other
+ * instance is live, else as many as listings are idle (the rest is left to
+ * whichever instance is free first).
+ */
+static size_t
+claim_limit(const struct sweep *sw, size_t n)
+{
+	size_t idle = idle_listings(sw);
+
+	if (sw->live_instances <= 1)
+		return n;
+	return idle > 0 ? idle : 1;
+}
+
+/*
+ * Claims up to limit of the n users of service i (names borrowed from the
+ * sweep's lists): those claimed wait in sw->claimed, the first on top;
+ * those done are counted; those another holds go to *held (n entries),
+ * *n_held of them.  Returns how many users were looked at (those after
+ * the last claimed, when the limit was reached, are left to look at
+ * again), or 0 if the claim failed.
+ */
+static size_t
+claim(struct sweep *sw, size_t i, const char *const *users, size_t n, const char **held,
+      size_t *n_held)
+{
+	struct sweep_state *st = &sw->st;
+	enum lease_outcome outcome[CLAIM_WINDOW];
+	struct cursor_position pos[CLAIM_WINDOW];
+	size_t limit = claim_limit(sw, n), claimed = 0, looked = n;
+
+	*n_held = 0;
+	if (!lease_claim_users(st->db, st->run_id, sw->lease->instance_id, st->s->lease_seconds,
+			       sw->resolved[i].sid, users, n, limit, outcome, pos))
+		return 0;
+	for (size_t k = 0; k < n; k++)
+		claimed += outcome[k] == LEASE_CLAIMED;
+	if (claimed == limit) {
+		while (looked > 0 && outcome[looked - 1] != LEASE_CLAIMED)
+			looked--;
+	}
+	for (size_t k = looked; k-- > 0;) {
+		if (outcome[k] == LEASE_CLAIMED)
+			sw->claimed[sw->n_claimed++] = (struct claimed){i, users[k], pos[k]};
+		else if (outcome[k] == LEASE_DONE)
+			st->progress.users_done++; /* finished before this process came to it */
+		else
+			held[(*n_held)++] = users[k];
+	}
+	return looked;
+}
+
+/* A claim failed: lost database, or the users of the window fail with the reason. */
+static void
+claim_failed(struct sweep *sw, size_t i, const char *const *users, size_t n)
+{
+	struct sweep_state *st = &sw->st;
+	char reason[600];
+
+	if (!db_alive(st->db)) {
+		sweep_state_lost(st, st->db);
+		return;
+	}
+	snprintf(reason, sizeof(reason), "could not claim the user: %s", db_error(st->db));
+	for (size_t k = 0; k < n; k++)
+		sweep_state_fail_user(st, i, users[k], reason);
+}
+
+/*
+ * Claims from the next window of the users (sw->claimed must be empty);
+ * false once no user is left to look at now (or the database is lost).
+ */
+static bool
+claim_window(struct sweep *sw)
+{
+	const char *held[CLAIM_WINDOW];
+	size_t i, n, looked, n_held;
+	const char *const *users;
+
+	while (users_left(sw) && sw->resolved[sw->next_service].n_users == 0)
+		sw->next_service++; /* no user to list */
+	if (!users_left(sw) || !sweep_state_may_work(&sw->st))
+		return false;
+	i = sw->next_service;
+	users = (const char *const *)&sw->resolved[i].users[sw->next_user];
+	n = sw->resolved[i].n_users - sw->next_user;
+	if (n > CLAIM_WINDOW)
+		n = CLAIM_WINDOW;
+	looked = claim(sw, i, users, n, held, &n_held);
+	if (looked == 0) {
+		claim_failed(sw, i, users, n);
+		looked = n;
+	}
+	for (size_t k = 0; k < n_held; k++)
+		add_revisit(sw, i, held[k]);
+	advance(sw, looked);
+	return true;
+}
+
+/*
+ * Claims again, once REVISIT_MS has passed, the users another instance
+ * held: those done since are counted, those whose lease expired are
+ * claimed, the others stay.  One service's at a time, when no user
+ * claimed waits.
+ */
+static void
+claim_revisits(struct sweep *sw)
+{
+	const char *users[CLAIM_WINDOW], *held[CLAIM_WINDOW];
+	size_t i, n = 0, n_held, kept = 0;
+
+	if (sw->n_revisit == 0 || sw->n_claimed > 0 ||
+	    clock_seconds_since(&sw->last_revisit) * 1000 < REVISIT_MS)
+		return;
+	sw->last_revisit = clock_now();
+	i = sw->revisit[0].service_index;
+	for (size_t k = 0; k < sw->n_revisit; k++) {
+		if (sw->revisit[k].service_index == i && n < CLAIM_WINDOW)
+			users[n++] = sw->revisit[k].user;
+		else
+			sw->revisit[kept++] = sw->revisit[k];
+	}
+	sw->n_revisit = kept;
+	if (claim(sw, i, users, n, held, &n_held) == 0) {
+		if (!db_alive(sw->st.db)) {
+			sweep_state_lost(&sw->st, sw->st.db);
+			return;
+		}
+		log_warning("could not claim users held by another instance: %s",
+			    db_error(sw->st.db));
+		memcpy(held, users, n * sizeof(*users));
+		n_held = n;
+	}
+	for (size_t k = 0; k < n_held; k++)
+		add_revisit(sw, i, held[k]);
+}
+
+/* Tries again, once REVISIT_MS has passed, the dimension listings another instance held. */
+static void
+start_pending_jobs(struct sweep *sw)
+{
+	if (sw->n_jobs_pending == 0 ||
+	    clock_seconds_since(&sw->last_job_revisit) * 1000 < REVISIT_MS)
+		return;
+	sw->last_job_revisit = clock_now();
+	for (size_t j = 0, i = 0; j < dimension_jobs(sw) && sweep_state_may_work(&sw->st); j++) {
+		if (!sw->job_pending[j])
+			continue;
+		while (i < sw->n_listings && listing_busy(sw->listings[i]))
+			i++;
+		if (i == sw->n_listings)
+			return;
+		start_job(sw, sw->listings[i], j);
+	}
+}
+
+/*
+ * Gives idle listings the next users claimed, while slots are free (up to
+ * the pacer's limit).
  */
 static void
 fill_listings(struct sweep *sw)
 {
 	size_t busy = slots_taken(sw);
 
+	start_pending_jobs(sw);
 	for (size_t i = 0; i < sw->n_listings && busy < sw->st.pacer.limit; i++) {
 		struct listing *l = sw->listings[i];
 
 		while (!listing_busy(l) && sweep_state_may_work(&sw->st)) {
-			size_t service_index = sw->next_service, user_index = sw->next_user;
-
 			if (sw->next_job < dimension_jobs(sw)) {
 				if (start_job(sw, l, sw->next_job++))
 					busy += listing_holds_slot(l);
 				continue;
 			}
-			if (!users_left(sw))
-				return;
-			if (sw->resolved[service_index].n_users == 0) {
-				sw->next_service++; /* no user to list */
-				continue;
+			if (sw->n_claimed == 0 && !claim_window(sw)) {
+				claim_revisits(sw);
+				if (sw->n_claimed == 0)
+					return;
 			}
-			if (++sw->next_user == sw->resolved[service_index].n_users) {
-				sw->next_user = 0;
-				sw->next_service++;
-			}
-			if (start_user(sw, l, service_index, user_index))
-				busy += listing_holds_slot(l);
+			if (sw->n_claimed == 0)
+				continue; /* none of that window to claim: the next */
+			start_claimed(sw, l);
+			busy += listing_holds_slot(l);
 		}
 	}
 }
@@ -343,17 +574,12 @@ abandon_listings(struct sweep *sw)
 		listing_abandon(sw->listings[i]);
 }
 
-/*
- * Reconnects db if it is lost (or, with renew, whatever its state); false
- * (logged) on failure.  *reconnected tells whether it did.
- */
+/* Reconnects db if it is lost; false (logged) on failure. */
 static bool
-db_usable(struct db *db, bool probe, bool renew, bool *reconnected)
+db_usable(struct db *db, bool probe)
 {
-	*reconnected = false;
-	if (!renew && (probe ? db_alive(db) : db_connected(db)))
+	if (probe ? db_alive(db) : db_connected(db))
 		return true;
-	*reconnected = true;
 	if (!db_reconnect(db)) {
 		log_warning("could not reconnect to the database: %s",
 			    db_error(db)[0] != '\0' ? db_error(db) : "stopped");
@@ -365,89 +591,173 @@ db_usable(struct db *db, bool probe, bool renew, bool *reconnected)
 
 bool
 sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
-			 bool probe, bool renew, bool *took_back)
+			 bool probe)
 {
-	bool reconnected;
-
-	if (!db_usable(control, probe, renew, &reconnected))
+	if (!db_usable(control, probe))
 		return false;
-	if (took_back != NULL)
-		*took_back = reconnected;
 	for (size_t i = 0; i < n_writers; i++) {
-		if (!db_usable(writers[i], probe, false, &reconnected))
+		if (!db_usable(writers[i], probe))
 			return false;
-		/* After the control connection took the schema again, its writers follow. */
-		if (db_epoch(writers[i]) != db_epoch(control) &&
-		    !db_set_epoch(writers[i], db_epoch(control))) {
-			log_warning("could not set a writer's fencing epoch: %s",
-				    db_error(writers[i]));
-			return false;
-		}
 	}
 	return true;
 }
 
 /*
- * The schema was held by another chatsyncd while this one had lost it: if
- * the other finished this sweep meanwhile, this one ends rather than go
- * over it again.
+ * Renews the leases this instance holds (its listings', and those of the
+ * users claimed and not started) and tells the schema it is alive; a
+ * lease another instance has taken over ends its listing here.  The live
+ * instances set the share of twilio.account_max_rps.
  */
 static void
-check_taken_over(struct sweep *sw)
+renew_leases(struct sweep *sw)
 {
-	bool finished;
+	struct sweep_state *st = &sw->st;
+	size_t cap = sw->n_listings + CLAIM_WINDOW, n = 0;
+	struct lease_key *keys = xcalloc(cap, sizeof(*keys));
+	struct listing **owner = xcalloc(cap, sizeof(*owner));
+	bool *lost = xcalloc(cap, sizeof(*lost));
+	size_t first_claimed;
+	int live;
 
-	if (!run_is_finished(sw->st.db, sw->st.run_id, &finished))
-		log_warning("could not read sweep %" PRId64 ": %s", sw->st.run_id,
-			    db_error(sw->st.db));
-	else if (finished) {
-		log_info("sweep %" PRId64 " was finished by another chatsyncd meanwhile",
-			 sw->st.run_id);
-		sw->st.taken_over = true;
+	for (size_t i = 0; i < sw->n_listings; i++) {
+		if (listing_lease(sw->listings[i], false, &keys[n]))
+			owner[n++] = sw->listings[i];
 	}
+	first_claimed = n;
+	for (size_t i = 0; i < sw->n_claimed; i++) {
+		const struct claimed *c = &sw->claimed[i];
+
+		keys[n++] = (struct lease_key){sw->resolved[c->service_index].sid, c->user, -1,
+					       c->pos.lease};
+	}
+	if (!lease_renew(st->db, sw->lease->instance_id, st->s->lease_seconds, keys, n, lost) ||
+	    !lease_heartbeat(st->db, sw->lease->instance_id, st->s->lease_seconds, false, &live)) {
+		if (!db_alive(st->db))
+			sweep_state_lost(st, st->db);
+		else
+			log_warning("could not renew the leases: %s", db_error(st->db));
+		goto out;
+	}
+	if (live == 0)
+		log_warning(
+			"this instance's row in sync_instances is gone; its leases stay fenced");
+	for (size_t i = n; i-- > 0;) {
+		if (!lost[i])
+			continue;
+		if (owner[i] != NULL) {
+			listing_lease_lost(owner[i]);
+			continue;
+		}
+		/* A user claimed and not started: it is the other's to list. */
+		size_t k = i - first_claimed; /* those after it moved down; those before did not */
+		struct claimed c = sw->claimed[k];
+
+		log_info("service %s user \"%s\": taken over by another instance before it started",
+			 sw->resolved[c.service_index].sid, c.user);
+		free(c.pos.next_url);
+		memmove(&sw->claimed[k], &sw->claimed[k + 1],
+			(sw->n_claimed - k - 1) * sizeof(*sw->claimed));
+		sw->n_claimed--;
+		add_revisit(sw, c.service_index, c.user);
+	}
+	sw->live_instances = live;
+	pacer_set_rate(&st->pacer, pacer_budget(st->s->max_rps, st->s->account_max_rps, live));
+	metrics_leases(st->metrics, n, live);
+out:
+	free(keys);
+	free(owner);
+	free(lost);
+}
+
+/* Renews the leases every third of sync.lease_seconds. */
+static void
+renew_when_due(struct sweep *sw)
+{
+	if (sw->st.db_lost ||
+	    clock_seconds_since(&sw->last_renew) * 3 < (double)sw->st.s->lease_seconds)
+		return;
+	sw->last_renew = clock_now();
+	renew_leases(sw);
+}
+
+/* A stop: the leases held are given up, so that another instance may go on at once. */
+static void
+release_leases(struct sweep *sw)
+{
+	struct sweep_state *st = &sw->st;
+	size_t cap = sw->n_listings + CLAIM_WINDOW, n = 0;
+	struct lease_key *keys = xcalloc(cap, sizeof(*keys));
+
+	for (size_t i = 0; i < sw->n_listings; i++)
+		n += listing_lease(sw->listings[i], true, &keys[n]);
+	for (size_t i = 0; i < sw->n_claimed; i++)
+		keys[n++] = (struct lease_key){sw->resolved[sw->claimed[i].service_index].sid,
+					       sw->claimed[i].user, -1, sw->claimed[i].pos.lease};
+	if (n > 0 && !st->db_lost && !lease_release(st->db, sw->lease->instance_id, keys, n))
+		log_warning("could not give up the leases: %s (they expire in %d s)",
+			    db_error(st->db), st->s->lease_seconds);
+	free(keys);
+	sw->released = true;
+}
+
+/* A listing's lease was taken over: the sweep looks at it again until it is done. */
+static void
+on_lease_lost(void *arg, size_t service_index, const char *user, int dimension)
+{
+	struct sweep *sw = arg;
+
+	if (dimension < 0) {
+		add_revisit(sw, service_index, user);
+		return;
+	}
+	for (size_t k = 0; k < DIMENSIONS; k++) {
+		size_t job = service_index * DIMENSIONS + k;
+
+		if ((int)job_order[k] == dimension && !sw->job_pending[job]) {
+			sw->job_pending[job] = true;
+			sw->n_jobs_pending++;
+		}
+	}
+}
+
+/* Forgets what was claimed and who others held: after a reconnect it is all looked at again. */
+static void
+forget_claims(struct sweep *sw)
+{
+	drop_claimed(sw);
+	sw->n_revisit = 0;
+	memset(sw->job_pending, 0, dimension_jobs(sw) * sizeof(*sw->job_pending));
+	sw->n_jobs_pending = 0;
 }
 
 /*
  * The database went away mid-sweep, and no page is on a writer any more:
  * whatever was uncommitted is rolled back.  Reconnect with backoff, then go
- * over the users again: the cursors say who is done and where each listing
- * stands.
+ * over the users again: their cursors say who is done and where each
+ * listing stands, and the leases this instance holds are its own to claim
+ * again.
  */
 static bool
 recover_database(struct sweep *sw)
 {
-	if (sw->st.fenced_out)
-		log_warning(
-			"another chatsyncd has taken the schema; uncommitted pages are dropped, "
-			"and this one waits to take it back");
-	else
-		log_warning("lost the database connection (%s); uncommitted pages will be fetched "
-			    "again",
-			    sw->st.lost_reason[0] != '\0' ? sw->st.lost_reason : "no reason given");
+	log_warning("lost the database connection (%s); uncommitted pages will be fetched again",
+		    sw->st.lost_reason[0] != '\0' ? sw->st.lost_reason : "no reason given");
 	for (unsigned attempt = 1; attempt <= DB_RECONNECT_TRIES && !*sw->st.stop; attempt++) {
 		nap(sw, backoff_delay_ms(attempt, DB_BACKOFF_BASE_MS, DB_BACKOFF_MAX_MS, -1,
 					 &sw->st.rng));
 		if (*sw->st.stop)
 			break;
-		bool took_back = false;
-		bool up = sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true,
-						   sw->st.fenced_out, &took_back);
-
-		if (took_back) {
-			sw->st.fenced_out = false; /* the schema is this one's again */
-			check_taken_over(sw);
-			if (sw->st.taken_over)
-				return true;
-		}
-		if (up) {
+		if (sweep_connections_usable(sw->st.db, sw->writers, sw->n_writers, true)) {
 			metrics_db_reconnect(sw->st.metrics);
-			cursor_lookahead_drop(sw->lookahead); /* the cursors may have moved */
+			forget_claims(sw);
 			sw->st.db_lost = false;
 			sw->st.lost_reason[0] = '\0';
 			sw->next_service = sw->next_user = 0;
 			sw->next_job = 0; /* their cursors say which listings are done */
 			sw->st.progress.users_done =
-				0; /* counted again as the users are gone over */
+				0;	  /* counted again as the users are gone over */
+			renew_leases(sw); /* heard of again, before anything is claimed */
+			sw->last_renew = clock_now();
 			return true;
 		}
 	}
@@ -516,10 +826,6 @@ finish(struct sweep *sw, const struct timespec *t0)
 	struct run_totals totals;
 	double seconds;
 
-	if (st->taken_over) {
-		metrics_sweep_stopped(st->metrics);
-		return SWEEP_OK;
-	}
 	if (*st->stop || st->auth_failed || st->db_lost) {
 		metrics_sweep_stopped(st->metrics);
 		if (*st->stop)
@@ -576,9 +882,12 @@ static bool
 sweep_over(const struct sweep *sw, size_t commits_in_flight)
 {
 	bool must_recover = sw->st.db_lost && !*sw->st.stop;
+	/* Users and listings others hold are waited for, unless the sweep cannot go on. */
+	bool others_hold = (sw->n_revisit > 0 || sw->n_jobs_pending > 0 || sw->n_claimed > 0) &&
+			   sweep_state_may_work(&sw->st);
 
 	return !any_listing_busy(sw) && http_pending(sw->st.http) == 0 && commits_in_flight == 0 &&
-	       !must_recover;
+	       !must_recover && !others_hold;
 }
 
 /* Waits up to wait_ms for a transfer or a writer, then moves both on. */
@@ -594,7 +903,7 @@ await_activity(struct sweep *sw, long wait_ms, const int *fds, size_t n_fds)
 	}
 	if (n_fds > 0)
 		commit_queue_poll(sw->st.commits, false);
-	/* The control connection holds the schema: its loss stops the writing at once. */
+	/* The control connection serves the claims: its loss is noticed at once. */
 	if (!sw->st.db_lost && db_gone(sw->st.db))
 		sweep_state_lost(&sw->st, sw->st.db);
 }
@@ -643,15 +952,15 @@ sweep_begin(struct sweep *sw)
 	struct sweep_state *st = &sw->st;
 	struct commit_queue_events events = commit_events;
 	struct timespec now = clock_now();
-	bool resumed;
 
 	st->metrics = sw->hooks != NULL ? sw->hooks->metrics : NULL;
-	pacer_init(&st->pacer, (unsigned)st->s->concurrency, st->s->max_rps, clock_now_ms());
+	sw->live_instances = sw->lease->live_instances;
+	pacer_init(&st->pacer, (unsigned)st->s->concurrency,
+		   pacer_budget(st->s->max_rps, st->s->account_max_rps, sw->live_instances),
+		   clock_now_ms());
 	st->rng = (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 32);
-	if (!run_begin(st->db, &st->run_id, &resumed)) {
-		log_error("could not begin a sweep: %s", db_error(st->db));
-		return false;
-	}
+	st->run_id = sw->lease->run_id;
+	sw->last_renew = now;
 	/*
 	 * The configured users are recorded at once, so that a sweep cut short
 	 * still records a new interval or list; with users = "all" they are
@@ -662,16 +971,19 @@ sweep_begin(struct sweep *sw)
 		log_warning("could not record the configured users: %s", db_error(st->db));
 	st->progress.run_id = st->run_id;
 	st->progress.users_total = settings_user_count(st->s);
-	log_info("%s sweep %" PRId64 " over %zu users", resumed ? "resuming" : "starting",
-		 st->run_id, st->progress.users_total);
+	log_info("%s sweep %" PRId64 " over %zu users",
+		 sw->lease->resumed ? "resuming" : "starting", st->run_id,
+		 st->progress.users_total);
 	listings_new(sw);
 	events.arg = sw;
 	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
-	sw->lookahead = cursor_lookahead_new();
 	sw->resolved = xcalloc(st->s->n_services, sizeof(*sw->resolved));
+	sw->job_pending = xcalloc(dimension_jobs(sw) + 1, sizeof(*sw->job_pending));
 	st->dimension_ended = on_dimension_ended;
 	st->dimension_ended_arg = sw;
+	st->lease_lost = on_lease_lost;
+	st->lease_lost_arg = sw;
 	metrics_sweep_users(st->metrics, st->progress.users_total);
 	metrics_sweep_started(st->metrics);
 	return true;
@@ -682,7 +994,9 @@ sweep_end(struct sweep *sw)
 {
 	listings_free(sw);
 	commit_queue_free(sw->st.commits);
-	cursor_lookahead_free(sw->lookahead);
+	drop_claimed(sw);
+	free(sw->revisit);
+	free(sw->job_pending);
 	free(sw->st.service_failed);
 	for (size_t i = 0; i < sw->st.s->n_services; i++) {
 		for (size_t j = 0; j < sw->resolved[i].n_users; j++)
@@ -694,9 +1008,12 @@ sweep_end(struct sweep *sw)
 
 enum sweep_result
 sweep_run(const struct settings *s, struct db *db, struct db *const *writers, size_t n_writers,
-	  struct http *http, const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks)
+	  struct http *http, const struct sweep_lease *lease, const volatile sig_atomic_t *stop,
+	  const struct sweep_hooks *hooks)
 {
-	struct sweep sw = {.st = {.s = s, .db = db, .http = http, .stop = stop}, .hooks = hooks};
+	struct sweep sw = {.st = {.s = s, .db = db, .http = http, .stop = stop},
+			   .hooks = hooks,
+			   .lease = lease};
 	int fds[HTTP_MAX_EXTRA_FDS];
 	enum sweep_result result;
 	struct timespec t0 = clock_now();
@@ -709,6 +1026,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		size_t in_flight;
 		long wait;
 
+		if (*stop && !sw.released)
+			release_leases(&sw);
 		if (*stop)
 			commit_queue_stop(sw.st.commits);
 		if (sw.st.db_lost || *stop)
@@ -716,13 +1035,14 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		in_flight = commit_queue_sockets(sw.st.commits, fds);
 		if (ready_to_recover(&sw, in_flight) && !recover_database(&sw))
 			break;
-		if (sw.st.taken_over)
-			break;
+		renew_when_due(&sw);
 		if (!s->dimensions)
 			resolve_without_listings(&sw);
 		fill_listings(&sw);
 		commit_queue_send(sw.st.commits);
-		wait = run_due_retries(&sw, TURN_MS);
+		wait = run_due_retries(&sw, sw.n_revisit > 0 || sw.n_jobs_pending > 0
+						    ? REVISIT_MS / 4
+						    : TURN_MS);
 		in_flight = commit_queue_sockets(sw.st.commits, fds);
 		if (sweep_over(&sw, in_flight))
 			break;

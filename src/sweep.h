@@ -43,28 +43,33 @@ struct sweep_hooks {
 	struct metrics *metrics; /* counters to update, or NULL */
 };
 
-/*
- * Runs a sweep, resuming an unfinished one where it stopped.  Returns when
- * it is over or as soon as *stop becomes non-zero.  db holds the schema lock
- * and serves the cursors; pages are committed on the n_writers connections
- * writers[] to the same database (at most HTTP_MAX_EXTRA_FDS), each one page
- * at a time, while the transfers go on.  hooks may be NULL.
- */
-enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *const *writers,
-			    size_t n_writers, struct http *http, const volatile sig_atomic_t *stop,
-			    const struct sweep_hooks *hooks);
+/* The sweep an instance works on (see run_join), and who it is. */
+struct sweep_lease {
+	int64_t instance_id; /* see lease_register */
+	int64_t run_id;
+	bool resumed;	    /* the sweep was open already */
+	int live_instances; /* at the last heartbeat */
+};
 
 /*
- * Makes sure the connections are usable, reconnecting those that are lost
- * (the control connection takes the schema lock and a new fencing epoch
- * again, and the writers then carry it); live connections are kept, but
- * with renew the control connection is opened anew whatever its state.
- * probe checks with a round trip, else libpq's view is trusted.  Logs a
- * reconnection, or why it failed.  *took_back (if not NULL) tells whether
- * the control connection was opened anew, and so took the schema back.
+ * Runs this instance's part of the sweep lease->run_id: its users that no
+ * other instance has listed or holds, and then those another held once
+ * they are free.  Returns when it is over or as soon as *stop becomes
+ * non-zero.  db serves the cursors and the leases; pages are committed on
+ * the n_writers connections writers[] to the same database (at most
+ * HTTP_MAX_EXTRA_FDS), each one page at a time, while the transfers go on.
+ * hooks may be NULL.
+ */
+enum sweep_result sweep_run(const struct settings *s, struct db *db, struct db *const *writers,
+			    size_t n_writers, struct http *http, const struct sweep_lease *lease,
+			    const volatile sig_atomic_t *stop, const struct sweep_hooks *hooks);
+
+/*
+ * Makes sure the connections are usable, reconnecting those that are lost;
+ * live connections are kept.  probe checks with a round trip, else libpq's
+ * view is trusted.  Logs a reconnection, or why it failed.
  */
 bool sweep_connections_usable(struct db *control, struct db *const *writers, size_t n_writers,
-			      bool probe, bool renew, bool *took_back)
-	__attribute__((warn_unused_result));
+			      bool probe) __attribute__((warn_unused_result));
 
 #endif

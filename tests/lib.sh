@@ -171,7 +171,7 @@ settle() {
 		count_lines
 		n=$LINES_N
 		nap 0.1
-		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsyncd'")" = 0 ] &&
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatsyncd%'")" = 0 ] &&
 			count_lines && [ "$LINES_N" = "$n" ] && return 0
 	done
 	diag "settle: still busy after 10 s"

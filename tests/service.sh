@@ -82,20 +82,27 @@ ok $? "and the daemon goes on sweeping with the old configuration"
 kill -0 "$DAEMON_PID"
 ok $? "still running"
 
-# --- one writer per schema --------------------------------------------------
+# --- several instances per schema -------------------------------------------
 write_config "$TEST_TMP/d2.conf" "$U1" "$U2" "$U3"
-run_once "$TEST_TMP/d2.conf" &
-second=$!
-wait_for 'grep -q "another chatsyncd is writing to schema" "$TEST_TMP/chatsyncd.log"' 10
-ok $? "a second chatsyncd on the same schema waits, saying why"
-kill -0 $second
-ok $? "it is still waiting while the first runs"
+is "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsyncd/' || (SELECT name FROM chatsync.sync_instances WHERE stopped_at IS NULL AND expires_at > now())")" 3 \
+	"the daemon's sessions name it: chatsyncd/ and its instance name (control and two writers)"
+run_once "$TEST_TMP/d2.conf"
+is "$?" 0 "a second chatsyncd on the same schema does not wait: it sweeps while the first runs"
+kill -0 "$DAEMON_PID"
+ok $? "the first goes on"
+is "$(sql "SELECT count(*) FILTER (WHERE stopped_at IS NULL AND expires_at > now()) || '/' || count(*) FILTER (WHERE stopped_at IS NOT NULL) FROM chatsync.sync_instances")" "1/1" \
+	"the second's clean stop is recorded; the first is the one live instance"
+status_out=$(TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/d2.conf" --status 2>&1)
+echo "$status_out" | grep -Eq "^ +[0-9]+  $(hostname):$DAEMON_PID:[0-9]+ .* live "
+ok $? "--status shows the daemon among the instances, live"
+echo "$status_out" | grep -Eq " stopped "
+ok $? "and the second, stopped"
 stop_daemon
 is "$?" 0 "the first stops with exit 0 on SIGTERM"
 wait_for 'grep -q "^STOPPING=1" "$TEST_TMP/notify.out"'
 ok $? "STOPPING=1 is sent"
-wait $second
-is "$?" 0 "the second then takes over and finishes its sweep"
+is "$(sql "SELECT count(*) FROM chatsync.sync_instances WHERE stopped_at IS NULL")" 0 \
+	"after its clean stop no instance counts as live"
 kill "$LISTENER_PID"
 
 # --- --status ---------------------------------------------------------------

@@ -92,6 +92,8 @@ check_resume() {
 	for u in "${USERS[@]}"; do
 		state=${s_state[$u]:-new} pages=${s_pages[$u]:-0} next=${s_next[$u]:-}
 		n=${r_n[$u]:-0} first=${r_page[$u]:-} target=${r_target[$u]:-}
+		# Claimed and not started: a cursor without a page yet, listed from its first.
+		[ "$state" = running ] && [ -z "$next" ] && [ "$pages" = 0 ] && state=claimed
 		case $state in
 		complete | failed)
 			want="no request"

@@ -72,8 +72,8 @@ $fn$;
 -- conversations and advances its cursor, atomically, as sync_page() does
 -- for memberships: p_next_url NULL means this was the listing's last page
 -- (conversations not listed by any of its pages are then marked deleted,
--- sync_conversations_gone()); a session whose writer has been fenced out
--- changes nothing and gets NULL counts; of two entries of a page with one
+-- sync_conversations_gone()); a caller whose lease token p_lease is not
+-- the user's changes nothing and gets NULL counts; of two entries of a page with one
 -- conversation SID the last counts; a row is written only when one of its
 -- values differs (or it had been deleted), its version copied to
 -- user_conversation_past_versions first; p_digest, for a listing on one
@@ -88,7 +88,7 @@ CREATE OR REPLACE FUNCTION sync_conversations_page(
     p_date_inactive timestamptz[], p_date_closed timestamptz[],
     p_url text[], p_conversation_url text[], p_participant_url text[],
     p_rejected integer, p_requests integer, p_retries integer, p_digest text,
-    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+    p_lease bigint DEFAULT NULL, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 SET plan_cache_mode = force_custom_plan
@@ -99,9 +99,9 @@ DECLARE
     v_fresh    boolean := false;  -- the user has no stored conversation at all
     v_events   boolean;           -- not the user's first listing: changes are events
 BEGIN
-    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url);
+    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease);
     IF v_events IS NULL THEN
-        RETURN;  -- fenced out
+        RETURN;  -- the lease was taken over
     END IF;
     -- The plain INSERT writes no events: only for a first listing.
     IF p_first AND NOT v_events THEN

@@ -2,9 +2,10 @@
 -- channels, into services, users and channels (see 008_dimension_sync.sql),
 -- and the users configured by identity resolved to their User SID.
 --
--- Each page is committed with one call, on a session that carries the
--- writer's fencing epoch (see sync_fence.sql): a session fenced out changes
--- nothing and gets NULL counts (one NULL row from sync_resolve_users()).  A row
+-- Each page is committed with one call that carries the caller's lease
+-- token (see sync_leases.sql): a caller whose lease was taken over changes
+-- nothing and gets NULL counts; a session whose instance is no longer live
+-- gets one NULL row from sync_resolve_users().  A row
 -- is written only when one of its values changed: an unchanged listing
 -- writes nothing to services, users or channels, only its cursor moves.
 -- first_seen_at is set when a row is first stored, updated_at whenever a
@@ -15,13 +16,15 @@
 
 -- sync_dimension_begin(): the start of a call for listing p_listing
 -- ('service', 'users' or 'channels') of a service: false, and nothing done,
--- if the session is fenced out; else the listing's advisory lock is taken
--- (two calls for one listing are never applied at once).
-CREATE OR REPLACE FUNCTION sync_dimension_begin(p_service text, p_listing text)
+-- if the caller's lease token p_lease is not the listing's (see
+-- sync_dimension_lease_held() in sync_leases.sql); else the listing's
+-- advisory lock is taken (two calls for one listing are never applied at
+-- once, even without a lease).
+CREATE OR REPLACE FUNCTION sync_dimension_begin(p_service text, p_listing text, p_lease bigint)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF sync_fence_stale() THEN
+    IF NOT sync_dimension_lease_held(p_service, p_listing, p_lease) THEN
         RETURN false;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()),
@@ -75,7 +78,9 @@ BEGIN
            pages_done = CASE WHEN p_first THEN 1 ELSE pages_done + 1 END,
            last_complete_at = CASE WHEN v_last THEN now() ELSE last_complete_at END,
            last_error = CASE WHEN v_last THEN NULL ELSE last_error END,
-           last_error_at = CASE WHEN v_last THEN NULL ELSE last_error_at END
+           last_error_at = CASE WHEN v_last THEN NULL ELSE last_error_at END,
+           lease_instance = CASE WHEN v_last THEN NULL ELSE lease_instance END,
+           lease_expires_at = CASE WHEN v_last THEN NULL ELSE lease_expires_at END
      WHERE service_sid = p_service AND listing = p_listing;
     PERFORM sync_run_add(p_run_id, p_requests => p_requests, p_retries => p_retries);
 END
@@ -87,10 +92,10 @@ $fn$;
 CREATE OR REPLACE FUNCTION sync_service_row(
     p_run_id bigint, p_service text, p_account text, p_friendly_name text,
     p_date_created timestamptz, p_date_updated timestamptz, p_requests integer,
-    p_retries integer, OUT changed integer)
+    p_retries integer, p_lease bigint DEFAULT NULL, OUT changed integer)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF NOT sync_dimension_begin(p_service, 'service') THEN
+    IF NOT sync_dimension_begin(p_service, 'service', p_lease) THEN
         RETURN;
     END IF;
     UPDATE services
@@ -129,7 +134,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION sync_dimension_page(
     p_run_id bigint, p_service text, p_listing text, p_first boolean, p_next_url text,
     p_rows anyarray, p_digest text, p_count integer, p_requests integer, p_retries integer,
-    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer,
+    p_lease bigint, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer,
     OUT gone text[])
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
@@ -142,7 +147,7 @@ DECLARE
     v_distinct integer;  -- rows received, one per SID
     v_sids     text[];   -- their SIDs
 BEGIN
-    IF NOT sync_dimension_begin(p_service, p_listing) THEN
+    IF NOT sync_dimension_begin(p_service, p_listing, p_lease) THEN
         RETURN;
     END IF;
     inserted := 0;
@@ -235,7 +240,7 @@ CREATE OR REPLACE FUNCTION sync_users_page(
     p_role_sid text[], p_joined integer[], p_is_online boolean[], p_is_notifiable boolean[],
     p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
     p_requests integer, p_retries integer, p_digest text DEFAULT NULL,
-    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+    p_lease bigint DEFAULT NULL, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
@@ -264,7 +269,7 @@ BEGIN
     SELECT d.inserted, d.updated, d.unchanged, d.deleted, d.gone
       INTO inserted, updated, unchanged, deleted, v_gone
       FROM sync_dimension_page(p_run_id, p_service, 'users', p_first, p_next_url, v_rows,
-                               p_digest, cardinality(p_sid), p_requests, p_retries) d;
+                               p_digest, cardinality(p_sid), p_requests, p_retries, p_lease) d;
 
     -- Each key under its advisory lock, taken in one order.
     FOR v_key IN
@@ -309,7 +314,7 @@ CREATE OR REPLACE FUNCTION sync_channels_page(
     p_created_by text[], p_members_count integer[], p_messages_count integer[],
     p_attributes text[], p_date_created timestamptz[], p_date_updated timestamptz[],
     p_requests integer, p_retries integer, p_digest text DEFAULT NULL,
-    OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+    p_lease bigint DEFAULT NULL, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE sql SET search_path FROM CURRENT AS $fn$
     SELECT d.inserted, d.updated, d.unchanged, d.deleted
       FROM sync_dimension_page(
@@ -332,7 +337,7 @@ LANGUAGE sql SET search_path FROM CURRENT AS $fn$
                                  members_count, messages_count, attributes, date_created,
                                  date_updated, ord)
                       ORDER BY t.ord) END,
-               p_digest, cardinality(p_sid), p_requests, p_retries) d;
+               p_digest, cardinality(p_sid), p_requests, p_retries, p_lease) d;
 $fn$;
 
 -- sync_dimension_failed(): listing p_listing ('service', 'users' or
@@ -341,14 +346,15 @@ $fn$;
 -- the error goes to sync_errors with "user" '@' || p_listing ('@service',
 -- '@users', '@channels'), and the run counts the requests and retries.
 -- p_kind and p_page as for sync_user_error().  Nothing is done if the
--- session is fenced out.
+-- caller's lease token p_lease is not the listing's; else the lease ends.
 CREATE OR REPLACE FUNCTION sync_dimension_failed(
     p_run_id bigint, p_service text, p_listing text,
-    p_error text, p_kind text, p_page integer, p_requests integer, p_retries integer)
+    p_error text, p_kind text, p_page integer, p_requests integer, p_retries integer,
+    p_lease bigint DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF NOT sync_dimension_begin(p_service, p_listing) THEN
+    IF NOT sync_dimension_begin(p_service, p_listing, p_lease) THEN
         RETURN;
     END IF;
     INSERT INTO sync_dimension_cursors AS c
@@ -357,7 +363,7 @@ BEGIN
     ON CONFLICT (service_sid, listing) DO UPDATE
        SET run_id = EXCLUDED.run_id, state = EXCLUDED.state,
            last_error = EXCLUDED.last_error, last_error_at = EXCLUDED.last_error_at,
-           updated_at = now();
+           lease_instance = NULL, lease_expires_at = NULL, updated_at = now();
     INSERT INTO sync_errors (service_sid, "user", page, kind, message)
     VALUES (p_service, '@' || p_listing, p_page, p_kind, p_error);
     PERFORM sync_run_add(p_run_id, p_requests => p_requests, p_retries => p_retries);
@@ -458,7 +464,8 @@ $fn$;
 -- next listing is sent whole) and, if it was the identity's, no next page
 -- (a URL of the identity's listing: a listing in progress starts again).
 -- Returns the number of memberships and conversations moved or dropped;
--- NULL, and nothing done, if the session is fenced out.
+-- NULL, and nothing done, if the session's instance is no longer live
+-- (sync_fence_stale()).
 CREATE OR REPLACE FUNCTION sync_merge_user(p_service text, p_identity text, p_sid text)
 RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan
@@ -611,7 +618,7 @@ $fn$;
 -- updated, then the greatest User SID, as in sync_user_keys), and what
 -- is stored under the identity is merged into it (sync_merge_user()); an
 -- identity it does not know stays as it is.  One NULL row, nothing merged,
--- if the session is fenced out.
+-- if the session's instance is no longer live (sync_fence_stale()).
 CREATE OR REPLACE FUNCTION sync_resolve_users(p_service text, p_users text[], p_all boolean)
 RETURNS TABLE (user_key text)
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan

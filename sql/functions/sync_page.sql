@@ -55,17 +55,18 @@ $fn$;
 
 -- sync_listing_begin(): the start of applying a page of a user's listing,
 -- for sync_page() and sync_conversations_page(): NULL, and nothing done, if
--- the session's writer has been fenced out (see sync_fence.sql); else the
--- user's advisory lock is taken (two pages of one user are never applied at
--- once, even by mistake), the channels seen by an earlier listing left
+-- the caller's lease token p_lease is not the user's (see
+-- sync_user_lease_held() in sync_leases.sql); else the user's advisory
+-- lock is taken (two pages of one user are never applied at once, even
+-- without a lease), the channels seen by an earlier listing left
 -- unfinished are forgotten on a first page, and the result says whether the
 -- user had a complete listing before (its changes are then events).
 CREATE OR REPLACE FUNCTION sync_listing_begin(
-    p_service text, p_user text, p_first boolean, p_next_url text)
+    p_service text, p_user text, p_first boolean, p_next_url text, p_lease bigint)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
-    IF sync_fence_stale() THEN
+    IF NOT sync_user_lease_held(p_service, p_user, p_lease) THEN
         RETURN NULL;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
@@ -120,6 +121,8 @@ BEGIN
            listing_rows = EXCLUDED.listing_rows,
            last_error = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error END,
            last_error_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.last_error_at END,
+           lease_instance = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.lease_instance END,
+           lease_expires_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.lease_expires_at END,
            updated_at = now();
 
     PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
@@ -135,8 +138,8 @@ $fn$;
 -- atomically.  p_next_url NULL means this was the listing's last page:
 -- memberships not listed by any of its pages are then marked deleted
 -- (sync_memberships_gone()).  A
--- session whose writer has been fenced out (see sync_fence.sql) changes
--- nothing and gets NULL counts.
+-- caller whose lease token p_lease is not the user's (its lease was taken
+-- over: see sync_leases.sql) changes nothing and gets NULL counts.
 --
 -- New memberships go in with a plain INSERT: one chatsyncd holds the
 -- schema's advisory lock, and it never commits two pages of one user at
@@ -157,7 +160,7 @@ CREATE OR REPLACE FUNCTION sync_page(
     p_channel text[], p_account text[], p_member text[], p_status text[],
     p_lcmi bigint[], p_unread bigint[], p_channel_url text[], p_member_url text[],
     p_rejected integer, p_requests integer, p_retries integer, p_digest text,
-    p_notification_level text[] DEFAULT NULL,
+    p_notification_level text[] DEFAULT NULL, p_lease bigint DEFAULT NULL,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -169,9 +172,9 @@ DECLARE
     v_fresh    boolean := false;  -- the user has no stored membership at all
     v_events   boolean;           -- not the user's first listing: changes are events
 BEGIN
-    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url);
+    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease);
     IF v_events IS NULL THEN
-        RETURN;  -- fenced out
+        RETURN;  -- the lease was taken over
     END IF;
     -- The plain INSERT writes no events: only for a first listing.
     IF p_first AND NOT v_events THEN

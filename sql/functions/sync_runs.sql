@@ -28,7 +28,7 @@ BEGIN
            rows_rejected = r.rows_rejected + p_rejected,
            http_requests = r.http_requests + p_requests,
            http_retries = r.http_retries + p_retries,
-           finished_at = CASE WHEN p_finish THEN now() ELSE r.finished_at END
+           finished_at = CASE WHEN p_finish THEN coalesce(r.finished_at, now()) ELSE r.finished_at END
      WHERE r.run_id = p_run_id
     RETURNING r.*;
 END
