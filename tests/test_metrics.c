@@ -205,6 +205,9 @@ test_null(void)
 	metrics_sweep_finished(NULL, 1.0, 0, services, 1);
 	metrics_sweep_users(NULL, 3);
 	metrics_db_reconnect(NULL);
+	metrics_lease_lost(NULL);
+	metrics_leases(NULL, 1, 1);
+	metrics_instance(NULL, "x");
 	metrics_config_reloaded(NULL, false);
 	metrics_free(NULL);
 	is_int(metrics_port(NULL), 0, "every function accepts a NULL struct metrics");
@@ -243,18 +246,35 @@ test_cannot_listen(void)
 	"# TYPE chatsync_sweep_users_done gauge\n"                                                 \
 	"chatsync_sweep_users_done 0\n"
 
+/* The instance's families: leases lost, held, live instances, and its name's sample (or ""). */
+#define INSTANCE_EXPOSITION(lost, held, live, info)                                               \
+	"# HELP chatsync_leases_lost_total Listings of this instance taken over by another "       \
+	"instance\n"                                                                               \
+	"# TYPE chatsync_leases_lost_total counter\n"                                              \
+	"chatsync_leases_lost_total " lost "\n"                                                    \
+	"# HELP chatsync_leases_held Leases on users and dimension listings this instance holds\n" \
+	"# TYPE chatsync_leases_held gauge\n"                                                      \
+	"chatsync_leases_held " held "\n"                                                          \
+	"# HELP chatsync_instances_live Instances of chatsyncd working on the schema, this one "   \
+	"included, at its last heartbeat\n"                                                        \
+	"# TYPE chatsync_instances_live gauge\n"                                                   \
+	"chatsync_instances_live " live "\n"                                                       \
+	"# HELP chatsync_instance_info This instance's name among those of the schema, as a "      \
+	"label; the value is always 1\n"                                                           \
+	"# TYPE chatsync_instance_info gauge\n" info
+
 /*
  * What follows chatsync_start_time_seconds, once take_process has taken the
  * process_* samples out: every family but process_*'s is exact.
  */
-#define TAIL_EXPOSITION                                                                            \
+#define TAIL_EXPOSITION(instance)                                                                  \
 	"# HELP chatsync_config_last_reload_successful 1 if the configuration was loaded at "      \
 	"start or by the last reload, 0 if the last reload was refused\n"                          \
 	"# TYPE chatsync_config_last_reload_successful gauge\n"                                    \
 	"chatsync_config_last_reload_successful 1\n"                                               \
 	"# HELP chatsync_build_info The version of chatsyncd, as a label; the value is always 1\n" \
 	"# TYPE chatsync_build_info gauge\n"                                                       \
-	"chatsync_build_info{version=\"" PACKAGE_VERSION "\"} 1\n"                                 \
+	"chatsync_build_info{version=\"" PACKAGE_VERSION "\"} 1\n" instance                        \
 	"# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"      \
 	"# TYPE process_cpu_seconds_total counter\n"                                               \
 	"# HELP process_resident_memory_bytes Resident memory size in bytes.\n"                    \
@@ -310,7 +330,7 @@ static const char fresh_exposition[] =
 	"# TYPE chatsync_database_reconnects_total counter\n"
 	"chatsync_database_reconnects_total 0\n"
 	"# HELP chatsync_start_time_seconds Unix time the daemon started\n"
-	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION;
+	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION(INSTANCE_EXPOSITION("0", "0", "0", ""));
 
 static const char busy_exposition[] =
 	"# HELP chatsync_http_requests_total Responses from the Twilio API by status class "
@@ -384,7 +404,8 @@ static const char busy_exposition[] =
 	"# TYPE chatsync_database_reconnects_total counter\n"
 	"chatsync_database_reconnects_total 3\n"
 	"# HELP chatsync_start_time_seconds Unix time the daemon started\n"
-	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION;
+	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION(INSTANCE_EXPOSITION(
+		"2", "7", "3", "chatsync_instance_info{instance=\"host:1:\\\"x\\\"\\\\\"} 1\n"));
 
 static void
 test_fresh(struct metrics *m, double started_after, double started_before)
@@ -429,6 +450,12 @@ feed_history(struct metrics *m)
 	metrics_db_reconnect(m);
 	metrics_db_reconnect(m);
 	metrics_db_reconnect(m);
+	metrics_lease_lost(m);
+	metrics_lease_lost(m);
+	metrics_leases(m, 7, 3);
+	metrics_leases(m, 7, 0); /* live instances unknown: the last count stays */
+	metrics_instance(m, "host:1:x");
+	metrics_instance(m, "host:1:\"x\"\\"); /* the last name counts, escaped */
 	metrics_sweep_finished(m, 2.5, 2, ok_services, 1);
 }
 
