@@ -77,4 +77,33 @@ fake_start slots --channels 3
 slots_check 1
 slots_check 2
 
+# twilio.account_max_rps: the account's rate, split between the live instances.
+fake_stop
+fake_start shared --channels 3
+CONCURRENCY=8 PAGE_SIZE=1000 SCHEMA=shared SYNC_EXTRA='lease_seconds = 3;' \
+	write_config "$TEST_TMP/shared.conf" "${users[@]}"
+sed -i 's/  concurrency = 8;/  concurrency = 8;\n  account_max_rps = 10;/' "$TEST_TMP/shared.conf"
+sed -i 's/interval = 1;/interval = 3600;/' "$TEST_TMP/shared.conf"
+TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/shared.conf" 2>"$TEST_TMP/shared-daemon.log" &
+daemon=$!
+for _ in $(seq 100); do
+	[ "$(sql "SELECT count(*) FROM shared.sync_runs WHERE finished_at IS NOT NULL" 2>/dev/null)" = 1 ] && break
+	sleep 0.1
+done
+is "$(sql "SELECT count(*) FROM shared.sync_instances WHERE stopped_at IS NULL AND expires_at > now()")" 1 \
+	"a daemon on the schema has swept it and waits for its next interval"
+timed_run "$TEST_TMP/shared.conf"
+shared_ms=$MS
+is "$RC" 0 "a second instance sweeps the 30 users while the daemon is live"
+grep -q "one of 2 live" "$TEST_TMP/chatsyncd.log"
+ok $? "it counts two live instances"
+# Half of 10/s each: a bucket of 5 at once, the other 25 at 5/s.
+ok $([ "$shared_ms" -ge 4500 ] && echo 0 || echo 1) "account_max_rps = 10 with two live instances: 30 requests take >= 4.5 s (${shared_ms} ms)"
+kill -TERM $daemon
+wait $daemon
+timed_run "$TEST_TMP/shared.conf"
+alone_ms=$MS
+is "$RC" 0 "alone on the schema, the same sweep"
+ok $([ "$alone_ms" -lt 4000 ] && echo 0 || echo 1) "takes the whole account's rate: < 4 s (${alone_ms} ms)"
+
 done_testing
