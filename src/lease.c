@@ -82,6 +82,23 @@ lease_heartbeat(struct db *db, int64_t instance_id, int seconds, bool stop, int 
 	return true;
 }
 
+/* The n users as a text[] literal in *list (freed by the caller on success); false if too long. */
+static bool
+users_array(struct db *db, const char *const *users, size_t n, struct buf *list)
+{
+	bool ok;
+
+	buf_init(list, (size_t)1 << 30);
+	ok = buf_append(list, "{", 1);
+	for (size_t i = 0; ok && i < n; i++)
+		ok = db_array_add_text(list, users[i]);
+	if (ok && buf_append(list, "}", 1))
+		return true;
+	buf_free(list);
+	db_set_error(db, "the list of %zu users is too long for one query", n);
+	return false;
+}
+
 /* Columns of a claim: a position's (see cursor_position_from_row), the outcome, the token. */
 #define CLAIM_OUTCOME 5
 #define CLAIM_TOKEN 6
@@ -130,16 +147,8 @@ lease_claim_users(struct db *db, int64_t run_id, int64_t instance_id, int second
 	PGresult *res;
 	bool ok;
 
-	buf_init(&list, (size_t)1 << 30);
-	ok = buf_append(&list, "{", 1);
-	for (size_t i = 0; ok && i < n; i++)
-		ok = db_array_add_text(&list, users[i]);
-	ok = ok && buf_append(&list, "}", 1);
-	if (!ok) {
-		buf_free(&list);
-		db_set_error(db, "the list of %zu users is too long to claim in one query", n);
+	if (!users_array(db, users, n, &list))
 		return false;
-	}
 	snprintf(run, sizeof(run), "%" PRId64, run_id);
 	snprintf(id, sizeof(id), "%" PRId64, instance_id);
 	snprintf(secs, sizeof(secs), "%d", seconds);
@@ -292,16 +301,8 @@ lease_stalest_first(struct db *db, const char *service_sid, char **users, size_t
 
 	if (n < 2)
 		return true;
-	buf_init(&list, (size_t)1 << 30);
-	ok = buf_append(&list, "{", 1);
-	for (size_t i = 0; ok && i < n; i++)
-		ok = db_array_add_text(&list, users[i]);
-	ok = ok && buf_append(&list, "}", 1);
-	if (!ok) {
-		buf_free(&list);
-		db_set_error(db, "the list of %zu users is too long to order in one query", n);
+	if (!users_array(db, (const char *const *)users, n, &list))
 		return false;
-	}
 	params[1] = buf_str(&list);
 	res = db_exec_prepared(db, "sync_stalest_first", sql, 2, params);
 	buf_free(&list);

@@ -622,7 +622,7 @@ run_sync(struct daemon *d)
 	return code;
 }
 
-/* --migrate, --once and the daemon: metrics first (served while waiting), migrations, the instance. */
+/* --migrate, --once, the daemon: metrics first (served while waiting), migrations, the instance. */
 static int
 run_writer(struct daemon *d)
 {

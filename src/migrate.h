@@ -42,7 +42,10 @@ extern const size_t n_function_scripts;
  * hooks may be NULL, and so may each of its members.
  */
 struct migrate_hooks {
-	/* Every second while another process holds the lock (first: the first time); false ends the wait. */
+	/*
+	 * Every second while another process holds the lock (first: the first
+	 * time); false ends the wait.
+	 */
 	bool (*waiting)(void *arg, bool first);
 	void (*locked)(void *arg); /* once the lock is held, before anything is applied */
 	void (*tick)(void *arg);   /* about every second while a script runs */
