@@ -247,7 +247,7 @@ test_cannot_listen(void)
 	"chatsync_sweep_users_done 0\n"
 
 /* The instance's families: leases lost, held, live instances, and its name's sample (or ""). */
-#define INSTANCE_EXPOSITION(lost, held, live, info)                                               \
+#define INSTANCE_EXPOSITION(lost, held, live, info)                                                \
 	"# HELP chatsync_leases_lost_total Listings of this instance taken over by another "       \
 	"instance\n"                                                                               \
 	"# TYPE chatsync_leases_lost_total counter\n"                                              \
@@ -330,7 +330,8 @@ static const char fresh_exposition[] =
 	"# TYPE chatsync_database_reconnects_total counter\n"
 	"chatsync_database_reconnects_total 0\n"
 	"# HELP chatsync_start_time_seconds Unix time the daemon started\n"
-	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION(INSTANCE_EXPOSITION("0", "0", "0", ""));
+	"# TYPE chatsync_start_time_seconds gauge\n" TAIL_EXPOSITION(
+		INSTANCE_EXPOSITION("0", "0", "0", ""));
 
 static const char busy_exposition[] =
 	"# HELP chatsync_http_requests_total Responses from the Twilio API by status class "
