@@ -49,11 +49,14 @@ $fn$;
 -- refused.  A session that names no instance is never stale.
 CREATE OR REPLACE FUNCTION sync_fence_stale()
 RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
-    SELECT nullif(current_setting('chatsync.instance', true), '') IS NOT NULL
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_instance bigint := nullif(current_setting('chatsync.instance', true), '')::bigint;
+BEGIN
+    RETURN v_instance IS NOT NULL
        AND NOT EXISTS (SELECT FROM sync_instances i
-                        WHERE i.instance_id = current_setting('chatsync.instance')::bigint
-                          AND i.expires_at > now());
+                        WHERE i.instance_id = v_instance AND i.expires_at > now());
+END
 $fn$;
 
 -- sync_lease_valid(): may a caller with lease token p_lease write a listing
