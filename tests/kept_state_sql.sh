@@ -16,13 +16,14 @@ S=$SERVICE_SID
 FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" alice # --migrate makes no request
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
 is "$?" 0 "chatsyncd --migrate creates the schema"
-epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+# The instance the writer works for, live for an hour.
+instance=$(sql "SELECT chatsync.sync_instance_register('test', 'localhost', $$, now(), 3600)")
 
-as() { # as EPOCH QUERY: QUERY in schema chatsync, on a session carrying EPOCH
-	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+as() { # as INSTANCE QUERY: QUERY in schema chatsync, on a session naming INSTANCE
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.instance=$1" \
 		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"
 }
-w() { as "$epoch" "$1"; } # w QUERY: as the writer
+w() { as "$instance" "$1"; } # w QUERY: as the writer
 q() { sql "SET search_path TO chatsync; $1"; }
 run() { q "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id"; }
 # page RUN USER CHANNELS STATUSES UNREADS: a whole listing of USER on one page.

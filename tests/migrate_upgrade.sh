@@ -133,7 +133,7 @@ for n in 1 2 3 4; do
 	migrate
 	is "$?" 0 "--migrate upgrades version $n"
 	is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
-		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level" \
+		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level,12:012_leases" \
 		"from version $n: every migration recorded, once"
 	same_schema "v$n" "from version $n: the schema is that of a fresh install, privileges included"
 
@@ -176,9 +176,8 @@ for n in 1 2 3 4; do
 
 	# The current sync_page() goes on from there: the listing's last page.
 	r=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
-	# (as the writer: a session carrying the writer's fencing epoch)
-	epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
-	is "$(PGOPTIONS="-c chatsync.epoch=$epoch" sql "SELECT * FROM chatsync.sync_page($r, '$S', '$U', false, NULL,
+	# (without a lease token, as a tool would: no instance holds the user)
+	is "$(sql "SELECT * FROM chatsync.sync_page($r, '$S', '$U', false, NULL,
 		'{CH3}'::text[], NULL::text[], NULL::text[], NULL::text[], NULL::bigint[], '{2}'::bigint[],
 		NULL::text[], NULL::text[], 0, 1, 0, NULL)")" "0|0|1|1" \
 		"from version $n: the listing finishes: CH3 unchanged, CH2 (not listed) deleted"
@@ -203,24 +202,24 @@ done
 
 # The functions and views are applied on every run, the migrations once.
 export PGDATABASE=fresh
-tamper() {
+tamper() { # sync_user_failed() replaced, with its signature, by one that does nothing
 	sql "CREATE OR REPLACE FUNCTION chatsync.sync_user_failed(p_run_id bigint, p_service text,
 	     p_user text, p_error text, p_requests integer, p_retries integer, p_kind text,
-	     p_page integer)
-	     RETURNS void LANGUAGE sql AS 'SELECT'"
+	     p_page integer, p_lease bigint DEFAULT NULL)
+	     RETURNS boolean LANGUAGE sql AS 'SELECT false'"
 }
 body() { sql "SELECT prosrc FROM pg_proc WHERE oid = 'chatsync.sync_user_failed'::regproc"; }
 tamper
-is "$(body)" SELECT "sync_user_failed() tampered with"
+is "$(body)" "SELECT false" "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 11 "applies no migration twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 12 "applies no migration twice"
 same_schema fresh "but writes the functions again, and keeps the grants on the view"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 tamper
 migrate
 is "$?" 2 "a schema newer than the binary is refused"
-is "$(body)" SELECT "and none of its functions is written"
+is "$(body)" "SELECT false" "and none of its functions is written"
 sql "DELETE FROM chatsync.schema_migrations WHERE version = 999"
 unset PGDATABASE
 

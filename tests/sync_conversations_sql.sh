@@ -4,11 +4,11 @@
 # sync_page() is for memberships (fresh insert, unchanged pages that write
 # nothing, changes that keep a past version and log an event, listings of
 # several pages and what they leave out, removals and returns, duplicates,
-# the digest of a one-page listing, the fence, the run's counters), and what
+# the digest of a one-page listing, the lease, the run's counters), and what
 # the rest of the schema does with conversations: a user the users listing
 # deletes, the merge of an identity into its User SID, retention, comments
 # and the read-only role.  Each function is called as chatsyncd calls it,
-# on a session that carries the writer's epoch.
+# on a session that names a live instance (chatsync.instance).
 . "$(dirname "$0")/lib.sh"
 need_tools
 pg_start || exit 1
@@ -19,15 +19,20 @@ sid() { printf 'US%032x' "$1"; } # sid N: a User SID
 FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" "$(sid 1)" # --migrate makes no request
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
 is "$?" 0 "chatsyncd --migrate creates the schema"
-epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+# The instance the writer works for, live for an hour; and one no longer live.
+instance=$(sql "SELECT chatsync.sync_instance_register('test', 'localhost', $$, now(), 3600)")
+expired=$(sql "SELECT chatsync.sync_instance_register('gone', 'localhost', 1, now(), 3600)")
+sql "UPDATE chatsync.sync_instances SET expires_at = now() - interval '1 minute'
+      WHERE instance_id = $expired" >/dev/null
 
-# as EPOCH QUERY: QUERY in schema chatsync on a session carrying EPOCH, whose
-# statistics are then flushed (for pg_stat_user_tables).
+# as INSTANCE QUERY: QUERY in schema chatsync on a session naming INSTANCE
+# (chatsync.instance), whose statistics are then flushed (for
+# pg_stat_user_tables).
 as() {
-	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.instance=$1" \
 		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2" -c '\o /dev/null' -c "SELECT pg_stat_force_next_flush()"
 }
-w() { as "$epoch" "$1"; } # w QUERY: as the writer
+w() { as "$instance" "$1"; } # w QUERY: as the writer
 q() { sql "SET search_path TO chatsync; $1"; }
 run() { q "INSERT INTO sync_runs DEFAULT VALUES RETURNING run_id"; }
 opt() { if [ "$1" = - ]; then echo NULL; else echo "'$1'"; fi; } # opt X: NULL for -, else X quoted
@@ -45,8 +50,8 @@ CONV_TABLES="user_conversations user_conversation_past_versions conversation_eve
 # conversations (comma-separated lists, NULL for a NULL; NEXT - on the last
 # page; STATES and UNREADS may be shorter than SIDS, the rest NULL): each
 # conversation with its account, participant, name and URL derived from its
-# SID, REJECTED (default 0) entries rejected, 1 request, no retry.  Prints
-# inserted|updated|unchanged|deleted.
+# SID, REJECTED (default 0) entries rejected, 1 request, no retry, LEASE (if
+# set) as the lease token.  Prints inserted|updated|unchanged|deleted.
 conv() {
 	w "SELECT p.* FROM (SELECT '{$5}'::text[] AS s) x,
 	     LATERAL sync_conversations_page($1, '$S', '$2', $3, $(opt "$4"), x.s,
@@ -54,7 +59,7 @@ conv() {
 	       '{$6}', NULL, '{${7:-}}', NULL, array(SELECT 'Conversation ' || c FROM unnest(x.s) c),
 	       NULL, NULL, NULL, NULL, NULL, NULL,
 	       array(SELECT 'https://conversations.twilio.com/v1/Conversations/' || c FROM unnest(x.s) c),
-	       NULL, NULL, ${REJECTED:-0}, 1, 0, $(opt "${8:--}")) p"
+	       NULL, NULL, ${REJECTED:-0}, 1, 0, $(opt "${8:--}")${LEASE:+, $LEASE}) p"
 }
 # listed USER: USER's conversations, SID:state, the deleted ones marked with a -.
 listed() {
@@ -294,28 +299,58 @@ is "$(conv "$M" dina true http://x/p2 G1 active 1)|$(cursor dina)" "0|0|1|0|$M|r
 is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', 'dg-1', 2, 0, 1, 0)::text, 'null')")" null \
 	"and the old digest no longer stands for the table"
 
-# --- the fence -------------------------------------------------------------------------
+# --- the lease ------------------------------------------------------------------------
+# lease USER INSTANCE TOKEN FOR: USER's cursor held by INSTANCE with TOKEN,
+# live for FOR (an interval; negative: expired); - for no lease.
+lease() {
+	if [ "$2" = - ]; then
+		q "UPDATE sync_cursors SET lease_instance = NULL, lease_token = NULL, lease_expires_at = NULL
+		    WHERE service_sid = '$S' AND user_sid = '$1'"
+	else
+		q "UPDATE sync_cursors SET lease_instance = $2, lease_token = $3,
+		          lease_expires_at = now() + interval '$4' WHERE service_sid = '$S' AND user_sid = '$1'"
+	fi >/dev/null
+}
+# leased USER: instance:token:expiry (live, expired, or - for none) of USER's
+# lease, - where NULL.
+leased() {
+	q "SELECT concat_ws(':', coalesce(lease_instance::text, '-'), coalesce(lease_token::text, '-'),
+	                    CASE WHEN lease_expires_at > now() THEN 'live'
+	                         WHEN lease_expires_at IS NOT NULL THEN 'expired' ELSE '-' END)
+	     FROM sync_cursors WHERE service_sid = '$S' AND user_sid = '$1'"
+}
 stored() {
 	q "SELECT (SELECT string_agg(concat_ws(':', user_sid, conversation_sid, conversation_state, updated_at,
 	                                        deleted_at), ',' ORDER BY user_sid, conversation_sid)
 	             FROM user_conversations),
 	          (SELECT count(*) FROM user_conversation_past_versions), (SELECT count(*) FROM conversation_event_log),
-	          (SELECT string_agg(concat_ws(':', user_sid, run_id, state, updated_at), ',' ORDER BY user_sid)
+	          (SELECT string_agg(concat_ws(':', user_sid, run_id, state, next_page_url, pages_done, updated_at,
+	                                       lease_instance, lease_token, lease_expires_at), ',' ORDER BY user_sid)
 	             FROM sync_cursors),
 	          (SELECT count(*) FROM sync_seen), (SELECT sum(pages) FROM sync_runs)"
 }
+# Another instance (999) holds U2, with token 41, for an hour yet.
+lease "$U2" 999 41 '1 hour'
+is "$(leased "$U2")" "999:41:live" "another instance holds a live lease on U2, token 41"
 before=$(stored)
-for e in $((epoch - 1)) ""; do
-	is "$(as "$e" "SELECT * FROM sync_conversations_page($M, '$S', '$U2', true, NULL, '{C1,C9}',
-		NULL, NULL, '{closed,active}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-		NULL, NULL, NULL, 0, 1, 0, NULL)")" "|||" \
-		"a session fenced out (epoch '$e'): NULL counts"
-	as "$e" "SELECT * FROM sync_conversations_page($M, '$S', 'fenced', true, 'http://x/2', '{C1}',
-		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-		NULL, NULL, NULL, 0, 1, 0, NULL)" >/dev/null
+for tok in 40 ""; do
+	is "$(LEASE=$tok conv "$M" "$U2" true - C1,C9 closed,active)" "|||" \
+		"a page with ${tok:+token }${tok:-no token}, the lease another's: NULL counts"
 	is "$(stored)" "$before" \
-		"nothing written: no conversation, version, event, cursor, seen conversation or page counted"
+		"nothing written: no conversation, version, event, cursor, lease, seen conversation or page counted"
 done
+is "$(LEASE=40 conv "$M" newcomer true http://x/2 C1 active)|$(stored)" "||||$before" \
+	"a page with a token for a user with no cursor, so no lease: NULL counts, nothing written"
+is "$(LEASE=41 conv "$M" "$U2" true http://x/p2 C3,C4 active,closed)|$(cursor "$U2")|$(leased "$U2")" \
+	"0|0|2|0|$M|running|http://x/p2|1|t|-|-|999:41:live" \
+	"with the lease's token (41): a first page is applied, the lease kept"
+is "$(LEASE=41 conv "$M" "$U2" false - C5,C6 active,inactive)|$(cursor "$U2")|$(leased "$U2")" \
+	"0|0|2|0|$M|complete|-|2|t|-|-|-:41:-" \
+	"the last page too: the listing completes, and its lease ends"
+lease "$U2" 999 42 '-1 minute'
+is "$(conv "$M" "$U2" true - C3,C4,C5,C6 active,closed,active,inactive)|$(leased "$U2")" "0|0|4|0|-:42:-" \
+	"another instance's lease expired: a page without a token is applied (a complete listing ends it)"
+lease "$U2" -
 
 # --- a user the users listing deletes ---------------------------------------------------
 # users RUN SIDS IDENTITIES: a whole users listing on one page.
@@ -369,6 +404,8 @@ conv "$M" frank true - F1 inactive "" dg-f >/dev/null
 frank=$(snapshot frank)
 is "$(keyed frank)|$(keyed "$U7")" "2|2|2|1|0|0|0|0|0|0" \
 	"frank's identity holds 2 conversations, 2 past versions, 2 events, a cursor"
+is "$(as "$expired" "SELECT coalesce(sync_merge_user('$S', 'frank', '$U7')::text, 'null')")|$(keyed frank)|$(keyed "$U7")" \
+	"null|2|2|2|1|0|0|0|0|0|0" "sync_merge_user() on a session whose instance has expired: refused (NULL), nothing moved"
 is "$(w "SELECT sync_merge_user('$S', 'frank', '$U7')")" 2 \
 	"sync_merge_user(), only the identity has data: its 2 conversations are moved"
 is "$(keyed frank)|$(keyed "$U7")" "0|0|0|0|0|2|2|2|1|0" "nothing is left under the identity"

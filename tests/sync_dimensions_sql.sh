@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The SQL side of the dimension listings (sql/functions/sync_dimensions.sql):
 # the service, users and channels pages, their cursors and seen sets, the
-# deletion of a user and of its memberships, failures, the fence, the merge
-# of a user configured by identity into its User SID, the resolution of the
-# configured users, and sync_health after a merge.  Each function is called
-# as chatsyncd calls it, on a session that carries the writer's epoch.
+# deletion of a user and of its memberships, failures, the leases on the
+# listings, the merge of a user configured by identity into its User SID, the
+# resolution of the configured users (refused to an instance no longer live),
+# and sync_health after a merge.  Each function is called as chatsyncd calls
+# it, on a session that names a live instance (chatsync.instance).
 . "$(dirname "$0")/lib.sh"
 need_tools
 pg_start || exit 1
@@ -17,15 +18,20 @@ U9=$(sid 9) U10=$(sid 10)
 FAKE_URL=http://127.0.0.1:9 write_config "$TEST_TMP/c.conf" "$U1" # --migrate makes no request
 TWILIO_AUTH_TOKEN=x "$CHATSYNCD" -c "$TEST_TMP/c.conf" --migrate 2>>"$TEST_TMP/err"
 is "$?" 0 "chatsyncd --migrate creates the schema"
-epoch=$(sql "SELECT epoch FROM chatsync.sync_writer")
+# The instance the writer works for, live for an hour; and one no longer live.
+instance=$(sql "SELECT chatsync.sync_instance_register('test', 'localhost', $$, now(), 3600)")
+expired=$(sql "SELECT chatsync.sync_instance_register('gone', 'localhost', 1, now(), 3600)")
+sql "UPDATE chatsync.sync_instances SET expires_at = now() - interval '1 minute'
+      WHERE instance_id = $expired" >/dev/null
 
-# as EPOCH QUERY: QUERY in schema chatsync on a session carrying EPOCH, whose
-# statistics are then flushed (for pg_stat_user_tables).
+# as INSTANCE QUERY: QUERY in schema chatsync on a session naming INSTANCE
+# (chatsync.instance), whose statistics are then flushed (for
+# pg_stat_user_tables).
 as() {
-	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.epoch=$1" \
+	PGOPTIONS="-c client_min_messages=warning -c search_path=chatsync -c chatsync.instance=$1" \
 		psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$2" -c '\o /dev/null' -c "SELECT pg_stat_force_next_flush()"
 }
-w() { as "$epoch" "$1"; } # w QUERY: as the writer
+w() { as "$instance" "$1"; } # w QUERY: as the writer
 q() { sql "SET search_path TO chatsync; $1"; }
 
 # writes TABLE...: rows inserted, updated and deleted in these tables so far.
@@ -44,12 +50,13 @@ opt() { if [ "$1" = - ]; then echo NULL; else echo "'$1'"; fi; }
 # prints the counts inserted|updated|unchanged|deleted.
 users() {
 	w "SELECT * FROM sync_users_page($1, '$S', $2, $(opt "$3"), '{$4}', NULL, '{$5}', '{$6}',
-	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 1, $(opt "${DIGEST:--}"))"
+	     NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 1, $(opt "${DIGEST:--}")${LEASE:+, $LEASE})"
 }
 # channels RUN FIRST NEXT SIDS TYPES: the same for the channels listing.
+# (users and channels send LEASE as the lease token, if set.)
 channels() {
 	w "SELECT * FROM sync_channels_page($1, '$S', $2, $(opt "$3"), '{$4}', NULL, NULL, '{$5}',
-	     NULL, NULL, NULL, NULL, NULL, NULL, 2, 1)"
+	     NULL, NULL, NULL, NULL, NULL, NULL, 2, 1${LEASE:+, NULL, $LEASE})"
 }
 # page RUN USER FIRST NEXT CHANNELS STATUSES [DIGEST]: one page of USER's
 # memberships (sync_page).
@@ -215,27 +222,75 @@ before=$(writes services users channels)
 is "$(sweep | paste -sd' ')" "0|0|2|0 0|0|3|0" "an unchanged sweep of every listing: all unchanged"
 is "$(writes services users channels)" "$before" "and not one row of services, users or channels is written"
 
-# --- the fence ----------------------------------------------------------------
-# stored: what a fenced session must leave alone.
+# --- the leases ---------------------------------------------------------------
+# dim_lease INSTANCE TOKEN FOR: a lease of INSTANCE, with TOKEN, live for FOR
+# (an interval; negative: expired) on each listing of the service; - for no lease.
+dim_lease() {
+	if [ "$1" = - ]; then
+		q "UPDATE sync_dimension_cursors SET lease_instance = NULL, lease_token = NULL, lease_expires_at = NULL
+		    WHERE service_sid = '$S'"
+	else
+		q "UPDATE sync_dimension_cursors SET lease_instance = $1, lease_token = $2,
+		          lease_expires_at = now() + interval '$3' WHERE service_sid = '$S'"
+	fi >/dev/null
+}
+# leases: listing:instance:token:expiry (live, expired, or - for none) of each
+# listing's lease, - where NULL.
+leases() {
+	q "SELECT string_agg(concat_ws(':', listing, coalesce(lease_instance::text, '-'),
+	                               coalesce(lease_token::text, '-'),
+	                               CASE WHEN lease_expires_at > now() THEN 'live'
+	                                    WHEN lease_expires_at IS NOT NULL THEN 'expired' ELSE '-' END),
+	                     ',' ORDER BY listing)
+	     FROM sync_dimension_cursors WHERE service_sid = '$S'"
+}
+# stored: what a refused call must leave alone.
 stored() {
-	q "SELECT (SELECT string_agg(user_sid || coalesce(deleted_at::text, '-'), ',') FROM users),
-	          (SELECT string_agg(channel_sid || coalesce(deleted_at::text, '-'), ',') FROM channels),
-	          (SELECT string_agg(listing || state || run_id || updated_at, ',') FROM sync_dimension_cursors),
+	q "SELECT (SELECT string_agg(concat_ws(':', service_sid, account_sid, friendly_name, updated_at), ',') FROM services),
+	          (SELECT string_agg(user_sid || coalesce(deleted_at::text, '-'), ',' ORDER BY user_sid) FROM users),
+	          (SELECT string_agg(channel_sid || coalesce(deleted_at::text, '-'), ',' ORDER BY channel_sid) FROM channels),
+	          (SELECT string_agg(concat_ws(':', listing, state, run_id, next_page_url, pages_done, updated_at, last_error,
+	                                       lease_instance, lease_token, lease_expires_at), ',' ORDER BY listing)
+	             FROM sync_dimension_cursors),
+	          (SELECT string_agg(concat_ws(':', listing, page, digest, array_to_string(sids, ' ')), ','
+	                             ORDER BY listing, page) FROM sync_dimension_pages),
 	          (SELECT count(*) FROM sync_errors), (SELECT http_requests FROM sync_runs WHERE run_id = $R)"
 }
+# Another instance (999) holds each listing, with token 41, for an hour yet.
+dim_lease 999 41 '1 hour'
+is "$(leases)" "channels:999:41:live,service:999:41:live,users:999:41:live" \
+	"another instance holds a live lease on each listing, token 41"
 before=$(stored)
-for e in $((epoch - 1)) ""; do
-	is "$(as "$e" "SELECT * FROM sync_users_page($R, '$S', true, NULL, '{$U1}', NULL, NULL, NULL,
-		NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0)")" "|||" \
-		"a session fenced out (epoch '$e'): a users page gets NULL counts"
-	is "$(as "$e" "SELECT * FROM sync_channels_page($R, '$S', true, NULL, '{}', NULL, NULL, NULL,
-		NULL, NULL, NULL, NULL, NULL, NULL, 1, 0)")" "|||" "so does a channels page"
-	is "$(as "$e" "SELECT coalesce(changed::text, 'null')
-		FROM sync_service_row($R, '$S', 'AC', 'x', NULL, NULL, 1, 0)")" null "and the service's row"
-	as "$e" "SELECT sync_dimension_failed($R, '$S', 'users', 'x', 'x', 1, 1, 0)" >/dev/null
+for tok in 40 ""; do
+	is "$(LEASE=$tok users "$R" true - "$U1" alice A)" "|||" \
+		"a call with ${tok:+token }${tok:-no token}, the lease another's: a users page (the whole listing) gets NULL counts"
+	is "$(LEASE=$tok channels "$R" true - "" "")" "|||" "so does a channels page"
+	is "$(w "SELECT coalesce(changed::text, 'null')
+		FROM sync_service_row($R, '$S', 'AC', 'x', NULL, NULL, 1, 0${tok:+, $tok})")" null "and the service's row"
+	w "SELECT sync_dimension_failed($R, '$S', 'users', 'x', 'x', 1, 1, 0${tok:+, $tok})" >/dev/null
 	is "$(stored)" "$before" \
-		"nothing written: no user or channel deleted, no cursor moved, no error, no request counted"
+		"nothing written: no service changed, no user or channel deleted, no cursor moved, no lease ended, no page kept, no error, no request counted"
 done
+
+# The lease's own token is applied; a completed listing ends the lease.
+is "$(w "SELECT changed FROM sync_service_row($R, '$S', '$ACCOUNT_SID', 'Help desk', '2020-01-01', '2020-03-01',
+	1, 0, 41)")|$(leases)" "0|channels:999:41:live,service:-:41:-,users:999:41:live" \
+	"with the lease's token (41): the service's row is applied (unchanged), and its listing's lease ends"
+is "$(LEASE=41 users "$R" true http://x/users/2 "$U1,$U2,$U3" "alice,bob,carol" "A,B,C")|$(cursor users)|$(leases)" \
+	"0|0|3|0|$R|running|http://x/users/2|1|t|-|channels:999:41:live,service:-:41:-,users:999:41:live" \
+	"a first page of two with the token: applied, the cursor moves on, the lease is kept"
+is "$(LEASE=41 users "$R" false - "$U4,$U6" "erin,dave" "E,D2")|$(cursor users)|$(leases)" \
+	"0|0|2|0|$R|complete|-|2|t|-|channels:999:41:live,service:-:41:-,users:-:41:-" \
+	"its last page: applied, the listing complete, its lease ended"
+is "$(LEASE=41 channels "$R" true - CH1,CH2,CH4 public,public,private)|$(leases)" \
+	"0|0|3|0|channels:-:41:-,service:-:41:-,users:-:41:-" \
+	"a one-page channels listing with the token: applied, its lease ended"
+# A lease that has expired no longer holds a call without a token back.
+dim_lease 999 42 '-1 minute'
+is "$(w "SELECT changed FROM sync_service_row($R, '$S', '$ACCOUNT_SID', 'Help desk', '2020-01-01', '2020-03-01',
+	1, 0)")|$(leases)" "0|channels:999:42:expired,service:-:42:-,users:999:42:expired" \
+	"another instance's lease expired: a call without a token is applied (and ends it)"
+dim_lease -
 
 # --- sync_merge_user ----------------------------------------------------------
 # frank (U7), configured by identity: a history of his own (CH1 changed,
@@ -332,10 +387,12 @@ is "$(w "SELECT user_key FROM sync_resolve_users('$S', NULL, true)" | paste -sd,
 	"with p_all: every user of the service not deleted, by User SID"
 is "$(w "SELECT count(*) FROM sync_resolve_users('$S', '{}', false)")" 0 "no users, no keys"
 page "$M" kim true - CH1 joined
-is "$(as $((epoch - 1)) "SELECT count(*) || ':' || count(user_key) FROM sync_resolve_users('$S', '{kim}', false)")|$(keyed kim)" "1:0|1|0|0|1|0" \
-	"a session fenced out gets one NULL row (refused), and nothing is merged"
-is "$(as $((epoch - 1)) "SELECT coalesce(sync_merge_user('$S', 'kim', '$U10')::text, 'null')")|$(keyed kim)" "null|1|0|0|1|0" \
+is "$(as "$expired" "SELECT count(*) || ':' || count(user_key) FROM sync_resolve_users('$S', '{kim}', false)")|$(keyed kim)" "1:0|1|0|0|1|0" \
+	"a session whose instance has expired gets one NULL row (refused), and nothing is merged"
+is "$(as "$expired" "SELECT coalesce(sync_merge_user('$S', 'kim', '$U10')::text, 'null')")|$(keyed kim)" "null|1|0|0|1|0" \
 	"nor does sync_merge_user()"
+is "$(as 999999 "SELECT count(*) || ':' || count(user_key) FROM sync_resolve_users('$S', '{kim}', false)")|$(as 999999 "SELECT coalesce(sync_merge_user('$S', 'kim', '$U10')::text, 'null')")|$(keyed kim)" \
+	"1:0|null|1|0|0|1|0" "so does a session whose instance has no row"
 
 # --- sync_health after a merge ------------------------------------------------
 w "SELECT sync_user_failed($M, '$S', 'zed', 'user not found', 1, 0, 'http 404', 1)" >/dev/null
