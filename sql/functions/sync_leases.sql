@@ -66,7 +66,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION sync_lease_valid(
     p_lease bigint, p_token bigint, p_instance bigint, p_expires timestamptz)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $fn$
+LANGUAGE sql STABLE AS $fn$
     SELECT CASE WHEN p_lease IS NOT NULL THEN p_token IS NOT DISTINCT FROM p_lease
                 ELSE p_instance IS NULL OR p_expires IS NULL OR p_expires <= now() END;
 $fn$;

@@ -141,9 +141,9 @@ $fn$;
 -- caller whose lease token p_lease is not the user's (its lease was taken
 -- over: see sync_leases.sql) changes nothing and gets NULL counts.
 --
--- New memberships go in with a plain INSERT: one chatsyncd holds the
--- schema's advisory lock, and it never commits two pages of one user at
--- once, so no other session adds the same key.  A version is copied to
+-- New memberships go in with a plain INSERT: the page holds the user's
+-- advisory lock and its cursor's row lock (sync_listing_begin()), so no
+-- other session adds the same key meanwhile.  A version is copied to
 -- user_channel_past_versions only when it changes or ends; the first time it
 -- is seen invited, and joined, is kept on its row.  p_digest, for a
 -- listing on one page, is kept on the cursor with the number of memberships
