@@ -92,8 +92,9 @@ wait_on(struct http *h, const struct default_service_hooks *hooks, int wait_ms)
  * was stopped.
  */
 static bool
-ask(struct http *h, const struct default_service_hooks *hooks, const char *base, char out[35],
-    bool *auth_refused, int *status, char *err, size_t errsz)
+ask(struct http *h, const struct default_service_hooks *hooks, const char *base,
+    const struct http_auth *auth, char out[35], bool *auth_refused, int *status, char *err,
+    size_t errsz)
 {
 	char *url = url_join(base, "/v1/Configuration");
 	struct fetch f = {0};
@@ -101,7 +102,7 @@ ask(struct http *h, const struct default_service_hooks *hooks, const char *base,
 
 	*status = -1;
 	buf_init(&f.body, BODY_CAP);
-	ok = http_get(h, url, on_body, on_done, &f, err, errsz);
+	ok = http_get(h, url, auth, on_body, on_done, &f, err, errsz);
 	/* f is the transfer's until on_done: never left before. */
 	while (ok && !f.done)
 		wait_on(h, hooks, 1000);
@@ -129,21 +130,24 @@ ask(struct http *h, const struct default_service_hooks *hooks, const char *base,
 }
 
 /*
- * ask(), again after a 429, a 5xx or a failed transfer, up to
+ * ask() with the service's credentials, again after a 429, a 5xx or a
+ * failed transfer, up to
  * twilio.max_retries times, waiting twilio.backoff_base_ms, then twice as
  * long each time (at most twilio.max_backoff seconds), unless stopped.
  */
 static bool
-ask_with_retries(const struct settings *s, struct http *h,
-		 const struct default_service_hooks *hooks, const char *base, char out[35],
-		 bool *auth_refused, char *err, size_t errsz)
+ask_with_retries(const struct settings *s, const struct settings_service *svc, struct http *h,
+		 const struct default_service_hooks *hooks, char out[35], bool *auth_refused,
+		 char *err, size_t errsz)
 {
+	const struct http_auth auth = {settings_service_user(s, svc),
+				       settings_service_password(s, svc)};
 	long wait_ms = s->backoff_base_ms;
 
 	for (int attempt = 0;; attempt++) {
 		int status;
 
-		if (ask(h, hooks, base, out, auth_refused, &status, err, errsz))
+		if (ask(h, hooks, svc->base_url, &auth, out, auth_refused, &status, err, errsz))
 			return true;
 		if (attempt >= s->max_retries || !(status == 0 || status == 429 || status >= 500))
 			return false;
@@ -181,7 +185,7 @@ default_service_resolve(struct settings *s, struct http *h,
 
 		if (!svc->default_service)
 			continue;
-		if (!ask_with_retries(s, h, hooks, svc->base_url, sid, auth_refused, err, errsz))
+		if (!ask_with_retries(s, svc, h, hooks, sid, auth_refused, err, errsz))
 			return false;
 		if (listed_elsewhere(s, i, sid)) {
 			snprintf(err, errsz,

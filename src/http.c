@@ -165,10 +165,12 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 }
 
 static void
-set_options(struct transfer *t, const char *url)
+set_options(struct transfer *t, const char *url, const struct http_auth *auth)
 {
 	const struct http_options *o = &t->h->opts;
 	CURL *e = t->easy;
+	const char *user = auth != NULL ? auth->username : o->username;
+	const char *password = auth != NULL ? auth->password : o->password;
 
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	/* An explicit "" also turns off http_proxy and friends from the environment. */
@@ -176,8 +178,8 @@ set_options(struct transfer *t, const char *url)
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-	curl_easy_setopt(e, CURLOPT_USERNAME, o->username);
-	curl_easy_setopt(e, CURLOPT_PASSWORD, o->password);
+	curl_easy_setopt(e, CURLOPT_USERNAME, user);
+	curl_easy_setopt(e, CURLOPT_PASSWORD, password);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT, o->timeout);
@@ -223,8 +225,8 @@ transfer_get(struct http *h)
 }
 
 bool
-http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done, void *arg,
-	 char *err, size_t errsz)
+http_get(struct http *h, const char *url, const struct http_auth *auth, http_body_fn on_body,
+	 http_done_fn on_done, void *arg, char *err, size_t errsz)
 {
 	struct transfer *t = transfer_get(h);
 	CURLMcode mc;
@@ -236,7 +238,7 @@ http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_
 	t->on_body = on_body;
 	t->on_done = on_done;
 	t->arg = arg;
-	set_options(t, url);
+	set_options(t, url, auth);
 	mc = curl_multi_add_handle(h->multi, t->easy);
 	if (mc != CURLM_OK) {
 		snprintf(err, errsz, "could not start a transfer: %s", curl_multi_strerror(mc));

@@ -44,12 +44,20 @@ struct http *http_new(const struct http_options *opts, char *err, size_t errsz)
 	__attribute__((warn_unused_result));
 void http_free(struct http *h);
 
+/* HTTP basic auth for one request, both borrowed until the request ends. */
+struct http_auth {
+	const char *username;
+	const char *password;
+};
+
 /*
- * Starts a GET of url; on_done is always called exactly once if this
- * returns true.  On failure the reason is in err.
+ * Starts a GET of url, with auth (NULL: the client's own, from its
+ * options); on_done is always called exactly once if this returns true.
+ * On failure the reason is in err.
  */
-bool http_get(struct http *h, const char *url, http_body_fn on_body, http_done_fn on_done,
-	      void *arg, char *err, size_t errsz) __attribute__((warn_unused_result));
+bool http_get(struct http *h, const char *url, const struct http_auth *auth, http_body_fn on_body,
+	      http_done_fn on_done, void *arg, char *err, size_t errsz)
+	__attribute__((warn_unused_result));
 
 /* Transfers started and not yet reported done. */
 int http_pending(const struct http *h);

@@ -80,8 +80,9 @@ struct listing {
 	struct page_parser *dimension_parser[DIMENSIONS]; /* made when first needed */
 	struct page_batch *dimension_batch[DIMENSIONS];
 	struct commit commit;
-	int64_t lease;	 /* the token of the listing's lease */
-	bool lease_lost; /* another instance took the lease over: the listing is dropped */
+	struct http_auth auth; /* the service's credentials */
+	int64_t lease;	       /* the token of the listing's lease */
+	bool lease_lost;       /* another instance took the lease over: the listing is dropped */
 };
 
 void
@@ -405,7 +406,7 @@ fetch_page(struct listing *l)
 	page_batch_reset(l->batch);
 	l->rejected = 0;
 	l->state = LISTING_FETCHING;
-	if (!http_get(l->st->http, l->url, on_body, on_done, l, why, sizeof(why)))
+	if (!http_get(l->st->http, l->url, &l->auth, on_body, on_done, l, why, sizeof(why)))
 		fail_user(l, "transport", "could not start a request for page %u: %s", l->page_no,
 			  why);
 }
@@ -696,8 +697,18 @@ static void
 auth_failed(struct listing *l, const struct http_result *res)
 {
 	struct sweep_state *st = l->st;
+	const struct settings_service *svc = &st->s->services[l->service_index];
 	const struct cursor_error e = {"authentication failed", "auth", l->page_no, 0, 0, l->lease};
 
+	if (svc->account_sid != NULL) {
+		/* A subaccount's own credentials: its service's users fail, the others go on. */
+		st->account_refused[l->service_index] = true;
+		fail_user(l, "auth",
+			  "authentication failed for account %s (%s): check the credentials of "
+			  "its service's group",
+			  svc->account_sid, res->error);
+		return;
+	}
 	log_error("authentication failed (%s): check %s; stopping this sweep", res->error,
 		  st->s->api_key_sid != NULL ? "twilio.api_key_sid and its secret"
 					     : "twilio.account_sid and the auth token");
@@ -775,8 +786,8 @@ on_done(void *arg, const struct http_result *res)
 }
 
 void
-sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user,
-		      const char *reason)
+sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user, int64_t lease,
+		      const char *kind, const char *reason)
 {
 	const char *service_sid = st->s->services[service_index].sid;
 	char user_esc[160];
@@ -785,7 +796,7 @@ sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *
 	log_warning("service %s user \"%s\": %s", service_sid, user_esc, reason);
 	st->service_failed[service_index] = true;
 	user_done(st, service_sid, false);
-	const struct cursor_error e = {reason, "database", 0, 0, 0, 0};
+	const struct cursor_error e = {reason, kind, 0, 0, 0, lease};
 
 	record_failure(st, service_sid, user, user_esc, &e);
 }
@@ -854,8 +865,12 @@ static void
 start(struct listing *l, size_t service_index, const char *user, char *first_url,
       struct cursor_position *pos)
 {
+	const struct settings_service *svc = &l->st->s->services[service_index];
+
 	l->service_index = service_index;
-	l->service_sid = l->st->s->services[service_index].sid;
+	l->service_sid = svc->sid;
+	l->auth.username = settings_service_user(l->st->s, svc);
+	l->auth.password = settings_service_password(l->st->s, svc);
 	l->user = user;
 	log_escape(l->user_esc, sizeof(l->user_esc), user);
 	l->first_url = first_url;

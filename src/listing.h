@@ -50,6 +50,7 @@ struct sweep_state {
 	unsigned uncounted_requests, uncounted_retries; /* of pages that were dropped */
 	unsigned unrecorded_failures; /* users that failed where the database could not say so */
 	bool *service_failed;	      /* per configured service */
+	bool *account_refused; /* per service: the API refused its own account's credentials */
 	struct sweep_progress progress;
 	/*
 	 * A dimension listing (enum dimension) of a service ended, complete or
@@ -73,11 +74,13 @@ void sweep_state_lost(struct sweep_state *st, struct db *db);
 bool sweep_state_may_work(const struct sweep_state *st);
 
 /*
- * Fails a user that no listing started for (its cursor could not be read):
- * logged, counted and recorded like any failed listing.
+ * Fails a user that no listing started for (it could not be claimed, or
+ * its account's credentials were refused), holding lease (0: none), for a
+ * reason of this kind (see struct cursor_error): logged, counted and
+ * recorded like any failed listing.
  */
 void sweep_state_fail_user(struct sweep_state *st, size_t service_index, const char *user,
-			   const char *reason);
+			   int64_t lease, const char *kind, const char *reason);
 
 struct listing;
 

@@ -103,8 +103,9 @@ static const char *const list_keys[] = {"sync.services"};
 struct loader {
 	const char *path;
 	struct settings *s;
-	bool token_in_file;	 /* twilio.auth_token is written in the file */
-	bool key_secret_in_file; /* twilio.api_key_secret is */
+	bool token_in_file;	     /* twilio.auth_token is written in the file */
+	bool key_secret_in_file;     /* twilio.api_key_secret is */
+	bool service_secret_in_file; /* a service group's auth_token or api_key_secret is */
 	enum settings_token token;
 };
 
@@ -318,6 +319,135 @@ load_default_service(struct loader *l, struct settings_service *svc, const confi
 	return true;
 }
 
+static bool read_secret_file(struct loader *l, const config_setting_t *at, const char *key,
+			     const char *name, char **out);
+
+/* The credential keys a service group may have, for a subaccount. */
+static const char *const credential_keys[] = {"account_sid",	 "auth_token",
+					      "auth_token_file", "api_key_sid",
+					      "api_key_secret",	 "api_key_secret_file"};
+
+static bool
+is_service_key(const char *name)
+{
+	static const char *const keys[] = {"sid", "users", "api", "base_url"};
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(name, keys[i]) == 0)
+			return true;
+	}
+	for (size_t i = 0; i < sizeof(credential_keys) / sizeof(credential_keys[0]); i++) {
+		if (strcmp(name, credential_keys[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The string member name of group cs, or NULL; false (logged) if it is not a string. */
+static bool
+group_string(struct loader *l, const config_setting_t *cs, const char *key, const char *name,
+	     const char **out)
+{
+	const config_setting_t *at = config_setting_get_member(cs, name);
+
+	*out = NULL;
+	if (at == NULL)
+		return true;
+	*out = config_setting_get_string(at);
+	if (*out != NULL)
+		return true;
+	fail_at(l, at, key, "%s must be a string", name);
+	return false;
+}
+
+/*
+ * The secret of a subaccount's credentials: inline (value) or in a file
+ * (file, read as twilio.auth_token_file is), exactly one of the two.
+ */
+static bool
+load_service_secret(struct loader *l, struct settings_service *svc, const config_setting_t *cs,
+		    const char *key, const char *name, const char *value, const char *file)
+{
+	char file_key[96];
+
+	snprintf(file_key, sizeof(file_key), "%s.%s_file", key, name);
+	if ((value == NULL) == (file == NULL)) {
+		fail_at(l, cs, key,
+			"a service with its own account_sid needs its %s: give %s or %s_file", name,
+			name, name);
+		return false;
+	}
+	if (value != NULL) {
+		svc->secret = xstrdup(value);
+		l->service_secret_in_file = true;
+	} else if (l->token == SETTINGS_TOKEN_READ &&
+		   !read_secret_file(l, config_setting_get_member(cs, file_key + strlen(key) + 1),
+				     file_key, file, &svc->secret)) {
+		return false;
+	}
+	if (l->token == SETTINGS_TOKEN_READ && svc->secret[0] == '\0') {
+		fail_at(l, cs, key, "its %s is empty", name);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A subaccount's own credentials in a service group: account_sid, with its
+ * auth token or an API key of it, from the group or a file (never from the
+ * environment, which holds twilio.*'s).  Without account_sid the service
+ * uses twilio.*'s, and no other credential key may be given.
+ */
+static bool
+load_service_credentials(struct loader *l, struct settings_service *svc, const config_setting_t *cs,
+			 const char *key)
+{
+	const char *v[sizeof(credential_keys) / sizeof(credential_keys[0])];
+	const char *account, *token, *token_file, *key_sid, *key_secret, *key_secret_file;
+
+	for (size_t i = 0; i < sizeof(credential_keys) / sizeof(credential_keys[0]); i++) {
+		if (!group_string(l, cs, key, credential_keys[i], &v[i]))
+			return false;
+	}
+	account = v[0], token = v[1], token_file = v[2], key_sid = v[3], key_secret = v[4],
+	key_secret_file = v[5];
+	if (account == NULL) {
+		for (size_t i = 1; i < sizeof(v) / sizeof(v[0]); i++) {
+			if (v[i] != NULL) {
+				fail_at(l, config_setting_get_member(cs, credential_keys[i]), key,
+					"%s is given without the account_sid it belongs to",
+					credential_keys[i]);
+				return false;
+			}
+		}
+		return true;
+	}
+	if (!twilio_sid_valid(account, "AC")) {
+		fail_at(l, config_setting_get_member(cs, "account_sid"), key,
+			"account_sid must be an Account SID (AC followed by 32 hex digits)");
+		return false;
+	}
+	svc->account_sid = xstrdup(account);
+	if (key_sid == NULL) {
+		if (key_secret != NULL || key_secret_file != NULL) {
+			fail_at(l, cs, key, "an API key secret is given, but no api_key_sid");
+			return false;
+		}
+		return load_service_secret(l, svc, cs, key, "auth_token", token, token_file);
+	}
+	if (!twilio_sid_valid(key_sid, "SK")) {
+		fail_at(l, config_setting_get_member(cs, "api_key_sid"), key,
+			"api_key_sid must be an API key SID (SK followed by 32 hex digits)");
+		return false;
+	}
+	if (token != NULL || token_file != NULL) {
+		fail_at(l, cs, key, "give either an API key or an auth token, not both");
+		return false;
+	}
+	svc->api_key_sid = xstrdup(key_sid);
+	return load_service_secret(l, svc, cs, key, "api_key_secret", key_secret, key_secret_file);
+}
+
 static bool
 load_service(struct loader *l, const config_setting_t *cs, size_t index)
 {
@@ -334,15 +464,14 @@ load_service(struct loader *l, const config_setting_t *cs, size_t index)
 	for (int i = 0; i < config_setting_length(cs); i++) {
 		const char *name = config_setting_name(config_setting_get_elem(cs, (unsigned)i));
 
-		if (strcmp(name, "sid") != 0 && strcmp(name, "users") != 0 &&
-		    strcmp(name, "api") != 0 && strcmp(name, "base_url") != 0) {
+		if (!is_service_key(name)) {
 			fail_at(l, config_setting_get_elem(cs, (unsigned)i), key,
 				"unknown key \"%s\"", name);
 			return false;
 		}
 	}
 	l->s->n_services++;
-	if (!load_api(l, svc, cs, key))
+	if (!load_api(l, svc, cs, key) || !load_service_credentials(l, svc, cs, key))
 		return false;
 	sid_at = config_setting_get_member(cs, "sid");
 	if (sid_at == NULL && svc->api == TWILIO_API_CONVERSATIONS)
@@ -458,17 +587,16 @@ static const struct secret api_key_secret = {"api_key_secret", "api_key_secret_f
 
 /* Reads the secret file name (see token_path) into *out. */
 static bool
-read_secret_file(struct loader *l, const config_setting_t *at, const struct secret *sec,
-		 const char *name, char **out)
+read_secret_file(struct loader *l, const config_setting_t *at, const char *key, const char *name,
+		 char **out)
 {
-	char buf[MAX_TOKEN_FILE + 1], key[64];
+	char buf[MAX_TOKEN_FILE + 1];
 	char *file = token_path(name);
 	struct stat st;
 	bool ok = false;
 	ssize_t n;
 	int fd;
 
-	snprintf(key, sizeof(key), "twilio.%s", sec->file_key);
 	/* Not through a symbolic link, and without waiting on a FIFO's writer. */
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
@@ -546,6 +674,12 @@ warn_readable_secrets(const struct loader *l)
 		log_warning("%s holds twilio.api_key_secret and is readable by group or others; "
 			    "chmod 600 it or use api_key_secret_file",
 			    l->path);
+	if (l->service_secret_in_file)
+		log_warning(
+			"%s holds the auth token or API key secret of a service's account and is "
+			"readable by group or others; chmod 600 it or use auth_token_file or "
+			"api_key_secret_file",
+			l->path);
 	if (conninfo_has_password(l->s->conninfo))
 		log_warning("%s holds a password in database.conninfo and is readable by group or "
 			    "others; use a password file (PGPASSFILE, see chatsyncd(8))",
@@ -580,7 +714,7 @@ resolve_secret(struct loader *l, const config_t *cf, const struct secret *sec, c
 		}
 		if (l->token != SETTINGS_TOKEN_READ)
 			return true; /* named, not read: nothing will call Twilio */
-		if (!read_secret_file(l, file_at, sec, file, value))
+		if (!read_secret_file(l, file_at, file_path, file, value))
 			return false;
 	}
 	if (l->token == SETTINGS_TOKEN_IGNORED)
@@ -836,6 +970,11 @@ settings_free(struct settings *s)
 		free(s->services[i].users);
 		free(s->services[i].sid);
 		free(s->services[i].base_url);
+		free(s->services[i].account_sid);
+		free(s->services[i].api_key_sid);
+		if (s->services[i].secret != NULL)
+			explicit_bzero(s->services[i].secret, strlen(s->services[i].secret));
+		free(s->services[i].secret);
 	}
 	free(s->services);
 	free(s->path);
@@ -915,4 +1054,18 @@ const char *
 settings_api_password(const struct settings *s)
 {
 	return s->api_key_sid != NULL ? s->api_key_secret : s->auth_token;
+}
+
+const char *
+settings_service_user(const struct settings *s, const struct settings_service *svc)
+{
+	if (svc->account_sid == NULL)
+		return settings_api_user(s);
+	return svc->api_key_sid != NULL ? svc->api_key_sid : svc->account_sid;
+}
+
+const char *
+settings_service_password(const struct settings *s, const struct settings_service *svc)
+{
+	return svc->account_sid == NULL ? settings_api_password(s) : svc->secret;
 }

@@ -25,6 +25,15 @@ struct settings_service {
 	char *base_url;	     /* where: its base_url, else twilio.base_url, else the API's host,
 				moved by twilio.region and twilio.edge */
 	int page_size;	     /* twilio.page_size, at most what the API allows */
+	/*
+	 * A subaccount's own credentials (account_sid given in the group), else
+	 * all NULL and twilio.*'s are used: its Account SID, its API key SID
+	 * (NULL with an auth token), and the auth token or the key's secret
+	 * (never log it).
+	 */
+	char *account_sid;
+	char *api_key_sid;
+	char *secret;
 };
 
 /* Plain data: everything a sweep needs, validated. */
@@ -113,6 +122,10 @@ size_t settings_user_count(const struct settings *s);
 /* The user and password of the API's basic authentication (borrowed). */
 const char *settings_api_user(const struct settings *s);
 const char *settings_api_password(const struct settings *s);
+
+/* The same for the requests of service svc: its own credentials, else twilio.*'s. */
+const char *settings_service_user(const struct settings *s, const struct settings_service *svc);
+const char *settings_service_password(const struct settings *s, const struct settings_service *svc);
 
 /* Does a service say users = "all"? */
 bool settings_discovers_users(const struct settings *s);

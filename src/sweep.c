@@ -130,13 +130,24 @@ drop_claimed(struct sweep *sw)
 	sw->n_claimed = 0;
 }
 
-/* Starts the next user claimed on l. */
+/*
+ * Starts the next user claimed on l; a user of a service whose account
+ * refused its credentials fails at once, without a request.
+ */
 static void
 start_claimed(struct sweep *sw, struct listing *l)
 {
 	struct claimed *c = &sw->claimed[--sw->n_claimed];
+	const struct settings_service *svc = &sw->st.s->services[c->service_index];
 
-	listing_start(l, c->service_index, c->user, &c->pos);
+	if (!sw->st.account_refused[c->service_index]) {
+		listing_start(l, c->service_index, c->user, &c->pos);
+		return;
+	}
+	free(c->pos.next_url);
+	sweep_state_fail_user(&sw->st, c->service_index, c->user, c->pos.lease, "auth",
+			      svc->account_sid != NULL ? "authentication failed for its account"
+						       : "authentication failed");
 }
 
 static size_t
@@ -210,7 +221,7 @@ resolve_service(struct sweep *sw, size_t i)
 			st->service_failed[i] = true;
 		}
 		for (size_t j = 0; j < svc->n_users; j++)
-			sweep_state_fail_user(st, i, svc->users[j], reason);
+			sweep_state_fail_user(st, i, svc->users[j], 0, "database", reason);
 	}
 	for (size_t j = 0; j < out->n_users; j++) {
 		if (out->users[j][0] == '\0') {
@@ -397,7 +408,7 @@ claim_failed(struct sweep *sw, size_t i, const char *const *users, size_t n)
 	}
 	snprintf(reason, sizeof(reason), "could not claim the user: %s", db_error(st->db));
 	for (size_t k = 0; k < n; k++)
-		sweep_state_fail_user(st, i, users[k], reason);
+		sweep_state_fail_user(st, i, users[k], 0, "database", reason);
 }
 
 /*
@@ -978,6 +989,7 @@ sweep_begin(struct sweep *sw)
 	events.arg = sw;
 	st->commits = commit_queue_new(sw->writers, sw->n_writers, sw->n_listings, &events);
 	st->service_failed = xcalloc(st->s->n_services, sizeof(bool));
+	st->account_refused = xcalloc(st->s->n_services, sizeof(bool));
 	sw->resolved = xcalloc(st->s->n_services, sizeof(*sw->resolved));
 	sw->job_pending = xcalloc(dimension_jobs(sw) + 1, sizeof(*sw->job_pending));
 	st->dimension_ended = on_dimension_ended;
@@ -998,6 +1010,7 @@ sweep_end(struct sweep *sw)
 	free(sw->revisit);
 	free(sw->job_pending);
 	free(sw->st.service_failed);
+	free(sw->st.account_refused);
 	for (size_t i = 0; i < sw->st.s->n_services; i++) {
 		for (size_t j = 0; j < sw->resolved[i].n_users; j++)
 			free(sw->resolved[i].users[j]);
