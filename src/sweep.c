@@ -452,7 +452,7 @@ static void
 claim_revisits(struct sweep *sw)
 {
 	const char *users[CLAIM_WINDOW], *held[CLAIM_WINDOW];
-	size_t i, n = 0, n_held, kept = 0;
+	size_t i, n = 0, n_held, kept = 0, looked;
 
 	if (sw->n_revisit == 0 || sw->n_claimed > 0 ||
 	    clock_seconds_since(&sw->last_revisit) * 1000 < REVISIT_MS)
@@ -466,7 +466,8 @@ claim_revisits(struct sweep *sw)
 			sw->revisit[kept++] = sw->revisit[k];
 	}
 	sw->n_revisit = kept;
-	if (claim(sw, i, users, n, held, &n_held) == 0) {
+	looked = claim(sw, i, users, n, held, &n_held);
+	if (looked == 0) {
 		if (!db_alive(sw->st.db)) {
 			sweep_state_lost(&sw->st, sw->st.db);
 			return;
@@ -478,6 +479,9 @@ claim_revisits(struct sweep *sw)
 	}
 	for (size_t k = 0; k < n_held; k++)
 		add_revisit(sw, i, held[k]);
+	/* Those after the last claimed, when the limit was reached, were not looked at. */
+	for (size_t k = looked > 0 ? looked : n; k < n; k++)
+		add_revisit(sw, i, users[k]);
 }
 
 /* Tries again, once REVISIT_MS has passed, the dimension listings another instance held. */
