@@ -443,21 +443,16 @@ claim_window(struct sweep *sw)
 }
 
 /*
- * Claims again, once REVISIT_MS has passed, the users another instance
- * held: those done since are counted, those whose lease expired are
- * claimed, the others stay.  One service's at a time, when no user
- * claimed waits.
+ * Claims again up to CLAIM_WINDOW of the users another instance held, of
+ * one service: those done since are counted, those whose lease expired are
+ * claimed, the others stay.  Returns how many were looked at.
  */
-static void
-claim_revisits(struct sweep *sw)
+static size_t
+revisit_some(struct sweep *sw)
 {
 	const char *users[CLAIM_WINDOW], *held[CLAIM_WINDOW];
 	size_t i, n = 0, n_held, kept = 0, looked;
 
-	if (sw->n_revisit == 0 || sw->n_claimed > 0 ||
-	    clock_seconds_since(&sw->last_revisit) * 1000 < REVISIT_MS)
-		return;
-	sw->last_revisit = clock_now();
 	i = sw->revisit[0].service_index;
 	for (size_t k = 0; k < sw->n_revisit; k++) {
 		if (sw->revisit[k].service_index == i && n < CLAIM_WINDOW)
@@ -470,7 +465,7 @@ claim_revisits(struct sweep *sw)
 	if (looked == 0) {
 		if (!db_alive(sw->st.db)) {
 			sweep_state_lost(&sw->st, sw->st.db);
-			return;
+			return n;
 		}
 		log_warning("could not claim users held by another instance: %s",
 			    db_error(sw->st.db));
@@ -482,6 +477,27 @@ claim_revisits(struct sweep *sw)
 	/* Those after the last claimed, when the limit was reached, were not looked at. */
 	for (size_t k = looked > 0 ? looked : n; k < n; k++)
 		add_revisit(sw, i, users[k]);
+	return n;
+}
+
+/*
+ * Once REVISIT_MS has passed, looks again at every user another instance
+ * held, a window at a time, until one is claimed (when no claimed user
+ * waits).
+ */
+static void
+claim_revisits(struct sweep *sw)
+{
+	if (sw->n_revisit == 0 || sw->n_claimed > 0 ||
+	    clock_seconds_since(&sw->last_revisit) * 1000 < REVISIT_MS)
+		return;
+	sw->last_revisit = clock_now();
+	for (size_t left = sw->n_revisit; left > 0 && sw->n_revisit > 0 && sw->n_claimed == 0 &&
+					  sweep_state_may_work(&sw->st);) {
+		size_t n = revisit_some(sw);
+
+		left = n < left ? left - n : 0;
+	}
 }
 
 /* Tries again, once REVISIT_MS has passed, the dimension listings another instance held. */
