@@ -31,6 +31,17 @@ claim() {
 }
 token() { q "SELECT lease_token FROM sync_cursors WHERE service_sid = '$S' AND user_sid = '$1'"; }
 holder() { q "SELECT coalesce(lease_instance::text, '-') FROM sync_cursors WHERE user_sid = '$1'"; }
+# hold_row USER: another session locks USER's cursor row for 3 s, as a page
+# being applied does; sets locker to its pid, and returns once it holds it.
+hold_row() {
+	psql -X -q -c "BEGIN" -c "SELECT 1 FROM chatsync.sync_cursors WHERE user_sid = '$1' FOR NO KEY UPDATE" \
+		-c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
+	locker=$!
+	for _ in $(seq 50); do
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)'")" = 1 ] && break
+		sleep 0.1
+	done
+}
 # page USER TOKEN: an empty last page of USER's listing, with TOKEN ('NULL': none).
 page() {
 	q "SELECT coalesce(deleted::text, 'refused') FROM sync_page($RUN, '$S', '$1', true, NULL,
@@ -70,13 +81,7 @@ t1=$(token u1)
 
 # A cursor locked by a page being applied is skipped, not waited for.
 q "INSERT INTO sync_cursors (service_sid, user_sid, run_id, state) VALUES ('$S', 'u5', $RUN, 'running')"
-psql -X -q -c "BEGIN" -c "SELECT 1 FROM chatsync.sync_cursors WHERE user_sid = 'u5' FOR NO KEY UPDATE" \
-	-c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
-locker=$!
-for _ in $(seq 50); do
-	[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)'")" = 1 ] && break
-	sleep 0.1
-done
+hold_row u5
 t0=$(date +%s%N)
 is "$(claim "$RUN" "$B" 10 u5 u6)" "u5:pending u6:claimed" "a user whose cursor row is locked is skipped"
 ok $(( ($(date +%s%N) - t0) / 1000000 < 2000 ? 0 : 1 )) "without waiting for the lock"
@@ -103,13 +108,7 @@ is "$(q "SELECT string_agg(ord::text, ',') FROM sync_lease_renew($A, 60, '{$S,$S
 	"2" "A's renewal keeps u1 and says u2 was taken over"
 is "$(q "SELECT lease_expires_at > now() + interval '50 seconds' FROM sync_cursors WHERE user_sid = 'u1'")" t \
 	"u1's lease runs for another lease_seconds"
-psql -X -q -c "BEGIN" -c "SELECT 1 FROM chatsync.sync_cursors WHERE user_sid = 'u1' FOR NO KEY UPDATE" \
-	-c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
-locker=$!
-for _ in $(seq 50); do
-	[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)'")" = 1 ] && break
-	sleep 0.1
-done
+hold_row u1
 t0=$(date +%s%N)
 is "$(q "SELECT count(*) FROM sync_lease_renew($A, 60, '{$S}', '{u1}', '{$t1}', '{f}')")" 0 \
 	"a lease whose cursor a page has locked is kept, not reported lost"
