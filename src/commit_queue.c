@@ -89,7 +89,7 @@ send_on(struct writer *w, struct commit *c)
 		c->unchanged_sent = false;
 		return dimension_send_page(w->db, (enum dimension)c->dimension, c->batch, &c->page);
 	}
-	c->unchanged_sent = c->page.digest != NULL && strcmp(c->page.digest, c->known_digest) == 0;
+	c->unchanged_sent = c->page.unchanged != NULL;
 	if (c->unchanged_sent)
 		return store_send_unchanged(w->db, c->batch, &c->page);
 	return store_send_page(w->db, c->batch, &c->page);
@@ -172,8 +172,8 @@ collect(struct commit_queue *q, struct writer *w, bool wait)
 	if (committed && counts.refused) {
 		q->ev.refused(q->ev.arg, c);
 	} else if (committed && !applied) {
-		/* The cursor's digest changed meanwhile: send the page whole, first. */
-		c->known_digest[0] = '\0';
+		/* The stored digests are not those: send the page whole, first. */
+		c->page.unchanged = NULL;
 		push_front(q, c);
 	} else if (committed) {
 		q->ev.committed(q->ev.arg, c, &counts);

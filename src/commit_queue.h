@@ -4,9 +4,9 @@
  *
  * Pages are committed on the database.writers connections, one page on
  * each at a time, oldest first, without waiting: the transfers go on while
- * the server works.  A one-page listing whose digest equals the one on its
- * cursor is sent without its rows; if the cursor changed meanwhile, the
- * page goes again whole, first in line.  Pages of the dimension listings
+ * the server works.  A listing whose pages all equal the stored ones is
+ * sent without its rows; if the stored digests differ, its last page goes
+ * again whole, first in line.  Pages of the dimension listings
  * share the queue (see dimension_send_page).
  */
 #ifndef CHATSYNC_COMMIT_QUEUE_H
@@ -22,10 +22,9 @@ struct page_batch;
 
 /* A page to commit; the owner keeps it alive until it is reported or forgotten. */
 struct commit {
-	struct store_page page; /* page.digest: set for a whole one-page listing */
+	struct store_page page;
 	struct page_batch *batch;
 	int dimension; /* a page of a dimension listing (enum dimension), or -1: memberships */
-	char known_digest[33]; /* the cursor's digest of the listing, "" if none */
 	void *owner;
 	bool unchanged_sent; /* sent without its rows */
 };

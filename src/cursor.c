@@ -41,11 +41,18 @@ cursor_position_from_row(const PGresult *res, int row, int64_t run_id, struct cu
 		out->start = CURSOR_RESUME;
 	if (out->start == CURSOR_RESUME)
 		out->next_url = xstrdup(PQgetvalue(res, row, 2));
-	if (out->start == CURSOR_FIRST_PAGE) {
+	if (out->start == CURSOR_FIRST_PAGE)
 		out->pages_done = 0;
-		if (!PQgetisnull(res, row, 4))
-			snprintf(out->digest, sizeof(out->digest), "%s", PQgetvalue(res, row, 4));
-	}
+	if (!PQgetisnull(res, row, 4) && PQgetvalue(res, row, 4)[0] != '\0')
+		out->digests = xstrdup(PQgetvalue(res, row, 4));
+}
+
+void
+cursor_position_free(struct cursor_position *pos)
+{
+	free(pos->next_url);
+	free(pos->digests);
+	pos->next_url = pos->digests = NULL;
 }
 
 bool

@@ -21,9 +21,16 @@ struct cursor_position {
 	enum cursor_start start;
 	char *next_url;	     /* for CURSOR_RESUME; the caller owns it */
 	unsigned pages_done; /* pages of the listing already committed */
-	char digest[33];     /* the last one-page listing's digest ("" if none) */
-	int64_t lease;	     /* the token of the lease this process holds on it; 0: none */
+	/*
+	 * The digests of the pages stored for the listing, comma-separated by
+	 * page number ("" for a page without one), or NULL; the caller owns it.
+	 */
+	char *digests;
+	int64_t lease; /* the token of the lease this process holds on it; 0: none */
 };
+
+/* Frees what pos owns (next_url, digests). */
+void cursor_position_free(struct cursor_position *pos);
 
 struct buf;
 struct settings_service;
@@ -70,8 +77,9 @@ bool cursor_record_error(struct db *db, int64_t run_id, const char *service_sid,
 
 /*
  * Reads one row of a cursor query (columns: run_id, state, next_page_url,
- * pages_done, the digest, all NULL for a user without a cursor) as the
- * position of a user in the sweep run_id.  out->next_url is the caller's.
+ * pages_done, the pages' digests, all NULL for a user without a cursor)
+ * as the position of a user in the sweep run_id.  out->next_url and
+ * out->digests are the caller's.
  */
 void cursor_position_from_row(const PGresult *res, int row, int64_t run_id,
 			      struct cursor_position *out);

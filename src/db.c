@@ -23,7 +23,13 @@ struct db {
 	char *schema_ident;
 	const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
 	size_t n_prepared;
-	bool busy;	     /* an asynchronous statement is in flight */
+	bool busy; /* an asynchronous statement is in flight */
+	/*
+	 * Its result, read ahead of a statement run meanwhile (see settle()),
+	 * when stashed: the next db_collect() returns it.
+	 */
+	PGresult *stashed;
+	bool stashed_ready;
 	int64_t instance_id; /* the instance this session works for; 0 before one is set */
 	char *instance_name;
 	char error[512];
@@ -111,6 +117,32 @@ db_set_instance(struct db *db, int64_t instance_id, const char *name)
  * cursor commit together, so a commit lost in a server crash loses both, and
  * the page is simply fetched again from the API.
  */
+/* Reads the result of the statement in flight, to the end, so the connection is idle. */
+static PGresult *
+read_result(struct db *db)
+{
+	PGresult *res = PQgetResult(db->conn), *extra;
+
+	for (extra = PQgetResult(db->conn); extra != NULL; extra = PQgetResult(db->conn))
+		PQclear(extra);
+	db->busy = false;
+	return res;
+}
+
+/*
+ * A statement is about to run while an asynchronous one is in flight: the
+ * latter's result is waited for and kept for db_collect(), so that one
+ * connection serves both.
+ */
+static void
+settle(struct db *db)
+{
+	if (!db->busy)
+		return;
+	db->stashed = read_result(db);
+	db->stashed_ready = true;
+}
+
 static bool
 session_setup(struct db *db)
 {
@@ -119,6 +151,9 @@ session_setup(struct db *db)
 
 	db->n_prepared = 0;
 	db->busy = false;
+	PQclear(db->stashed);
+	db->stashed = NULL;
+	db->stashed_ready = false;
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
 	if (!db_exec(db, "SET synchronous_commit TO off"))
 		return false;
@@ -189,6 +224,7 @@ void
 db_close(struct db *db)
 {
 	if (db != NULL) {
+		PQclear(db->stashed);
 		PQfinish(db->conn);
 		free(db->schema_ident);
 		free(db->instance_name);
@@ -222,6 +258,7 @@ db_gone(struct db *db)
 PGconn *
 db_conn(struct db *db)
 {
+	settle(db);
 	return db->conn;
 }
 
@@ -248,7 +285,10 @@ db_result_ok(struct db *db, const PGresult *res, ExecStatusType want)
 bool
 db_exec(struct db *db, const char *sql)
 {
-	PGresult *res = PQexec(db->conn, sql);
+	PGresult *res;
+
+	settle(db);
+	res = PQexec(db->conn, sql);
 	bool ok = db_result_ok(db, res, PGRES_COMMAND_OK);
 
 	PQclear(res);
@@ -273,6 +313,7 @@ db_exec_ticking(struct db *db, const char *sql, void (*tick)(void *arg), void *a
 	PGresult *res, *last = NULL;
 	bool ok = true, waiting = true;
 
+	settle(db);
 	if (!PQsendQuery(db->conn, sql)) {
 		conn_failed(db);
 		return false;
@@ -323,6 +364,7 @@ prepare_once(struct db *db, const char *name, const char *sql, int nparams)
 	PGresult *res;
 	bool ok;
 
+	settle(db);
 	if (is_prepared(db, name))
 		return true;
 	res = PQprepare(db->conn, name, sql, nparams, NULL);
@@ -359,7 +401,7 @@ db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
 bool
 db_busy(const struct db *db)
 {
-	return db->busy;
+	return db->busy || db->stashed_ready;
 }
 
 int
@@ -371,9 +413,13 @@ db_socket(const struct db *db)
 bool
 db_collect(struct db *db, bool wait, PGresult **res)
 {
-	PGresult *extra;
-
 	*res = NULL;
+	if (db->stashed_ready) {
+		*res = db->stashed;
+		db->stashed = NULL;
+		db->stashed_ready = false;
+		return true;
+	}
 	if (!db->busy)
 		return false;
 	if (!wait && (!PQconsumeInput(db->conn) || PQisBusy(db->conn))) {
@@ -381,10 +427,7 @@ db_collect(struct db *db, bool wait, PGresult **res)
 			return false;
 	}
 	/* One result per statement; read on to the end so the connection is idle again. */
-	*res = PQgetResult(db->conn);
-	for (extra = PQgetResult(db->conn); extra != NULL; extra = PQgetResult(db->conn))
-		PQclear(extra);
-	db->busy = false;
+	*res = read_result(db);
 	return true;
 }
 
@@ -402,6 +445,7 @@ db_alive(struct db *db)
 
 	if (!db_connected(db))
 		return false;
+	settle(db);
 	res = PQexec(db->conn, "SELECT 1");
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	PQclear(res);

@@ -73,14 +73,16 @@ PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int
 bool db_array_add_text(struct buf *b, const char *s) __attribute__((warn_unused_result));
 
 /*
- * Asynchronous use, for the writer connections: sends a prepared statement
- * (it is prepared first, synchronously, the first time on each connection)
- * and returns at once.  One statement at a time.
+ * Asynchronous use, for the writer connections and the claims of the
+ * control connection: sends a prepared statement (it is prepared first,
+ * synchronously, the first time on each connection) and returns at once.
+ * One statement at a time; another statement run on the connection
+ * meanwhile first waits for its result, which db_collect() then returns.
  */
 bool db_send_prepared(struct db *db, const char *name, const char *sql, int nparams,
 		      const char *const *params) __attribute__((warn_unused_result));
 
-/* True while a statement sent with db_send_prepared has not been collected. */
+/* True while the result of a statement sent with db_send_prepared has not been collected. */
 bool db_busy(const struct db *db);
 
 /* The socket to wait on while busy (for poll). */

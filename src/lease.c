@@ -132,19 +132,18 @@ read_claim(struct db *db, const PGresult *res, int row, int64_t run_id, enum lea
 	return true;
 }
 
+static const char claim_sql[] =
+	"SELECT run_id, state, next_page_url, pages_done, digests, outcome, lease_token "
+	"FROM sync_lease_claim($1::bigint, $2::bigint, $3::integer, $4, $5::text[], "
+	"$6::integer) ORDER BY ord";
+
 bool
-lease_claim_users(struct db *db, int64_t run_id, int64_t instance_id, int seconds,
-		  const char *service_sid, const char *const *users, size_t n, size_t limit,
-		  enum lease_outcome *outcome, struct cursor_position *pos)
+lease_claim_send(struct db *db, int64_t run_id, int64_t instance_id, int seconds,
+		 const char *service_sid, const char *const *users, size_t n, size_t limit)
 {
-	static const char sql[] =
-		"SELECT run_id, state, next_page_url, pages_done, digest, outcome, lease_token "
-		"FROM sync_lease_claim($1::bigint, $2::bigint, $3::integer, $4, $5::text[], "
-		"$6::integer) ORDER BY ord";
 	char run[24], id[24], secs[16], lim[16];
 	const char *params[6] = {run, id, secs, service_sid, NULL, lim};
 	struct buf list;
-	PGresult *res;
 	bool ok;
 
 	if (!users_array(db, users, n, &list))
@@ -154,17 +153,48 @@ lease_claim_users(struct db *db, int64_t run_id, int64_t instance_id, int second
 	snprintf(secs, sizeof(secs), "%d", seconds);
 	snprintf(lim, sizeof(lim), "%zu", limit < INT_MAX ? limit : INT_MAX);
 	params[4] = buf_str(&list);
-	res = db_exec_prepared(db, "sync_lease_claim", sql, 6, params);
+	/* libpq copies the parameters before this returns. */
+	ok = db_send_prepared(db, "sync_lease_claim", claim_sql, 6, params);
 	buf_free(&list);
-	ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+	return ok;
+}
+
+bool
+lease_claim_read(struct db *db, PGresult *res, int64_t run_id, size_t n,
+		 enum lease_outcome *outcome, struct cursor_position *pos)
+{
+	bool ok = db_result_ok(db, res, PGRES_TUPLES_OK);
+
 	if (ok && (size_t)PQntuples(res) != n) {
 		db_set_error(db, "claimed %zu users, heard of %d", n, PQntuples(res));
 		ok = false;
 	}
+	for (size_t i = 0; i < n; i++)
+		memset(&pos[i], 0, sizeof(pos[i]));
 	for (size_t i = 0; ok && i < n; i++)
 		ok = read_claim(db, res, (int)i, run_id, &outcome[i], &pos[i]);
+	if (!ok) {
+		for (size_t i = 0; i < n; i++)
+			cursor_position_free(&pos[i]);
+	}
 	PQclear(res);
 	return ok;
+}
+
+bool
+lease_claim_users(struct db *db, int64_t run_id, int64_t instance_id, int seconds,
+		  const char *service_sid, const char *const *users, size_t n, size_t limit,
+		  enum lease_outcome *outcome, struct cursor_position *pos)
+{
+	PGresult *res;
+
+	if (!lease_claim_send(db, run_id, instance_id, seconds, service_sid, users, n, limit))
+		return false;
+	if (!db_collect(db, true, &res)) {
+		db_set_error(db, "the claim's result never came");
+		return false;
+	}
+	return lease_claim_read(db, res, run_id, n, outcome, pos);
 }
 
 bool

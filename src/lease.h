@@ -12,6 +12,8 @@
 
 #include "dimension.h"
 
+#include <libpq-fe.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,11 +51,24 @@ enum lease_outcome {
 /*
  * Claims up to limit of the n users of a service, in order, for the sweep
  * run_id: outcome[i] says what became of users[i]; pos[i] is its position
- * where claimed (its next_url is the caller's), with the lease token.
+ * where claimed (its next_url and digests are the caller's), with the
+ * lease token.
  */
 bool lease_claim_users(struct db *db, int64_t run_id, int64_t instance_id, int seconds,
 		       const char *service_sid, const char *const *users, size_t n, size_t limit,
 		       enum lease_outcome *outcome, struct cursor_position *pos)
+	__attribute__((warn_unused_result));
+
+/*
+ * The same in two steps, so that the sweep goes on meanwhile: the claim is
+ * sent without waiting (see db_send_prepared), and its result, once
+ * db_collect() has it, is read (and freed) by lease_claim_read().
+ */
+bool lease_claim_send(struct db *db, int64_t run_id, int64_t instance_id, int seconds,
+		      const char *service_sid, const char *const *users, size_t n, size_t limit)
+	__attribute__((warn_unused_result));
+bool lease_claim_read(struct db *db, PGresult *res, int64_t run_id, size_t n,
+		      enum lease_outcome *outcome, struct cursor_position *pos)
 	__attribute__((warn_unused_result));
 
 /* Claims dimension listing d of a service for the sweep run_id, as above. */

@@ -62,9 +62,21 @@ struct listing {
 	unsigned requests; /* not yet counted in the run */
 	unsigned retries;  /* not yet counted in the run */
 	unsigned rejected;
-	char *next_url;		  /* while committing: the page's next_page_url, NULL on the last */
-	char digest[33];	  /* while committing a whole one-page listing: its digest */
-	char known_digest[33];	  /* the digest of the user's last one-page listing, or "" */
+	char *next_url;	   /* while committing: the page's next_page_url, NULL on the last */
+	char digest[33];   /* of a user's page, once it has arrived */
+	char (*known)[33]; /* the digests stored for the listing's pages, by number */
+	unsigned n_known;  /* (a page without one: "") */
+	/*
+	 * For each page of the listing before this one: its digest if it was
+	 * skipped as unchanged, else NULL; each followed by a comma.
+	 */
+	struct buf earlier;
+	struct buf earlier_literal;   /* while committing a last page: earlier as text[] */
+	struct buf unchanged_literal; /* while committing an unchanged listing: its digests */
+	bool all_skipped;	      /* every page before this one skipped, from page 1 on */
+	unsigned skipped_pages;	      /* pages skipped since the last one committed, */
+	unsigned skipped_rows;	      /* their entries, */
+	unsigned skipped_rejected;    /* and those rejected */
 	unsigned drift_logged;	  /* membership fields already logged as drifted in this listing */
 	struct url_seen *fetched; /* the pages fetched in this listing */
 	int dimension;		  /* the dimension listed (enum dimension), or -1: a user's */
@@ -259,6 +271,10 @@ listing_release(struct listing *l)
 	free(l->first_url);
 	free(l->next_url);
 	l->url = l->first_url = l->next_url = NULL;
+	free(l->known);
+	l->known = NULL;
+	l->n_known = 0;
+	buf_reset(&l->earlier);
 	url_seen_clear(l->fetched);
 	l->state = LISTING_IDLE;
 }
@@ -496,14 +512,23 @@ listing_lease_lost(struct listing *l)
 		drop_lost_lease(l);
 }
 
-/* A page was committed and another follows: fetch it. */
+/*
+ * A page was committed, or skipped as unchanged, and another follows: fetch
+ * it.
+ */
 static void
-next_page(struct listing *l)
+next_page(struct listing *l, bool skipped)
 {
 	if (!may_go_on(l)) {
 		stop_here(l);
 		return;
 	}
+	if (l->dimension < 0 && (!buf_append_str(&l->earlier, skipped ? l->digest : "NULL") ||
+				 !buf_append_str(&l->earlier, ","))) {
+		fail_user(l, "limit", "listing has too many pages to remember (limits.max_pages)");
+		return;
+	}
+	l->all_skipped = l->all_skipped && skipped;
 	free(l->url);
 	l->url = l->next_url;
 	l->next_url = NULL;
@@ -519,6 +544,7 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 {
 	struct listing *l = c->owner;
 	struct sweep_state *st = l->st;
+	long unchanged = counts->unchanged;
 
 	l->state = LISTING_FETCHING; /* out of the queue: nothing to forget there */
 	if (l->dimension >= 0) {
@@ -532,26 +558,68 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 			dimension_ended(l);
 			return;
 		}
-		next_page(l);
+		next_page(l, false);
 		return;
 	}
+	/* The pages skipped before it were counted then; the unchanged call counts them too. */
+	if (c->unchanged_sent)
+		unchanged -= (long)l->skipped_rows;
 	st->progress.pages++;
 	st->progress.rows += page_batch_rows(l->batch) + l->rejected;
 	metrics_page(st->metrics, l->service_sid, (long)(page_batch_rows(l->batch) + l->rejected),
-		     counts->inserted, counts->updated, counts->unchanged, counts->deleted,
-		     l->rejected);
+		     counts->inserted, counts->updated, unchanged, counts->deleted, l->rejected);
 	l->requests = l->retries = 0;
+	l->skipped_pages = l->skipped_rows = l->skipped_rejected = 0;
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
-		  "%ld unchanged, %ld deleted, %u rejected",
+		  "%ld unchanged, %ld deleted, %u rejected%s",
 		  l->service_sid, l->user_esc, l->page_no, page_batch_rows(l->batch),
-		  counts->inserted, counts->updated, counts->unchanged, counts->deleted,
-		  l->rejected);
+		  counts->inserted, counts->updated, unchanged, counts->deleted, l->rejected,
+		  c->unchanged_sent ? " (the listing is unchanged)" : "");
 	if (l->next_url == NULL) {
 		user_done(st, l->service_sid, true);
 		listing_release(l);
 		return;
 	}
-	next_page(l);
+	next_page(l, false);
+}
+
+/*
+ * A user's page that is not the last and whose digest is the one stored
+ * for its number is skipped: nothing is sent for it, and the next page is
+ * fetched.  Its entries are counted here, and in the run with the next page
+ * committed.
+ */
+static bool
+skipped_unchanged(struct listing *l)
+{
+	struct sweep_state *st = l->st;
+	size_t rows = page_batch_rows(l->batch);
+
+	if (l->next_url == NULL || l->page_no > l->n_known ||
+	    strcmp(l->known[l->page_no - 1], l->digest) != 0)
+		return false;
+	st->progress.pages++;
+	st->progress.rows += rows + l->rejected;
+	metrics_page(st->metrics, l->service_sid, (long)(rows + l->rejected), 0, 0, (long)rows, 0,
+		     l->rejected);
+	l->skipped_pages++;
+	l->skipped_rows += (unsigned)rows;
+	l->skipped_rejected += l->rejected;
+	log_debug("service %s user \"%s\" page %u: %zu rows, unchanged: skipped", l->service_sid,
+		  l->user_esc, l->page_no, rows);
+	next_page(l, true);
+	return true;
+}
+
+/* The text[] literal of the first len bytes of list (entries each followed by a comma). */
+static bool
+array_literal(struct buf *out, const char *list, size_t len, const char *last)
+{
+	buf_reset(out);
+	if (len > 0 && last == NULL)
+		len--; /* the last comma */
+	return buf_append_str(out, "{") && buf_append(out, list, len) &&
+	       (last == NULL || buf_append_str(out, last)) && buf_append_str(out, "}");
 }
 
 /* Hands the page to the commit queue, with what it needs to commit it. */
@@ -559,28 +627,53 @@ static void
 queue_commit(struct listing *l)
 {
 	struct commit *c = &l->commit;
-	/* A user's one-page listing: skipped by the server if its digest is the cursor's. */
-	bool whole = l->first_page && l->next_url == NULL && l->dimension < 0;
+	bool user = l->dimension < 0, last = l->next_url == NULL;
+	const char *earlier = NULL, *unchanged = NULL;
 
-	if (whole)
+	if (user) {
 		page_batch_digest(l->batch, l->digest);
+		if (skipped_unchanged(l))
+			return;
+	}
+	if (user && last && l->page_no > 1) {
+		if (!array_literal(&l->earlier_literal, buf_str(&l->earlier), l->earlier.len,
+				   NULL)) {
+			fail_user(l, "limit", "listing has too many pages to remember");
+			return;
+		}
+		earlier = buf_str(&l->earlier_literal);
+	}
+	/* Every page as stored, the last one too: the listing is unchanged. */
+	if (user && last && l->all_skipped && l->page_no == l->n_known &&
+	    strcmp(l->known[l->page_no - 1], l->digest) == 0) {
+		if (!array_literal(&l->unchanged_literal, buf_str(&l->earlier), l->earlier.len,
+				   l->digest)) {
+			fail_user(l, "limit", "listing has too many pages to remember");
+			return;
+		}
+		unchanged = buf_str(&l->unchanged_literal);
+	}
 	c->page = (struct store_page){
 		.run_id = l->st->run_id,
 		.service_sid = l->service_sid,
 		.user = l->user,
 		.first_page = l->first_page,
+		.page_no = l->page_no,
 		.next_url = l->next_url,
-		.rejected = l->rejected,
+		.rejected = l->rejected + l->skipped_rejected,
 		.requests = l->requests,
 		.retries = l->retries,
-		.digest = whole ? l->digest : NULL,
-		.conversations = l->dimension < 0 && l->conversations,
+		.digest = user ? l->digest : NULL,
+		.skipped_pages = l->skipped_pages,
+		.skipped_rows = l->skipped_rows,
+		.earlier = earlier,
+		.unchanged = unchanged,
+		.conversations = user && l->conversations,
 		.lease = l->lease,
 	};
 	c->batch = l->batch;
 	c->dimension = l->dimension;
 	c->owner = l;
-	memcpy(c->known_digest, l->known_digest, sizeof(c->known_digest));
 	l->state = LISTING_COMMITTING;
 	commit_queue_add(l->st->commits, c);
 }
@@ -689,6 +782,9 @@ restart_listing(struct listing *l, const struct http_result *res)
 	l->first_page = true;
 	l->page_no = 1;
 	l->attempts = 0;
+	l->all_skipped = true;
+	l->skipped_pages = l->skipped_rows = l->skipped_rejected = 0;
+	buf_reset(&l->earlier);
 	url_seen_clear(l->fetched);
 	fetch_page(l);
 }
@@ -819,6 +915,10 @@ listing_new(struct sweep_state *st)
 	l->membership_batch = page_batch_new();
 	l->fetched = url_seen_new(LOOP_MEMORY);
 	l->dimension = -1;
+	/* A digest and a comma, or "NULL,", per page: limits.max_pages bounds a listing. */
+	buf_init(&l->earlier, ((size_t)s->max_pages + 1) * 34);
+	buf_init(&l->earlier_literal, ((size_t)s->max_pages + 2) * 34);
+	buf_init(&l->unchanged_literal, ((size_t)s->max_pages + 2) * 34);
 	return l;
 }
 
@@ -837,6 +937,9 @@ listing_free(struct listing *l)
 		page_batch_free(l->dimension_batch[d]);
 	}
 	url_seen_free(l->fetched);
+	buf_free(&l->earlier);
+	buf_free(&l->earlier_literal);
+	buf_free(&l->unchanged_literal);
 	free(l);
 }
 
@@ -858,6 +961,29 @@ resume_url_ok(struct listing *l, const struct cursor_position *pos)
 		    l->service_sid, l->user_esc, log_escape(esc, sizeof(esc), pos->next_url),
 		    l->st->s->services[l->service_index].base_url);
 	return false;
+}
+
+/* The digests stored for the listing's pages, from list (comma-separated; may be NULL). */
+static void
+known_digests(struct listing *l, const char *list)
+{
+	unsigned n = 1;
+
+	free(l->known);
+	l->known = NULL;
+	l->n_known = 0;
+	if (list == NULL || l->dimension >= 0)
+		return;
+	for (const char *p = list; *p != '\0'; p++)
+		n += *p == ',';
+	l->known = xcalloc(n, sizeof(*l->known));
+	for (const char *p = list; l->n_known < n; l->n_known++) {
+		size_t len = strcspn(p, ",");
+
+		if (len < sizeof(*l->known))
+			memcpy(l->known[l->n_known], p, len);
+		p += len + (p[len] == ',');
+	}
 }
 
 /* Starts a listing whose first page is first_url (taken over) from pos. */
@@ -884,7 +1010,16 @@ start(struct listing *l, size_t service_index, const char *user, char *first_url
 		free(pos->next_url);
 	pos->next_url = NULL;
 	l->page_no = pos->pages_done + 1;
-	memcpy(l->known_digest, pos->digest, sizeof(l->known_digest));
+	known_digests(l, pos->digests);
+	free(pos->digests);
+	pos->digests = NULL;
+	l->all_skipped = l->first_page;
+	l->skipped_pages = l->skipped_rows = l->skipped_rejected = 0;
+	buf_reset(&l->earlier);
+	for (unsigned k = 1; k < l->page_no; k++) {
+		if (!buf_append_str(&l->earlier, "NULL,"))
+			break; /* past limits.max_pages: the listing fails at its next page */
+	}
 	l->requests = l->retries = l->attempts = 0;
 	l->lease = pos->lease;
 	l->lease_lost = false;
@@ -941,7 +1076,6 @@ listing_start_dimension(struct listing *l, size_t service_index, enum dimension 
 	l->dimension = (int)d;
 	l->parser = l->dimension_parser[d];
 	l->batch = l->dimension_batch[d];
-	pos->digest[0] = '\0';
 	start(l, service_index, dimension_labels[d],
 	      dimension_first_url(d, svc->base_url, svc->api, svc->sid), pos);
 }

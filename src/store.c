@@ -19,14 +19,15 @@
 #include <string.h>
 
 static const char unchanged_sql[] =
-	"SELECT sync_listing_unchanged($1::bigint, $2::text, $3::text, $4::text, $5::integer, "
+	"SELECT sync_listing_unchanged($1::bigint, $2::text, $3::text, $4::text[], $5::integer, "
 	"$6::integer, $7::integer, $8::integer, $9::bigint)";
 
 static const char sync_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_page("
 	"$1::bigint, $2::text, $3::text, $4::boolean, $5::text, $6::text[], $7::text[], "
 	"$8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], "
-	"$15::integer, $16::integer, $17::integer, $18::text, $14::text[], $19::bigint)";
+	"$15::integer, $16::integer, $17::integer, $18::text, $14::text[], $19::bigint, "
+	"$20::integer, $21::text[], $22::integer, $23::integer)";
 
 static const char sync_conversations_page_sql[] =
 	"SELECT inserted, updated, unchanged, deleted FROM sync_conversations_page("
@@ -34,12 +35,14 @@ static const char sync_conversations_page_sql[] =
 	"$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], "
 	"$14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], "
 	"$19::timestamptz[], $20::text[], $21::text[], $22::text[], "
-	"$23::integer, $24::integer, $25::integer, $26::text, $27::bigint)";
+	"$23::integer, $24::integer, $25::integer, $26::text, $27::bigint, $28::integer, "
+	"$29::text[], $30::integer, $31::integer)";
 
 /*
  * A page's statement: the run, service, user, first page and next URL, its
- * columns, then five (the rejected entries, the requests, the retries, the
- * digest and the lease token).
+ * columns, then nine (the rejected entries, the requests, the retries, the
+ * digest, the lease token, the page's number, the digests of the pages
+ * skipped, how many and their entries).
  */
 struct page_statement {
 	const char *name;
@@ -53,7 +56,7 @@ static const struct page_statement conversations = {"sync_conversations_page",
 						    CONVERSATION_COLUMNS};
 
 #define FIRST_COLUMN_PARAM 5
-#define MAX_PARAMS (FIRST_COLUMN_PARAM + CONVERSATION_COLUMNS + 5)
+#define MAX_PARAMS (FIRST_COLUMN_PARAM + CONVERSATION_COLUMNS + 9)
 
 const char *
 store_lease_param(char *buf, size_t size, int64_t lease)
@@ -81,7 +84,8 @@ bool
 store_send_page(struct db *db, struct page_batch *b, const struct store_page *page)
 {
 	const struct page_statement *st = page->conversations ? &conversations : &memberships;
-	char run_id[24], rejected[16], requests[16], retries[16], lease[24];
+	char run_id[24], rejected[16], requests[16], retries[16], lease[24], page_no[16];
+	char skipped_pages[16], skipped_rows[16];
 	const char *params[MAX_PARAMS];
 	unsigned n = FIRST_COLUMN_PARAM;
 	bool ok = true;
@@ -90,6 +94,9 @@ store_send_page(struct db *db, struct page_batch *b, const struct store_page *pa
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);
+	snprintf(page_no, sizeof(page_no), "%u", page->page_no);
+	snprintf(skipped_pages, sizeof(skipped_pages), "%u", page->skipped_pages);
+	snprintf(skipped_rows, sizeof(skipped_rows), "%u", page->skipped_rows);
 	params[0] = run_id;
 	params[1] = page->service_sid;
 	params[2] = page->user;
@@ -104,6 +111,10 @@ store_send_page(struct db *db, struct page_batch *b, const struct store_page *pa
 	params[n++] = retries;
 	params[n++] = page->digest;
 	params[n++] = store_lease_param(lease, sizeof(lease), page->lease);
+	params[n++] = page->page_no > 0 ? page_no : NULL;
+	params[n++] = page->earlier;
+	params[n++] = skipped_pages;
+	params[n++] = skipped_rows;
 	if (!ok)
 		db_set_error(db, "the page is too large to send");
 	/* libpq copies the parameters into its output buffer before this returns. */
@@ -134,7 +145,7 @@ store_send_unchanged(struct db *db, const struct page_batch *b, const struct sto
 	const char *params[9] = {run_id,
 				 page->service_sid,
 				 page->user,
-				 page->digest,
+				 page->unchanged,
 				 received,
 				 rejected,
 				 requests,
@@ -142,7 +153,7 @@ store_send_unchanged(struct db *db, const struct page_batch *b, const struct sto
 				 store_lease_param(lease, sizeof(lease), page->lease)};
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
-	snprintf(received, sizeof(received), "%zu", page_batch_rows(b));
+	snprintf(received, sizeof(received), "%zu", page_batch_rows(b) + page->skipped_rows);
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);

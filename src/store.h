@@ -23,11 +23,29 @@ struct store_page {
 	const char *service_sid;
 	const char *user;
 	bool first_page;      /* the first page of the user's listing */
+	unsigned page_no;     /* its number in the listing, from 1 */
 	const char *next_url; /* NULL: the listing's last page */
-	unsigned rejected;    /* entries of this page that could not be stored */
+	unsigned rejected;    /* entries that could not be stored, of this page and those skipped */
 	unsigned requests;    /* HTTP requests to count in the run */
 	unsigned retries;
-	const char *digest; /* page_batch_digest() of a whole one-page listing, else NULL */
+	const char *digest; /* page_batch_digest() of the page, or NULL */
+	/*
+	 * The pages before it that the listing skipped as unchanged (see
+	 * sql/013_listing_pages.sql): how many, and their entries.
+	 */
+	unsigned skipped_pages, skipped_rows;
+	/*
+	 * On a last page, a text[] literal: the digest of each page before it
+	 * that was skipped, by number, NULL for one that was sent (NULL: none
+	 * skipped).
+	 */
+	const char *earlier;
+	/*
+	 * A text[] literal of the digests of all the listing's pages, when
+	 * every one equals the stored one: the listing is then sent as
+	 * unchanged, without its rows (store_send_unchanged()); else NULL.
+	 */
+	const char *unchanged;
 	bool conversations; /* a page of conversations (conversation.h), not of memberships */
 	int64_t lease;	    /* the listing's lease token (see sql/012_leases.sql); 0: none */
 };
@@ -61,16 +79,17 @@ bool store_page_result(struct db *db, PGresult *res, struct store_counts *out)
 	__attribute__((warn_unused_result));
 
 /*
- * Sends (without waiting) the cursor's advance for a one-page listing whose
- * digest is the one on the user's cursor, without the rows: see
- * sync_listing_unchanged() in sql/.
+ * Sends (without waiting) the cursor's advance for a listing whose pages'
+ * digests (page->unchanged) are those stored for the user, without the rows:
+ * see sync_listing_unchanged() in sql/.  The received entries are those of
+ * the last page's batch b and of the pages skipped.
  */
 bool store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
 	__attribute__((warn_unused_result));
 
 /*
  * Reads (and frees) the answer to store_send_unchanged().  *applied false:
- * the cursor no longer holds that digest, nothing was done, and the page
+ * the stored digests are not those, nothing was done, and the last page
  * must be sent whole with store_send_page().
  */
 bool store_unchanged_result(struct db *db, PGresult *res, bool *applied, struct store_counts *out)

@@ -59,6 +59,12 @@
 /* Users claimed in one query, at most. */
 #define CLAIM_WINDOW 64
 
+/*
+ * Users claimed and waiting for a listing, at most: a window (see
+ * claim_window()), and those a revisit claims besides.
+ */
+#define CLAIMED_MAX (2 * CLAIM_WINDOW)
+
 /* How often users and listings another instance holds are looked at again. */
 #define REVISIT_MS 1000
 
@@ -84,8 +90,15 @@ struct sweep {
 	size_t n_listings;
 	const struct sweep_hooks *hooks;
 	const struct sweep_lease *lease;
-	struct claimed claimed[CLAIM_WINDOW]; /* claimed[0 .. n_claimed) wait, the last first */
+	struct claimed claimed[CLAIMED_MAX]; /* claimed[0 .. n_claimed) wait, the last first */
 	size_t n_claimed;
+	/* A claim of the next window sent on the control connection, its result not yet read. */
+	struct {
+		bool in_flight;
+		size_t service_index;
+		const char *const *users; /* of sw->resolved[service_index] */
+		size_t n, limit;
+	} claiming;
 	struct revisit *revisit; /* users another instance holds */
 	size_t n_revisit, alloc_revisit;
 	bool *job_pending; /* per dimension listing: another instance holds it */
@@ -126,8 +139,9 @@ static void
 drop_claimed(struct sweep *sw)
 {
 	for (size_t i = 0; i < sw->n_claimed; i++)
-		free(sw->claimed[i].pos.next_url);
+		cursor_position_free(&sw->claimed[i].pos);
 	sw->n_claimed = 0;
+	sw->claiming.in_flight = false; /* its result, if any, went with the connection */
 }
 
 /*
@@ -137,14 +151,14 @@ drop_claimed(struct sweep *sw)
 static void
 start_claimed(struct sweep *sw, struct listing *l)
 {
-	struct claimed *c = &sw->claimed[--sw->n_claimed];
+	struct claimed taken = sw->claimed[--sw->n_claimed], *c = &taken;
 	const struct settings_service *svc = &sw->st.s->services[c->service_index];
 
 	if (!sw->st.account_refused[c->service_index]) {
 		listing_start(l, c->service_index, c->user, &c->pos);
 		return;
 	}
-	free(c->pos.next_url);
+	cursor_position_free(&c->pos);
 	sweep_state_fail_user(&sw->st, c->service_index, c->user, c->pos.lease, "auth",
 			      svc->account_sid != NULL ? "authentication failed for its account"
 						       : "authentication failed");
@@ -358,12 +372,45 @@ claim_limit(const struct sweep *sw, size_t n)
 }
 
 /*
- * Claims up to limit of the n users of service i (names borrowed from the
- * sweep's lists): those claimed wait in sw->claimed, the first on top;
+ * What a claim of n users of service i, up to limit, gave: those claimed
+ * wait in sw->claimed, under those already waiting (the first on top);
  * those done are counted; those another holds go to *held (n entries),
  * *n_held of them.  Returns how many users were looked at (those after
  * the last claimed, when the limit was reached, are left to look at
- * again), or 0 if the claim failed.
+ * again).
+ */
+static size_t
+claim_outcomes(struct sweep *sw, size_t i, const char *const *users, size_t n, size_t limit,
+	       const enum lease_outcome *outcome, struct cursor_position *pos, const char **held,
+	       size_t *n_held)
+{
+	struct sweep_state *st = &sw->st;
+	size_t claimed = 0, looked = n, m = 0;
+
+	*n_held = 0;
+	for (size_t k = 0; k < n; k++)
+		claimed += outcome[k] == LEASE_CLAIMED;
+	if (claimed == limit) {
+		while (looked > 0 && outcome[looked - 1] != LEASE_CLAIMED)
+			looked--;
+	}
+	memmove(&sw->claimed[claimed], &sw->claimed[0], sw->n_claimed * sizeof(*sw->claimed));
+	sw->n_claimed += claimed;
+	for (size_t k = looked; k-- > 0;) {
+		if (outcome[k] == LEASE_CLAIMED)
+			sw->claimed[m++] = (struct claimed){i, users[k], pos[k]};
+		else if (outcome[k] == LEASE_DONE)
+			st->progress.users_done++; /* finished before this process came to it */
+		else
+			held[(*n_held)++] = users[k];
+	}
+	return looked;
+}
+
+/*
+ * Claims up to limit of the n users of service i (names borrowed from the
+ * sweep's lists) and waits for the answer (see claim_outcomes()); 0 if the
+ * claim failed.
  */
 static size_t
 claim(struct sweep *sw, size_t i, const char *const *users, size_t n, const char **held,
@@ -372,27 +419,13 @@ claim(struct sweep *sw, size_t i, const char *const *users, size_t n, const char
 	struct sweep_state *st = &sw->st;
 	enum lease_outcome outcome[CLAIM_WINDOW];
 	struct cursor_position pos[CLAIM_WINDOW];
-	size_t limit = claim_limit(sw, n), claimed = 0, looked = n;
+	size_t limit = claim_limit(sw, n);
 
 	*n_held = 0;
 	if (!lease_claim_users(st->db, st->run_id, sw->lease->instance_id, st->s->lease_seconds,
 			       sw->resolved[i].sid, users, n, limit, outcome, pos))
 		return 0;
-	for (size_t k = 0; k < n; k++)
-		claimed += outcome[k] == LEASE_CLAIMED;
-	if (claimed == limit) {
-		while (looked > 0 && outcome[looked - 1] != LEASE_CLAIMED)
-			looked--;
-	}
-	for (size_t k = looked; k-- > 0;) {
-		if (outcome[k] == LEASE_CLAIMED)
-			sw->claimed[sw->n_claimed++] = (struct claimed){i, users[k], pos[k]};
-		else if (outcome[k] == LEASE_DONE)
-			st->progress.users_done++; /* finished before this process came to it */
-		else
-			held[(*n_held)++] = users[k];
-	}
-	return looked;
+	return claim_outcomes(sw, i, users, n, limit, outcome, pos, held, n_held);
 }
 
 /* A claim failed: lost database, or the users of the window fail with the reason. */
@@ -412,30 +445,85 @@ claim_failed(struct sweep *sw, size_t i, const char *const *users, size_t n)
 }
 
 /*
- * Claims from the next window of the users (sw->claimed must be empty);
- * false once no user is left to look at now (or the database is lost).
+ * Claims from the next window of the users: alone on the schema, the claim
+ * is sent without waiting (its result is read by claim_collect()), so that
+ * the transfers go on meanwhile; with other instances, where each claim
+ * takes only as many users as listings are free, it is waited for.  False
+ * once no user is left to look at now (or the database is lost), or while
+ * a claim is in flight.
  */
 static bool
 claim_window(struct sweep *sw)
 {
-	const char *held[CLAIM_WINDOW];
-	size_t i, n, looked, n_held;
+	struct sweep_state *st = &sw->st;
+	size_t i, n;
 	const char *const *users;
 
 	while (users_left(sw) && sw->resolved[sw->next_service].n_users == 0)
 		sw->next_service++; /* no user to list */
-	if (!users_left(sw) || !sweep_state_may_work(&sw->st))
+	if (sw->claiming.in_flight || !users_left(sw) || !sweep_state_may_work(st))
 		return false;
 	i = sw->next_service;
 	users = (const char *const *)&sw->resolved[i].users[sw->next_user];
 	n = sw->resolved[i].n_users - sw->next_user;
 	if (n > CLAIM_WINDOW)
 		n = CLAIM_WINDOW;
-	looked = claim(sw, i, users, n, held, &n_held);
-	if (looked == 0) {
-		claim_failed(sw, i, users, n);
-		looked = n;
+	if (sw->live_instances > 1) {
+		/* With others, a few users at a time, as listings are free: at once. */
+		const char *held[CLAIM_WINDOW];
+		size_t looked, n_held;
+
+		looked = claim(sw, i, users, n, held, &n_held);
+		if (looked == 0) {
+			claim_failed(sw, i, users, n);
+			looked = n;
+		}
+		for (size_t k = 0; k < n_held; k++)
+			add_revisit(sw, i, held[k]);
+		advance(sw, looked);
+		return true;
 	}
+	sw->claiming.service_index = i;
+	sw->claiming.users = users;
+	sw->claiming.n = n;
+	/* No more than a window waits at once, claimed ahead or not. */
+	sw->claiming.limit = claim_limit(sw, n);
+	if (sw->claiming.limit > CLAIM_WINDOW - sw->n_claimed)
+		sw->claiming.limit = CLAIM_WINDOW - sw->n_claimed;
+	if (!lease_claim_send(st->db, st->run_id, sw->lease->instance_id, st->s->lease_seconds,
+			      sw->resolved[i].sid, users, n, sw->claiming.limit)) {
+		claim_failed(sw, i, users, n);
+		advance(sw, n);
+		return true;
+	}
+	sw->claiming.in_flight = true;
+	return true;
+}
+
+/*
+ * Reads the result of the claim in flight, if it has come (or waiting for
+ * it): the users claimed wait for a listing, the rest are seen to, and the
+ * sweep moves past those looked at.  True if a result was read.
+ */
+static bool
+claim_collect(struct sweep *sw, bool wait)
+{
+	struct sweep_state *st = &sw->st;
+	enum lease_outcome outcome[CLAIM_WINDOW];
+	struct cursor_position pos[CLAIM_WINDOW];
+	const char *held[CLAIM_WINDOW];
+	size_t i = sw->claiming.service_index, n = sw->claiming.n, looked = n, n_held = 0;
+	const char *const *users = sw->claiming.users;
+	PGresult *res;
+
+	if (!sw->claiming.in_flight || !db_collect(st->db, wait, &res))
+		return false;
+	sw->claiming.in_flight = false;
+	if (lease_claim_read(st->db, res, st->run_id, n, outcome, pos))
+		looked = claim_outcomes(sw, i, users, n, sw->claiming.limit, outcome, pos, held,
+					&n_held);
+	else
+		claim_failed(sw, i, users, n);
 	for (size_t k = 0; k < n_held; k++)
 		add_revisit(sw, i, held[k]);
 	advance(sw, looked);
@@ -528,6 +616,7 @@ fill_listings(struct sweep *sw)
 {
 	size_t busy = slots_taken(sw);
 
+	claim_collect(sw, false);
 	start_pending_jobs(sw);
 	for (size_t i = 0; i < sw->n_listings && busy < sw->st.pacer.limit; i++) {
 		struct listing *l = sw->listings[i];
@@ -538,17 +627,28 @@ fill_listings(struct sweep *sw)
 					busy += listing_holds_slot(l);
 				continue;
 			}
-			if (sw->n_claimed == 0 && !claim_window(sw)) {
+			if (sw->n_claimed == 0 && !sw->claiming.in_flight && !claim_window(sw)) {
 				claim_revisits(sw);
 				if (sw->n_claimed == 0)
 					return;
 			}
-			if (sw->n_claimed == 0)
-				continue; /* none of that window to claim: the next */
+			if (sw->n_claimed == 0) {
+				if (sw->claiming.in_flight)
+					return; /* its answer wakes the loop */
+				continue;	/* none of that window to claim: the next */
+			}
 			start_claimed(sw, l);
 			busy += listing_holds_slot(l);
 		}
 	}
+	/*
+	 * Alone on the schema, the next window is claimed while this one's
+	 * users start; with others, users are claimed only as listings are
+	 * free, and none is held waiting.
+	 */
+	if (sw->live_instances <= 1 && sw->n_claimed < CLAIM_WINDOW / 2 &&
+	    sweep_state_may_work(&sw->st))
+		claim_window(sw);
 }
 
 /* Sends the retries whose backoff is over; returns ms until the next one (or max_ms). */
@@ -643,7 +743,7 @@ static void
 renew_leases(struct sweep *sw)
 {
 	struct sweep_state *st = &sw->st;
-	size_t cap = sw->n_listings + CLAIM_WINDOW, n = 0;
+	size_t cap = sw->n_listings + CLAIMED_MAX, n = 0;
 	struct lease_key *keys = xcalloc(cap, sizeof(*keys));
 	struct listing **owner = xcalloc(cap, sizeof(*owner));
 	bool *lost = xcalloc(cap, sizeof(*lost));
@@ -685,7 +785,7 @@ renew_leases(struct sweep *sw)
 
 		log_info("service %s user \"%s\": taken over by another instance before it started",
 			 sw->resolved[c.service_index].sid, c.user);
-		free(c.pos.next_url);
+		cursor_position_free(&c.pos);
 		memmove(&sw->claimed[k], &sw->claimed[k + 1],
 			(sw->n_claimed - k - 1) * sizeof(*sw->claimed));
 		sw->n_claimed--;
@@ -716,7 +816,7 @@ static void
 release_leases(struct sweep *sw)
 {
 	struct sweep_state *st = &sw->st;
-	size_t cap = sw->n_listings + CLAIM_WINDOW, n = 0;
+	size_t cap = sw->n_listings + CLAIMED_MAX, n = 0;
 	struct lease_key *keys = xcalloc(cap, sizeof(*keys));
 
 	for (size_t i = 0; i < sw->n_listings; i++)
@@ -914,7 +1014,8 @@ sweep_over(const struct sweep *sw, size_t commits_in_flight)
 {
 	bool must_recover = sw->st.db_lost && !*sw->st.stop;
 	/* Users and listings others hold are waited for, unless the sweep cannot go on. */
-	bool others_hold = (sw->n_revisit > 0 || sw->n_jobs_pending > 0 || sw->n_claimed > 0) &&
+	bool others_hold = (sw->n_revisit > 0 || sw->n_jobs_pending > 0 || sw->n_claimed > 0 ||
+			    sw->claiming.in_flight) &&
 			   sweep_state_may_work(&sw->st);
 
 	return !any_listing_busy(sw) && http_pending(sw->st.http) == 0 && commits_in_flight == 0 &&
@@ -1059,8 +1160,10 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		size_t in_flight;
 		long wait;
 
-		if (*stop && !sw.released)
+		if (*stop && !sw.released) {
+			claim_collect(&sw, true); /* what it claimed is given up too */
 			release_leases(&sw);
+		}
 		if (*stop)
 			commit_queue_stop(sw.st.commits);
 		if (sw.st.db_lost || *stop)
@@ -1079,6 +1182,8 @@ sweep_run(const struct settings *s, struct db *db, struct db *const *writers, si
 		in_flight = commit_queue_sockets(sw.st.commits, fds);
 		if (sweep_over(&sw, in_flight))
 			break;
+		if (sw.claiming.in_flight && sw.n_claimed == 0 && claim_collect(&sw, false))
+			wait = 0; /* answered meanwhile: its users start at once */
 		fds[in_flight] = db_socket(sw.st.db); /* news of the control connection's end */
 		await_activity(&sw, wait, fds, in_flight + (fds[in_flight] >= 0));
 		tick(&sw);

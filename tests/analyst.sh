@@ -105,7 +105,7 @@ for rel in $(sql "SELECT relname FROM pg_class WHERE relnamespace = 'chatsync'::
 done
 is "$unreadable" 0 "chatsync_reader reads every table and view of the schema"
 for stmt in "INSERT INTO sync_errors (service_sid, \"user\", kind, message) VALUES ('x', 'y', 'z', 'w')" \
-	"UPDATE user_channels SET status = 'x'" "DELETE FROM sync_runs" "TRUNCATE sync_seen" \
+	"UPDATE user_channels SET status = 'x'" "DELETE FROM sync_runs" "TRUNCATE sync_listing_pages" \
 	"DROP VIEW memberships" "CREATE TABLE intruder (x int)" "SELECT sync_prune(0, 1)"; do
 	out=$(as_reader "$stmt")
 	ok $((!$?)) "chatsync_reader may not: ${stmt%% (*} ($(echo "$out" | head -n 1 | cut -c1-60))"

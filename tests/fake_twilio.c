@@ -593,6 +593,7 @@ struct config {
 	uint64_t seed;
 	uint64_t channels;
 	uint64_t variant;
+	uint64_t bump; /* --bump: the slot + 1, 0 for none */
 	uint64_t latency_ms;
 	uint64_t fault_seed;
 	uint64_t threads;
@@ -679,6 +680,8 @@ usage(FILE *out)
 	      "                          deletes users k % 4 == 3 and channels i % 20 == V % 10,\n"
 	      "                          even V none: V=1 renames and deletes, V=2 brings those\n"
 	      "                          back (k: a user's index in the set, i: a slot)\n"
+	      "  --bump SLOT             raise by one the unread count of every user's\n"
+	      "                          membership in slot SLOT (from 0): one page changes\n"
 	      "  --users ID[,ID]...      users of the service, listed in this order (repeatable;\n"
 	      "                          an identity may not contain ',' nor start with '@')\n"
 	      "  --user-count N          N more users after those: user-0001 .. user-N\n"
@@ -1004,6 +1007,7 @@ enum {
 	OPT_SEED,
 	OPT_CHANNELS,
 	OPT_VARIANT,
+	OPT_BUMP,
 	OPT_LATENCY_MS,
 	OPT_THREADS,
 	OPT_LOG,
@@ -1032,6 +1036,7 @@ static const struct option long_options[] = {
 	{"seed", required_argument, NULL, OPT_SEED},
 	{"channels", required_argument, NULL, OPT_CHANNELS},
 	{"variant", required_argument, NULL, OPT_VARIANT},
+	{"bump", required_argument, NULL, OPT_BUMP},
 	{"latency-ms", required_argument, NULL, OPT_LATENCY_MS},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"log", required_argument, NULL, OPT_LOG},
@@ -1107,6 +1112,11 @@ apply_number_option(struct config *cfg, int opt, const char *arg)
 		return parse_number_option("channels", arg, MAX_CHANNELS, &cfg->channels);
 	case OPT_VARIANT:
 		return parse_number_option("variant", arg, 1000000, &cfg->variant);
+	case OPT_BUMP:
+		if (!parse_number_option("bump", arg, MAX_CHANNELS - 1, &cfg->bump))
+			return false;
+		cfg->bump++;
+		return true;
 	case OPT_LATENCY_MS:
 		return parse_number_option("latency-ms", arg, MAX_LATENCY_MS, &cfg->latency_ms);
 	case OPT_THREADS:
@@ -1179,6 +1189,7 @@ apply_option(struct config *cfg, int opt, const char *arg)
 	case OPT_SEED:
 	case OPT_CHANNELS:
 	case OPT_VARIANT:
+	case OPT_BUMP:
 	case OPT_LATENCY_MS:
 	case OPT_THREADS:
 	case OPT_FAULT_SEED:
@@ -1314,6 +1325,7 @@ slot_word(uint64_t base, uint64_t slot, enum salt salt)
 struct dataset {
 	uint64_t base;
 	uint64_t variant;
+	uint64_t bump; /* as struct config's */
 	uint64_t slots;
 	uint64_t present;
 };
@@ -1326,6 +1338,7 @@ dataset_init(struct dataset *ds, const struct config *cfg, const char *service, 
 
 	ds->base = fnv1a_str(fnv1a_str(0xcbf29ce484222325ULL ^ mix64(cfg->seed), service), user);
 	ds->variant = cfg->variant;
+	ds->bump = cfg->bump;
 	ds->slots = cfg->channels;
 	if (cfg->variant > 0 && cfg->channels > r)
 		removed = (cfg->channels - 1 - r) / 10 + 1;
@@ -1546,6 +1559,8 @@ make_entry(const struct dataset *ds, uint64_t slot, struct entry *e)
 	e->muted = slot % 4 == 3;
 	if (e->member_null)
 		e->status = NULL;
+	if (ds->bump == slot + 1)
+		e->unread++;
 	if (slot_changed(ds->variant, slot)) {
 		e->unread += ds->variant;
 		if (!e->index_null)

@@ -133,7 +133,7 @@ for n in 1 2 3 4; do
 	migrate
 	is "$?" 0 "--migrate upgrades version $n"
 	is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
-		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level,12:012_leases" \
+		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level,12:012_leases,13:013_listing_pages" \
 		"from version $n: every migration recorded, once"
 	same_schema "v$n" "from version $n: the schema is that of a fresh install, privileges included"
 
@@ -167,8 +167,14 @@ for n in 1 2 3 4; do
 		"from version $n: cursors are untouched"
 	is "$(differ "SELECT * FROM chatsync.sync_runs" "SELECT * FROM public.before_runs")" 0 \
 		"from version $n: runs and their counters are untouched"
-	is "$(differ "SELECT * FROM chatsync.sync_seen" "SELECT * FROM public.before_seen")" 0 \
-		"from version $n: a listing in progress keeps what it has seen"
+	is "$(differ "SELECT service_sid, user_sid, unnest(listed) FROM chatsync.sync_listing_pages" "SELECT * FROM public.before_seen")" 0 \
+		"from version $n: a listing in progress keeps what it has seen, in sync_listing_pages"
+	is "$(sql "SELECT string_agg(p.page_no || ':' || (p.digest IS NULL), ',' ORDER BY p.page_no)
+	             FROM chatsync.sync_listing_pages p JOIN chatsync.sync_cursors c USING (service_sid, user_sid)
+	            WHERE c.state = 'running'")" \
+		"$(sql "SELECT string_agg(g || ':true', ',' ORDER BY g) FROM chatsync.sync_cursors c, generate_series(1, c.pages_done) g
+	            WHERE c.state = 'running'")" \
+		"from version $n: a row for each page it committed, none with a digest (none is skipped)"
 	is "$(sql "SET ROLE upgrade_reader; SELECT count(*) FROM chatsync.user_channel_history")" 7 \
 		"from version $n: a role that could read the history can read the view"
 	is "$(sql "SELECT count(*) FROM chatsync.user_channel_history WHERE (history_id IS NULL) <> (valid_to IS NULL)")" 0 \
@@ -213,7 +219,7 @@ tamper
 is "$(body)" "SELECT false" "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 12 "applies no migration twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 13 "applies no migration twice"
 same_schema fresh "but writes the functions again, and keeps the grants on the view"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 tamper

@@ -41,30 +41,48 @@ is "$(sql 'SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL) FROM chatsy
 	"$((CHANNELS * 3))|$((CHANNELS * 3))" "history opens one version per membership"
 is "$(sql 'SELECT count(*) FROM chatsync.user_channel_past_versions')" 0 \
 	"a first listing writes each membership once: no past version"
-is "$(sql 'SELECT count(*) FROM chatsync.sync_seen')" 0 "no listing state is left behind"
-is "$(sql 'SELECT count(listing_digest) FROM chatsync.sync_cursors')" 0 "listings of several pages keep no digest"
+is "$(sql 'SELECT count(*), count(digest), count(DISTINCT (user_sid, page_no)), min(page_no), max(page_no), sum(entries)
+	   FROM chatsync.sync_listing_pages')" "$((pages * 3))|$((pages * 3))|$((pages * 3))|1|$pages|$((CHANNELS * 3))" \
+	"each page of each listing is stored, with its digest and the number of its entries"
+is "$(sql "SELECT count(*) FROM ((SELECT user_sid, unnest(listed) FROM chatsync.sync_listing_pages
+	                            EXCEPT ALL SELECT user_sid, channel_sid FROM chatsync.user_channels)
+	                           UNION ALL
+	                           (SELECT user_sid, channel_sid FROM chatsync.user_channels
+	                            EXCEPT ALL SELECT user_sid, unnest(listed) FROM chatsync.sync_listing_pages)) d")" 0 \
+	"the stored pages list each user's channels, each once"
+is "$(sql 'SELECT count(listing_digest) FROM chatsync.sync_cursors')|$(sql "SELECT string_agg(DISTINCT listing_rows::text, ',') FROM chatsync.sync_cursors")" \
+	"0|$CHANNELS" "listings of several pages keep no digest on the cursor, only the entries of their pages"
 
 # --- unchanged resync costs no write ----------------------------------------
 writes() {
 	sql "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'chatsync' AND relname = '$1'"
 }
+calls() {
+	sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = 'chatsync' AND funcname = '$1'"
+}
 before=$(writes user_channels)
 hist_before=$(writes user_channel_past_versions)
+stored_pages=$(sql "SELECT string_agg(user_sid || ':' || page_no || ':' || digest, ',' ORDER BY user_sid, page_no) FROM chatsync.sync_listing_pages")
+page_calls=$(calls sync_page) unchanged_calls=$(calls sync_listing_unchanged)
 run_once "$TEST_TMP/small.conf"
 is "$?" 0 "resync exits 0"
 sleep 0.5
 is "$(writes user_channels)" "$before" "an unchanged resync inserts and updates no row of user_channels"
 is "$(writes user_channel_past_versions)" "$hist_before" "and writes no history"
-is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
-	"0|0|$((CHANNELS * 3))|0" "the run counts every row unchanged"
+is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted, pages FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1')" \
+	"0|0|$((CHANNELS * 3))|0|$((pages * 3))" "the run counts every row unchanged, and every page"
+is "$(( $(calls sync_page) - page_calls ))|$(( $(calls sync_listing_unchanged) - unchanged_calls ))" "0|3" \
+	"no page is sent: each listing of $pages pages, as stored, is one sync_listing_unchanged() call"
+is "$(sql "SELECT string_agg(user_sid || ':' || page_no || ':' || digest, ',' ORDER BY user_sid, page_no) FROM chatsync.sync_listing_pages")" \
+	"$stored_pages" "the stored pages stay as they were"
 
 # --- one page per user, first listing ---------------------------------------
 PAGE_SIZE=1000 SCHEMA=fresh write_config "$TEST_TMP/fresh.conf" "${USERS[@]}"
 run_once "$TEST_TMP/fresh.conf"
 is "$?" 0 "a first sweep of one-page listings exits 0"
 is "$(SCHEMA=fresh diff_expected)" 0 "it lands the API's data exactly"
-is "$(sql 'SELECT count(*) FROM fresh.sync_seen')|$(sql 'SELECT count(*) FROM fresh.user_channel_past_versions')|$(sql 'SELECT count(*) FROM fresh.user_channels WHERE deleted_at IS NOT NULL')" \
-	"0|0|0" "and leaves no listing state, no past version and no deletion behind"
+is "$(sql 'SELECT count(*) FROM fresh.sync_listing_pages')|$(sql 'SELECT count(*) FROM fresh.user_channel_past_versions')|$(sql 'SELECT count(*) FROM fresh.user_channels WHERE deleted_at IS NOT NULL')" \
+	"0|0|0" "and stores no page (one-page listings), no past version and no deletion"
 is "$(sql 'SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted FROM fresh.sync_runs')" \
 	"$((CHANNELS * 3))|0|0|0" "every row counted inserted"
 
@@ -76,9 +94,8 @@ is "$?" 0 "sweep with PageSize=1000 exits 0"
 is "$(wc -l <"$FAKE_LOG")" 3 "one request per user when a page holds the whole listing"
 is "$(sql 'SELECT count(DISTINCT listing_digest) FROM chatsync.sync_cursors')" 3 \
 	"a one-page listing leaves its digest on the cursor, one per user"
-calls() {
-	sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = 'chatsync' AND funcname = '$1'"
-}
+is "$(sql 'SELECT count(*) FROM chatsync.sync_listing_pages')" 0 \
+	"and drops the pages its listing of several pages had stored"
 page_calls=$(calls sync_page) unchanged_calls=$(calls sync_listing_unchanged)
 run_once "$TEST_TMP/big.conf"
 is "$?" 0 "resync of one-page listings exits 0"
@@ -90,19 +107,19 @@ is "$(sql 'SELECT users_ok, pages, rows_received, rows_inserted, rows_updated, r
 is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE state = 'complete' AND run_id = (SELECT max(run_id) FROM chatsync.sync_runs) AND last_complete_at > now() - interval '1 minute'")" 3 \
 	"every cursor records the completed listing in this sweep"
 run_id=$(sql 'SELECT max(run_id) FROM chatsync.sync_runs')
-is "$(sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', 'other', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
+is "$(sql "SELECT coalesce(chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '{other}', 5, 0, 1, 0)::text, 'null')")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
 	"null|3" "sync_listing_unchanged() with another digest does nothing and says so"
 # Another instance holds the user: a live lease, token 41.
 sql "UPDATE chatsync.sync_cursors SET lease_instance = 999, lease_token = 41,
             lease_expires_at = now() + interval '1 hour' WHERE user_sid = '${USERS[0]}'"
 digest=$(sql "SELECT listing_digest FROM chatsync.sync_cursors WHERE user_sid = '${USERS[0]}'")
-is "$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '$digest', 5, 0, 1, 0, 40)")|$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '$digest', 5, 0, 1, 0)")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
+is "$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '{$digest}', 5, 0, 1, 0, 40)")|$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '{$digest}', 5, 0, 1, 0)")|$(sql "SELECT pages FROM chatsync.sync_runs WHERE run_id = $run_id")" \
 	"-1|-1|3" "a call with a token not the cursor's, or without one while a lease is live, is refused (-1), even with the right digest"
 is "$(sql "SELECT count(*) FROM chatsync.sync_page($run_id, '$SERVICE_SID', '${USERS[0]}', true, NULL,
              '{}'::text[], '{}'::text[], '{}'::text[], '{}'::text[], '{}'::bigint[], '{}'::bigint[],
              '{}'::text[], '{}'::text[], 0, 1, 0, NULL, NULL, 40) WHERE inserted IS NULL")|$(sql "SELECT count(*) FROM chatsync.user_channels WHERE user_sid = '${USERS[0]}' AND deleted_at IS NULL")" \
 	"1|$CHANNELS" "sync_page() with a token taken over changes nothing: an empty last page deletes nothing"
-is "$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '$digest', 5, 0, 1, 0, 41)")|$(sql "SELECT lease_instance IS NULL AND lease_expires_at IS NULL FROM chatsync.sync_cursors WHERE user_sid = '${USERS[0]}'")" \
+is "$(sql "SELECT chatsync.sync_listing_unchanged($run_id, '$SERVICE_SID', '${USERS[0]}', '{$digest}', 5, 0, 1, 0, 41)")|$(sql "SELECT lease_instance IS NULL AND lease_expires_at IS NULL FROM chatsync.sync_cursors WHERE user_sid = '${USERS[0]}'")" \
 	"$CHANNELS|t" "the lease's own token is applied, and the completed listing ends the lease"
 
 # The cursor's digest moves while chatsyncd claims the users (another

@@ -90,19 +90,48 @@ is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log")|$(sql "SELECT 
 	"0|0" "a first listing writes no event and no past version"
 
 # ---------------------------------------------------------------- unchanged resync
+# calls FUNCTION: how many times it was called (track_functions).
+calls() { sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '$1'"; }
+is "$(sql "SELECT count(*) || ':' || count(digest) || ':' || sum(entries) FROM chatsync.sync_listing_pages")" \
+	"9:9:$((CH * ${#USERS[@]}))" "each page of a listing on several pages is stored with its digest"
 settle_stats
 before=$(written)
+pages_before=$(calls sync_conversations_page)
+unchanged_before=$(calls sync_listing_unchanged)
 serve conv2 "${DATA[@]}"
 run_once "$TEST_TMP/c.conf"
 is "$?" 0 "an unchanged resync exits 0"
 settle_stats
 is "$(written)" "$before" \
 	"it writes no tuple to user_conversations, its past versions or its events"
-is "$(sql "SELECT rows_unchanged FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1")" \
-	$((CH * ${#USERS[@]})) "and the run counts every row unchanged"
+is "$(sql "SELECT rows_unchanged || ':' || pages || ':' || users_ok FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1")" \
+	"$((CH * ${#USERS[@]})):9:3" "and the run counts every row unchanged, and every page"
+is "$(($(calls sync_conversations_page) - pages_before)):$(($(calls sync_listing_unchanged) - unchanged_before))" \
+	"0:${#USERS[@]}" "no page was sent: each listing of three pages is one sync_listing_unchanged() call"
+is "$(grep -c '/Conversations' "$FAKE_LOG")" 9 "(every page was fetched)"
+
+# ---------------------------------------------------------------- one page changed
+# Slot 60 is on page 2 of 3: page 1 is skipped, page 2 is sent and changes one
+# row, page 3 is sent (a last page ends the listing) and changes nothing; the
+# deletions it checks for count page 1's stored SIDs as listed.
+pages_before=$(calls sync_conversations_page)
+serve conv2b "${DATA[@]}" --bump 60
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "a resync with one conversation changed on page 2 of 3 exits 0"
+expect_conv "${DATA[@]}" --bump 60 -- "${USERS[@]}"
+is "$(diff_conv)" 0 "the table follows the API: the change applied, nothing deleted"
+is "$(($(calls sync_conversations_page) - pages_before))" $((2 * ${#USERS[@]})) \
+	"pages 2 and 3 of each user were sent, page 1 was not"
+settle_stats
+is "$(sql "SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'chatsync' AND relname = 'user_conversations'")|$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions")|$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL")" \
+	"${#USERS[@]}|${#USERS[@]}|0" "one row updated per user, one past version each, none deleted"
+is "$(sql "SELECT rows_updated || ':' || rows_unchanged || ':' || pages FROM chatsync.sync_runs ORDER BY run_id DESC LIMIT 1")" \
+	"${#USERS[@]}:$(((CH - 1) * ${#USERS[@]})):9" "the run counts the change, the rows left as they were, and every page"
 
 # ---------------------------------------------------------------- changes, deletions
 # Variant 1 removes the conversations of slots i % 10 == 1 and changes others.
+settle_stats
+before=$(written)
 serve conv3 "${DATA[@]}" --variant 1 --fault "429:${USERS[0]}:2"
 run_once "$TEST_TMP/c.conf"
 is "$?" 0 "a sweep of the changed data, with two 429s for ${USERS[0]}, exits 0"
@@ -116,9 +145,9 @@ is "$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS 
 is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log WHERE event = 'removed'")" \
 	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL")" \
 	"each deleted conversation has its removal event"
-is "$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions WHERE NOT is_deleted")" \
+is "$(sql "SELECT count(DISTINCT (user_sid, conversation_sid)) FROM chatsync.user_conversation_past_versions WHERE NOT is_deleted")" \
 	"$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE deleted_at IS NOT NULL OR updated_at > first_seen_at")" \
-	"each changed or deleted conversation has one past version"
+	"each changed or deleted conversation has a past version"
 changed_state=$(sql "SELECT count(*) FROM chatsync.user_conversation_past_versions p
                       JOIN chatsync.user_conversations c USING (service_sid, user_sid, conversation_sid)
                      WHERE NOT p.is_deleted AND c.deleted_at IS NULL
@@ -158,13 +187,16 @@ run_once "$TEST_TMP/c.conf"
 is "$?" 0 "a sweep of 30 conversations a user (one page each) exits 0"
 is "$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE listing_digest IS NOT NULL")" "${#USERS[@]}" \
 	"a one-page listing leaves its digest on the cursor"
+is "$(sql "SELECT count(*) FROM chatsync.sync_listing_pages")" 0 \
+	"and none of its pages in sync_listing_pages (the three-page listings' are gone)"
 settle_stats
 before=$(written)
+unchanged_before=$(calls sync_listing_unchanged)
 serve conv5 --seed 7 --channels 30
 run_once "$TEST_TMP/c.conf"
 settle_stats
 is "$(written)" "$before" "resynced unchanged: nothing written"
-is "$(sql "SELECT sum(calls) FROM pg_stat_user_functions WHERE funcname = 'sync_listing_unchanged'")" \
+is "$(($(calls sync_listing_unchanged) - unchanged_before))" \
 	"${#USERS[@]}" "each one-page listing moved only its cursor (sync_listing_unchanged)"
 
 # ---------------------------------------------------------------- names

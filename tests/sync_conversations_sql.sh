@@ -4,7 +4,9 @@
 # sync_page() is for memberships (fresh insert, unchanged pages that write
 # nothing, changes that keep a past version and log an event, listings of
 # several pages and what they leave out, removals and returns, duplicates,
-# the digest of a one-page listing, the lease, the run's counters), and what
+# the digest of a one-page listing, the pages of a listing on several pages
+# (stored with their digests, skipped as unchanged, the checks of a last
+# page), the lease, the run's counters), and what
 # the rest of the schema does with conversations: a user the users listing
 # deletes, the merge of an identity into its User SID, retention, comments
 # and the read-only role.  Each function is called as chatsyncd calls it,
@@ -50,16 +52,22 @@ CONV_TABLES="user_conversations user_conversation_past_versions conversation_eve
 # conversations (comma-separated lists, NULL for a NULL; NEXT - on the last
 # page; STATES and UNREADS may be shorter than SIDS, the rest NULL): each
 # conversation with its account, participant, name and URL derived from its
-# SID, REJECTED (default 0) entries rejected, 1 request, no retry, LEASE (if
-# set) as the lease token.  Prints inserted|updated|unchanged|deleted.
+# SID, REJECTED (default 0) entries rejected, 1 request, no retry.  If set:
+# LEASE the lease token, PAGE the page's number, EARLIER the digests of the
+# earlier pages skipped as unchanged (a text[] literal), SKIPPED
+# "PAGES,ROWS" the pages skipped before this one and their entries.  Prints
+# inserted|updated|unchanged|deleted.
 conv() {
+	local named=${LEASE:+, p_lease => $LEASE}${PAGE:+, p_page => $PAGE}
+	named+=${EARLIER:+, p_earlier => \'$EARLIER\'}
+	named+=${SKIPPED:+, p_skipped_pages => ${SKIPPED%,*}, p_skipped_rows => ${SKIPPED#*,}}
 	w "SELECT p.* FROM (SELECT '{$5}'::text[] AS s) x,
 	     LATERAL sync_conversations_page($1, '$S', '$2', $3, $(opt "$4"), x.s,
 	       array(SELECT '$ACCOUNT_SID' FROM unnest(x.s)), array(SELECT 'MB' || c FROM unnest(x.s) c),
 	       '{$6}', NULL, '{${7:-}}', NULL, array(SELECT 'Conversation ' || c FROM unnest(x.s) c),
 	       NULL, NULL, NULL, NULL, NULL, NULL,
 	       array(SELECT 'https://conversations.twilio.com/v1/Conversations/' || c FROM unnest(x.s) c),
-	       NULL, NULL, ${REJECTED:-0}, 1, 0, $(opt "${8:--}")${LEASE:+, $LEASE}) p"
+	       NULL, NULL, ${REJECTED:-0}, 1, 0, $(opt "${8:--}")$named) p"
 }
 # listed USER: USER's conversations, SID:state, the deleted ones marked with a -.
 listed() {
@@ -86,7 +94,13 @@ cursor() { # cursor USER: its run, state, next page, pages done, completed?, dig
 	          coalesce(listing_digest, '-'), coalesce(listing_rows::text, '-')
 	     FROM sync_cursors WHERE service_sid = '$S' AND user_sid = '$1'"
 }
-seen() { q "SELECT string_agg(channel_sid, ',' ORDER BY channel_sid) FROM sync_seen WHERE user_sid = '$1'"; }
+# pages USER: the pages of USER's listing stored in sync_listing_pages, in
+# order: number:digest:entries:SIDs listed (space-separated), - for a NULL digest.
+pages() {
+	q "SELECT string_agg(concat_ws(':', page_no, coalesce(digest, '-'), entries, array_to_string(listed, ' ')),
+	                     ',' ORDER BY page_no)
+	     FROM sync_listing_pages WHERE service_sid = '$S' AND user_sid = '$1'"
+}
 # breaks: versions that do not begin where the one before them ended, or
 # (the first) when the conversation was first seen, over every stored
 # conversation: its past versions, its current one (live since updated_at,
@@ -232,14 +246,15 @@ R=$(run)
 U2=$(sid 2)
 is "$(conv "$R" "$U2" true - C1,C2,C3,C4,C5,C6,C7 active,active,active,active,active,active,active)" "7|0|0|0" \
 	"a user's first listing: 7 conversations"
-is "$(conv "$R" "$U2" true http://x/p2 C1,C2 active,active)" "0|0|2|0" "the next listing's first page of three"
-is "$(seen "$U2")|$(cursor "$U2")" "C1,C2|$R|running|http://x/p2|1|t|-|-" \
-	"its conversations recorded in sync_seen; the cursor running, with the next page"
-is "$(REJECTED=2 conv "$R" "$U2" false http://x/p3 C3,C4 active,closed)" "0|1|1|0" \
+is "$(conv "$R" "$U2" true http://x/p2 C1,C2 active,active "" dg-a1)" "0|0|2|0" "the next listing's first page of three"
+is "$(pages "$U2")|$(cursor "$U2")" "1:dg-a1:2:C1 C2|$R|running|http://x/p2|1|t|-|-" \
+	"page 1 stored in sync_listing_pages with its digest and the conversations it listed; the cursor running, with the next page"
+is "$(REJECTED=2 conv "$R" "$U2" false http://x/p3 C3,C4 active,closed "" dg-a2)" "0|1|1|0" \
 	"the second page: C4 closed"
-is "$(seen "$U2")|$(listed "$U2")" "C1,C2,C3,C4|C1:active,C2:active,C3:active,C4:closed,C5:active,C6:active,C7:active" \
-	"nothing deleted before the last page"
-is "$(conv "$R" "$U2" false - C5 active)" "0|0|1|2" "the last page: C5 unchanged, the 2 no page listed deleted"
+is "$(pages "$U2")|$(listed "$U2")" \
+	"1:dg-a1:2:C1 C2,2:dg-a2:2:C3 C4|C1:active,C2:active,C3:active,C4:closed,C5:active,C6:active,C7:active" \
+	"page 2 stored as well; nothing deleted before the last page"
+is "$(conv "$R" "$U2" false - C5 active "" dg-a3)" "0|0|1|2" "the last page: C5 unchanged, the 2 no page listed deleted"
 is "$(listed "$U2")" "C1:active,C2:active,C3:active,C4:closed,C5:active,C6:active-,C7:active-" \
 	"exactly C6 and C7 are deleted"
 is "$(q "SELECT count(*) FROM user_conversations WHERE user_sid = '$U2' AND deleted_at IS NOT NULL
@@ -251,13 +266,14 @@ is "$(q "SELECT count(*) FROM user_conversation_past_versions p JOIN user_conver
 	"valid until deleted_at"
 is "$(events "$U2")" "C4:state_changed:active:closed,C6:removed:active:-,C7:removed:active:-" \
 	"a removed event for each, with the state it had"
-is "$(seen "$U2")|$(cursor "$U2")" "|$R|complete|-|3|t|-|-" \
-	"sync_seen emptied; the cursor complete after 3 pages, without a digest"
+is "$(pages "$U2")|$(cursor "$U2")" "1:dg-a1:2:C1 C2,2:dg-a2:2:C3 C4,3:dg-a3:1:C5|$R|complete|-|3|t|-|5" \
+	"the three pages stay stored (for the next listing to skip); the cursor complete after 3 pages, no digest of its own, the 5 entries of its pages"
 is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_inserted, rows_updated, rows_unchanged,
 	        rows_deleted, rows_rejected, http_requests, http_retries) FROM sync_runs WHERE run_id = $R")" \
 	"4|2|14|7|1|4|2|2|4|0" "the run counts the pages, users, rows (rejected ones too) and requests"
 is "$(conv "$M" "$U2" true - C1,C2,C3,C4,C5,C6 active,active,active,closed,active,inactive)" "0|1|5|0" \
 	"C6 comes back (inactive): updated; C7, deleted already, is not counted again"
+is "$(pages "$U2")" "" "a listing on one page drops the pages the listing before it stored"
 is "$(listed "$U2")|$(past "$U2")" \
 	"C1:active,C2:active,C3:active,C4:closed,C5:active,C6:inactive,C7:active-|C4:active,C6:active,C6:active-,C7:active" \
 	"C6 is live again; the time it was gone is a version of its own (is_deleted)"
@@ -275,29 +291,136 @@ is "$(conv "$M" newbie true http://x/p2 N1,N2 active,active)|$(conv "$M" newbie 
 is "$(listed newbie)|$(events newbie)|$(past newbie)" "N1:closed,N2:active,N3:active,N4:active||N1:active" \
 	"the first listing logs no event, even for a change between its pages"
 
-# A listing that restarts from its first page forgets what the old one had seen.
+# A listing that restarts from its first page replaces what the abandoned
+# one's first page listed.
 conv "$M" "$U2" true http://x/p2 C1,C2 active,active >/dev/null
-is "$(conv "$M" "$U2" true http://x/p2 C3 active)|$(seen "$U2")" "0|0|1|0|C3" "a first page again: sync_seen starts over"
+is "$(conv "$M" "$U2" true http://x/p2 C3 active)|$(pages "$U2")" "0|0|1|0|1:-:1:C3" \
+	"a first page again: page 1's row is replaced"
 is "$(conv "$M" "$U2" false - C4,C5,C6 closed,active,inactive)" "0|0|3|2" \
 	"its last page: C1 and C2, listed by the abandoned listing only, are deleted"
 
 # --- the digest of a one-page listing ------------------------------------------------
 is "$(conv "$M" dina true - G1,G2,G2 active,active,closed 1,2,3 dg-1)" "2|0|0|0" "a one-page listing with a digest"
-is "$(cursor dina)" "$M|complete|-|1|t|dg-1|2" "the digest lands on the cursor, with the number of conversations"
+is "$(cursor dina)|$(pages dina)" "$M|complete|-|1|t|dg-1|2|" \
+	"the digest lands on the cursor, with the number of conversations; no page is stored"
 before=$(writes $CONV_TABLES)
 R2=$(run)
-is "$(w "SELECT sync_listing_unchanged($R2, '$S', 'dina', 'dg-1', 3, 1, 1, 0)")" 2 \
+is "$(w "SELECT sync_listing_unchanged($R2, '$S', 'dina', '{dg-1}', 3, 1, 1, 0)")" 2 \
 	"sync_listing_unchanged() with that digest: 2 unchanged"
 is "$(cursor dina)|$(writes $CONV_TABLES)" "$R2|complete|-|1|t|dg-1|2|$before" \
 	"only the cursor moves to the run; no conversation row written"
 is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_unchanged, rows_rejected) FROM sync_runs WHERE run_id = $R2")" \
 	"1|1|4|2|1" "the run counts the page as unchanged"
-is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', 'dg-2', 2, 0, 1, 0)::text, 'null')")" null \
+is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', '{dg-2}', 2, 0, 1, 0)::text, 'null')")" null \
 	"another digest: NULL, nothing done (the page is sent)"
 is "$(conv "$M" dina true http://x/p2 G1 active 1)|$(cursor dina)" "0|0|1|0|$M|running|http://x/p2|1|t|-|-" \
-	"a listing of several pages keeps no digest"
-is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', 'dg-1', 2, 0, 1, 0)::text, 'null')")" null \
+	"a listing of several pages keeps no digest on the cursor"
+is "$(w "SELECT coalesce(sync_listing_unchanged($R2, '$S', 'dina', '{dg-1}', 2, 0, 1, 0)::text, 'null')")" null \
 	"and the old digest no longer stands for the table"
+
+# --- the pages of a listing on several pages ------------------------------------------
+# state USER RUN: what a refused page or listing must leave alone: USER's
+# conversations, past versions and events, its cursor and stored pages, and
+# RUN's counters.
+state() {
+	q "SELECT concat_ws(' / ',
+	          (SELECT string_agg(concat_ws(':', conversation_sid, conversation_state, updated_at, deleted_at),
+	                             ',' ORDER BY conversation_sid) FROM user_conversations WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid = '$1'),
+	          (SELECT count(*) FROM conversation_event_log WHERE user_sid = '$1'),
+	          (SELECT c::text FROM sync_cursors c WHERE service_sid = '$S' AND user_sid = '$1'),
+	          (SELECT string_agg(p::text, ',' ORDER BY page_no) FROM sync_listing_pages p
+	            WHERE service_sid = '$S' AND user_sid = '$1'),
+	          (SELECT r::text FROM sync_runs r WHERE run_id = $2))"
+}
+# unchanged RUN USER DIGESTS: sync_listing_unchanged() of USER's listing
+# with the pages' DIGESTS (a text[] literal), 6 entries and 1 rejected, 3
+# requests; null for NULL.
+unchanged() {
+	w "SELECT coalesce(sync_listing_unchanged($1, '$S', '$2', '$3', 6, 1, 3, 0)::text, 'null')"
+}
+R3=$(run)
+conv "$R3" pia true http://x/pia/2 P1,P2 active,active "" dp-1 >/dev/null
+conv "$R3" pia false http://x/pia/3 P3,P4 active,active "" dp-2 >/dev/null
+is "$(conv "$R3" pia false - P5,P6 active,active "" dp-3)|$(pages pia)|$(cursor pia)" \
+	"2|0|0|0|1:dp-1:2:P1 P2,2:dp-2:2:P3 P4,3:dp-3:2:P5 P6|$R3|complete|-|3|t|-|6" \
+	"a listing of three pages: each page stored with its digest; the cursor complete with their 6 entries"
+
+# The same listing again, not sent: sync_listing_unchanged() with the digests of its pages.
+before=$(writes $CONV_TABLES)
+R4=$(run)
+is "$(unchanged "$R4" pia '{dp-1,dp-2,dp-3}')" 6 \
+	"sync_listing_unchanged() with the digests of the three pages, as stored: 6 entries unchanged"
+is "$(cursor pia)|$(pages pia)|$(writes $CONV_TABLES)" \
+	"$R4|complete|-|3|t|-|6|1:dp-1:2:P1 P2,2:dp-2:2:P3 P4,3:dp-3:2:P5 P6|$before" \
+	"only the cursor moves to the run; the pages stay; no conversation row written"
+is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_unchanged, rows_rejected, http_requests)
+	   FROM sync_runs WHERE run_id = $R4")" "3|1|7|6|1|3" \
+	"the run counts the three pages, every entry unchanged"
+st=$(state pia "$R4")
+got=
+for d in '{dp-1,dp-X,dp-3}' '{dp-1,dp-2}' '{dp-1,dp-2,dp-3,dp-4}' '{dp-3}'; do
+	got+="$(unchanged "$R4" pia "$d") "
+done
+is "$got|$(state pia "$R4")" "null null null null |$st" \
+	"one digest different, a page fewer or more, or one digest as for a listing on one page: NULL each time, nothing done"
+
+# The listing sent again, its first page skipped as unchanged, its second
+# changed (P4 closed), its last without P6: P6 is deleted, and P1 and P2,
+# listed by the skipped page as stored, are not.
+R5=$(run)
+is "$(PAGE=2 SKIPPED=1,2 conv "$R5" pia false http://x/pia/3 P3,P4 active,closed "" dp-2b)" "0|1|1|0" \
+	"page 2 sent after page 1 was skipped (p_page 2, p_skipped_pages 1): P4 updated"
+is "$(cursor pia)" "$R5|running|http://x/pia/3|2|t|-|-" "the cursor at page 2, running"
+is "$(PAGE=3 EARLIER='{dp-1,NULL}' conv "$R5" pia false - P5 active "" dp-3b)" "0|0|1|1" \
+	"the last page, with page 1's stored digest as the one skipped (p_earlier): P6 deleted, nothing else"
+is "$(listed pia)|$(events pia)" "P1:active,P2:active,P3:active,P4:closed,P5:active,P6:active-|P4:state_changed:active:closed,P6:removed:active:-" \
+	"P1 and P2, on the skipped page, are kept: its stored SIDs count as listed"
+is "$(pages pia)|$(cursor pia)" "1:dp-1:2:P1 P2,2:dp-2b:2:P3 P4,3:dp-3b:1:P5|$R5|complete|-|3|t|-|5" \
+	"page 1 as stored, pages 2 and 3 as sent; the cursor complete after 3 pages with 5 entries"
+is "$(q "SELECT concat_ws('|', pages, users_ok, rows_received, rows_updated, rows_unchanged, rows_deleted)
+	   FROM sync_runs WHERE run_id = $R5")" "3|1|5|1|4|1" \
+	"the run counts the skipped page and its 2 entries, unchanged, with the pages sent"
+
+# A page skipped by a digest that is no longer the stored one: an error, and nothing done.
+R6=$(run)
+st=$(state pia "$R6")
+out=$(PAGE=3 EARLIER='{dp-1,dp-2}' SKIPPED=2,4 conv "$R6" pia false - P5 active "" dp-3b 2>&1) || out="failed: $out"
+is "$(echo "$out" | grep -o '^failed\|pages skipped as unchanged are not the stored ones' | paste -sd' ')|$(state pia "$R6")" \
+	"failed pages skipped as unchanged are not the stored ones|$st" \
+	"a last page whose p_earlier names a digest page 2 no longer has: an exception, nothing changed"
+is "$(PAGE=3 EARLIER='{dp-1,dp-2b}' SKIPPED=2,4 conv "$R6" pia false - P5 active "" dp-3b)|$(q "SELECT concat_ws('|', pages, rows_received, rows_unchanged) FROM sync_runs WHERE run_id = $R6")" \
+	"0|0|1|0|3|5|5" "with the stored digests it is applied, the two skipped pages counted"
+
+# A listing in progress: its pages' digests, even all as stored, do not say
+# what the table holds.
+R8=$(run)
+conv "$R8" pia true http://x/pia/2 P1,P2 active,active "" dp-1 >/dev/null
+st=$(state pia "$R8")
+is "$(q "SELECT string_agg(digest, ',' ORDER BY page_no) FROM sync_listing_pages WHERE user_sid = 'pia'")|$(unchanged "$R8" pia '{dp-1,dp-2b,dp-3b}')|$(state pia "$R8")" \
+	"dp-1,dp-2b,dp-3b|null|$st" \
+	"mid-listing (its first page committed again), the digests of the pages as stored: NULL, nothing done"
+
+# A last page whose earlier pages are not all stored: an error, and nothing
+# done.  quin's listing was complete on one page (Q1, Q2, Q9); the next one
+# has committed its first page (Q1, Q2).
+R7=$(run)
+conv "$R7" quin true - Q1,Q2,Q9 active,active,active >/dev/null
+conv "$R7" quin true http://x/quin/2 Q1,Q2 active,active "" dq-1 >/dev/null
+st=$(state quin "$R7")
+out=$(PAGE=3 conv "$R7" quin false - Q3 active "" dq-3 2>&1) || out="failed: $out"
+is "$(echo "$out" | grep -o '^failed\|page 3 ends a listing whose earlier pages are not all stored' | paste -sd' ')|$(state quin "$R7")" \
+	"failed page 3 ends a listing whose earlier pages are not all stored|$st" \
+	"a last page 3 when page 2's row is missing: an exception, nothing changed (Q9 not deleted, Q3 not added)"
+q "DELETE FROM sync_listing_pages WHERE user_sid = 'quin' AND page_no = 1" >/dev/null
+st=$(state quin "$R7")
+out=$(conv "$R7" quin false - Q3 active "" dq-2 2>&1) || out="failed: $out"
+is "$(echo "$out" | grep -o '^failed\|page 2 ends a listing whose earlier pages are not all stored' | paste -sd' ')|$(state quin "$R7")" \
+	"failed page 2 ends a listing whose earlier pages are not all stored|$st" \
+	"so is a last page numbered after the cursor's (no p_page) when page 1's row is gone"
+conv "$R7" quin true http://x/quin/2 Q1,Q2 active,active "" dq-1 >/dev/null
+is "$(conv "$R7" quin false - Q3 active "" dq-2)|$(listed quin)" "1|0|0|1|Q1:active,Q2:active,Q3:active,Q9:active-" \
+	"with page 1 stored again, the last page is applied: Q3 added, Q9 deleted"
 
 # --- the lease ------------------------------------------------------------------------
 # lease USER INSTANCE TOKEN FOR: USER's cursor held by INSTANCE with TOKEN,
@@ -327,7 +450,8 @@ stored() {
 	          (SELECT string_agg(concat_ws(':', user_sid, run_id, state, next_page_url, pages_done, updated_at,
 	                                       lease_instance, lease_token, lease_expires_at), ',' ORDER BY user_sid)
 	             FROM sync_cursors),
-	          (SELECT count(*) FROM sync_seen), (SELECT sum(pages) FROM sync_runs)"
+	          (SELECT string_agg(p::text, ',' ORDER BY user_sid, page_no) FROM sync_listing_pages p),
+	          (SELECT sum(pages) FROM sync_runs)"
 }
 # Another instance (999) holds U2, with token 41, for an hour yet.
 lease "$U2" 999 41 '1 hour'
@@ -337,7 +461,7 @@ for tok in 40 ""; do
 	is "$(LEASE=$tok conv "$M" "$U2" true - C1,C9 closed,active)" "|||" \
 		"a page with ${tok:+token }${tok:-no token}, the lease another's: NULL counts"
 	is "$(stored)" "$before" \
-		"nothing written: no conversation, version, event, cursor, lease, seen conversation or page counted"
+		"nothing written: no conversation, version, event, cursor, lease, stored page or page counted"
 done
 is "$(LEASE=40 conv "$M" newcomer true http://x/2 C1 active)|$(stored)" "||||$before" \
 	"a page with a token for a user with no cursor, so no lease: NULL counts, nothing written"
@@ -345,8 +469,8 @@ is "$(LEASE=41 conv "$M" "$U2" true http://x/p2 C3,C4 active,closed)|$(cursor "$
 	"0|0|2|0|$M|running|http://x/p2|1|t|-|-|999:41:live" \
 	"with the lease's token (41): a first page is applied, the lease kept"
 is "$(LEASE=41 conv "$M" "$U2" false - C5,C6 active,inactive)|$(cursor "$U2")|$(leased "$U2")" \
-	"0|0|2|0|$M|complete|-|2|t|-|-|-:41:-" \
-	"the last page too: the listing completes, and its lease ends"
+	"0|0|2|0|$M|complete|-|2|t|-|4|-:41:-" \
+	"the last page too: the listing completes (the 4 entries of its 2 pages), and its lease ends"
 lease "$U2" 999 42 '-1 minute'
 is "$(conv "$M" "$U2" true - C3,C4,C5,C6 active,closed,active,inactive)|$(leased "$U2")" "0|0|4|0|-:42:-" \
 	"another instance's lease expired: a page without a token is applied (a complete listing ends it)"
@@ -361,7 +485,7 @@ users() {
 U4=$(sid 4) U5=$(sid 5) U6=$(sid 6)
 users "$M" "$U4,$U5,$U6" "erin,dora,ed" >/dev/null
 conv "$M" "$U4" true - E1,E2 active,closed 1,2 dg-e >/dev/null # complete: removals are events
-conv "$M" dora true http://x/p2 O1 active >/dev/null           # a first listing in progress
+conv "$M" dora true http://x/p2 O1 active "" dg-o >/dev/null   # a first listing in progress
 conv "$M" ed true - X1 active >/dev/null # ed's identity: a user not deleted (U6) keeps it
 is "$(users "$M" "$U6" ed)" "0|0|1|2" "the users listing no longer shows erin and dora: 2 users deleted"
 is "$(listed "$U4")|$(listed dora)|$(listed ed)" "E1:active-,E2:closed-|O1:active-|X1:active" \
@@ -369,7 +493,8 @@ is "$(listed "$U4")|$(listed dora)|$(listed ed)" "E1:active-,E2:closed-|O1:activ
 is "$(past "$U4")|$(past dora)" "E1:active,E2:closed|O1:active" "each one's version ends"
 is "$(events "$U4")|$(events dora)" "E1:removed:active:-,E2:removed:closed:-|" \
 	"removed events where the key's listing had completed, none for a first listing"
-is "$(cursor "$U4")" "$M|complete|-|1|t|-|-" "the cursor keeps no digest: the table no longer holds that listing"
+is "$(cursor "$U4")|$(pages dora)" "$M|complete|-|1|t|-|-|1:-:1:O1" \
+	"the cursors keep no digest, nor the stored pages: the table no longer holds those listings"
 
 # --- sync_merge_user -----------------------------------------------------------------------
 HIST="conversation_sid, account_sid, participant_sid, conversation_state, notification_level,
@@ -387,12 +512,12 @@ snapshot() { # snapshot KEY: every row stored under KEY, without the key
 	     UNION ALL SELECT 'k' || (run_id, state, pages_done, last_complete_at, last_error)::text
 	       FROM sync_cursors WHERE user_sid = '$1') s"
 }
-keyed() { # keyed KEY: KEY's conversations, past versions, events, cursors, seen conversations
+keyed() { # keyed KEY: KEY's conversations, past versions, events, cursors, stored pages
 	q "SELECT concat_ws('|', (SELECT count(*) FROM user_conversations WHERE user_sid = '$1'),
 	          (SELECT count(*) FROM user_conversation_past_versions WHERE user_sid = '$1'),
 	          (SELECT count(*) FROM conversation_event_log WHERE user_sid = '$1'),
 	          (SELECT count(*) FROM sync_cursors WHERE user_sid = '$1'),
-	          (SELECT count(*) FROM sync_seen WHERE user_sid = '$1'))"
+	          (SELECT count(*) FROM sync_listing_pages WHERE user_sid = '$1'))"
 }
 
 # frank, configured by identity: a history of his own (F1 changed, F2
@@ -415,21 +540,27 @@ is "$(cursor "$U7")" "$M|complete|-|1|t|-|-" "the cursor is rekeyed without its 
 # gina, an identity in the middle of a listing, merged into a User SID that
 # has nothing stored: the listing moves, and starts again from its first page.
 U11=$(sid 11)
-conv "$M" gina true http://x/gina/2 G1,G2 active,active >/dev/null
+conv "$M" gina true http://x/gina/2 G1,G2 active,active "" dg-g >/dev/null
 is "$(w "SELECT sync_merge_user('$S', 'gina', '$U11')")" 2 "an identity in the middle of a listing"
 is "$(q "SELECT state || '|' || coalesce(next_page_url, '-') || '|' || pages_done
-	   FROM sync_cursors WHERE user_sid = '$U11'")|$(keyed "$U11")|$(keyed gina)" "running|-|0|2|0|0|1|2|0|0|0|0|0" \
-	"its cursor restarts from the first page (no next page), the seen conversations move with it"
+	   FROM sync_cursors WHERE user_sid = '$U11'")|$(keyed "$U11")|$(keyed gina)|$(pages "$U11")" \
+	"running|-|0|2|0|0|1|1|0|0|0|0|0|1:-:2:G1 G2" \
+	"its cursor restarts from the first page (no next page); its stored page moves with it, without its digest"
 
 # hank, configured both ways: his identity and U8 both have data; the SID's
 # listing is the later one and wins.
 U8=$(sid 8)
 conv "$M" hank true - H1,H2 active,active >/dev/null
-conv "$M" hank true - H1,H2 inactive,active >/dev/null # H1: a past version and an event
-conv "$M" "$U8" true - H1,H3 closed,active >/dev/null
+conv "$M" hank true http://x/hank/2 H1 inactive "" dh-1 >/dev/null # H1: a past version and an event
+conv "$M" hank false - H2 active "" dh-2 >/dev/null
+conv "$M" "$U8" true http://x/u8/2 H1 closed "" d8-1 >/dev/null
+conv "$M" "$U8" false - H3 active "" d8-2 >/dev/null
+is "$(pages hank)|$(pages "$U8")" "1:dh-1:1:H1,2:dh-2:1:H2|1:d8-1:1:H1,2:d8-2:1:H3" \
+	"the last listing of each key was on two pages, stored"
 is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")" 2 \
 	"both keys have data, the SID's listing the later: H1 (both) dropped, H2 (identity only) moved"
-is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity"
+is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity: its pages went with its cursor"
+is "$(pages "$U8")" "1:-:1:H1,2:-:1:H3" "the SID's pages stay, without their digests: none will be skipped"
 is "$(listed "$U8")" "H1:closed,H2:active,H3:active" \
 	"one row per conversation: the SID's own H1 and H3, the identity's H2"
 is "$(q "SELECT string_agg(conversation_state || ':' || (valid_to = (SELECT updated_at FROM user_conversations

@@ -69,6 +69,12 @@ cursor() { # cursor LISTING: its run, state, next page, pages done, completed?, 
 	          coalesce(last_error, '-')
 	     FROM sync_dimension_cursors WHERE service_sid = '$S' AND listing = '$1'"
 }
+# stored_pages KEY: the pages stored of KEY's listing (number:digest:channels), - for no digest.
+stored_pages() {
+	q "SELECT string_agg(page_no || ':' || coalesce(digest, '-') || ':' || array_to_string(listed, ','), ' '
+	                     ORDER BY page_no)
+	     FROM sync_listing_pages WHERE service_sid = '$S' AND user_sid = '$1'"
+}
 live() { # live TABLE KEY: the live rows' keys, sorted
 	q "SELECT string_agg($2, ',' ORDER BY $2) FROM $1 WHERE deleted_at IS NULL"
 }
@@ -132,9 +138,11 @@ is "$(w "SELECT * FROM sync_users_page($R, '$S', true, NULL, '{$U1,$U2,$U3,$U5}'
 # under her identity, a listing still in progress.  dave (U5) has some under
 # his identity, which U6 will also have.
 page "$M" "$U3" true - CH1,CH2 joined,invited
-page "$M" carol true http://x/carol/2 CH3 joined
+page "$M" carol true http://x/carol/2 CH3 joined dg-c1
 page "$M" dave true - CH4 joined
 page "$M" "$U1" true - CH1 joined
+is "$(stored_pages carol)|$(stored_pages "$U3")" "1:dg-c1:CH3|" \
+	"the first page of carol's listing in progress is stored with its digest; her SID's one-page listing stores none"
 events=$(q "SELECT count(*) FROM membership_event_log")
 is "$(users "$R" true http://x/users/2 "$U1,$U2" "alice,bob" "A,B")" "0|2|0|0" \
 	"a first page of two: its users (other values now NULL: updated)"
@@ -166,6 +174,8 @@ is "$(q "SELECT string_agg(user_sid || '/' || channel_sid || '/' || event || '/'
 	"a 'removed' event where the key had a complete listing before, none for the identity's first listing"
 is "$(live user_channels "user_sid || '/' || channel_sid")" "$U1/CH1,dave/CH4" \
 	"the memberships of dave's identity, which a user not deleted has, are kept; a listed user's too"
+is "$(stored_pages carol)" "1:-:CH3" \
+	"the page stored of carol's listing in progress stays, without its digest (dg-c1): the table no longer holds what it listed"
 is "$(q "SELECT pages, users_ok, users_failed, rows_received, rows_inserted, rows_updated, rows_unchanged,
 	        rows_deleted, rows_rejected FROM sync_runs WHERE run_id = $R")" "0|0|0|0|0|0|0|0|0" \
 	"the dimension listings count no page, user or row in the run"
@@ -317,7 +327,7 @@ keyed() { # keyed KEY: rows under KEY in each table that holds memberships' keys
 	          (SELECT count(*) FROM user_channel_past_versions WHERE user_sid = '$1') || '|' ||
 	          (SELECT count(*) FROM membership_event_log WHERE user_sid = '$1') || '|' ||
 	          (SELECT count(*) FROM sync_cursors WHERE user_sid = '$1') || '|' ||
-	          (SELECT count(*) FROM sync_seen WHERE user_sid = '$1')"
+	          (SELECT count(*) FROM sync_listing_pages WHERE user_sid = '$1')"
 }
 frank=$(snapshot frank)
 is "$(keyed frank)|$(keyed "$U7")" "2|2|2|1|0|0|0|0|0|0" "frank's identity holds 2 memberships, 2 past versions, 2 events"
@@ -331,19 +341,26 @@ is "$(q "SELECT coalesce(next_page_url, '-') || (listing_digest IS NULL)::text |
 
 # gina, an identity in the middle of a listing, merged into a User SID that
 # has nothing stored: the listing moves, and starts again from its first page.
-page "$M" gina true http://x/gina/2 CH1,CH2 joined,joined
+page "$M" gina true http://x/gina/2 CH1,CH2 joined,joined dg-g1
 is "$(w "SELECT sync_merge_user('$S', 'gina', '$(sid 11)')")" 2 "an identity in the middle of a listing"
 is "$(q "SELECT state || '|' || coalesce(next_page_url, '-') || '|' || pages_done
-	   FROM sync_cursors WHERE user_sid = '$(sid 11)'")|$(keyed "$(sid 11)")" "running|-|0|2|0|0|1|2" \
-	 "its cursor restarts from the first page (no next page), the seen set moves with it"
+	   FROM sync_cursors WHERE user_sid = '$(sid 11)'")|$(keyed "$(sid 11)")|$(stored_pages "$(sid 11)")" \
+	"running|-|0|2|0|0|1|1|1:-:CH1,CH2" \
+	 "its cursor restarts from the first page (no next page); its stored page moves with it, without its digest"
 
 # hank, configured both ways: his identity and U8 both have data.
 page "$M" hank true - CH1,CH2 invited,joined
-page "$M" hank true - CH1,CH2 joined,joined # CH1: a past version and an event
-page "$M" "$U8" true - CH1,CH3 invited,joined
+page "$M" hank true http://x/hank/2 CH1 joined dg-h1 # CH1: a past version and an event
+page "$M" hank false - CH2 joined dg-h2
+page "$M" "$U8" true http://x/u8/2 CH1 invited dg-81
+page "$M" "$U8" false - CH3 joined dg-82
+is "$(stored_pages hank)|$(stored_pages "$U8")" "1:dg-h1:CH1 2:dg-h2:CH2|1:dg-81:CH1 2:dg-82:CH3" \
+	"the last listing of each key was on two pages: their pages are stored, with their digests"
 is "$(w "SELECT sync_merge_user('$S', 'hank', '$U8')")" 2 \
 	"sync_merge_user(), both keys have data, the SID's listing the later: CH1 (both) dropped, CH2 (identity only) moved"
-is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity"
+is "$(keyed hank)" "0|0|0|0|0" "nothing is left under the identity: its stored pages went with its cursor"
+is "$(stored_pages "$U8")" "1:-:CH1 2:-:CH3" \
+	"the SID's stored pages stay, without their digests: the next listing skips none of them"
 is "$(q "SELECT string_agg(channel_sid || ':' || status, ',' ORDER BY channel_sid)
 	   FROM user_channels WHERE user_sid = '$U8'")" \
 	"CH1:invited,CH2:joined,CH3:joined" "one membership per channel: the SID's own CH1 and CH3, the identity's CH2"

@@ -153,7 +153,8 @@ check_final() {
 		"$(sqlt "SELECT string_agg(user_sid || ':complete:' || pages_done || ':true:true',
 	                              ' ' ORDER BY user_sid) FROM ref.sync_cursors")" \
 		"$label: every cursor complete in that run, pages_done = the listing's page count"
-	is "$(sql "SELECT count(*) FROM $s.sync_seen")" 0 "$label: sync_seen empty"
+	is "$(rows_differ "$s" ref "service_sid, user_sid, page_no, digest, entries, listed" sync_listing_pages)" 0 \
+		"$label: sync_listing_pages equals ref's: every page's digest and SIDs, none left over"
 }
 
 # ------------------------------------------------------------ 1. reference
@@ -169,6 +170,9 @@ is "$REF_LINES" "$REF_PAGES" "ref: one request per page ($REF_PAGES pages)"
 is "$(SCHEMA=ref diff_expected)" 0 "ref: user_channels equal the fake's data"
 is "$(sqlt "SELECT count(*), count(*) FILTER (WHERE state = 'complete' AND pages_done = 9) FROM ref.sync_cursors")" \
 	"${#USERS[@]}	${#USERS[@]}" "ref: every cursor complete after 9 pages (60 channels, $PAGE a page)"
+is "$(sqlt "SELECT count(*), count(digest), sum(entries) FROM ref.sync_listing_pages")" \
+	"$REF_PAGES	$REF_PAGES	$(sql "SELECT rows_received FROM ref.sync_runs")" \
+	"ref: each page stored with its digest and entries"
 diag "ref sweep: $REF_PAGES pages"
 
 # The (user, page) pairs the undisturbed sweep asked for.

@@ -62,7 +62,9 @@
 # And the final tables: user_channels (values + deleted or not) equal ref's
 # and the fake's --dump, the past versions exactly those that the fake's
 # change from variant 0 to 1 ended (none before it), as many history rows as
-# ref, every cursor complete, sync_seen empty, no live lease left on any
+# ref, every cursor complete, the pages stored of each listing those of its
+# last one (1..pages_done, with digests, none beyond; none for a listing on
+# one page) and equal to ref's, no live lease left on any
 # cursor, a row of sync_instances per process started (each killed one
 # reaped by a later start, each of the final rounds stopped cleanly), none
 # live.
@@ -671,7 +673,21 @@ check_final() {
 		"$(sqlt "SELECT string_agg(user_sid || ':complete:' || pages_done || ':true:true',
 	                              ' ' ORDER BY user_sid) FROM ref.sync_cursors")" \
 		"$p: every cursor complete in the last run, pages_done = the listing's page count"
-	is "$(sql "SELECT count(*) FROM soak.sync_seen")" 0 "$p: sync_seen empty"
+	is "$(sqlt "SELECT count(*) FILTER (WHERE c.pages_done > 1), count(*) FILTER (WHERE
+	                   CASE WHEN c.pages_done = 1 THEN p.n = 0
+	                        ELSE p.n = c.pages_done AND p.numbered = c.pages_done AND p.with_digest = p.n
+	                             AND p.entries = c.listing_rows END)
+	              FROM soak.sync_cursors c
+	              CROSS JOIN LATERAL (
+	                  SELECT count(*) AS n, count(DISTINCT page_no) FILTER (WHERE page_no <= c.pages_done)
+	                         AS numbered, count(digest) AS with_digest, sum(entries) AS entries
+	                    FROM soak.sync_listing_pages l
+	                   WHERE l.service_sid = c.service_sid AND l.user_sid = c.user_sid) p
+	             WHERE c.state = 'complete'")" \
+		"$N_USERS	$N_USERS" \
+		"$p: each complete listing (all of several pages) has exactly its pages stored, 1..pages_done, with digests and entries adding up to listing_rows"
+	is "$(rows_differ soak ref "user_sid, page_no, digest, entries, listed" sync_listing_pages)" 0 \
+		"$p: the stored pages equal ref's: digests and SIDs listed (EXCEPT ALL both ways)"
 	is "$(sqlt "SELECT (SELECT count(*) FROM soak.sync_cursors
 	                     WHERE lease_instance IS NOT NULL AND lease_expires_at > now()),
 	                   (SELECT count(*) FROM soak.sync_dimension_cursors

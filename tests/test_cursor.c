@@ -58,11 +58,12 @@ test_positions(void)
 
 	read_row(cursor_row(NULL, NULL, NULL, NULL, NULL), 7, &pos);
 	ok(pos.start == CURSOR_FIRST_PAGE, "no cursor: the listing starts at its first page");
-	ok(pos.next_url == NULL && pos.pages_done == 0 && pos.digest[0] == '\0',
+	ok(pos.next_url == NULL && pos.pages_done == 0 && pos.digests == NULL,
 	   "no cursor: no URL, no pages, no digest");
 
 	read_row(cursor_row("7", "complete", NULL, "3", DIGEST), 7, &pos);
 	ok(pos.start == CURSOR_SKIP, "finished in this sweep: skipped");
+	cursor_position_free(&pos);
 
 	read_row(cursor_row("7", "failed", "https://x/p2", "1", NULL), 7, &pos);
 	ok(pos.start == CURSOR_SKIP,
@@ -75,19 +76,23 @@ test_positions(void)
 	is_int(pos.pages_done, 1, "with the pages it committed");
 	free(pos.next_url);
 
-	read_row(cursor_row("7", "running", "https://x/p4", "3", NULL), 7, &pos);
+	read_row(cursor_row("7", "running", "https://x/p4", "3", DIGEST "," DIGEST ",,"), 7, &pos);
 	ok(pos.start == CURSOR_RESUME, "running in this sweep (a crash): resumed");
 	is_int(pos.pages_done, 3, "at page 4");
-	free(pos.next_url);
+	is_str(pos.digests, DIGEST "," DIGEST ",,",
+	       "with the digests stored for its pages, to skip those unchanged");
+	cursor_position_free(&pos);
+	ok(pos.next_url == NULL && pos.digests == NULL, "cursor_position_free() frees both");
 
 	read_row(cursor_row("6", "complete", NULL, "1", DIGEST), 7, &pos);
 	ok(pos.start == CURSOR_FIRST_PAGE,
 	   "complete in an earlier sweep: listed again from page 1");
-	is_str(pos.digest, DIGEST, "with the digest of its last one-page listing");
+	is_str(pos.digests, DIGEST, "with the digest of its last one-page listing");
 	ok(pos.next_url == NULL, "and no URL to resume at");
+	cursor_position_free(&pos);
 
-	read_row(cursor_row("6", "complete", NULL, "4", NULL), 7, &pos);
-	is_str(pos.digest, "", "a listing of several pages has no digest");
+	read_row(cursor_row("6", "complete", NULL, "4", ""), 7, &pos);
+	ok(pos.digests == NULL, "no digest stored: none");
 	is_int(pos.pages_done, 0, "a new listing has no pages done");
 }
 

@@ -4,20 +4,20 @@
 -- sync_conversations_gone() is its sync_memberships_gone().  Everything
 -- said of memberships there holds here, a conversation's state
 -- (conversation_state) in place of a membership's status.  The two share a
--- user's cursor, its advisory lock and sync_seen (channel_sid holding the
--- conversation's SID): a user key of a service is listed through one API.
+-- user's cursor, its advisory lock and sync_listing_pages (listed holding
+-- conversation SIDs): a user key of a service is listed through one API.
 -- sync_listing_unchanged() serves both as it is.
 
 -- sync_conversations_gone(): the end of a complete listing of a user's
 -- conversations, or of the user (deleted: p_listed empty): its live
 -- conversations not listed are marked deleted.  Listed are the
--- conversations of p_listed and, with p_use_seen, those the listing's
--- earlier pages recorded in sync_seen.  Each one's version is copied to
+-- conversations of p_listed and, when p_last_page is more than 1, those
+-- the listing's earlier pages listed.  Each one's version is copied to
 -- user_conversation_past_versions, and with p_events a 'removed' event is
 -- logged (not for a user's first listing).  Returns how many.  The caller
 -- holds the user's advisory lock (see sync_page()).
 CREATE OR REPLACE FUNCTION sync_conversations_gone(
-    p_service text, p_user text, p_listed text[], p_use_seen boolean, p_events boolean)
+    p_service text, p_user text, p_listed text[], p_last_page integer, p_events boolean)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -31,11 +31,14 @@ BEGIN
           FROM user_conversations uc
          WHERE uc.service_sid = p_service AND uc.user_sid = p_user
            AND uc.deleted_at IS NULL
-           AND uc.conversation_sid NOT IN (SELECT unnest(p_listed))
-           AND (NOT p_use_seen OR NOT EXISTS (
-                   SELECT 1 FROM sync_seen s
-                    WHERE s.service_sid = p_service AND s.user_sid = p_user
-                      AND s.channel_sid = uc.conversation_sid))
+           AND uc.conversation_sid NOT IN (
+                   SELECT unnest(p_listed)
+                   UNION ALL
+                   SELECT unnest(p.listed)
+                     FROM sync_listing_pages p
+                    WHERE p_last_page > 1
+                      AND p.service_sid = p_service AND p.user_sid = p_user
+                      AND p.page_no < p_last_page)
     ), archived AS (
         INSERT INTO user_conversation_past_versions
                (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
@@ -76,9 +79,8 @@ $fn$;
 -- the user's changes nothing and gets NULL counts; of two entries of a page with one
 -- conversation SID the last counts; a row is written only when one of its
 -- values differs (or it had been deleted), its version copied to
--- user_conversation_past_versions first; p_digest, for a listing on one
--- page, is kept on the cursor with the number of conversations it held
--- (see sync_listing_unchanged.sql).  A user's first listing logs no event.
+-- user_conversation_past_versions first; p_digest and the arguments after
+-- p_lease are those of sync_page().  A user's first listing logs no event.
 CREATE OR REPLACE FUNCTION sync_conversations_page(
     p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
     p_conversation text[], p_account text[], p_participant text[], p_state text[],
@@ -88,21 +90,26 @@ CREATE OR REPLACE FUNCTION sync_conversations_page(
     p_date_inactive timestamptz[], p_date_closed timestamptz[],
     p_url text[], p_conversation_url text[], p_participant_url text[],
     p_rejected integer, p_requests integer, p_retries integer, p_digest text,
-    p_lease bigint DEFAULT NULL, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
+    p_lease bigint DEFAULT NULL, p_page integer DEFAULT NULL, p_earlier text[] DEFAULT NULL,
+    p_skipped_pages integer DEFAULT 0, p_skipped_rows integer DEFAULT 0, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
     v_distinct integer;
-    v_single   boolean := p_first AND p_next_url IS NULL;
+    v_single   boolean;
     v_fresh    boolean := false;  -- the user has no stored conversation at all
     v_events   boolean;           -- not the user's first listing: changes are events
+    v_page     integer;           -- the page's number in the listing
 BEGIN
-    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease);
+    SELECT b.events, b.page_no INTO v_events, v_page
+      FROM sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease, p_page,
+                              p_earlier) AS b;
     IF v_events IS NULL THEN
         RETURN;  -- the lease was taken over
     END IF;
+    v_single := v_page = 1 AND p_next_url IS NULL;
     -- The plain INSERT writes no events: only for a first listing.
     IF p_first AND NOT v_events THEN
         v_fresh := NOT EXISTS (SELECT 1 FROM user_conversations
@@ -253,12 +260,13 @@ BEGIN
     deleted := 0;
     -- A user's first listing, on one page, can have left nothing behind.
     IF p_next_url IS NULL AND NOT (v_fresh AND v_single) THEN
-        deleted := sync_conversations_gone(p_service, p_user, p_conversation, NOT v_single,
+        deleted := sync_conversations_gone(p_service, p_user, p_conversation, v_page,
                                            v_events);
     END IF;
 
-    PERFORM sync_listing_advance(p_run_id, p_service, p_user, p_first, p_next_url, p_conversation,
-                                 p_digest, v_distinct, p_rejected, p_requests, p_retries,
-                                 inserted, updated, unchanged, deleted);
+    PERFORM sync_listing_advance(p_run_id, p_service, p_user, v_page, p_next_url,
+                                 p_conversation, p_digest, v_distinct, p_rejected, p_requests,
+                                 p_retries, inserted, updated, unchanged, deleted,
+                                 p_skipped_pages, p_skipped_rows);
 END
 $fn$;

@@ -294,11 +294,13 @@ BEGIN
         v_events := EXISTS (SELECT FROM sync_cursors c
                              WHERE c.service_sid = p_service AND c.user_sid = v_key
                                AND c.last_complete_at IS NOT NULL);
-        PERFORM sync_memberships_gone(p_service, v_key, '{}', false, v_events);
-        PERFORM sync_conversations_gone(p_service, v_key, '{}', false, v_events);
-        -- The table no longer holds the listing its digest stands for.
+        PERFORM sync_memberships_gone(p_service, v_key, '{}', NULL, v_events);
+        PERFORM sync_conversations_gone(p_service, v_key, '{}', NULL, v_events);
+        -- The table no longer holds the listing its digests stand for.
         UPDATE sync_cursors SET listing_digest = NULL, listing_rows = NULL
          WHERE service_sid = p_service AND user_sid = v_key;
+        UPDATE sync_listing_pages SET digest = NULL
+         WHERE service_sid = p_service AND user_sid = v_key AND digest IS NOT NULL;
     END LOOP;
 END
 $fn$;
@@ -375,7 +377,7 @@ $fn$;
 -- does for memberships; p_win is the key whose data wins where both keys
 -- hold a conversation.  Returns the number of conversations moved or
 -- dropped.  The caller holds both keys' advisory locks, and moves the
--- cursor and sync_seen.
+-- cursor and its listing's pages.
 CREATE OR REPLACE FUNCTION sync_merge_conversations(
     p_service text, p_identity text, p_sid text, p_win text)
 RETURNS integer
@@ -557,14 +559,15 @@ BEGIN
     GET DIAGNOSTICS v_moved = ROW_COUNT;
     v_dropped := v_dropped + sync_merge_conversations(p_service, p_identity, p_sid, v_win);
 
-    -- The winner's cursor (and seen channels) under the SID, the other's gone.
-    DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = v_lose;
+    -- The winner's cursor under the SID, the other's gone.  Their pages go
+    -- with them (sync_listing_pages follows its cursor), none
+    -- to be skipped: the table no longer holds what their digests stand for.
+    UPDATE sync_listing_pages SET digest = NULL
+     WHERE service_sid = p_service AND user_sid IN (p_identity, p_sid) AND digest IS NOT NULL;
     DELETE FROM sync_cursors c
      WHERE c.service_sid = p_service AND c.user_sid = v_lose
        AND EXISTS (SELECT FROM sync_cursors w
                     WHERE w.service_sid = p_service AND w.user_sid = v_win);
-    UPDATE sync_seen SET user_sid = p_sid
-     WHERE service_sid = p_service AND user_sid = p_identity;
     UPDATE sync_cursors
        SET next_page_url = CASE WHEN user_sid = p_identity THEN NULL ELSE next_page_url END,
            pages_done = CASE WHEN user_sid = p_identity AND state = 'running' THEN 0

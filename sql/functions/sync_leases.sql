@@ -146,14 +146,16 @@ $fn$;
 -- dropped, for a lost connection say), skipping those whose cursor another
 -- session has locked (a page being applied).  A user never listed gets its cursor here.  Returns a
 -- row per user of p_users, by its position (ord, from 1): outcome
--- 'claimed' (with the new lease token and where its listing stands),
+-- 'claimed' (with the new lease token, where its listing stands, and the
+-- digests of the pages stored for it, comma-separated by page number, ""
+-- for one without: see sync_listing_unchanged.sql),
 -- 'done' (finished or failed in this sweep), or 'pending' (due, but held by
 -- another or left for a later claim).
 CREATE OR REPLACE FUNCTION sync_lease_claim(
     p_run_id bigint, p_instance bigint, p_seconds integer, p_service text, p_users text[],
     p_limit integer)
 RETURNS TABLE (ord integer, outcome text, lease_token bigint, run_id bigint, state text,
-               next_page_url text, pages_done integer, digest text)
+               next_page_url text, pages_done integer, digests text)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
     INSERT INTO sync_cursors AS c (service_sid, user_sid, run_id, state)
@@ -179,14 +181,23 @@ BEGIN
                lease_expires_at = now() + make_interval(secs => p_seconds)
           FROM wanted k
          WHERE c.service_sid = p_service AND c.user_sid = k.user_sid
-        RETURNING k.ord, c.lease_token, c.run_id, c.state, c.next_page_url, c.pages_done,
+        RETURNING k.ord, c.user_sid, c.lease_token, c.run_id, c.state, c.next_page_url,
+                  c.pages_done,
                   CASE WHEN c.listing_rows IS NOT NULL THEN c.listing_digest END AS digest
     )
     SELECT w.ord::integer,
            CASE WHEN k.ord IS NOT NULL THEN 'claimed'
                 WHEN c.run_id = p_run_id AND c.state <> 'running' THEN 'done'
                 ELSE 'pending' END,
-           k.lease_token, k.run_id, k.state, k.next_page_url, k.pages_done, k.digest
+           k.lease_token, k.run_id, k.state, k.next_page_url, k.pages_done,
+           coalesce(k.digest,
+                    (SELECT string_agg(coalesce(p.digest, ''), ',' ORDER BY g.n)
+                       FROM generate_series(1, (SELECT max(m.page_no) FROM sync_listing_pages m
+                                                 WHERE m.service_sid = p_service
+                                                   AND m.user_sid = k.user_sid)) AS g(n)
+                       LEFT JOIN sync_listing_pages p
+                              ON p.service_sid = p_service AND p.user_sid = k.user_sid
+                             AND p.page_no = g.n))
       FROM unnest(p_users) WITH ORDINALITY AS w(user_sid, ord)
       LEFT JOIN sync_cursors c ON c.service_sid = p_service AND c.user_sid = w.user_sid
       LEFT JOIN claimed k ON k.ord = w.ord

@@ -1,13 +1,13 @@
 -- sync_memberships_gone(): the end of a complete listing of a user's
 -- memberships, or of the user (deleted: p_listed empty): its live
 -- memberships not listed are marked deleted.  Listed are the channels of
--- p_listed and, with p_use_seen, those the listing's earlier pages recorded
--- in sync_seen.  Each one's version is copied to user_channel_past_versions,
--- and with p_events a 'removed' event is logged (not for a user's first
--- listing).  Returns how many.  The caller holds the user's advisory lock
--- (see sync_page()).
+-- p_listed and, when p_last_page (the number of the listing's last page) is
+-- more than 1, those its earlier pages listed (sync_listing_pages).  Each
+-- one's version is copied to user_channel_past_versions, and with p_events
+-- a 'removed' event is logged (not for a user's first listing).  Returns
+-- how many.  The caller holds the user's advisory lock (see sync_page()).
 CREATE OR REPLACE FUNCTION sync_memberships_gone(
-    p_service text, p_user text, p_listed text[], p_use_seen boolean, p_events boolean)
+    p_service text, p_user text, p_listed text[], p_last_page integer, p_events boolean)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -21,11 +21,14 @@ BEGIN
           FROM user_channels uc
          WHERE uc.service_sid = p_service AND uc.user_sid = p_user
            AND uc.deleted_at IS NULL
-           AND uc.channel_sid NOT IN (SELECT unnest(p_listed))
-           AND (NOT p_use_seen OR NOT EXISTS (
-                   SELECT 1 FROM sync_seen s
-                    WHERE s.service_sid = p_service AND s.user_sid = p_user
-                      AND s.channel_sid = uc.channel_sid))
+           AND uc.channel_sid NOT IN (
+                   SELECT unnest(p_listed)
+                   UNION ALL
+                   SELECT unnest(p.listed)
+                     FROM sync_listing_pages p
+                    WHERE p_last_page > 1
+                      AND p.service_sid = p_service AND p.user_sid = p_user
+                      AND p.page_no < p_last_page)
     ), archived AS (
         INSERT INTO user_channel_past_versions
                (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
@@ -54,68 +57,103 @@ END
 $fn$;
 
 -- sync_listing_begin(): the start of applying a page of a user's listing,
--- for sync_page() and sync_conversations_page(): NULL, and nothing done, if
--- the caller's lease token p_lease is not the user's (see
--- sync_user_lease_held() in sync_leases.sql); else the user's advisory
--- lock is taken (two pages of one user are never applied at once, even
--- without a lease), the channels seen by an earlier listing left
--- unfinished are forgotten on a first page, and the result says whether the
--- user had a complete listing before (its changes are then events).
+-- for sync_page() and sync_conversations_page().  Nothing is done, and
+-- events is NULL, if the caller's lease token p_lease is not the user's
+-- (see sync_user_lease_held() in sync_leases.sql).  Else the user's
+-- advisory lock is taken (two pages of one user are never applied at once,
+-- even without a lease); events says whether the user had a complete
+-- listing before (its changes are then events), and page_no is the page's
+-- number: p_page, or else 1 for a first page and the one after the
+-- cursor's for another.
+--
+-- On a last page (p_next_url NULL) after others, the listing's earlier
+-- pages must all be in sync_listing_pages, since they say what it listed;
+-- and those the client skipped as unchanged (p_earlier: the digest it saw
+-- for each, by number, NULL for a page it sent) must still have those
+-- digests.  Anything else is an error, and nothing is deleted on a guess.
 CREATE OR REPLACE FUNCTION sync_listing_begin(
-    p_service text, p_user text, p_first boolean, p_next_url text, p_lease bigint)
-RETURNS boolean
+    p_service text, p_user text, p_first boolean, p_next_url text, p_lease bigint,
+    p_page integer, p_earlier text[], OUT events boolean, OUT page_no integer)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_events boolean;
+    v_page   integer;
 BEGIN
     IF NOT sync_user_lease_held(p_service, p_user, p_lease) THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_service || '/' || p_user));
-    IF p_first AND p_next_url IS NOT NULL THEN
-        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    SELECT c.last_complete_at IS NOT NULL,
+           coalesce(p_page, CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END)
+      INTO v_events, v_page
+      FROM sync_cursors c
+     WHERE c.service_sid = p_service AND c.user_sid = p_user;
+    IF NOT FOUND THEN
+        v_events := false;
+        v_page := coalesce(p_page, 1);
     END IF;
-    RETURN EXISTS (SELECT 1 FROM sync_cursors
-                    WHERE service_sid = p_service AND user_sid = p_user
-                      AND last_complete_at IS NOT NULL);
+    IF p_next_url IS NULL AND v_page > 1 THEN
+        IF (SELECT count(*) FROM sync_listing_pages p
+             WHERE p.service_sid = p_service AND p.user_sid = p_user
+               AND p.page_no < v_page) <> v_page - 1 THEN
+            RAISE EXCEPTION 'service %, user %: page % ends a listing whose earlier pages '
+                            'are not all stored', p_service, p_user, v_page;
+        END IF;
+        IF EXISTS (SELECT FROM unnest(p_earlier) WITH ORDINALITY AS e(digest, n)
+                     LEFT JOIN sync_listing_pages p
+                            ON p.service_sid = p_service AND p.user_sid = p_user
+                           AND p.page_no = e.n
+                    WHERE e.digest IS NOT NULL AND p.digest IS DISTINCT FROM e.digest) THEN
+            RAISE EXCEPTION 'service %, user %: pages skipped as unchanged are not the '
+                            'stored ones', p_service, p_user;
+        END IF;
+    END IF;
+    events := v_events;
+    page_no := v_page;
 END
 $fn$;
 
--- sync_listing_advance(): the end of applying a page, once its rows and (on
--- a last page) its deletions are done: the SIDs it listed (p_listed) are
--- recorded in sync_seen for a listing that goes on, and forgotten at the end
--- of one of several pages; the cursor moves (with p_digest and the p_distinct
--- rows it stands for, for a listing on one page); the run counts the page.
+-- sync_listing_advance(): the end of applying page p_page of a listing, once
+-- its rows and (on a last page) its deletions are done.  A page of a listing
+-- on several pages is recorded in sync_listing_pages: its digest p_digest,
+-- its entries and the SIDs it listed (p_listed); a last page drops the rows
+-- of pages after it, and a listing on one page keeps its digest, and the
+-- p_distinct rows it stands for, on the cursor.  The cursor moves; the run
+-- counts the page, and the p_skipped_pages pages before it that the client
+-- found unchanged, with their p_skipped_rows entries.
 CREATE OR REPLACE FUNCTION sync_listing_advance(
-    p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
+    p_run_id bigint, p_service text, p_user text, p_page integer, p_next_url text,
     p_listed text[], p_digest text, p_distinct integer, p_rejected integer,
     p_requests integer, p_retries integer, p_inserted integer, p_updated integer,
-    p_unchanged integer, p_deleted integer)
+    p_unchanged integer, p_deleted integer, p_skipped_pages integer, p_skipped_rows integer)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
-    v_single boolean := p_first AND p_next_url IS NULL;
+    v_single boolean := p_page = 1 AND p_next_url IS NULL;
+    v_entries integer := coalesce(cardinality(p_listed), 0);
+    v_rows integer;  -- of a complete listing: what the unchanged shortcut counts
 BEGIN
-    IF p_next_url IS NOT NULL THEN
-        INSERT INTO sync_seen (service_sid, user_sid, channel_sid)
-        SELECT p_service, p_user, c FROM unnest(p_listed) AS c
-        ON CONFLICT DO NOTHING;
-    ELSIF NOT v_single THEN
-        DELETE FROM sync_seen WHERE service_sid = p_service AND user_sid = p_user;
+    IF v_single THEN
+        v_rows := CASE WHEN p_digest IS NOT NULL THEN p_distinct END;
+    ELSIF p_next_url IS NULL THEN
+        v_rows := v_entries + coalesce((SELECT sum(p.entries) FROM sync_listing_pages p
+                                         WHERE p.service_sid = p_service
+                                           AND p.user_sid = p_user
+                                           AND p.page_no < p_page), 0);
     END IF;
-
     INSERT INTO sync_cursors AS c
            (service_sid, user_sid, run_id, state, next_page_url, pages_done,
             last_complete_at, listing_digest, listing_rows, updated_at)
     VALUES (p_service, p_user, p_run_id,
             CASE WHEN p_next_url IS NULL THEN 'complete' ELSE 'running' END,
-            p_next_url, 1,
+            p_next_url, p_page,
             CASE WHEN p_next_url IS NULL THEN now() END,
-            CASE WHEN v_single THEN p_digest END,
-            CASE WHEN v_single AND p_digest IS NOT NULL THEN p_distinct END, now())
+            CASE WHEN v_single THEN p_digest END, v_rows, now())
     ON CONFLICT (service_sid, user_sid) DO UPDATE
        SET run_id = EXCLUDED.run_id,
            state = EXCLUDED.state,
            next_page_url = EXCLUDED.next_page_url,
-           pages_done = CASE WHEN p_first THEN 1 ELSE c.pages_done + 1 END,
+           pages_done = EXCLUDED.pages_done,
            last_complete_at = coalesce(EXCLUDED.last_complete_at, c.last_complete_at),
            listing_digest = EXCLUDED.listing_digest,
            listing_rows = EXCLUDED.listing_rows,
@@ -125,10 +163,26 @@ BEGIN
            lease_expires_at = CASE WHEN p_next_url IS NULL THEN NULL ELSE c.lease_expires_at END,
            updated_at = now();
 
-    PERFORM sync_run_add(p_run_id, p_pages => 1, p_users_ok => (p_next_url IS NULL)::integer,
-                         p_received => coalesce(cardinality(p_listed), 0) + p_rejected,
+    IF v_single THEN
+        DELETE FROM sync_listing_pages
+         WHERE service_sid = p_service AND user_sid = p_user;
+    ELSE
+        INSERT INTO sync_listing_pages AS p
+               (service_sid, user_sid, page_no, digest, entries, listed)
+        VALUES (p_service, p_user, p_page, p_digest, v_entries, coalesce(p_listed, '{}'))
+        ON CONFLICT (service_sid, user_sid, page_no) DO UPDATE
+           SET digest = EXCLUDED.digest, entries = EXCLUDED.entries, listed = EXCLUDED.listed;
+        IF p_next_url IS NULL THEN
+            DELETE FROM sync_listing_pages
+             WHERE service_sid = p_service AND user_sid = p_user AND page_no > p_page;
+        END IF;
+    END IF;
+
+    PERFORM sync_run_add(p_run_id, p_pages => 1 + p_skipped_pages,
+                         p_users_ok => (p_next_url IS NULL)::integer,
+                         p_received => v_entries + p_rejected + p_skipped_rows,
                          p_inserted => p_inserted, p_updated => p_updated,
-                         p_unchanged => p_unchanged, p_deleted => p_deleted,
+                         p_unchanged => p_unchanged + p_skipped_rows, p_deleted => p_deleted,
                          p_rejected => p_rejected, p_requests => p_requests,
                          p_retries => p_retries);
 END
@@ -145,11 +199,16 @@ $fn$;
 -- advisory lock and its cursor's row lock (sync_listing_begin()), so no
 -- other session adds the same key meanwhile.  A version is copied to
 -- user_channel_past_versions only when it changes or ends; the first time it
--- is seen invited, and joined, is kept on its row.  p_digest, for a
--- listing on one page, is kept on the cursor with the number of memberships
--- it held (see sync_listing_unchanged.sql).  p_notification_level, the
--- notification level Chat v2 sends with each membership, comes last and may
--- be NULL (none: IP Messaging v1).
+-- is seen invited, and joined, is kept on its row.  p_digest, the page's
+-- digest, is kept on the cursor for a listing on one page, with the number
+-- of memberships it held, and in sync_listing_pages for a page of several
+-- (see sync_listing_advance() and sync_listing_unchanged.sql).
+-- p_notification_level, the notification level Chat v2 sends with each
+-- membership, may be NULL (none: IP Messaging v1).  p_page is the page's
+-- number (NULL: the one after the cursor's); p_earlier, on a last page, the
+-- digests of the pages the client skipped as unchanged (checked by
+-- sync_listing_begin()), and p_skipped_pages and p_skipped_rows what they
+-- held, for the run's counters.
 --
 -- Each statement is planned afresh on every call (plan_cache_mode): PL/pgSQL
 -- would otherwise keep generic plans made while the tables were empty
@@ -161,6 +220,8 @@ CREATE OR REPLACE FUNCTION sync_page(
     p_lcmi bigint[], p_unread bigint[], p_channel_url text[], p_member_url text[],
     p_rejected integer, p_requests integer, p_retries integer, p_digest text,
     p_notification_level text[] DEFAULT NULL, p_lease bigint DEFAULT NULL,
+    p_page integer DEFAULT NULL, p_earlier text[] DEFAULT NULL,
+    p_skipped_pages integer DEFAULT 0, p_skipped_rows integer DEFAULT 0,
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -168,14 +229,18 @@ SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
     v_distinct integer;
-    v_single   boolean := p_first AND p_next_url IS NULL;
+    v_single   boolean;
     v_fresh    boolean := false;  -- the user has no stored membership at all
     v_events   boolean;           -- not the user's first listing: changes are events
+    v_page     integer;           -- the page's number in the listing
 BEGIN
-    v_events := sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease);
+    SELECT b.events, b.page_no INTO v_events, v_page
+      FROM sync_listing_begin(p_service, p_user, p_first, p_next_url, p_lease, p_page,
+                              p_earlier) AS b;
     IF v_events IS NULL THEN
         RETURN;  -- the lease was taken over
     END IF;
+    v_single := v_page = 1 AND p_next_url IS NULL;
     -- The plain INSERT writes no events: only for a first listing.
     IF p_first AND NOT v_events THEN
         v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
@@ -310,11 +375,12 @@ BEGIN
     deleted := 0;
     -- A user's first listing, on one page, can have left nothing behind.
     IF p_next_url IS NULL AND NOT (v_fresh AND v_single) THEN
-        deleted := sync_memberships_gone(p_service, p_user, p_channel, NOT v_single, v_events);
+        deleted := sync_memberships_gone(p_service, p_user, p_channel, v_page, v_events);
     END IF;
 
-    PERFORM sync_listing_advance(p_run_id, p_service, p_user, p_first, p_next_url, p_channel,
+    PERFORM sync_listing_advance(p_run_id, p_service, p_user, v_page, p_next_url, p_channel,
                                  p_digest, v_distinct, p_rejected, p_requests, p_retries,
-                                 inserted, updated, unchanged, deleted);
+                                 inserted, updated, unchanged, deleted, p_skipped_pages,
+                                 p_skipped_rows);
 END
 $fn$;
