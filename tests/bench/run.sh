@@ -3,7 +3,8 @@
 # and the analyst queries at scale.
 #
 # For each sync scenario, on the same fake-API data and with a fresh database
-# per tool, runs (1) chatsyncd --once, (2) ref_naive.js, (3) ref_pooled.js,
+# per tool, runs (1) chatsyncd --once, (2) ref_naive.js, (3) ref_pooled.js
+# (ref_conv_naive.js and ref_conv_pooled.js in the Conversations scenarios),
 # each twice: an initial load into an empty schema, then an unchanged resync.
 # Measures wall time, CPU, peak RSS, HTTP requests, PostgreSQL's CPU, rows
 # written and WAL; checks every run's table against the fake's data; writes
@@ -29,22 +30,30 @@ usage() {
 usage: tests/bench/run.sh [OPTION]...
 Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.md).
 
-  --scenario NAME       latency, cpu, analyst or all (default all: the three)
+  --scenario NAME       latency, cpu, analyst or all (default all: the three), or
+                        conversations or conversations-latency (not in all)
                           latency: 10000 users x 20 channels, 50 ms per response
                           cpu:      2000 users x 500 channels, no latency
                           analyst:  the analyst queries over 10000 users, over a
                                     million memberships, ten million past versions
+                          conversations: 2000 users x 250 conversations (Conversations
+                                    API, 5 pages of 50 per user), no latency
+                          conversations-latency: 10000 users x 60 conversations
+                                    (2 pages per user), 50 ms per response
   --quick               small sizes: latency 200 x 20, cpu 100 x 500 (ref2 on 20 users),
-                        analyst 500 users
+                        analyst 500 users, conversations 100 x 250 (ref2 on 20 users),
+                        conversations-latency 200 x 60 (ref2 on 50 users)
   --users N             users (overrides the scenario's)
-  --channels M          channels per user (overrides the scenario's)
+  --channels M          channels, or conversations, per user (overrides the scenario's)
   --latency-ms L        the fake API's delay per response (overrides the scenario's)
-  --page-size P         PageSize of every tool (default 1000)
+  --page-size P         PageSize of every tool (default 1000; the Conversations
+                        scenarios page at most 50 at a time, the API's most)
   --concurrency C       chatsyncd's twilio.concurrency (default 16)
   --ref-concurrency R   reference 3's users in flight and pg pool size (default 16)
   --ref2-users N        run reference 2 on the first N users only and extrapolate
                         its wall time, CPU and requests to all users (0: all users);
-                        latency=N,cpu=M sets it per scenario
+                        latency=N,cpu=M,conversations=N,conversations-latency=N
+                        sets it per scenario
   --ref-async-commit    the references' sessions use synchronous_commit=off, as
                         chatsyncd's does (default: they commit synchronously)
   --skip-ref2           do not run reference 2 (the slow one)
@@ -95,8 +104,10 @@ while [ $# -gt 0 ]; do
 	--ref-concurrency) need_arg "$@"; is_count "$2" "$1"; ref_concurrency=$2; shift ;;
 	--ref2-users)
 		need_arg "$@"
-		[[ $2 =~ ^([0-9]+|((latency|cpu)=[0-9]+,?)+)$ ]] ||
-			{ echo "run.sh: --ref2-users takes N or latency=N,cpu=M" >&2; exit 1; }
+		[[ $2 =~ ^([0-9]+|((latency|cpu|conversations|conversations-latency)=[0-9]+,?)+)$ ]] || {
+			echo "run.sh: --ref2-users takes N or SCENARIO=N[,SCENARIO=N]..." >&2
+			exit 1
+		}
 		o_ref2_users=$2
 		shift
 		;;
@@ -121,9 +132,13 @@ done
 analyst=0
 case $scenarios in
 all) scenarios="latency cpu" analyst=$((1 - skip_analyst)) ;;
-latency | cpu) ;;
+latency | cpu | conversations | conversations-latency) ;;
 analyst) scenarios= analyst=1 ;;
-*) echo "run.sh: --scenario must be latency, cpu, analyst or all" >&2; exit 1 ;;
+*)
+	echo "run.sh: --scenario must be latency, cpu, analyst, all, conversations or" \
+		"conversations-latency" >&2
+	exit 1
+	;;
 esac
 if [ "$page_size" -lt 1 ] || [ "$page_size" -gt 1000 ]; then
 	echo "run.sh: --page-size must be 1..1000" >&2; exit 1
@@ -149,7 +164,11 @@ fi
 WRITE_MODES=${WRITE_MODES:-$top_builddir/tests/bench/write_modes}
 if [ -n "$scenarios" ]; then
 	[ -x "$FAKE_TWILIO" ] || die "$FAKE_TWILIO not built: cd $top && make tests/fake_twilio"
-	[ -x "$WRITE_MODES" ] || die "$WRITE_MODES not built: cd $top && make tests/bench/write_modes"
+	case " $scenarios " in
+	*" latency "* | *" cpu "*)
+		[ -x "$WRITE_MODES" ] || die "$WRITE_MODES not built: cd $top && make tests/bench/write_modes"
+		;;
+	esac
 	[ -x "$TIME" ] || die "$TIME is missing: apt-get install time"
 	command -v node >/dev/null || die "node is missing: apt-get install nodejs npm"
 	if [ ! -d "$here/node_modules/twilio" ] || [ ! -d "$here/node_modules/pg" ]; then
@@ -276,29 +295,52 @@ tuples_written() {
 		SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables" | tail -n 1
 }
 
+# conversation_tuples DB SCHEMA: "ins upd del ins upd del" so far, of
+# SCHEMA.user_conversations and SCHEMA.user_conversation_past_versions (0 for
+# a table that does not exist).
+conversation_tuples() {
+	q "$1" "SELECT pg_stat_clear_snapshot();
+		SELECT string_agg(concat_ws(' ', coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0),
+			coalesce(s.n_tup_del, 0)), ' ' ORDER BY t.i)
+		FROM (VALUES (1, 'user_conversations'), (2, 'user_conversation_past_versions')) t (i, rel)
+		LEFT JOIN pg_stat_user_tables s ON s.schemaname = '$2' AND s.relname = t.rel" | tail -n 1
+}
+
 # ------------------------------------------------------------ data
 
 # The user list: US + 32 hex digits of 1..N (so the first k users sort first).
 user_sid() { printf 'US%032x' "$1"; }
 
-# fingerprint DB TABLE [WHERE]: "rows hashsum" of the ten synced columns.
+# The synced columns of each API's table, in the order of the fake's --dump:
+# the ten of user_channels (IP Messaging v1), the nineteen of
+# user_conversations (Conversations).
+V1_COLUMNS="service_sid text, user_sid text, channel_sid text, account_sid text, member_sid text,
+	status text, last_consumed_message_index bigint, unread_messages_count bigint,
+	channel_url text, member_url text"
+CONV_COLUMNS="service_sid text, user_sid text, conversation_sid text, account_sid text,
+	participant_sid text, conversation_state text, notification_level text,
+	unread_messages_count bigint, last_read_message_index bigint, friendly_name text,
+	unique_name text, created_by text, date_created timestamptz, date_updated timestamptz,
+	date_inactive timestamptz, date_closed timestamptz, url text, conversation_url text,
+	participant_url text"
+# column_names "NAME TYPE, ...": the names alone.
+column_names() { sed -E 's/[[:space:]]+/ /g; s/ ([a-z]+)(,|$)/\2/g; s/^ //' <<<"$1"; }
+
+# fingerprint DB TABLE [WHERE]: "rows hashsum" of the scenario's synced columns ($columns).
 fingerprint() {
-	q "$1" "SELECT count(*) || ' ' || coalesce(sum(hashtextextended(ROW(service_sid, user_sid,
-		channel_sid, account_sid, member_sid, status, last_consumed_message_index,
-		unread_messages_count, channel_url, member_url)::text, 0)::numeric), 0)
-		FROM $2 ${3:+WHERE $3}"
+	q "$1" "SELECT count(*) || ' ' || coalesce(sum(hashtextextended(ROW($(column_names "$columns"))::text,
+		0)::numeric), 0) FROM $2 ${3:+WHERE $3}"
 }
 
-# Loads the fake's data for every user into database bench_expected.
+# Loads the fake's data for every user, through the scenario's API ($api),
+# into database bench_expected.
 load_expected() {
 	q postgres "DROP DATABASE IF EXISTS bench_expected" >/dev/null
 	q postgres "CREATE DATABASE bench_expected" >/dev/null
-	q bench_expected "CREATE TABLE expected (service_sid text, user_sid text, channel_sid text,
-		account_sid text, member_sid text, status text, last_consumed_message_index bigint,
-		unread_messages_count bigint, channel_url text, member_url text)" >/dev/null
+	q bench_expected "CREATE TABLE expected ($columns)" >/dev/null
 	sed 's/^/--dump\n/' "$USERS_FILE" |
 		xargs -d '\n' -n 2000 "$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID" \
-			--channels "$channels" --seed 1 |
+			--api "$api" --channels "$channels" --seed 1 |
 		psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected FROM STDIN"
 }
 
@@ -311,7 +353,7 @@ write_chatsyncd_config() {
 twilio: {
   base_url = "$FAKE_URL";
   account_sid = "$ACCOUNT_SID";
-  page_size = $page_size;
+  page_size = $spage;
   timeout = 120;
   concurrency = $concurrency;
 };
@@ -323,7 +365,7 @@ sync: {
   services = ( { sid = "$SERVICE_SID"; users = [
 CONF
 		sed 's/.*/    "&",/; $ s/,$//' "$USERS_FILE"
-		echo '  ]; } );'
+		echo "  ];$([ "$api" = conversations ] && echo ' api = "conversations";') } );"
 		echo '};'
 	} >"$file"
 }
@@ -336,6 +378,7 @@ declare -A R # results: R[scenario/tool/phase/field]
 run_tool() {
 	local scen=$1 tool=$2 phase=$3 db=bench_$2 n_users=$users conc cmd=() log
 	local tf="$WORK/$scen-$tool-$phase.time" req0 req1 cpu0 cpu1 wal0 wal1 tup0 tup1 status
+	local ct0 ct1 schema=ref
 	local pgopts=$PGOPTIONS
 	[ "$ref_async" = 1 ] && pgopts+=" -c synchronous_commit=off"
 	log="$WORK/$scen-$tool-$phase.log"
@@ -349,15 +392,15 @@ run_tool() {
 	ref2)
 		conc=1
 		n_users=$ref2_users
-		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/ref_naive.js"
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/$ref2_js"
 			--base-url "$FAKE_URL" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID"
-			--users "$USERS_FILE" --page-size "$page_size" --limit-users "$n_users")
+			--users "$USERS_FILE" --page-size "$spage" --limit-users "$n_users")
 		;;
 	ref3)
 		conc=$ref_concurrency
-		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/ref_pooled.js"
+		cmd=(env TWILIO_AUTH_TOKEN="$AUTH_TOKEN" PGDATABASE="$db" PGOPTIONS="$pgopts" node "$here/$ref3_js"
 			--base-url "$FAKE_URL" --account-sid "$ACCOUNT_SID" --service "$SERVICE_SID"
-			--users "$USERS_FILE" --page-size "$page_size" --concurrency "$conc")
+			--users "$USERS_FILE" --page-size "$spage" --concurrency "$conc")
 		;;
 	esac
 	if [ "$phase" = initial ]; then
@@ -372,6 +415,8 @@ run_tool() {
 	cpu0=$(pg_cpu_ticks)
 	wal0=$(q postgres "SELECT pg_current_wal_lsn()")
 	tup0=$(tuples_written "$db")
+	[ "$tool" != "${tool#chatsyncd}" ] && schema=chatsync
+	[ "$api" = conversations ] && ct0=$(conversation_tuples "$db" "$schema")
 
 	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" "$tool" "$phase" "$n_users"
 	status=0
@@ -381,6 +426,7 @@ run_tool() {
 	cpu1=$(pg_cpu_ticks)
 	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
 	tup1=$(tuples_written "$db")
+	[ "$api" = conversations ] && ct1=$(conversation_tuples "$db" "$schema")
 	if [ "$status" -ne 0 ]; then
 		echo "FAILED"
 		tail -n 20 "$log" >&2
@@ -403,16 +449,22 @@ run_tool() {
 	R[$k/req]=$((req1 - req0))
 	R[$k/written]=$((tup1 - tup0))
 	R[$k/wal]=$(awk -v b="$wal1" 'BEGIN { printf "%.1f", b / 1048576 }')
+	# ins upd del of user_conversations, then of user_conversation_past_versions
+	[ "$api" = conversations ] && R[$k/convtup]=$(awk -v a="$ct0" -v b="$ct1" 'BEGIN {
+		n = split(a, x); split(b, y)
+		for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), y[i] - x[i]
+	}')
 	echo "${wall} s, ${R[$k/cpu]} s CPU, ${R[$k/dbcpu]} s PostgreSQL CPU, ${R[$k/rss]} MB," \
 		"${R[$k/req]} requests, ${R[$k/written]} tuples written"
 }
 
-# Fails loudly unless the tool's table holds exactly the fake's rows and the
-# fake served exactly the expected requests, all with status 200.
+# Fails loudly unless the tool's table holds exactly the fake's rows, none
+# marked deleted, and the fake served exactly the expected requests of the
+# scenario's listing, all with status 200.
 verify_run() {
 	local scen=$1 tool=$2 phase=$3 db=$4 n_users=$5 req0=$6 req1=$7 log=$8
-	local table=ref.user_channels want got where= pages bad dim_req=0
-	[ "$tool" != "${tool#chatsyncd}" ] && table=chatsync.user_channels
+	local table=ref.$listing_table want got where= pages bad dim_req=0 listed
+	[ "$tool" != "${tool#chatsyncd}" ] && table=chatsync.$listing_table
 	if [ "$tool" = chatsyncd_dims ]; then
 		# the service, then the users and the channels a page of 1000 at a time
 		dim_req=$((1 + (dim_users + 999) / 1000 + (dim_users * channels + 999) / 1000))
@@ -429,10 +481,16 @@ verify_run() {
 		die "$tool ($scen, $phase): $table holds ${got%% *} rows, not $n_users x $channels = $((n_users * channels)); log: $log"
 	fi
 	[ "$got" = "$want" ] || die "$tool ($scen, $phase): $table differs from the fake's data ($got, want $want)"
-	pages=$(((channels + page_size - 1) / page_size))
+	got=$(q "$db" "SELECT count(*) FROM $table WHERE deleted_at IS NOT NULL")
+	[ "$got" = 0 ] || die "$tool ($scen, $phase): $table marks $got rows deleted"
+	pages=$(((channels + spage - 1) / spage))
 	[ "$pages" -ge 1 ] || pages=1
 	[ $((req1 - req0)) -eq $((n_users * pages + dim_req)) ] ||
 		die "$tool ($scen, $phase): $((req1 - req0)) requests, expected $n_users x $pages + $dim_req"
+	listed=$(tail -n +$((req0 + 1)) "$FAKE_LOG" | head -n $((req1 - req0)) |
+		awk -F'\t' -v p="^/v1/Services/$SERVICE_SID/Users/[^/?]+/$listing_path([?]|\$)" '$4 ~ p' | wc -l)
+	[ "$listed" -eq $((n_users * pages)) ] ||
+		die "$tool ($scen, $phase): $listed requests of users' $listing_path, expected $n_users x $pages"
 	bad=$(tail -n +$((req0 + 1)) "$FAKE_LOG" | head -n $((req1 - req0)) | awk -F'\t' '$1 != 200' | wc -l)
 	[ "$bad" -eq 0 ] || die "$tool ($scen, $phase): $bad requests were not answered 200 (see $FAKE_LOG)"
 	if [ "$tool" != "${tool#chatsyncd}" ]; then
@@ -447,17 +505,31 @@ verify_run() {
 
 # ------------------------------------------------------------ one scenario
 
+# Sets the scenario's sizes and its API's: api, columns, listing_table,
+# listing_path, the references' scripts and spage, the PageSize of every tool.
 run_scenario() {
 	local scen=$1 i tool phase
 	case $scen in
 	latency) users=10000 channels=20 latency=50 ;;
 	cpu) users=2000 channels=500 latency=0 ;;
+	conversations) users=2000 channels=250 latency=0 ;;
+	conversations-latency) users=10000 channels=60 latency=50 ;;
 	esac
+	api=ip_messaging_v1 columns=$V1_COLUMNS listing_table=user_channels listing_path=Channels
+	ref2_js=ref_naive.js ref3_js=ref_pooled.js spage=$page_size
+	if [ "$scen" != "${scen#conversations}" ]; then
+		# Conversations pages a user's conversations 50 at a time at most (chatsyncd too).
+		api=conversations columns=$CONV_COLUMNS listing_table=user_conversations
+		listing_path=Conversations ref2_js=ref_conv_naive.js ref3_js=ref_conv_pooled.js
+		[ "$spage" -le 50 ] || spage=50
+	fi
 	ref2_users=0
 	if [ "$quick" = 1 ]; then
 		case $scen in
 		latency) users=200 ;;
 		cpu) users=100 ref2_users=20 ;;
+		conversations) users=100 ref2_users=20 ;;
+		conversations-latency) users=200 ref2_users=50 ;;
 		esac
 	fi
 	users=${o_users:-$users}
@@ -481,13 +553,14 @@ run_scenario() {
 		--auth-token "$AUTH_TOKEN" --channels "$channels" --seed 1 --latency-ms "$latency" \
 		--user-count "$dim_users" --threads "$fake_threads" --log "$FAKE_LOG" ||
 		die "could not start the fake API"
-	echo "# scenario $scen: $users users x $channels channels, ${latency} ms latency, page size $page_size," \
-		"fake API at $FAKE_URL"
+	echo "# scenario $scen: $users users x $channels ${listing_path,,} per user ($api), ${latency} ms latency," \
+		"page size $spage, fake API at $FAKE_URL"
 	load_expected || die "could not load the expected data"
 
-	S[$scen]="$users $channels $latency $ref2_users $dim_users"
+	S[$scen]="$users $channels $latency $ref2_users $dim_users $spage $api"
 	for tool in chatsyncd chatsyncd_dims ref2 ref3; do
-		[ "$tool" = chatsyncd_dims ] && [ "$skip_dims" = 1 ] && continue
+		# the dimension listings: IP Messaging's scenarios only
+		[ "$tool" = chatsyncd_dims ] && { [ "$skip_dims" = 1 ] || [ "$api" = conversations ]; } && continue
 		[ "$tool" = ref2 ] && [ "$skip_ref2" = 1 ] && continue
 		[ "$tool" = ref3 ] && [ "$skip_ref3" = 1 ] && continue
 		for phase in initial resync; do
@@ -525,8 +598,8 @@ tool_label() {
 # The row of one run; ref2 on a subset is extrapolated to all users.
 report_row() {
 	local scen=$1 tool=$2 phase=$3 k=$1/$2/$3 f=1 note= wall cpu dbcpu req written wal ideal vs
-	local users channels latency ref2_users dim_users
-	read -r users channels latency ref2_users dim_users <<<"${S[$scen]}"
+	local users channels latency ref2_users dim_users spage api
+	read -r users channels latency ref2_users dim_users spage api <<<"${S[$scen]}"
 	[ -n "${R[$k/wall]:-}" ] || return 0
 	if [ "${R[$k/users]}" -lt "$users" ]; then
 		f=$(awk -v a="$users" -v b="${R[$k/users]}" 'BEGIN { print a / b }')
@@ -579,8 +652,77 @@ report_ratios() {
 	fi
 }
 
+# rows_per_s K: rows/s of run K (scenario/tool/phase), as measured
+rows_per_s() { fmt "$(awk -v r="${R[$1/rows]}" -v w="${R[$1/wall]}" 'BEGIN { print (w > 0 ? r / w : 0) }')" %.0f; }
+
+# The tuples a run wrote to the Conversations tables, as measured (ref2 on
+# its users only): user_conversations, then user_conversation_past_versions.
+report_conversation_tuples() {
+	local scen=$1 tool phase k t past
+	echo "Tuples written to the Conversations tables, inserted / updated / deleted" \
+		"(pg_stat_user_tables; the references keep no past versions):"
+	echo
+	echo "| tool | run | users | user_conversations | user_conversation_past_versions |"
+	echo "| --- | --- | ---: | ---: | ---: |"
+	for tool in chatsyncd ref2 ref3; do
+		for phase in initial resync; do
+			k=$scen/$tool/$phase
+			[ -n "${R[$k/convtup]:-}" ] || continue
+			read -r -a t <<<"${R[$k/convtup]}"
+			past="${t[3]} / ${t[4]} / ${t[5]}"
+			[ "$tool" = chatsyncd ] || past=-
+			echo "| $(tool_label "$tool") | $phase | ${R[$k/users]} | ${t[0]} / ${t[1]} / ${t[2]} | $past |"
+		done
+	done
+	echo
+}
+
+# target NAME OK DETAIL: one pass/fail line of the targets (OK: 1 if met)
+target() {
+	if [ "$2" = 1 ]; then echo "- PASS: $1 ($3)"; else echo "- FAIL: $1 ($3)"; fi
+}
+
+# The targets of chatsyncd in the Conversations scenarios, as pass/fail lines.
+report_targets() {
+	local scen=$1 users=$2 channels=$3 latency=$4 spage=$5 k r ideal x rss sizes=1 phase
+	[ -n "${R[$scen/chatsyncd/initial/wall]:-}" ] || return 0
+	case $scen in
+	conversations) [ "$users $channels $latency" = "2000 250 0" ] || sizes=0 ;;
+	conversations-latency) [ "$users $channels $latency" = "10000 60 50" ] || sizes=0 ;;
+	esac
+	[ "$spage" = 50 ] && [ "$concurrency" = 16 ] || sizes=0
+	echo "Targets of chatsyncd$([ "$sizes" = 1 ] ||
+		echo " (this run's sizes or options are not the targets': indicative only)"):"
+	echo
+	case $scen in
+	conversations)
+		k=$scen/chatsyncd/initial
+		r=$(rows_per_s "$k")
+		target "initial load ≥ 50000 rows/s" "$([ "$r" -ge 50000 ] && echo 1)" "$r rows/s"
+		k=$scen/chatsyncd/resync
+		r=$(rows_per_s "$k")
+		target "unchanged resync ≥ 200000 rows/s" "$([ "$r" -ge 200000 ] && echo 1)" "$r rows/s"
+		x=$(awk -v t="${R[$k/convtup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
+		target "unchanged resync writes no tuple to user_conversations nor user_conversation_past_versions" \
+			"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
+		;;
+	conversations-latency)
+		for phase in initial resync; do
+			k=$scen/chatsyncd/$phase
+			ideal=$(awk -v r="${R[$k/req]}" -v l="$latency" -v c="${R[$k/conc]}" 'BEGIN { print r * l / 1000 / c }')
+			x=$(awk -v w="${R[$k/wall]}" -v i="$ideal" 'BEGIN { printf "%.3f", (i > 0 ? w / i : 0) }')
+			target "$phase: wall ≤ 1.15 × ideal (pages × latency ÷ concurrency)" \
+				"$(awk -v x="$x" 'BEGIN { if (x + 0 > 0 && x + 0 <= 1.15) print 1 }')" \
+				"$x × $(fmt "$ideal" %.2f) s = ${R[$k/wall]} s"
+			rss=${R[$k/rss]}
+			target "$phase: peak RSS ≤ 20 MB" "$(awk -v m="$rss" 'BEGIN { if (m + 0 <= 20) print 1 }')" "$rss MB"
+		done
+		;;
+	esac
+}
+
 report() {
-	local scen users channels latency ref2_users dim_users phase tool
+	local scen users channels latency ref2_users dim_users spage api phase tool noun
 	echo "# chatsyncd benchmark"
 	echo
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -603,12 +745,19 @@ report() {
 		"the references commit $([ "$ref_async" = 1 ] && echo 'with synchronous_commit=off too (--ref-async-commit)' || echo 'synchronously (the server default)')"
 	for scen in $scenarios; do
 		[ -n "${S[$scen]:-}" ] || continue
-		read -r users channels latency ref2_users dim_users <<<"${S[$scen]}"
+		read -r users channels latency ref2_users dim_users spage api <<<"${S[$scen]}"
+		noun=channels
+		[ "$api" = conversations ] && noun=conversations
 		echo
-		echo "## Scenario $scen: $users users × $channels channels = $((users * channels)) rows, ${latency} ms per response"
+		echo "## Scenario $scen: $users users × $channels $noun = $((users * channels)) rows, ${latency} ms per response"
 		echo
-		echo "With sync.dimensions on, chatsyncd also lists the service, $dim_users users and" \
-			"$((dim_users * channels)) channels (the fake's own, besides the users synced)."
+		if [ "$api" = conversations ]; then
+			echo "Through the Conversations API (\`api = \"conversations\"\`), into \`user_conversations\`:" \
+				"$(((channels + spage - 1) / spage)) pages of up to $spage per user."
+		elif [ "$skip_dims" = 0 ]; then
+			echo "With sync.dimensions on, chatsyncd also lists the service, $dim_users users and" \
+				"$((dim_users * channels)) channels (the fake's own, besides the users synced)."
+		fi
 		echo
 		echo "| tool | run | rows | wall s | rows/s | CPU s | PostgreSQL CPU s | peak RSS MB | HTTP requests | tuples written | WAL MB | wall ÷ ideal |"
 		echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -621,6 +770,11 @@ report() {
 		for phase in initial resync; do
 			report_ratios "$scen" "$phase"
 		done
+		if [ "$api" = conversations ]; then
+			echo
+			report_conversation_tuples "$scen"
+			report_targets "$scen" "$users" "$channels" "$latency" "$spage"
+		fi
 	done
 	echo
 	if [ "$extrapolated" = 1 ]; then
@@ -630,11 +784,11 @@ report() {
 		echo
 	fi
 	echo "Columns are explained in tests/bench/README.md. Every run was checked: its table holds"
-	echo "exactly users × channels rows, equal to the fake API's data, and the fake answered exactly"
-	echo "one request per user and page, all with status 200."
+	echo "exactly users × channels (or conversations) rows, none marked deleted, equal to the fake"
+	echo "API's data, and the fake answered exactly one request per user and page, all with status 200."
 }
 
-declare -A S # S[scenario] = "users channels latency ref2_users"
+declare -A S # S[scenario] = "users channels latency ref2_users dim_users spage api"
 extrapolated=0
 for scen in $scenarios; do
 	run_scenario "$scen"
@@ -661,7 +815,8 @@ write_path() {
 		cat "$WORK/write-modes.md"
 	} | tee -a "$out"
 }
-[ -z "$scenarios" ] || write_path
+# (with the IP Messaging scenarios: its table is shaped like user_channels)
+case " $scenarios " in *" latency "* | *" cpu "*) write_path ;; esac
 
 # The analyst queries (analyst.sh), on the same cluster, in a database of
 # their own; the sync databases are dropped first, so that their pages do
@@ -677,4 +832,8 @@ if [ "$analyst" = 1 ]; then
 		die "the analyst scenario failed"
 fi
 echo "# report written to $out"
+if grep -q '^- \(PASS\|FAIL\): ' "$out"; then
+	echo "# targets: $(grep -c '^- PASS: ' "$out" || true) met, $(grep -c '^- FAIL: ' "$out" || true) missed" \
+		"(see the report)"
+fi
 finished=1
