@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -607,6 +608,8 @@ struct config {
 	size_t n_dump;
 	const char *service;
 	const char *default_service; /* the account's default conversation service */
+	uint64_t switch_after;	     /* --default-service-switch: listings served before */
+	const char *switch_to;	     /* the default after them, or NULL */
 	bool dump_unscoped; /* --dump of the default service's /v1/Users/{U}/Conversations */
 	uint64_t dump_page_size;
 	const struct api_spec *api; /* whose dialect the dumps print */
@@ -712,6 +715,8 @@ usage(FILE *out)
 	      "  --service IS...         the service of --dump\n"
 	      "  --default-service IS... the account's default conversation service (default\n"
 	      "                          " DEFAULT_CHAT_SERVICE_SID ")\n"
+	      "  --default-service-switch N:IS...  after N listings at /v1/Users/{U}/Conversations\n"
+	      "                          the default is IS..., there and at /v1/Configuration\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
 	      "                          (default 50; at most 50 with --api chat_v2 or\n"
 	      "                          conversations)\n"
@@ -1025,6 +1030,7 @@ enum {
 	OPT_DUMP_CHANNELS,
 	OPT_API,
 	OPT_DEFAULT_SERVICE,
+	OPT_DEFAULT_SERVICE_SWITCH,
 };
 
 static const struct option long_options[] = {
@@ -1054,9 +1060,32 @@ static const struct option long_options[] = {
 	{"dump-channels", no_argument, NULL, OPT_DUMP_CHANNELS},
 	{"api", required_argument, NULL, OPT_API},
 	{"default-service", required_argument, NULL, OPT_DEFAULT_SERVICE},
+	{"default-service-switch", required_argument, NULL, OPT_DEFAULT_SERVICE_SWITCH},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
+
+/* --default-service-switch N:IS */
+static bool
+parse_default_switch(struct config *cfg, const char *arg)
+{
+	const char *colon = strchr(arg, ':');
+	char count[32];
+
+	if (colon != NULL && (size_t)(colon - arg) < sizeof(count) && is_service_sid(colon + 1)) {
+		memcpy(count, arg, (size_t)(colon - arg));
+		count[colon - arg] = '\0';
+		if (parse_u64(count, UINT32_MAX, &cfg->switch_after)) {
+			cfg->switch_to = colon + 1;
+			return true;
+		}
+	}
+	fprintf(stderr,
+		PROGNAME ": invalid value for --default-service-switch: \"%s\" (expected N:IS + 32 "
+			 "hex)\n",
+		arg);
+	return false;
+}
 
 static bool
 apply_string_option(struct config *cfg, int opt, const char *arg)
@@ -1097,6 +1126,8 @@ apply_string_option(struct config *cfg, int opt, const char *arg)
 			": invalid value for --default-service: \"%s\" (expected IS + 32 hex)\n",
 			arg);
 		return false;
+	case OPT_DEFAULT_SERVICE_SWITCH:
+		return parse_default_switch(cfg, arg);
 	default:
 		return false;
 	}
@@ -2471,6 +2502,7 @@ struct server {
 	size_t credentials_len;
 	char *account_json; /* the account SID as a JSON string */
 	struct counter_map counters;
+	atomic_uint_fast64_t default_listed; /* listings of the default service served */
 	pthread_mutex_t stop_lock;
 	pthread_cond_t stop_cond;
 	bool stopping;
@@ -2786,6 +2818,21 @@ route_conversations(char **seg, size_t n, struct route *r)
 	return true;
 }
 
+/*
+ * The account's default conversation service as of this request; a listing
+ * at /v1/Users/{U}/Conversations counts towards --default-service-switch.
+ */
+static const char *
+default_service_now(struct server *srv, bool listing)
+{
+	const struct config *cfg = srv->cfg;
+	uint_fast64_t served = listing ? atomic_fetch_add(&srv->default_listed, 1)
+				       : atomic_load(&srv->default_listed);
+
+	return cfg->switch_to != NULL && served >= cfg->switch_after ? cfg->switch_to
+								      : cfg->default_service;
+}
+
 /* Takes the route's service and user (or pseudo-user) out of seg. */
 static void
 take_route(struct exchange *ex, char **seg, const struct route *r)
@@ -2796,7 +2843,7 @@ take_route(struct exchange *ex, char **seg, const struct route *r)
 	ex->endpoint = r->endpoint;
 	ex->unscoped = r->service < 0;
 	if (ex->unscoped) {
-		ex->service = xstrdup(cfg->default_service);
+		ex->service = xstrdup(default_service_now(ex->srv, r->endpoint == EP_MEMBERSHIPS));
 	} else {
 		ex->service = seg[r->service];
 		seg[r->service] = NULL;

@@ -270,6 +270,43 @@ status=$(TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/d.conf" --st
 is "$?|$(echo "$status" | grep -c "default conversation service is asked of the API")" "0|1" \
 	"--status, which asks no API, says it leaves the default service's users out (exit 0)"
 
+# The default changes during a sweep: after four listings (one user's three
+# pages and a second's first, one user at a time), /v1/Users/{U}/Conversations
+# serves another service's conversations, and /v1/Configuration names it.
+DEF2=IS00000000000000000000000000000d2f
+sql "DELETE FROM chatsync.user_conversations WHERE service_sid = '$DEF';
+     DELETE FROM chatsync.sync_cursors WHERE service_sid = '$DEF'"
+serve convd4 "${DATA[@]}" --default-service-switch "4:$DEF2"
+default_conf "$TEST_TMP/d.conf"
+run_once "$TEST_TMP/d.conf"
+is "$?|$(grep -c "lists conversations of service $DEF2: the account's default conversation service changed during the sweep" "$TEST_TMP/chatsyncd.log")" \
+	"3|2" "a sweep that meets the new default's conversations fails the two listings that met them (exit 3)"
+is "$(sql "SELECT string_agg(n::text, ',' ORDER BY n) FROM (SELECT count(*) AS n FROM chatsync.user_conversations
+            WHERE service_sid = '$DEF' GROUP BY user_sid) c")|$(sql "SELECT count(*) FROM chatsync.user_conversations
+            WHERE service_sid = '$DEF2' OR (service_sid = '$DEF' AND deleted_at IS NOT NULL)")|$(sql "SELECT string_agg(state, ',' ORDER BY state) FROM chatsync.sync_cursors
+            WHERE service_sid = '$DEF'")" \
+	"50,$CH|0|complete,failed,failed" \
+	"under the old default: one user's listing whole, a second's first page, no row of the new one, nothing deleted"
+run_once "$TEST_TMP/d.conf"
+is "$?|$(grep -c "the account's default conversation service is $DEF2" "$TEST_TMP/chatsyncd.log")" "0|1" \
+	"the next sweep asks again, follows the new default and exits 0"
+sql "DELETE FROM public.conv_expected"
+for u in "${USERS[@]}"; do
+	"$FAKE_TWILIO" --account-sid "$ACCOUNT_SID" --api conversations --default-service "$DEF2" \
+		"${DATA[@]}" --dump "$u" |
+		psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.conv_expected FROM STDIN"
+done
+is "$(sql "SELECT count(*) FROM (
+       (SELECT $CONV_COLS FROM chatsync.user_conversations WHERE service_sid = '$DEF2' AND deleted_at IS NULL
+        EXCEPT ALL SELECT * FROM public.conv_expected)
+       UNION ALL
+       (SELECT * FROM public.conv_expected
+        EXCEPT ALL SELECT $CONV_COLS FROM chatsync.user_conversations
+         WHERE service_sid = '$DEF2' AND deleted_at IS NULL)) d")|$(sql "SELECT count(*) FROM chatsync.user_conversations
+         WHERE service_sid = '$DEF' AND deleted_at IS NULL")|$(sql "SELECT count(*) FROM chatsync.sync_cursors WHERE service_sid = '$DEF2' AND state = 'complete'")" \
+	"0|$((CH + 50))|${#USERS[@]}" \
+	"its rows equal what the new default serves, under its SID; the old default's rows are left as they were"
+
 # ---------------------------------------------------------------- kill -9 at page 2 of 3
 U=kim
 serve conve --seed 7 --channels 150 --latency-ms 400
