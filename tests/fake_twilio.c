@@ -715,8 +715,9 @@ usage(FILE *out)
 	      "  --service IS...         the service of --dump\n"
 	      "  --default-service IS... the account's default conversation service (default\n"
 	      "                          " DEFAULT_CHAT_SERVICE_SID ")\n"
-	      "  --default-service-switch N:IS...  after N listings at /v1/Users/{U}/Conversations\n"
-	      "                          the default is IS..., there and at /v1/Configuration\n"
+	      "  --default-service-switch N:IS...\n"
+	      "                          after N listings at /v1/Users/{U}/Conversations the\n"
+	      "                          default is IS..., there and at /v1/Configuration\n"
 	      "  --page-size N           page size that --dump assumes for oddstatus faults\n"
 	      "                          (default 50; at most 50 with --api chat_v2 or\n"
 	      "                          conversations)\n"
@@ -2830,7 +2831,7 @@ default_service_now(struct server *srv, bool listing)
 				       : atomic_load(&srv->default_listed);
 
 	return cfg->switch_to != NULL && served >= cfg->switch_after ? cfg->switch_to
-								      : cfg->default_service;
+								     : cfg->default_service;
 }
 
 /* Takes the route's service and user (or pseudo-user) out of seg. */
