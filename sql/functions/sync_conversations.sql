@@ -99,7 +99,8 @@ AS $fn$
 DECLARE
     v_distinct integer;
     v_single   boolean;
-    v_fresh    boolean := false;  -- the user has no stored conversation at all
+    v_empty    boolean := false;  -- the user has no stored conversation at all
+    v_fresh    boolean := false;  -- none of the page's conversations is stored for the user
     v_events   boolean;           -- not the user's first listing: changes are events
     v_page     integer;           -- the page's number in the listing
 BEGIN
@@ -110,14 +111,22 @@ BEGIN
         RETURN;  -- the lease was taken over
     END IF;
     v_single := v_page = 1 AND p_next_url IS NULL;
-    -- The plain INSERT writes no events: only for a first listing.
-    IF p_first AND NOT v_events THEN
-        v_fresh := NOT EXISTS (SELECT 1 FROM user_conversations
-                                WHERE service_sid = p_service AND user_sid = p_user);
+    -- The plain INSERT writes no events: only for a first listing.  On a
+    -- page after its first, a conversation that an earlier page listed is
+    -- compared as always.
+    IF NOT v_events THEN
+        IF p_first THEN
+            v_empty := NOT EXISTS (SELECT 1 FROM user_conversations
+                                    WHERE service_sid = p_service AND user_sid = p_user);
+        END IF;
+        v_fresh := v_empty OR NOT EXISTS (
+            SELECT 1 FROM user_conversations
+             WHERE service_sid = p_service AND user_sid = p_user
+               AND conversation_sid = ANY (p_conversation));
     END IF;
 
     IF v_fresh THEN
-        -- A user's first listing: nothing to compare with.
+        -- Nothing to compare with.
         INSERT INTO user_conversations
                (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
                 conversation_state, notification_level, unread_messages_count,
@@ -259,7 +268,7 @@ BEGIN
 
     deleted := 0;
     -- A user's first listing, on one page, can have left nothing behind.
-    IF p_next_url IS NULL AND NOT (v_fresh AND v_single) THEN
+    IF p_next_url IS NULL AND NOT (v_empty AND v_single) THEN
         deleted := sync_conversations_gone(p_service, p_user, p_conversation, v_page,
                                            v_events);
     END IF;

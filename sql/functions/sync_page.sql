@@ -230,7 +230,8 @@ AS $fn$
 DECLARE
     v_distinct integer;
     v_single   boolean;
-    v_fresh    boolean := false;  -- the user has no stored membership at all
+    v_empty    boolean := false;  -- the user has no stored membership at all
+    v_fresh    boolean := false;  -- none of the page's memberships is stored for the user
     v_events   boolean;           -- not the user's first listing: changes are events
     v_page     integer;           -- the page's number in the listing
 BEGIN
@@ -241,14 +242,22 @@ BEGIN
         RETURN;  -- the lease was taken over
     END IF;
     v_single := v_page = 1 AND p_next_url IS NULL;
-    -- The plain INSERT writes no events: only for a first listing.
-    IF p_first AND NOT v_events THEN
-        v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
-                                WHERE service_sid = p_service AND user_sid = p_user);
+    -- The plain INSERT writes no events: only for a first listing.  On a
+    -- page after its first, a membership that an earlier page listed is
+    -- compared as always.
+    IF NOT v_events THEN
+        IF p_first THEN
+            v_empty := NOT EXISTS (SELECT 1 FROM user_channels
+                                    WHERE service_sid = p_service AND user_sid = p_user);
+        END IF;
+        v_fresh := v_empty OR NOT EXISTS (
+            SELECT 1 FROM user_channels
+             WHERE service_sid = p_service AND user_sid = p_user
+               AND channel_sid = ANY (p_channel));
     END IF;
 
     IF v_fresh THEN
-        -- A user's first listing: nothing to compare with.
+        -- Nothing to compare with.
         INSERT INTO user_channels
                (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
                 last_consumed_message_index, unread_messages_count, channel_url, member_url,
@@ -374,7 +383,7 @@ BEGIN
 
     deleted := 0;
     -- A user's first listing, on one page, can have left nothing behind.
-    IF p_next_url IS NULL AND NOT (v_fresh AND v_single) THEN
+    IF p_next_url IS NULL AND NOT (v_empty AND v_single) THEN
         deleted := sync_memberships_gone(p_service, p_user, p_channel, v_page, v_events);
     END IF;
 
