@@ -119,10 +119,12 @@ BEGIN
             v_empty := NOT EXISTS (SELECT 1 FROM user_conversations
                                     WHERE service_sid = p_service AND user_sid = p_user);
         END IF;
-        v_fresh := v_empty OR NOT EXISTS (
-            SELECT 1 FROM user_conversations
-             WHERE service_sid = p_service AND user_sid = p_user
-               AND conversation_sid = ANY (p_conversation));
+        v_fresh := v_empty;
+        IF NOT v_fresh THEN
+            v_fresh := NOT EXISTS (SELECT 1 FROM user_conversations
+                                    WHERE service_sid = p_service AND user_sid = p_user
+                                      AND conversation_sid = ANY (p_conversation));
+        END IF;
     END IF;
 
     IF v_fresh THEN

@@ -74,7 +74,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION sync_listing_begin(
     p_service text, p_user text, p_first boolean, p_next_url text, p_lease bigint,
     p_page integer, p_earlier text[], OUT events boolean, OUT page_no integer)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+LANGUAGE plpgsql SET search_path FROM CURRENT
+SET plan_cache_mode = auto SET enable_seqscan = off AS $fn$
 DECLARE
     v_events boolean;
     v_page   integer;
@@ -127,7 +128,8 @@ CREATE OR REPLACE FUNCTION sync_listing_advance(
     p_requests integer, p_retries integer, p_inserted integer, p_updated integer,
     p_unchanged integer, p_deleted integer, p_skipped_pages integer, p_skipped_rows integer)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+LANGUAGE plpgsql SET search_path FROM CURRENT
+SET plan_cache_mode = auto SET enable_seqscan = off AS $fn$
 DECLARE
     v_single boolean := p_page = 1 AND p_next_url IS NULL;
     v_entries integer := coalesce(cardinality(p_listed), 0);
@@ -250,10 +252,12 @@ BEGIN
             v_empty := NOT EXISTS (SELECT 1 FROM user_channels
                                     WHERE service_sid = p_service AND user_sid = p_user);
         END IF;
-        v_fresh := v_empty OR NOT EXISTS (
-            SELECT 1 FROM user_channels
-             WHERE service_sid = p_service AND user_sid = p_user
-               AND channel_sid = ANY (p_channel));
+        v_fresh := v_empty;
+        IF NOT v_fresh THEN
+            v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
+                                    WHERE service_sid = p_service AND user_sid = p_user
+                                      AND channel_sid = ANY (p_channel));
+        END IF;
     END IF;
 
     IF v_fresh THEN
