@@ -58,6 +58,7 @@ Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.m
                         chatsyncd's does (default: they commit synchronously)
   --skip-ref2           do not run reference 2 (the slow one)
   --skip-ref3           do not run reference 3
+  --skip-copy           do not time the COPY ceiling (scenarios without latency)
   --dimension-users K   the fake also lists K users of its own and their channels
                         (K x channels), for chatsyncd with sync.dimensions on
                         (default: 10000 / channels, so ten pages of channels)
@@ -81,6 +82,7 @@ ref_concurrency=16
 skip_ref2=0
 ref_async=0
 skip_ref3=0
+skip_copy=0
 o_dim_users=
 skip_dims=0
 fake_threads=2
@@ -114,6 +116,7 @@ while [ $# -gt 0 ]; do
 	--skip-ref2) skip_ref2=1 ;;
 	--ref-async-commit) ref_async=1 ;;
 	--skip-ref3) skip_ref3=1 ;;
+	--skip-copy) skip_copy=1 ;;
 	--dimension-users) need_arg "$@"; is_count "$2" "$1"; o_dim_users=$2; shift ;;
 	--skip-dimensions) skip_dims=1 ;;
 	--fake-threads) need_arg "$@"; is_count "$2" "$1"; fake_threads=$2; shift ;;
@@ -295,14 +298,14 @@ tuples_written() {
 		SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables" | tail -n 1
 }
 
-# conversation_tuples DB SCHEMA: "ins upd del ins upd del" so far, of
-# SCHEMA.user_conversations and SCHEMA.user_conversation_past_versions (0 for
-# a table that does not exist).
-conversation_tuples() {
+# data_tuples DB SCHEMA: "ins upd del ins upd del" so far, of the scenario's
+# table SCHEMA.$listing_table and its past versions, $past_table (0 for a
+# table that does not exist).
+data_tuples() {
 	q "$1" "SELECT pg_stat_clear_snapshot();
 		SELECT string_agg(concat_ws(' ', coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0),
 			coalesce(s.n_tup_del, 0)), ' ' ORDER BY t.i)
-		FROM (VALUES (1, 'user_conversations'), (2, 'user_conversation_past_versions')) t (i, rel)
+		FROM (VALUES (1, '$listing_table'), (2, '$past_table')) t (i, rel)
 		LEFT JOIN pg_stat_user_tables s ON s.schemaname = '$2' AND s.relname = t.rel" | tail -n 1
 }
 
@@ -416,7 +419,7 @@ run_tool() {
 	wal0=$(q postgres "SELECT pg_current_wal_lsn()")
 	tup0=$(tuples_written "$db")
 	[ "$tool" != "${tool#chatsyncd}" ] && schema=chatsync
-	[ "$api" = conversations ] && ct0=$(conversation_tuples "$db" "$schema")
+	ct0=$(data_tuples "$db" "$schema")
 
 	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" "$tool" "$phase" "$n_users"
 	status=0
@@ -426,7 +429,7 @@ run_tool() {
 	cpu1=$(pg_cpu_ticks)
 	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
 	tup1=$(tuples_written "$db")
-	[ "$api" = conversations ] && ct1=$(conversation_tuples "$db" "$schema")
+	ct1=$(data_tuples "$db" "$schema")
 	if [ "$status" -ne 0 ]; then
 		echo "FAILED"
 		tail -n 20 "$log" >&2
@@ -449,13 +452,60 @@ run_tool() {
 	R[$k/req]=$((req1 - req0))
 	R[$k/written]=$((tup1 - tup0))
 	R[$k/wal]=$(awk -v b="$wal1" 'BEGIN { printf "%.1f", b / 1048576 }')
-	# ins upd del of user_conversations, then of user_conversation_past_versions
-	[ "$api" = conversations ] && R[$k/convtup]=$(awk -v a="$ct0" -v b="$ct1" 'BEGIN {
+	# ins upd del of the listing's table, then of its past versions
+	R[$k/datatup]=$(awk -v a="$ct0" -v b="$ct1" 'BEGIN {
 		n = split(a, x); split(b, y)
 		for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), y[i] - x[i]
 	}')
 	echo "${wall} s, ${R[$k/cpu]} s CPU, ${R[$k/dbcpu]} s PostgreSQL CPU, ${R[$k/rss]} MB," \
 		"${R[$k/req]} requests, ${R[$k/written]} tuples written"
+}
+
+# run_copy SCENARIO: the ceiling of one connection: the scenario's rows (the
+# fake's data, from bench_expected) copied with one COPY into an empty twin of
+# chatsyncd's table (CREATE TABLE ... (LIKE ... INCLUDING ALL): its columns,
+# defaults, primary key and indexes; no trigger, no foreign key), in a
+# database of its own, committed synchronously (the server default).
+run_copy() {
+	local scen=$1 db=bench_copy file=$WORK/$1.rows tf=$WORK/$1-copy-initial.time k=$1/copy/initial
+	local cpu0 cpu1 wal0 wal1 tup0 tup1 wall ucpu scpu rss got want
+	psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected TO '$file'" ||
+		die "could not write the rows to $file"
+	q postgres "DROP DATABASE IF EXISTS $db" >/dev/null
+	q postgres "CREATE DATABASE $db" >/dev/null
+	write_chatsyncd_config "$WORK/$scen-copy.conf" "$db" false
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen-copy.conf" --migrate \
+		>"$WORK/$scen-copy.log" 2>&1 || die "chatsyncd --migrate failed; log: $WORK/$scen-copy.log"
+	q "$db" "CREATE TABLE public.twin (LIKE chatsync.$listing_table INCLUDING ALL)" >/dev/null
+	wait_autovacuum
+	q postgres "CHECKPOINT" >/dev/null
+	cpu0=$(pg_cpu_ticks)
+	wal0=$(q postgres "SELECT pg_current_wal_lsn()")
+	tup0=$(tuples_written "$db")
+	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" copy initial "$users"
+	"$TIME" -f '%e %U %S %M' -o "$tf" psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+		-c "\\copy public.twin ($(column_names "$columns")) FROM '$file'" >>"$WORK/$scen-copy.log" 2>&1 ||
+		die "the COPY failed; log: $WORK/$scen-copy.log"
+	wait_sessions_gone "$db"
+	cpu1=$(pg_cpu_ticks)
+	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
+	tup1=$(tuples_written "$db")
+	want=$(fingerprint bench_expected expected)
+	got=$(fingerprint "$db" public.twin)
+	[ "$got" = "$want" ] || die "copy ($scen): the twin table differs from the fake's data ($got, want $want)"
+	rm -f "$file"
+	read -r wall ucpu scpu rss < <(tail -n 1 "$tf")
+	R[$k/users]=$users
+	R[$k/rows]=$((users * channels))
+	R[$k/conc]=1
+	R[$k/wall]=$wall
+	R[$k/cpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN { printf "%.2f", u + s }')
+	R[$k/dbcpu]=$(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
+	R[$k/rss]=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
+	R[$k/req]=0
+	R[$k/written]=$((tup1 - tup0))
+	R[$k/wal]=$(awk -v b="$wal1" 'BEGIN { printf "%.1f", b / 1048576 }')
+	echo "${wall} s, ${R[$k/dbcpu]} s PostgreSQL CPU, ${R[$k/written]} tuples written"
 }
 
 # Fails loudly unless the tool's table holds exactly the fake's rows, none
@@ -516,10 +566,12 @@ run_scenario() {
 	conversations-latency) users=10000 channels=60 latency=50 ;;
 	esac
 	api=ip_messaging_v1 columns=$V1_COLUMNS listing_table=user_channels listing_path=Channels
+	past_table=user_channel_past_versions
 	ref2_js=ref_naive.js ref3_js=ref_pooled.js spage=$page_size
 	if [ "$scen" != "${scen#conversations}" ]; then
 		# Conversations pages a user's conversations 50 at a time at most (chatsyncd too).
 		api=conversations columns=$CONV_COLUMNS listing_table=user_conversations
+		past_table=user_conversation_past_versions
 		listing_path=Conversations ref2_js=ref_conv_naive.js ref3_js=ref_conv_pooled.js
 		[ "$spage" -le 50 ] || spage=50
 	fi
@@ -558,6 +610,8 @@ run_scenario() {
 	load_expected || die "could not load the expected data"
 
 	S[$scen]="$users $channels $latency $ref2_users $dim_users $spage $api"
+	# the ceiling of one connection, where the API's latency is not what counts
+	[ "$latency" = 0 ] && [ "$skip_copy" = 0 ] && run_copy "$scen"
 	for tool in chatsyncd chatsyncd_dims ref2 ref3; do
 		# the dimension listings: IP Messaging's scenarios only
 		[ "$tool" = chatsyncd_dims ] && { [ "$skip_dims" = 1 ] || [ "$api" = conversations ]; } && continue
@@ -592,6 +646,7 @@ tool_label() {
 	chatsyncd_dims) echo "chatsyncd (C=$concurrency), sync.dimensions on" ;;
 	ref2) echo "ref2 naive (sequential)" ;;
 	ref3) echo "ref3 pooled (R=$ref_concurrency)" ;;
+	copy) echo "COPY into an empty twin table, one connection" ;;
 	esac
 }
 
@@ -652,6 +707,14 @@ report_ratios() {
 	fi
 }
 
+# The initial load against the COPY ceiling, as a line.
+report_copy_ratio() {
+	local scen=$1 c=$1/chatsyncd/initial o=$1/copy/initial
+	[ -n "${R[$c/wall]:-}" ] && [ -n "${R[$o/wall]:-}" ] || return 0
+	echo "- initial, chatsyncd ÷ one COPY into a twin table: rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
+		"PostgreSQL CPU $(ratio "${R[$c/dbcpu]}" "${R[$o/dbcpu]}"), WAL $(ratio "${R[$c/wal]}" "${R[$o/wal]}")"
+}
+
 # rows_per_s K: rows/s of run K (scenario/tool/phase), as measured
 rows_per_s() { fmt "$(awk -v r="${R[$1/rows]}" -v w="${R[$1/wall]}" 'BEGIN { print (w > 0 ? r / w : 0) }')" %.0f; }
 
@@ -667,8 +730,8 @@ report_conversation_tuples() {
 	for tool in chatsyncd ref2 ref3; do
 		for phase in initial resync; do
 			k=$scen/$tool/$phase
-			[ -n "${R[$k/convtup]:-}" ] || continue
-			read -r -a t <<<"${R[$k/convtup]}"
+			[ -n "${R[$k/datatup]:-}" ] || continue
+			read -r -a t <<<"${R[$k/datatup]}"
 			past="${t[3]} / ${t[4]} / ${t[5]}"
 			[ "$tool" = chatsyncd ] || past=-
 			echo "| $(tool_label "$tool") | $phase | ${R[$k/users]} | ${t[0]} / ${t[1]} / ${t[2]} | $past |"
@@ -687,14 +750,44 @@ report_targets() {
 	local scen=$1 users=$2 channels=$3 latency=$4 spage=$5 k r ideal x rss sizes=1 phase
 	[ -n "${R[$scen/chatsyncd/initial/wall]:-}" ] || return 0
 	case $scen in
-	conversations) [ "$users $channels $latency" = "2000 250 0" ] || sizes=0 ;;
-	conversations-latency) [ "$users $channels $latency" = "10000 60 50" ] || sizes=0 ;;
+	cpu) [ "$users $channels $latency $spage" = "2000 500 0 1000" ] || sizes=0 ;;
+	conversations) [ "$users $channels $latency $spage" = "2000 250 0 50" ] || sizes=0 ;;
+	conversations-latency) [ "$users $channels $latency $spage" = "10000 60 50 50" ] || sizes=0 ;;
 	esac
-	[ "$spage" = 50 ] && [ "$concurrency" = 16 ] || sizes=0
+	[ "$concurrency" = 16 ] || sizes=0
 	echo "Targets of chatsyncd$([ "$sizes" = 1 ] ||
 		echo " (this run's sizes or options are not the targets': indicative only)"):"
 	echo
 	case $scen in
+	cpu)
+		k=$scen/chatsyncd/initial
+		if [ -n "${R[$scen/ref3/initial/wall]:-}" ]; then
+			x=$(ratio "${R[$k/dbcpu]}" "${R[$scen/ref3/initial/dbcpu]}")
+			target "initial: PostgreSQL CPU per loaded row ≤ ref3's" \
+				"$(awk -v a="${R[$k/dbcpu]}" -v b="${R[$scen/ref3/initial/dbcpu]}" 'BEGIN { if (a <= b) print 1 }')" \
+				"${R[$k/dbcpu]} s ÷ ${R[$scen/ref3/initial/dbcpu]} s = $x, the same rows"
+			x=$(ratio "${R[$k/wall]}" "${R[$scen/ref3/initial/wall]}")
+			target "initial: wall ≤ 0.8 × ref3's" \
+				"$(awk -v a="${R[$k/wall]}" -v b="${R[$scen/ref3/initial/wall]}" 'BEGIN { if (a <= 0.8 * b) print 1 }')" \
+				"${R[$k/wall]} s ÷ ${R[$scen/ref3/initial/wall]} s = $x"
+		fi
+		if [ -n "${R[$scen/copy/initial/wall]:-}" ]; then
+			x=$(awk -v a="$(rows_per_s "$k")" -v b="$(rows_per_s "$scen/copy/initial")" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+			target "initial: ≥ 1.3 × the rows/s of one COPY into a twin table" \
+				"$(awk -v x="$x" 'BEGIN { if (x + 0 >= 1.3) print 1 }')" \
+				"$(rows_per_s "$k") ÷ $(rows_per_s "$scen/copy/initial") rows/s = $x"
+		fi
+		k=$scen/chatsyncd/resync
+		r=$(rows_per_s "$k")
+		target "unchanged resync ≥ 250000 rows/s" "$([ "$r" -ge 250000 ] && echo 1)" "$r rows/s"
+		x=$(awk -v t="${R[$k/datatup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
+		target "unchanged resync writes no tuple to user_channels nor user_channel_past_versions" \
+			"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
+		for phase in initial resync; do
+			rss=${R[$scen/chatsyncd/$phase/rss]}
+			target "$phase: peak RSS ≤ 20 MB" "$(awk -v m="$rss" 'BEGIN { if (m + 0 <= 20) print 1 }')" "$rss MB"
+		done
+		;;
 	conversations)
 		k=$scen/chatsyncd/initial
 		r=$(rows_per_s "$k")
@@ -702,7 +795,7 @@ report_targets() {
 		k=$scen/chatsyncd/resync
 		r=$(rows_per_s "$k")
 		target "unchanged resync ≥ 200000 rows/s" "$([ "$r" -ge 200000 ] && echo 1)" "$r rows/s"
-		x=$(awk -v t="${R[$k/convtup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
+		x=$(awk -v t="${R[$k/datatup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
 		target "unchanged resync writes no tuple to user_conversations nor user_conversation_past_versions" \
 			"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
 		;;
@@ -761,7 +854,7 @@ report() {
 		echo
 		echo "| tool | run | rows | wall s | rows/s | CPU s | PostgreSQL CPU s | peak RSS MB | HTTP requests | tuples written | WAL MB | wall ÷ ideal |"
 		echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-		for tool in chatsyncd chatsyncd_dims ref2 ref3; do
+		for tool in chatsyncd chatsyncd_dims ref2 ref3 copy; do
 			for phase in initial resync; do
 				report_row "$scen" "$tool" "$phase"
 			done
@@ -770,11 +863,17 @@ report() {
 		for phase in initial resync; do
 			report_ratios "$scen" "$phase"
 		done
+		report_copy_ratio "$scen"
 		if [ "$api" = conversations ]; then
 			echo
 			report_conversation_tuples "$scen"
-			report_targets "$scen" "$users" "$channels" "$latency" "$spage"
 		fi
+		case $scen in
+		cpu | conversations*)
+			echo
+			report_targets "$scen" "$users" "$channels" "$latency" "$spage"
+			;;
+		esac
 	done
 	echo
 	if [ "$extrapolated" = 1 ]; then
