@@ -470,20 +470,22 @@ db_cancel(struct db *db)
 bool
 db_array_add_text(struct buf *b, const char *s)
 {
-	const char *run = s;
-
 	if (b->len > 1 && !buf_append(b, ",", 1))
 		return false;
 	if (s == NULL)
 		return buf_append(b, "NULL", 4);
 	if (!buf_append(b, "\"", 1))
 		return false;
-	for (const char *p = s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\') {
-			if (!buf_append(b, run, (size_t)(p - run)) || !buf_append(b, "\\", 1))
-				return false;
-			run = p;
-		}
+	/* Runs without a quote or a backslash go in whole (most strings are one run). */
+	for (;;) {
+		size_t run = strcspn(s, "\"\\");
+
+		if (!buf_append(b, s, run))
+			return false;
+		if (s[run] == '\0')
+			return buf_append(b, "\"", 1);
+		if (!buf_append(b, "\\", 1) || !buf_append(b, s + run, 1))
+			return false;
+		s += run + 1;
 	}
-	return buf_append(b, run, strlen(run)) && buf_append(b, "\"", 1);
 }

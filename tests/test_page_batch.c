@@ -51,6 +51,14 @@ test_array_literals(void)
 	ok(!db_array_add_text(&b, "0123456789012345678901234567890123456789"),
 	   "literal: an element past the cap is refused");
 	buf_free(&b);
+
+	buf_init(&b, 64);
+	ok(buf_append(&b, "{", 1) && db_array_add_text(&b, "\"\"\\") &&
+		   db_array_add_text(&b, "a\\\"b\\"),
+	   "literal: elements of quotes and backslashes only, and ending in one");
+	is_str(buf_str(&b), "{\"\\\"\\\"\\\\\",\"a\\\\\\\"b\\\\\"",
+	       "literal: each quote and backslash escaped, runs of them too");
+	buf_free(&b);
 }
 
 static void
