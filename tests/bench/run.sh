@@ -830,7 +830,10 @@ report() {
 			"pg $(node -p "require('$here/node_modules/pg/package.json').version")")"
 	echo "- PostgreSQL: $PG_SETTINGS (defaults; unix socket only)"
 	[ -n "$scenarios" ] || return 0
-	echo "- options: page size $page_size, chatsyncd concurrency $concurrency, ref3 concurrency" \
+	local page_note=
+	[[ " $scenarios " == *" conversations"* ]] && [ "$page_size" -gt 50 ] &&
+		page_note=" (50 in the Conversations scenarios, the API's most)"
+	echo "- options: page size $page_size$page_note, chatsyncd concurrency $concurrency, ref3 concurrency" \
 		"$ref_concurrency, fake API threads $fake_threads (when latency is 0)$([ "$quick" = 1 ] && echo ', --quick')"
 	local cs_commit
 	cs_commit=$(grep -a -o -m 1 'SET synchronous_commit TO [a-z]*' "$CHATSYNCD" | head -n 1 || true)
