@@ -745,7 +745,23 @@ target() {
 	if [ "$2" = 1 ]; then echo "- PASS: $1 ($3)"; else echo "- FAIL: $1 ($3)"; fi
 }
 
-# The targets of chatsyncd in the Conversations scenarios, as pass/fail lines.
+# target_resync_writes_nothing SCENARIO: chatsyncd's unchanged resync wrote no
+# tuple to the scenario's table nor to its past versions.
+target_resync_writes_nothing() {
+	local x tables="user_channels nor user_channel_past_versions"
+	[ "${S[$1]##* }" = conversations ] && tables="user_conversations nor user_conversation_past_versions"
+	x=$(awk -v t="${R[$1/chatsyncd/resync/datatup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
+	target "unchanged resync writes no tuple to $tables" \
+		"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
+}
+
+# target_rss SCENARIO PHASE: chatsyncd's peak RSS in that run at most 20 MB.
+target_rss() {
+	local rss=${R[$1/chatsyncd/$2/rss]}
+	target "$2: peak RSS ≤ 20 MB" "$(awk -v m="$rss" 'BEGIN { if (m + 0 <= 20) print 1 }')" "$rss MB"
+}
+
+# The targets of chatsyncd in the cpu and Conversations scenarios, as pass/fail lines.
 report_targets() {
 	local scen=$1 users=$2 channels=$3 latency=$4 spage=$5 k r ideal x rss sizes=1 phase
 	[ -n "${R[$scen/chatsyncd/initial/wall]:-}" ] || return 0
@@ -780,13 +796,9 @@ report_targets() {
 		k=$scen/chatsyncd/resync
 		r=$(rows_per_s "$k")
 		target "unchanged resync ≥ 250000 rows/s" "$([ "$r" -ge 250000 ] && echo 1)" "$r rows/s"
-		x=$(awk -v t="${R[$k/datatup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
-		target "unchanged resync writes no tuple to user_channels nor user_channel_past_versions" \
-			"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
-		for phase in initial resync; do
-			rss=${R[$scen/chatsyncd/$phase/rss]}
-			target "$phase: peak RSS ≤ 20 MB" "$(awk -v m="$rss" 'BEGIN { if (m + 0 <= 20) print 1 }')" "$rss MB"
-		done
+		target_resync_writes_nothing "$scen"
+		target_rss "$scen" initial
+		target_rss "$scen" resync
 		;;
 	conversations)
 		k=$scen/chatsyncd/initial
@@ -795,9 +807,7 @@ report_targets() {
 		k=$scen/chatsyncd/resync
 		r=$(rows_per_s "$k")
 		target "unchanged resync ≥ 200000 rows/s" "$([ "$r" -ge 200000 ] && echo 1)" "$r rows/s"
-		x=$(awk -v t="${R[$k/datatup]}" 'BEGIN { n = split(t, a); for (i = 1; i <= n; i++) s += a[i]; print s + 0 }')
-		target "unchanged resync writes no tuple to user_conversations nor user_conversation_past_versions" \
-			"$([ "$x" -eq 0 ] && echo 1)" "$x tuples"
+		target_resync_writes_nothing "$scen"
 		;;
 	conversations-latency)
 		for phase in initial resync; do
@@ -807,8 +817,7 @@ report_targets() {
 			target "$phase: wall ≤ 1.15 × ideal (pages × latency ÷ concurrency)" \
 				"$(awk -v x="$x" 'BEGIN { if (x + 0 > 0 && x + 0 <= 1.15) print 1 }')" \
 				"$x × $(fmt "$ideal" %.2f) s = ${R[$k/wall]} s"
-			rss=${R[$k/rss]}
-			target "$phase: peak RSS ≤ 20 MB" "$(awk -v m="$rss" 'BEGIN { if (m + 0 <= 20) print 1 }')" "$rss MB"
+			target_rss "$scen" "$phase"
 		done
 		;;
 	esac
