@@ -9,7 +9,10 @@
 # PageSize 1, 7 and 50, 0 and 51 are refused; conversation i is the channel
 # of slot i; a user by identity and by SID; --dump --api conversations equal
 # to what is served, field for field; what a variant removes and changes;
-# faults, latency, auth and the log as for a user's channels.
+# faults, latency, auth and the log as for a user's channels; --cache-bodies
+# serves a page again from memory, byte for byte as rendered, logged and
+# authenticated as before, counted as a hit, and refuses the options whose
+# answers vary.
 . "$(dirname "$0")/lib.sh"
 [ -x "$FAKE_TWILIO" ] || skip_all "tests/fake_twilio not built (needs libmicrohttpd-dev)"
 command -v curl >/dev/null || skip_all "curl not installed"
@@ -538,6 +541,73 @@ elapsed=$(curl -s -u "$ACCOUNT_SID:$AUTH_TOKEN" -o /dev/null -w '%{time_total}' 
 is "$(awk -v t="$elapsed" 'BEGIN { print (t >= 0.3) }')" 1 "--latency-ms delays a user's conversations (${elapsed} s)"
 fake_stop
 
+# ------------------------------------------------------------ --cache-bodies
+
+# fetch_as HOST TARGET NAME: GETs TARGET with that Host header (page URLs
+# carry it) into $TEST_TMP/NAME; the HTTP status in CODE.
+fetch_as() {
+	CODE=$(curl -s -u "$ACCOUNT_SID:$AUTH_TOKEN" -H "Host: $1" -o "$TEST_TMP/$3" -w '%{http_code}' "$FAKE_URL$2")
+}
+
+CONV_PAGE="$LIST?PageSize=50&Page=1&PageToken=PT1"
+CHAN_PAGE="$S/Users/$ENC/Channels?PageSize=50"
+fake_start rendered "${DATA[@]}" || { echo "Bail out! could not start fake_twilio rendered"; exit 1; }
+fetch_as fake.test "$CONV_PAGE" rendered.conv
+fetch_as fake.test "$CHAN_PAGE" rendered.chan
+fake_stop
+is "$(count '"conversation_sid"' "$TEST_TMP/rendered.conv")|$(count '"channel_sid"' "$TEST_TMP/rendered.chan")|$(count 'http://fake.test/' "$TEST_TMP/rendered.conv")" \
+	"50|50|4" "without --cache-bodies a page of 50 conversations and one of 50 channels, their page URLs on the Host asked"
+
+fake_start cached "${DATA[@]}" --cache-bodies || { echo "Bail out! could not start fake_twilio --cache-bodies"; exit 1; }
+codes=
+for i in 1 2; do
+	fetch_as fake.test "$CONV_PAGE" "cached.conv.$i"
+	codes+="$CODE "
+	fetch_as fake.test "$CHAN_PAGE" "cached.chan.$i"
+	codes+="$CODE "
+done
+for f in conv.1 conv.2 chan.1 chan.2; do
+	cmp -s "$TEST_TMP/rendered.${f%.*}" "$TEST_TMP/cached.$f" && echo same || echo differs
+done >"$TEST_TMP/cached.cmp"
+is "$codes|$(sort "$TEST_TMP/cached.cmp" | uniq -c | xargs)" "200 200 200 200 |4 same" \
+	"with --cache-bodies a Conversations page and a v1 Channels page, each fetched twice, are byte for byte those rendered without it"
+is "$(grep -c -x -F "$(printf '200\t%s\t1\t%s' "$ALICE" "$CONV_PAGE")" "$FAKE_LOG")|$(grep -c -x -F "$(printf '200\t%s\t0\t%s' "$ALICE" "$CHAN_PAGE")" "$FAKE_LOG")" \
+	"2|2" "the log has both requests of each page, with user and page, as without the option"
+fetch_as other.test "$CONV_PAGE" cached.other
+is "$CODE|$(count 'http://other.test/' "$TEST_TMP/cached.other")|$(sed 's|http://other\.test/|http://fake.test/|g' "$TEST_TMP/cached.other" | cmp -s - "$TEST_TMP/rendered.conv" && echo same)" \
+	"200|4|same" "the same target on another Host is rendered for it, its page URLs on that Host"
+anon=$(curl -s -o /dev/null -w '%{http_code}' "$FAKE_URL$CONV_PAGE")
+wrong=$(curl -s -u "$ACCOUNT_SID:wrong" -o /dev/null -w '%{http_code}' -H "Host: fake.test" "$FAKE_URL$CONV_PAGE")
+is "$anon $wrong|$(grep -c -x -F "$(printf '401\t%s\t-\t%s' "$ALICE" "$CONV_PAGE")" "$FAKE_LOG")" "401 401|2" \
+	"a kept page still needs the credentials: 401 without them and with a wrong token, and both logged"
+fake_stop
+bytes=$(($(wc -c <"$TEST_TMP/rendered.conv") + $(wc -c <"$TEST_TMP/rendered.chan") + $(wc -c <"$TEST_TMP/cached.other")))
+is "$(grep 'cache:' "$TEST_TMP/cached.out")" "fake_twilio: cache: 2 hits, 3 renders, 3 bodies, $bytes bytes" \
+	"at exit the fake reports 2 hits (the second fetch of each page came from memory) and the 3 bodies it rendered and kept, $bytes bytes"
+
+# Many requests at once over a few targets, on the thread pool: one body kept
+# a target, whichever thread rendered it; the races lost are renders too.
+fake_start racing "${DATA[@]}" --cache-bodies --threads 4 || { echo "Bail out! could not start fake_twilio racing"; exit 1; }
+# shellcheck disable=SC2016 # sh -c's script expands its own arguments
+for i in $(seq 0 39); do
+	case $((i % 4)) in
+	0) t="$LIST?PageSize=50" ;;
+	1) t="$CONV_PAGE" ;;
+	2) t="$CHAN_PAGE" ;;
+	3) t="$S/Channels?Type=public&Type=private&PageSize=100" ;;
+	esac
+	printf '%s\n%s\n' "$FAKE_URL$t" "$TEST_TMP/race.$((i % 4)).$i"
+done | xargs -d '\n' -n 2 -P 8 sh -c 'curl -s -u "$0" -o "$2" -w "%{http_code}\n" "$1"' \
+	"$ACCOUNT_SID:$AUTH_TOKEN" >"$TEST_TMP/race.codes" # $0 the credentials, $1 a URL, $2 its file
+for k in 0 1 2 3; do
+	md5sum "$TEST_TMP"/race.$k.* | cut -d' ' -f1 | sort -u | wc -l # distinct bodies of target k
+done >"$TEST_TMP/race.sums"
+fake_stop
+is "$(sort -u "$TEST_TMP/race.codes" | xargs)|$(wc -l <"$TEST_TMP/race.codes")|$(sort -u "$TEST_TMP/race.sums")" \
+	"200|40|1" "40 requests at once over 4 targets: all answered 200, every target the same bytes each time"
+read -r hits renders bodies < <(sed -n 's/.*cache: \([0-9]*\) hits, \([0-9]*\) renders, \([0-9]*\) bodies.*/\1 \2 \3/p' "$TEST_TMP/racing.out")
+is "$((hits + renders))|$bodies" "40|4" "the fake counts them as hits or renders, 40 in all, and keeps 4 bodies ($hits hits, $renders renders)"
+
 # ------------------------------------------------------------ options
 
 "$FAKE_TWILIO" --default-service ISnot-a-sid --api conversations --dump bob >/dev/null 2>"$TEST_TMP/bad.err"
@@ -549,9 +619,18 @@ is "$?|$(grep -c 'dumps a user.s conversations only' "$TEST_TMP/bad.err")" "2|1"
 is "$?|$(grep -c 'conversations allows 1..50' "$TEST_TMP/bad.err")" "2|1" "--page-size 51 is refused with --api conversations"
 is "$(dump --service "$SERVICE_SID" --dump bob | awk -F'\t' '{ print NF }' | sort -u)|$(dump --service "$SERVICE_SID" --api chat_v2 --dump bob | awk -F'\t' '{ print NF }' | sort -u)" \
 	"10|11" "--dump keeps 10 columns without --api and 11 with --api chat_v2"
+for o in "--fault 429:bob:1" "--fault-rate 503=0.5" "--default-service-switch 1:$OTHER_IS"; do
+	# shellcheck disable=SC2086 # an option and its value; a fake that listens is stopped
+	timeout 5 "$FAKE_TWILIO" --cache-bodies $o --port-file "$TEST_TMP/refused.port" >/dev/null 2>"$TEST_TMP/bad.err"
+	printf '%s %s %s\n' "$?" "$(grep -c -F -- "--cache-bodies cannot be combined with ${o%% *}:" "$TEST_TMP/bad.err")" \
+		"$([ -e "$TEST_TMP/refused.port" ] && echo listened || echo refused)"
+done >"$TEST_TMP/refused"
+is "$(sort -u "$TEST_TMP/refused" | xargs)" "2 1 refused" \
+	"--cache-bodies with --fault, --fault-rate or --default-service-switch exits 2 at startup, naming that option"
 "$FAKE_TWILIO" --help >"$TEST_TMP/help"
 is "$(grep -c -e '--default-service IS' -e "$DEFAULT_IS" -e 'chat_v2 or conversations' \
 	-e 'date_inactive, date_closed' -e '/v1/Users/{UserSid}/Conversations' "$TEST_TMP/help")" 6 \
 	"--help documents --default-service and its default, --api conversations, its dump columns and paths"
+is "$(grep -c -e '--cache-bodies  *bench only' "$TEST_TMP/help")" 1 "--help documents --cache-bodies, for the bench"
 
 done_testing

@@ -13,7 +13,8 @@
  * account's default one, beside its /v1/Configuration.  With --dump and
  * --dump-* it prints instead the data set it would serve (through the API that
  * --api names), in PostgreSQL COPY text format, so that tests can compare it
- * with what the daemon stored.
+ * with what the daemon stored.  With --cache-bodies (for the benchmark) it
+ * renders a page once and serves it again from memory.
  *
  * Run with --help for the options.
  */
@@ -604,6 +605,7 @@ struct config {
 	struct fault_rate rates[MAX_FAULT_RATES];
 	size_t n_rates;
 	bool extra_fields;
+	bool cache_bodies; /* --cache-bodies: a page rendered once per Host and target */
 	const char **dump_users;
 	size_t n_dump;
 	const char *service;
@@ -711,6 +713,10 @@ usage(FILE *out)
 	      "  --fault-rate KIND=P[,KIND=P]  random 429/500/503 with probability P\n"
 	      "  --fault-seed N          seed of the random faults (default 0)\n"
 	      "  --extra-fields          add unknown fields to entries and meta\n"
+	      "  --cache-bodies          bench only: serve repeated pages without rendering\n"
+	      "                          them again (a page's body is kept per Host and\n"
+	      "                          target; not with --fault, --fault-rate or\n"
+	      "                          --default-service-switch)\n"
 	      "  --dump USER             print USER's expected rows and exit (repeatable)\n"
 	      "  --service IS...         the service of --dump\n"
 	      "  --default-service IS... the account's default conversation service (default\n"
@@ -1021,6 +1027,7 @@ enum {
 	OPT_FAULT_RATE,
 	OPT_FAULT_SEED,
 	OPT_EXTRA_FIELDS,
+	OPT_CACHE_BODIES,
 	OPT_DUMP,
 	OPT_SERVICE,
 	OPT_PAGE_SIZE,
@@ -1051,6 +1058,7 @@ static const struct option long_options[] = {
 	{"fault-rate", required_argument, NULL, OPT_FAULT_RATE},
 	{"fault-seed", required_argument, NULL, OPT_FAULT_SEED},
 	{"extra-fields", no_argument, NULL, OPT_EXTRA_FIELDS},
+	{"cache-bodies", no_argument, NULL, OPT_CACHE_BODIES},
 	{"dump", required_argument, NULL, OPT_DUMP},
 	{"service", required_argument, NULL, OPT_SERVICE},
 	{"page-size", required_argument, NULL, OPT_PAGE_SIZE},
@@ -1201,6 +1209,9 @@ apply_option(struct config *cfg, int opt, const char *arg)
 	case OPT_EXTRA_FIELDS:
 		cfg->extra_fields = true;
 		return true;
+	case OPT_CACHE_BODIES:
+		cfg->cache_bodies = true;
+		return true;
 	case OPT_DUMP:
 		cfg->dump_users = xrealloc(cfg->dump_users, (cfg->n_dump + 1) * sizeof(char *));
 		cfg->dump_users[cfg->n_dump++] = arg;
@@ -1260,10 +1271,28 @@ check_conversations_dump(struct config *cfg)
 	return true;
 }
 
+/*
+ * The first option given whose answers to the same target change from one
+ * request to the next, or NULL: --cache-bodies would keep the first answer.
+ */
+static const char *
+varying_option(const struct config *cfg)
+{
+	if (cfg->n_faults > 0)
+		return "--fault";
+	if (cfg->n_rates > 0)
+		return "--fault-rate";
+	if (cfg->switch_to != NULL)
+		return "--default-service-switch";
+	return NULL;
+}
+
 /* Returns 0 to go on, or an exit status + 1 (1 after --help, 3 on error). */
 static int
 parse_args(int argc, char **argv, struct config *cfg)
 {
+	const char *conflict;
+
 	for (;;) {
 		int opt = getopt_long(argc, argv, "h", long_options, NULL);
 
@@ -1282,6 +1311,14 @@ parse_args(int argc, char **argv, struct config *cfg)
 	}
 	if (cfg->api->id == API_CONVERSATIONS_V1 && !check_conversations_dump(cfg))
 		return 3;
+	conflict = cfg->cache_bodies ? varying_option(cfg) : NULL;
+	if (conflict != NULL) {
+		fprintf(stderr,
+			PROGNAME ": --cache-bodies cannot be combined with %s: its answers to the "
+				 "same target vary between requests\n",
+			conflict);
+		return 3;
+	}
 	if (wants_dump(cfg) && (cfg->service == NULL || !is_service_sid(cfg->service))) {
 		fputs(PROGNAME ": --dump needs --service with a valid service SID (IS + 32 hex)\n",
 		      stderr);
@@ -2491,6 +2528,146 @@ counter_next(struct counter_map *m, long tag, const char *key)
 }
 
 /* ---------------------------------------------------------------------------
+ * Kept page bodies (--cache-bodies), keyed by the Host header and the raw target
+ */
+
+#define BODY_CACHE_BUCKETS 65536 /* a power of two; the bench keeps tens of thousands */
+
+struct kept_body {
+	struct kept_body *next;
+	uint64_t hash;
+	char *body;
+	size_t len;
+	char key[];
+};
+
+struct body_cache {
+	pthread_rwlock_t lock;
+	struct kept_body *buckets[BODY_CACHE_BUCKETS];
+	size_t renders; /* under lock: pages rendered, the bodies and the races lost */
+	size_t bodies;	/* kept */
+	size_t bytes;
+	atomic_uint_fast64_t hits;
+};
+
+static struct body_cache *
+body_cache_new(void)
+{
+	struct body_cache *c = xmalloc(sizeof(*c));
+
+	memset(c->buckets, 0, sizeof(c->buckets));
+	c->renders = 0;
+	c->bodies = 0;
+	c->bytes = 0;
+	atomic_init(&c->hits, 0);
+	pthread_rwlock_init(&c->lock, NULL);
+	return c;
+}
+
+/* Frees the cache and every body in it; no response may still be sending one. */
+static void
+body_cache_free(struct body_cache *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < BODY_CACHE_BUCKETS; i++) {
+		struct kept_body *k = c->buckets[i];
+
+		while (k != NULL) {
+			struct kept_body *next = k->next;
+
+			free(k->body);
+			free(k);
+			k = next;
+		}
+	}
+	pthread_rwlock_destroy(&c->lock);
+	free(c);
+}
+
+static uint64_t
+body_key_hash(const char *key)
+{
+	return mix64(fnv1a_str(0xcbf29ce484222325ULL, key));
+}
+
+/* The entry of key in its bucket, or NULL; the caller holds the lock. */
+static struct kept_body *
+body_cache_lookup(struct body_cache *c, const char *key, uint64_t hash)
+{
+	for (struct kept_body *k = c->buckets[hash % BODY_CACHE_BUCKETS]; k != NULL; k = k->next) {
+		if (k->hash == hash && strcmp(k->key, key) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+/*
+ * The body kept for key, counted as a hit, or NULL.  Borrowed: it stays
+ * until body_cache_free(), as every entry does.
+ */
+static const struct kept_body *
+body_cache_find(struct body_cache *c, const char *key)
+{
+	uint64_t hash = body_key_hash(key);
+	struct kept_body *k;
+
+	pthread_rwlock_rdlock(&c->lock);
+	k = body_cache_lookup(c, key, hash);
+	pthread_rwlock_unlock(&c->lock);
+	if (k != NULL)
+		atomic_fetch_add(&c->hits, 1);
+	return k;
+}
+
+/*
+ * Keeps the body in b (taken, b left empty) for key and returns the entry
+ * (borrowed, as from body_cache_find()).  If another thread kept one for key
+ * meanwhile, that one wins and this body is freed: both are the same bytes.
+ */
+static const struct kept_body *
+body_cache_keep(struct body_cache *c, const char *key, struct buf *b)
+{
+	uint64_t hash = body_key_hash(key);
+	size_t key_len = strlen(key);
+	struct kept_body *k;
+
+	pthread_rwlock_wrlock(&c->lock);
+	c->renders++;
+	k = body_cache_lookup(c, key, hash);
+	if (k == NULL) {
+		k = xmalloc(sizeof(*k) + key_len + 1);
+		memcpy(k->key, key, key_len + 1);
+		k->hash = hash;
+		k->len = b->len;
+		k->body = buf_take(b);
+		k->next = c->buckets[hash % BODY_CACHE_BUCKETS];
+		c->buckets[hash % BODY_CACHE_BUCKETS] = k;
+		c->bodies++;
+		c->bytes += k->len;
+	}
+	pthread_rwlock_unlock(&c->lock);
+	buf_free(b);
+	return k;
+}
+
+/*
+ * One line on stderr, for the tests and the bench: hits and renders add up to
+ * the pages served through the cache, the bodies and bytes are what it keeps.
+ */
+static void
+body_cache_report(struct body_cache *c)
+{
+	if (c == NULL)
+		return;
+	pthread_rwlock_rdlock(&c->lock);
+	fprintf(stderr,
+		PROGNAME ": cache: %" PRIuFAST64 " hits, %zu renders, %zu bodies, %zu bytes\n",
+		atomic_load(&c->hits), c->renders, c->bodies, c->bytes);
+	pthread_rwlock_unlock(&c->lock);
+}
+
+/* ---------------------------------------------------------------------------
  * The server
  */
 
@@ -2503,6 +2680,7 @@ struct server {
 	size_t credentials_len;
 	char *account_json; /* the account SID as a JSON string */
 	struct counter_map counters;
+	struct body_cache *cache;	     /* with --cache-bodies, else NULL */
 	atomic_uint_fast64_t default_listed; /* listings of the default service served */
 	pthread_mutex_t stop_lock;
 	pthread_cond_t stop_cond;
@@ -3573,28 +3751,24 @@ respond_truncated(struct exchange *ex, struct buf *b)
 	return respond(ex, MHD_HTTP_OK, resp);
 }
 
-/* Ends a listing's body with its meta and sends it. */
-static enum MHD_Result
+/* Ends a listing's body with its meta. */
+static void
 finish_listing(struct exchange *ex, struct buf *b, uint64_t total, const struct page_plan *plan)
 {
 	if (!plan->nometa)
 		add_meta(b, ex, total, plan);
 	buf_addc(b, '}');
-	if (plan->truncate)
-		return respond_truncated(ex, b);
-	return respond_buf(ex, MHD_HTTP_OK, b);
 }
 
-static enum MHD_Result
-serve_memberships(struct exchange *ex, const struct page_plan *plan)
+static void
+render_memberships(struct exchange *ex, const struct page_plan *plan, struct buf *b)
 {
 	struct dataset ds;
-	struct buf b = {0};
 
 	dataset_init(&ds, ex->srv->cfg, ex->service, ex->identity);
-	buf_addc(&b, '{');
-	add_channels(&b, ex, &ds, plan);
-	return finish_listing(ex, &b, ds.present, plan);
+	buf_addc(b, '{');
+	add_channels(b, ex, &ds, plan);
+	finish_listing(ex, b, ds.present, plan);
 }
 
 /* Appends the JSON string of the API's link base + the service + collection + sid + sub. */
@@ -3794,92 +3968,82 @@ page_window(const struct exchange *ex, uint64_t total, uint64_t *first, uint64_t
 	*count = *first < end ? end - *first : 0;
 }
 
-static enum MHD_Result
-serve_service(struct exchange *ex, const struct page_plan *plan)
+static void
+render_service(struct exchange *ex, const struct page_plan *plan, struct buf *b)
 {
 	struct row_faults rf = {plan->deep, plan->longstr, plan->typedrift};
 	struct service_row r;
-	struct buf b = {0};
 
 	make_service_row(ex->srv->cfg, ex->service, &r);
-	add_service_json(&b, ex, &r, &rf);
+	add_service_json(b, ex, &r, &rf);
 	buf_free(&r.friendly_name);
-	if (plan->truncate)
-		return respond_truncated(ex, &b);
-	return respond_buf(ex, MHD_HTTP_OK, &b);
 }
 
 /*
  * Conversations' configuration of the account, as the spec's example has
  * it, no timers set; typedrift serves default_inactive_timer as a number.
  */
-static enum MHD_Result
-serve_configuration(struct exchange *ex, const struct page_plan *plan)
+static void
+render_configuration(struct exchange *ex, const struct page_plan *plan, struct buf *b)
 {
 	struct row_faults rf = {plan->deep, plan->longstr, plan->typedrift};
-	struct buf b = {0};
 	char messaging[35];
 
 	messaging_service_sid(messaging, ex->srv->cfg);
-	buf_adds(&b, "{\"account_sid\":");
-	buf_adds(&b, ex->srv->account_json);
-	add_string_field(&b, ",\"default_chat_service_sid\":", ex->service, false);
-	add_string_field(&b, ",\"default_messaging_service_sid\":", messaging, false);
-	buf_adds(&b,
+	buf_adds(b, "{\"account_sid\":");
+	buf_adds(b, ex->srv->account_json);
+	add_string_field(b, ",\"default_chat_service_sid\":", ex->service, false);
+	add_string_field(b, ",\"default_messaging_service_sid\":", messaging, false);
+	buf_adds(b,
 		 rf.drift ? ",\"default_inactive_timer\":7" : ",\"default_inactive_timer\":null");
-	buf_adds(&b, ",\"default_closed_timer\":null");
-	buf_adds(&b, ",\"url\":\"" CONVERSATIONS_BASE "/Configuration\"");
-	buf_adds(&b, ",\"links\":{\"service\":\"" CONVERSATIONS_BASE "/Services/");
-	buf_adds(&b, ex->service);
-	buf_adds(&b, "/Configuration\",\"webhooks\":\"" CONVERSATIONS_BASE
-		     "/Configuration/Webhooks\"}");
-	add_dimension_tail(&b, ex, &rf);
-	buf_addc(&b, '}');
-	if (plan->truncate)
-		return respond_truncated(ex, &b);
-	return respond_buf(ex, MHD_HTTP_OK, &b);
+	buf_adds(b, ",\"default_closed_timer\":null");
+	buf_adds(b, ",\"url\":\"" CONVERSATIONS_BASE "/Configuration\"");
+	buf_adds(b, ",\"links\":{\"service\":\"" CONVERSATIONS_BASE "/Services/");
+	buf_adds(b, ex->service);
+	buf_adds(b, "/Configuration\",\"webhooks\":\"" CONVERSATIONS_BASE
+		    "/Configuration/Webhooks\"}");
+	add_dimension_tail(b, ex, &rf);
+	buf_addc(b, '}');
 }
 
-static enum MHD_Result
-serve_users(struct exchange *ex, const struct page_plan *plan)
+static void
+render_users(struct exchange *ex, const struct page_plan *plan, struct buf *b)
 {
 	const struct config *cfg = ex->srv->cfg;
 	uint64_t total = users_listed(cfg);
 	uint64_t first, count, items = 0;
-	struct buf b = {0};
 
 	page_window(ex, total, &first, &count);
-	buf_adds(&b, "{\"users\":[");
+	buf_adds(b, "{\"users\":[");
 	for (uint64_t j = 0; j < count; j++) {
 		struct row_faults rf = {plan->deep && j == 0, plan->longstr && j == 0,
 					plan->typedrift};
 		struct user_row r;
 
 		if (plan->badrow && j == count / 2)
-			add_dimension_bad_rows(&b, ex, &items);
+			add_dimension_bad_rows(b, ex, &items);
 		make_user_row(cfg, ex->service, listed_user(cfg, (size_t)(first + j)), &r);
-		add_separator(&b, &items);
-		add_user_json(&b, ex, &r, &rf);
+		add_separator(b, &items);
+		add_user_json(b, ex, &r, &rf);
 		user_row_free(&r);
 	}
 	if (plan->badrow && count == 0)
-		add_dimension_bad_rows(&b, ex, &items);
-	buf_addc(&b, ']');
-	return finish_listing(ex, &b, total, plan);
+		add_dimension_bad_rows(b, ex, &items);
+	buf_addc(b, ']');
+	finish_listing(ex, b, total, plan);
 }
 
-static enum MHD_Result
-serve_channels(struct exchange *ex, const struct page_plan *plan)
+static void
+render_channels(struct exchange *ex, const struct page_plan *plan, struct buf *b)
 {
 	const struct config *cfg = ex->srv->cfg;
 	uint64_t per_user;
 	uint64_t *slots = listed_slots(cfg, ex->types, &per_user);
 	uint64_t total = per_user * cfg->n_users;
 	uint64_t first, count, items = 0;
-	struct buf b = {0};
 
 	page_window(ex, total, &first, &count);
-	buf_adds(&b, "{\"channels\":[");
+	buf_adds(b, "{\"channels\":[");
 	for (uint64_t j = 0; j < count; j++) {
 		struct row_faults rf = {plan->deep && j == 0, plan->longstr && j == 0,
 					plan->typedrift};
@@ -3887,36 +4051,83 @@ serve_channels(struct exchange *ex, const struct page_plan *plan)
 		struct channel_row r;
 
 		if (plan->badrow && j == count / 2)
-			add_dimension_bad_rows(&b, ex, &items);
+			add_dimension_bad_rows(b, ex, &items);
 		make_channel_row(cfg, ex->service, cfg->users[n / per_user].identity,
 				 slots[n % per_user], &r);
-		add_separator(&b, &items);
-		add_channel_json(&b, ex, &r, &rf);
+		add_separator(b, &items);
+		add_channel_json(b, ex, &r, &rf);
 		channel_row_free(&r);
 	}
 	if (plan->badrow && count == 0)
-		add_dimension_bad_rows(&b, ex, &items);
-	buf_addc(&b, ']');
+		add_dimension_bad_rows(b, ex, &items);
+	buf_addc(b, ']');
 	free(slots);
-	return finish_listing(ex, &b, total, plan);
+	finish_listing(ex, b, total, plan);
+}
+
+/* Appends the body of the page asked for, as the plan shapes it, to b. */
+static void
+render_page(struct exchange *ex, const struct page_plan *plan, struct buf *b)
+{
+	switch (ex->endpoint) {
+	case EP_SERVICE:
+		render_service(ex, plan, b);
+		break;
+	case EP_USERS:
+		render_users(ex, plan, b);
+		break;
+	case EP_CHANNELS:
+		render_channels(ex, plan, b);
+		break;
+	case EP_CONFIGURATION:
+		render_configuration(ex, plan, b);
+		break;
+	case EP_MEMBERSHIPS:
+	default:
+		render_memberships(ex, plan, b);
+		break;
+	}
 }
 
 static enum MHD_Result
 serve_page(struct exchange *ex, const struct page_plan *plan)
 {
-	switch (ex->endpoint) {
-	case EP_SERVICE:
-		return serve_service(ex, plan);
-	case EP_USERS:
-		return serve_users(ex, plan);
-	case EP_CHANNELS:
-		return serve_channels(ex, plan);
-	case EP_CONFIGURATION:
-		return serve_configuration(ex, plan);
-	case EP_MEMBERSHIPS:
-	default:
-		return serve_memberships(ex, plan);
+	struct buf b = {0};
+
+	render_page(ex, plan, &b);
+	if (plan->truncate)
+		return respond_truncated(ex, &b);
+	return respond_buf(ex, MHD_HTTP_OK, &b);
+}
+
+/*
+ * A page with --cache-bodies (and so no fault): its body as first rendered
+ * for this Host and target (page URLs carry the Host), sent from the kept
+ * bytes without a copy.
+ */
+static enum MHD_Result
+serve_kept_page(struct exchange *ex, const struct page_plan *plan)
+{
+	struct body_cache *cache = ex->srv->cache;
+	const struct kept_body *k;
+	struct MHD_Response *resp;
+	struct buf key = {0};
+
+	buf_adds(&key, request_host(ex));
+	buf_addc(&key, '\n');
+	buf_adds(&key, ex->target);
+	k = body_cache_find(cache, key.data);
+	if (k == NULL) {
+		struct buf b = {0};
+
+		render_page(ex, plan, &b);
+		k = body_cache_keep(cache, key.data, &b);
 	}
+	buf_free(&key);
+	resp = MHD_create_response_from_buffer(k->len, k->body, MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL)
+		return MHD_NO;
+	return respond(ex, MHD_HTTP_OK, resp);
 }
 
 static enum MHD_Result
@@ -4052,6 +4263,8 @@ serve(struct exchange *ex, const char *method)
 	f = pick_fault(ex);
 	if (f != NULL)
 		return serve_fault(ex, f, &plan);
+	if (ex->srv->cache != NULL)
+		return serve_kept_page(ex, &plan);
 	return serve_page(ex, &plan);
 }
 
@@ -4282,6 +4495,8 @@ server_init(struct server *srv, const struct config *cfg)
 	buf_add_json_string(&b, cfg->account_sid);
 	srv->account_json = buf_take(&b);
 	counter_map_init(&srv->counters);
+	if (cfg->cache_bodies)
+		srv->cache = body_cache_new();
 	pthread_mutex_init(&srv->stop_lock, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -4297,6 +4512,7 @@ server_destroy(struct server *srv)
 	free(srv->credentials);
 	free(srv->account_json);
 	counter_map_destroy(&srv->counters);
+	body_cache_free(srv->cache);
 	pthread_cond_destroy(&srv->stop_cond);
 	pthread_mutex_destroy(&srv->stop_lock);
 }
@@ -4421,8 +4637,10 @@ run_server(const struct config *cfg)
 	status = 0;
 out:
 	server_stop_waiters(&srv);
-	if (daemon != NULL)
+	if (daemon != NULL) {
 		MHD_stop_daemon(daemon);
+		body_cache_report(srv.cache);
+	}
 	server_destroy(&srv);
 	return status;
 }

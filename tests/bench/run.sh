@@ -601,12 +601,8 @@ run_scenario() {
 
 	FAKE_LOG=$WORK/$scen.requests
 	: >"$FAKE_LOG"
-	fake_api_start "$FAKE_TWILIO" "$WORK" "fake-$scen" --account-sid "$ACCOUNT_SID" \
-		--auth-token "$AUTH_TOKEN" --channels "$channels" --seed 1 --latency-ms "$latency" \
-		--user-count "$dim_users" --threads "$fake_threads" --log "$FAKE_LOG" ||
-		die "could not start the fake API"
 	echo "# scenario $scen: $users users x $channels ${listing_path,,} per user ($api), ${latency} ms latency," \
-		"page size $spage, fake API at $FAKE_URL"
+		"page size $spage"
 	load_expected || die "could not load the expected data"
 
 	S[$scen]="$users $channels $latency $ref2_users $dim_users $spage $api"
@@ -617,14 +613,35 @@ run_scenario() {
 		[ "$tool" = chatsyncd_dims ] && { [ "$skip_dims" = 1 ] || [ "$api" = conversations ]; } && continue
 		[ "$tool" = ref2 ] && [ "$skip_ref2" = 1 ] && continue
 		[ "$tool" = ref3 ] && [ "$skip_ref3" = 1 ] && continue
+		fake_restart "$scen" "$channels" "$latency" "$dim_users"
 		for phase in initial resync; do
 			run_tool "$scen" "$tool" "$phase"
 		done
 	done
 
+	fake_stop_bench
+}
+
+fake_stop_bench() {
+	[ -n "$FAKE_PID" ] || return 0
 	kill "$FAKE_PID"
 	wait "$FAKE_PID" 2>/dev/null || true
 	FAKE_PID=
+}
+
+# fake_restart SCENARIO CHANNELS LATENCY DIM_USERS: a fresh fake API for the
+# next tool, so that each tool's initial load finds no page rendered yet.
+# Without latency the fake serves the pages it rendered again from memory
+# (--cache-bodies, README.md): each tool's resync gets them so.
+fake_restart() {
+	local scen=$1 channels=$2 latency=$3 dim_users=$4 cache=()
+	fake_stop_bench
+	[ "$latency" = 0 ] && cache=(--cache-bodies)
+	fake_api_start "$FAKE_TWILIO" "$WORK" "fake-$scen" --account-sid "$ACCOUNT_SID" \
+		--auth-token "$AUTH_TOKEN" --channels "$channels" --seed 1 --latency-ms "$latency" \
+		--user-count "$dim_users" --threads "$fake_threads" --log "$FAKE_LOG" "${cache[@]}" ||
+		die "could not start the fake API"
+	echo "# fake API at $FAKE_URL${cache:+ (${cache[*]})}"
 }
 
 # ------------------------------------------------------------ report
@@ -843,7 +860,8 @@ report() {
 	[[ " $scenarios " == *" conversations"* ]] && [ "$page_size" -gt 50 ] &&
 		page_note=" (50 in the Conversations scenarios, the API's most)"
 	echo "- options: page size $page_size$page_note, chatsyncd concurrency $concurrency, ref3 concurrency" \
-		"$ref_concurrency, fake API threads $fake_threads (when latency is 0)$([ "$quick" = 1 ] && echo ', --quick')"
+		"$ref_concurrency, fake API threads $fake_threads (when latency is 0); a fake API started afresh" \
+		"for each tool, serving the pages it rendered from memory (--cache-bodies) when latency is 0$([ "$quick" = 1 ] && echo ', --quick')"
 	local cs_commit
 	cs_commit=$(grep -a -o -m 1 'SET synchronous_commit TO [a-z]*' "$CHATSYNCD" | head -n 1 || true)
 	echo "- commits: chatsyncd $([ -n "$cs_commit" ] && echo "runs \"$cs_commit\" in its session" || echo 'uses the server default');" \
