@@ -91,7 +91,7 @@ send_on(struct writer *w, struct commit *c)
 	}
 	c->unchanged_sent = c->page.unchanged != NULL;
 	if (c->unchanged_sent)
-		return store_send_unchanged(w->db, c->batch, &c->page);
+		return store_send_unchanged(w->db, &c->page);
 	return store_send_page(w->db, c->batch, &c->page);
 }
 
@@ -174,7 +174,8 @@ collect(struct commit_queue *q, struct writer *w, bool wait)
 	} else if (committed && !applied) {
 		/* The stored digests are not those: send the page whole, first. */
 		c->page.unchanged = NULL;
-		push_front(q, c);
+		if (q->ev.whole == NULL || q->ev.whole(q->ev.arg, c))
+			push_front(q, c);
 	} else if (committed) {
 		q->ev.committed(q->ev.arg, c, &counts);
 	} else {

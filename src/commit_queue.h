@@ -39,6 +39,13 @@ struct commit_queue_events {
 	 * the schema), nothing was applied.
 	 */
 	void (*refused)(void *arg, struct commit *c);
+	/*
+	 * c went without its rows, but the stored digests are not those: it is
+	 * to go again whole, and its owner makes it so (parsing a page it
+	 * skipped as stored).  False: the owner gave c up instead.  NULL: c is
+	 * always whole.
+	 */
+	bool (*whole)(void *arg, struct commit *c);
 	/* May pages be sent now?  (Not while the database is lost, nor after a stop.) */
 	bool (*may_send)(void *arg);
 	void *arg;

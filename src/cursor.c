@@ -53,6 +53,10 @@ cursor_position_free(struct cursor_position *pos)
 	free(pos->next_url);
 	free(pos->digests);
 	pos->next_url = pos->digests = NULL;
+	db_array_free(pos->entries, pos->n_entries);
+	db_array_free(pos->next_urls, pos->n_next_urls);
+	pos->entries = pos->next_urls = NULL;
+	pos->n_entries = pos->n_next_urls = 0;
 }
 
 bool

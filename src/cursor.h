@@ -26,10 +26,18 @@ struct cursor_position {
 	 * page number ("" for a page without one), or NULL; the caller owns it.
 	 */
 	char *digests;
+	/*
+	 * Of the same pages, when a claim read them: the entries each listed
+	 * ("" or NULL when unknown) and the next page each named (NULL: none, or
+	 * unknown), n_pages of each; the caller owns them.
+	 */
+	char **entries;
+	char **next_urls;
+	size_t n_entries, n_next_urls;
 	int64_t lease; /* the token of the lease this process holds on it; 0: none */
 };
 
-/* Frees what pos owns (next_url, digests). */
+/* Frees what pos owns (next_url, digests, entries, next_urls). */
 void cursor_position_free(struct cursor_position *pos);
 
 struct buf;

@@ -11,9 +11,11 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define MAX_PREPARED 32
@@ -488,4 +490,80 @@ db_array_add_text(struct buf *b, const char *s)
 			return false;
 		s += run + 1;
 	}
+}
+
+/* One element at *p (quoted or bare); advances *p past it.  NULL in *out for NULL. */
+static bool
+array_element(const char **p, char **out)
+{
+	const char *s = *p;
+	struct buf b;
+
+	*out = NULL;
+	if (*s == '"') {
+		buf_init(&b, SIZE_MAX / 2);
+		for (s++; *s != '"'; s++) {
+			if (*s == '\\')
+				s++;
+			if (*s == '\0' || !buf_append(&b, s, 1)) {
+				buf_free(&b);
+				return false;
+			}
+		}
+		*out = buf_take(&b);
+		buf_free(&b);
+		*p = s + 1;
+		return true;
+	}
+	size_t len = strcspn(s, ",}");
+
+	if (len == 0 || s[len] == '\0' || memchr(s, '"', len) != NULL ||
+	    memchr(s, '{', len) != NULL)
+		return false;
+	if (!(len == 4 && strncasecmp(s, "NULL", 4) == 0))
+		*out = xstrndup(s, len);
+	*p = s + len;
+	return true;
+}
+
+bool
+db_array_parse(const char *lit, char ***items, size_t *n)
+{
+	const char *p = lit;
+	char **list = NULL;
+	size_t count = 0;
+
+	*items = NULL;
+	*n = 0;
+	if (lit == NULL || *p++ != '{')
+		return false;
+	if (*p == '}' && p[1] == '\0')
+		return true;
+	for (;;) {
+		char *item;
+
+		if (!array_element(&p, &item)) {
+			db_array_free(list, count);
+			return false;
+		}
+		list = xrealloc(list, (count + 1) * sizeof(*list));
+		list[count++] = item;
+		if (*p == '}' && p[1] == '\0')
+			break;
+		if (*p++ != ',') {
+			db_array_free(list, count);
+			return false;
+		}
+	}
+	*items = list;
+	*n = count;
+	return true;
+}
+
+void
+db_array_free(char **items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(items[i]);
+	free(items);
 }

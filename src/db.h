@@ -73,6 +73,14 @@ PGresult *db_exec_prepared(struct db *db, const char *name, const char *sql, int
 bool db_array_add_text(struct buf *b, const char *s) __attribute__((warn_unused_result));
 
 /*
+ * Reads a one-dimensional array as PostgreSQL writes it in text ("{a,"b c",NULL}")
+ * into *items, a new array of *n strings (NULL for a NULL element) that the caller
+ * frees with db_array_free().  False, with nothing allocated, if lit is not such a literal.
+ */
+bool db_array_parse(const char *lit, char ***items, size_t *n) __attribute__((warn_unused_result));
+void db_array_free(char **items, size_t n);
+
+/*
  * Asynchronous use, for the writer connections and the claims of the
  * control connection: sends a prepared statement (it is prepared first,
  * synchronously, the first time on each connection) and returns at once.

@@ -99,9 +99,27 @@ users_array(struct db *db, const char *const *users, size_t n, struct buf *list)
 	return false;
 }
 
-/* Columns of a claim: a position's (see cursor_position_from_row), the outcome, the token. */
+/*
+ * Columns of a claim: a position's (see cursor_position_from_row), the
+ * outcome, the token, the stored pages' entries and next pages.
+ */
 #define CLAIM_OUTCOME 5
 #define CLAIM_TOKEN 6
+#define CLAIM_ENTRIES 7
+#define CLAIM_NEXT_URLS 8
+
+/* An array column of a claim's row into *items (none if NULL); false if it is no array. */
+static bool
+claim_array(struct db *db, const PGresult *res, int row, int col, char ***items, size_t *n)
+{
+	*items = NULL;
+	*n = 0;
+	if (PQgetisnull(res, row, col) || db_array_parse(PQgetvalue(res, row, col), items, n))
+		return true;
+	db_set_error(db, "a claim returned \"%s\" as %s, not an array", PQgetvalue(res, row, col),
+		     PQfname(res, col));
+	return false;
+}
 
 /* Row row of a claim's result as an outcome and, if claimed, a position. */
 static bool
@@ -129,12 +147,17 @@ read_claim(struct db *db, const PGresult *res, int row, int64_t run_id, enum lea
 	if (pos->start == CURSOR_SKIP)
 		pos->start = CURSOR_FIRST_PAGE;
 	pos->lease = strtoll(PQgetvalue(res, row, CLAIM_TOKEN), NULL, 10);
+	if (!claim_array(db, res, row, CLAIM_ENTRIES, &pos->entries, &pos->n_entries) ||
+	    !claim_array(db, res, row, CLAIM_NEXT_URLS, &pos->next_urls, &pos->n_next_urls)) {
+		cursor_position_free(pos);
+		return false;
+	}
 	return true;
 }
 
 static const char claim_sql[] =
-	"SELECT run_id, state, next_page_url, pages_done, digests, outcome, lease_token "
-	"FROM sync_lease_claim($1::bigint, $2::bigint, $3::integer, $4, $5::text[], "
+	"SELECT run_id, state, next_page_url, pages_done, digests, outcome, lease_token, entries, "
+	"next_urls FROM sync_lease_claim($1::bigint, $2::bigint, $3::integer, $4, $5::text[], "
 	"$6::integer) ORDER BY ord";
 
 bool

@@ -12,6 +12,7 @@
 #include "cursor.h"
 #include "db.h"
 #include "dimension.h"
+#include "hash.h"
 #include "http.h"
 #include "lease.h"
 #include "log.h"
@@ -38,6 +39,36 @@
  */
 #define LOOP_MEMORY 1024
 
+/*
+ * A page's digest: that of its accepted entries (page_batch_digest()), and
+ * for a page parsed without a remark (nothing rejected, drifted or
+ * unexpected), a colon and the digest of its body as received (see
+ * sql/014_page_bodies.sql).
+ */
+#define DIGEST_HEX 32
+#define PAGE_DIGEST_LEN (2 * DIGEST_HEX + 1)
+
+/*
+ * A body that may be the stored one is kept unparsed up to this size; a
+ * longer one is parsed as it comes.  A page of 50 conversations is about
+ * 60 KiB.
+ */
+#define BODY_KEEP_CAP ((size_t)1 << 20)
+
+/*
+ * What the body digest stands for: bump it when the same bytes would no
+ * longer make the same entries (a change of the parsers or of what they
+ * accept), so that no page is taken for unchanged on a digest made before.
+ */
+#define BODY_DIGEST_FORMAT "chatsync page body 1"
+
+/* What was stored of a page of the listing, by its number. */
+struct known_page {
+	char digest[PAGE_DIGEST_LEN + 1]; /* "": none */
+	long entries;			  /* -1: unknown */
+	char *next_url;			  /* NULL: none (a last page), or unknown */
+};
+
 enum listing_state {
 	LISTING_IDLE,
 	LISTING_FETCHING,   /* a request is in flight */
@@ -62,10 +93,16 @@ struct listing {
 	unsigned requests; /* not yet counted in the run */
 	unsigned retries;  /* not yet counted in the run */
 	unsigned rejected;
-	char *next_url;	   /* while committing: the page's next_page_url, NULL on the last */
-	char digest[33];   /* of a user's page, once it has arrived */
-	char (*known)[33]; /* the digests stored for the listing's pages, by number */
-	unsigned n_known;  /* (a page without one: "") */
+	char *next_url; /* while committing: the page's next_page_url, NULL on the last */
+	char digest[PAGE_DIGEST_LEN + 1]; /* of a user's page, once it has arrived */
+	struct known_page *known;	  /* what is stored of the listing's pages, by number */
+	unsigned n_known;
+	struct hash_digest body_hash; /* of a user's page's body, as it arrives */
+	struct buf body;	      /* the body, kept unparsed while keeping_body */
+	bool keeping_body;	      /* the page's stored digest has a body part to compare */
+	bool body_skipped;	      /* the body was the stored one: the page was not parsed */
+	long unparsed_rows;	      /* then, its entries as stored */
+	unsigned remarks;	      /* entries of the page rejected, drifted or unexpected */
 	/*
 	 * For each page of the listing before this one: its digest if it was
 	 * skipped as unchanged, else NULL; each followed by a comma.
@@ -141,6 +178,9 @@ on_row(void *arg, const struct page_entry *e, const char *reject)
 	char esc[128];
 
 	membership_from_entry(e, m);
+	if (reject != NULL || m->drifted != 0 ||
+	    (m->status != NULL && !twilio_status_known(m->status)))
+		l->remarks++;
 	if (reject != NULL) {
 		l->rejected++;
 		log_warning("service %s user \"%s\" page %u: rejected an entry: %s "
@@ -173,6 +213,7 @@ on_conversation(void *arg, const struct page_entry *e, const char *reject)
 			    "(conversation_sid \"%s\")",
 			    l->service_sid, l->user_esc, l->page_no, reject,
 			    log_escape(esc, sizeof(esc), e->str[0]));
+		l->remarks++;
 		return true;
 	}
 	/*
@@ -189,6 +230,8 @@ on_conversation(void *arg, const struct page_entry *e, const char *reject)
 	}
 	if (!conversation_batch_add(l->batch, e, &drifted))
 		return false;
+	if (drifted != 0)
+		l->remarks++;
 	fresh = drifted & ~l->drift_logged;
 	for (unsigned bit = 1; fresh != 0; bit <<= 1) {
 		if ((fresh & bit) == 0)
@@ -237,11 +280,31 @@ on_dimension_entry(void *arg, const struct page_entry *e, const char *reject)
 	return true;
 }
 
+/* Parses the body kept so far, and stops keeping it. */
+static bool
+parse_kept_body(struct listing *l)
+{
+	bool ok = page_parser_feed(l->parser, l->body.data, l->body.len);
+
+	l->keeping_body = false;
+	buf_reset(&l->body);
+	return ok;
+}
+
 static bool
 on_body(void *arg, const char *data, size_t len)
 {
 	struct listing *l = arg;
 
+	if (l->dimension < 0)
+		hash_digest_add(&l->body_hash, data, len);
+	if (l->keeping_body) {
+		if (buf_append(&l->body, data, len))
+			return true;
+		/* Too long to keep: parsed as it comes, as any other. */
+		if (!parse_kept_body(l))
+			return false;
+	}
 	return page_parser_feed(l->parser, data, len);
 }
 
@@ -259,6 +322,16 @@ listing_holds_slot(const struct listing *l)
 	return l->state != LISTING_IDLE && !(l->state == LISTING_COMMITTING && l->next_url == NULL);
 }
 
+static void
+forget_known(struct listing *l)
+{
+	for (unsigned i = 0; i < l->n_known; i++)
+		free(l->known[i].next_url);
+	free(l->known);
+	l->known = NULL;
+	l->n_known = 0;
+}
+
 void
 listing_release(struct listing *l)
 {
@@ -271,10 +344,10 @@ listing_release(struct listing *l)
 	free(l->first_url);
 	free(l->next_url);
 	l->url = l->first_url = l->next_url = NULL;
-	free(l->known);
-	l->known = NULL;
-	l->n_known = 0;
+	forget_known(l);
 	buf_reset(&l->earlier);
+	buf_free(&l->body);
+	l->keeping_body = l->body_skipped = false;
 	url_seen_clear(l->fetched);
 	l->state = LISTING_IDLE;
 }
@@ -391,6 +464,127 @@ stop_here(struct listing *l)
 		listing_release(l);
 }
 
+/* What is stored of the page being fetched, or NULL. */
+static const struct known_page *
+known_page(const struct listing *l)
+{
+	return l->page_no >= 1 && l->page_no <= l->n_known ? &l->known[l->page_no - 1] : NULL;
+}
+
+/* Has the stored digest d a body part? */
+static bool
+has_body_digest(const char *d)
+{
+	return strlen(d) == PAGE_DIGEST_LEN && d[DIGEST_HEX] == ':';
+}
+
+/* Do two page digests (either may lack its body part) stand for the same entries? */
+static bool
+same_entries(const char *a, const char *b)
+{
+	return strlen(a) >= DIGEST_HEX && strncmp(a, b, DIGEST_HEX) == 0 &&
+	       (b[DIGEST_HEX] == '\0' || b[DIGEST_HEX] == ':');
+}
+
+/*
+ * A user's page's body is digested as it arrives, after what it means to
+ * this build (BODY_DIGEST_FORMAT), to which API and under which limits;
+ * it is kept unparsed if the page's stored digest has a body part, since
+ * it may then need no parsing.
+ */
+static void
+body_start(struct listing *l)
+{
+	const struct known_page *k = known_page(l);
+	const struct settings_service *svc = &l->st->s->services[l->service_index];
+
+	l->body_skipped = false;
+	l->remarks = 0;
+	buf_reset(&l->body);
+	l->keeping_body = false;
+	if (l->dimension >= 0)
+		return;
+	const uint64_t terms[] = {(uint64_t)svc->api, l->limits.max_bytes, l->limits.max_string,
+				  l->limits.max_depth, l->limits.max_rows};
+
+	hash_digest_init(&l->body_hash);
+	hash_digest_add(&l->body_hash, BODY_DIGEST_FORMAT, sizeof(BODY_DIGEST_FORMAT));
+	hash_digest_add(&l->body_hash, terms, sizeof(terms));
+	l->keeping_body = k != NULL && has_body_digest(k->digest) && k->entries >= 0;
+}
+
+static bool skipped_unchanged(struct listing *l, size_t rows);
+static void queue_commit(struct listing *l);
+static void entries_digest(struct listing *l);
+
+/*
+ * Parses the body of a page that was not parsed because it was the stored
+ * one, for it to be sent whole after all; false if the user failed.
+ */
+static bool
+parse_skipped_body(struct listing *l)
+{
+	page_parser_reset(l->parser);
+	page_batch_reset(l->batch);
+	l->rejected = l->remarks = 0;
+	l->foreign_service[0] = '\0';
+	l->body_skipped = false;
+	if (!page_parser_feed(l->parser, l->body.data, l->body.len) ||
+	    !page_parser_finish(l->parser)) {
+		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
+			  page_parser_error(l->parser));
+		return false;
+	}
+	if (l->foreign_service[0] != '\0') {
+		fail_user(l, "parse", "page %u lists conversations of service %s", l->page_no,
+			  l->foreign_service);
+		return false;
+	}
+	entries_digest(l);
+	return true;
+}
+
+/* The entries of the page that arrived, parsed or as stored. */
+static size_t
+page_rows(const struct listing *l)
+{
+	return l->body_skipped ? (size_t)l->unparsed_rows : page_batch_rows(l->batch);
+}
+
+/*
+ * The page's body is the one stored, byte for byte: it makes the same
+ * entries and names the same next page as then, so it is not parsed.  A
+ * page before the last is skipped as unchanged; a last one ends the
+ * listing as unchanged if every page before it was skipped (else it is
+ * parsed, to be sent whole).  False: the page is to be parsed.
+ */
+static bool
+body_unchanged(struct listing *l)
+{
+	const struct known_page *k = known_page(l);
+	bool last = l->page_no == l->n_known;
+	char hex[DIGEST_HEX + 1];
+
+	if (k == NULL)
+		return false;
+	hash_digest_hex(&l->body_hash, hex);
+	if (strcmp(k->digest + DIGEST_HEX + 1, hex) != 0 || (last && !l->all_skipped))
+		return false;
+	if (!last && (k->next_url == NULL || !url_same_listing(k->next_url, l->first_url) ||
+		      url_seen_has(l->fetched, k->next_url)))
+		return false;
+	free(l->next_url);
+	l->next_url = last ? NULL : xstrdup(k->next_url);
+	memcpy(l->digest, k->digest, sizeof(l->digest));
+	l->body_skipped = true;
+	l->unparsed_rows = k->entries;
+	log_debug("service %s user \"%s\" page %u: body as stored: not parsed", l->service_sid,
+		  l->user_esc, l->page_no);
+	if (last || !skipped_unchanged(l, page_rows(l)))
+		queue_commit(l);
+	return true;
+}
+
 static void
 wait_before_fetch(struct listing *l, long delay_ms)
 {
@@ -421,6 +615,7 @@ fetch_page(struct listing *l)
 	l->foreign_service[0] = '\0';
 	page_batch_reset(l->batch);
 	l->rejected = 0;
+	body_start(l);
 	l->state = LISTING_FETCHING;
 	if (!http_get(l->st->http, l->url, &l->auth, on_body, on_done, l, why, sizeof(why)))
 		fail_user(l, "transport", "could not start a request for page %u: %s", l->page_no,
@@ -476,6 +671,20 @@ drop_lost_lease(struct listing *l)
 	listing_release(l);
 	if (st->lease_lost != NULL)
 		st->lease_lost(st->lease_lost_arg, service_index, user, d);
+}
+
+bool
+listing_commit_whole(struct commit *c)
+{
+	struct listing *l = c->owner;
+
+	if (!l->body_skipped)
+		return true;
+	if (!parse_skipped_body(l))
+		return false;
+	c->page.rows = page_rows(l);
+	c->page.rejected = l->rejected + l->skipped_rejected;
+	return true;
 }
 
 /* The page was refused: the listing's lease was taken over by another instance. */
@@ -565,15 +774,15 @@ listing_committed(struct commit *c, const struct store_counts *counts)
 	if (c->unchanged_sent)
 		unchanged -= (long)l->skipped_rows;
 	st->progress.pages++;
-	st->progress.rows += page_batch_rows(l->batch) + l->rejected;
-	metrics_page(st->metrics, l->service_sid, (long)(page_batch_rows(l->batch) + l->rejected),
+	st->progress.rows += page_rows(l) + l->rejected;
+	metrics_page(st->metrics, l->service_sid, (long)(page_rows(l) + l->rejected),
 		     counts->inserted, counts->updated, unchanged, counts->deleted, l->rejected);
 	l->requests = l->retries = 0;
 	l->skipped_pages = l->skipped_rows = l->skipped_rejected = 0;
 	log_debug("service %s user \"%s\" page %u: %zu rows, %ld inserted, %ld updated, "
 		  "%ld unchanged, %ld deleted, %u rejected%s",
-		  l->service_sid, l->user_esc, l->page_no, page_batch_rows(l->batch),
-		  counts->inserted, counts->updated, unchanged, counts->deleted, l->rejected,
+		  l->service_sid, l->user_esc, l->page_no, page_rows(l), counts->inserted,
+		  counts->updated, unchanged, counts->deleted, l->rejected,
 		  c->unchanged_sent ? " (the listing is unchanged)" : "");
 	if (l->next_url == NULL) {
 		user_done(st, l->service_sid, true);
@@ -590,14 +799,15 @@ listing_committed(struct commit *c, const struct store_counts *counts)
  * committed.
  */
 static bool
-skipped_unchanged(struct listing *l)
+skipped_unchanged(struct listing *l, size_t rows)
 {
 	struct sweep_state *st = l->st;
-	size_t rows = page_batch_rows(l->batch);
+	const struct known_page *k = known_page(l);
 
-	if (l->next_url == NULL || l->page_no > l->n_known ||
-	    strcmp(l->known[l->page_no - 1], l->digest) != 0)
+	if (l->next_url == NULL || k == NULL || !same_entries(k->digest, l->digest))
 		return false;
+	/* The stored digest is the page's; one whose body was parsed again is not sent. */
+	memcpy(l->digest, k->digest, sizeof(l->digest));
 	st->progress.pages++;
 	st->progress.rows += rows + l->rejected;
 	metrics_page(st->metrics, l->service_sid, (long)(rows + l->rejected), 0, 0, (long)rows, 0,
@@ -622,6 +832,20 @@ array_literal(struct buf *out, const char *list, size_t len, const char *last)
 	       (last == NULL || buf_append_str(out, last)) && buf_append_str(out, "}");
 }
 
+/*
+ * The digest of the page's entries, and of a page without remarks, its
+ * body's after a colon.
+ */
+static void
+entries_digest(struct listing *l)
+{
+	page_batch_digest(l->batch, l->digest);
+	if (l->remarks == 0 && l->rejected == 0) {
+		l->digest[DIGEST_HEX] = ':';
+		hash_digest_hex(&l->body_hash, l->digest + DIGEST_HEX + 1);
+	}
+}
+
 /* Hands the page to the commit queue, with what it needs to commit it. */
 static void
 queue_commit(struct listing *l)
@@ -630,9 +854,9 @@ queue_commit(struct listing *l)
 	bool user = l->dimension < 0, last = l->next_url == NULL;
 	const char *earlier = NULL, *unchanged = NULL;
 
-	if (user) {
-		page_batch_digest(l->batch, l->digest);
-		if (skipped_unchanged(l))
+	if (user && !l->body_skipped) {
+		entries_digest(l);
+		if (skipped_unchanged(l, page_rows(l)))
 			return;
 	}
 	if (user && last && l->page_no > 1) {
@@ -645,7 +869,8 @@ queue_commit(struct listing *l)
 	}
 	/* Every page as stored, the last one too: the listing is unchanged. */
 	if (user && last && l->all_skipped && l->page_no == l->n_known &&
-	    strcmp(l->known[l->page_no - 1], l->digest) == 0) {
+	    same_entries(l->known[l->page_no - 1].digest, l->digest)) {
+		memcpy(l->digest, l->known[l->page_no - 1].digest, sizeof(l->digest));
 		if (!array_literal(&l->unchanged_literal, buf_str(&l->earlier), l->earlier.len,
 				   l->digest)) {
 			fail_user(l, "limit", "listing has too many pages to remember");
@@ -653,6 +878,8 @@ queue_commit(struct listing *l)
 		}
 		unchanged = buf_str(&l->unchanged_literal);
 	}
+	if (l->body_skipped && unchanged == NULL && !parse_skipped_body(l))
+		return;
 	c->page = (struct store_page){
 		.run_id = l->st->run_id,
 		.service_sid = l->service_sid,
@@ -660,6 +887,7 @@ queue_commit(struct listing *l)
 		.first_page = l->first_page,
 		.page_no = l->page_no,
 		.next_url = l->next_url,
+		.rows = page_rows(l),
 		.rejected = l->rejected + l->skipped_rejected,
 		.requests = l->requests,
 		.retries = l->retries,
@@ -708,6 +936,15 @@ page_received(struct listing *l)
 {
 	const char *next;
 
+	if (l->keeping_body) {
+		if (body_unchanged(l))
+			return;
+		if (!parse_kept_body(l)) {
+			fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
+				  page_parser_error(l->parser));
+			return;
+		}
+	}
 	if (!page_parser_finish(l->parser)) {
 		fail_user(l, "parse", "could not parse page %u: %s", l->page_no,
 			  page_parser_error(l->parser));
@@ -916,9 +1153,10 @@ listing_new(struct sweep_state *st)
 	l->fetched = url_seen_new(LOOP_MEMORY);
 	l->dimension = -1;
 	/* A digest and a comma, or "NULL,", per page: limits.max_pages bounds a listing. */
-	buf_init(&l->earlier, ((size_t)s->max_pages + 1) * 34);
-	buf_init(&l->earlier_literal, ((size_t)s->max_pages + 2) * 34);
-	buf_init(&l->unchanged_literal, ((size_t)s->max_pages + 2) * 34);
+	buf_init(&l->earlier, ((size_t)s->max_pages + 1) * (PAGE_DIGEST_LEN + 1));
+	buf_init(&l->earlier_literal, ((size_t)s->max_pages + 2) * (PAGE_DIGEST_LEN + 1));
+	buf_init(&l->unchanged_literal, ((size_t)s->max_pages + 2) * (PAGE_DIGEST_LEN + 1));
+	buf_init(&l->body, BODY_KEEP_CAP);
 	return l;
 }
 
@@ -940,6 +1178,7 @@ listing_free(struct listing *l)
 	buf_free(&l->earlier);
 	buf_free(&l->earlier_literal);
 	buf_free(&l->unchanged_literal);
+	buf_free(&l->body);
 	free(l);
 }
 
@@ -963,26 +1202,43 @@ resume_url_ok(struct listing *l, const struct cursor_position *pos)
 	return false;
 }
 
-/* The digests stored for the listing's pages, from list (comma-separated; may be NULL). */
+/*
+ * What is stored of the listing's pages, from pos: their digests
+ * (comma-separated; may be NULL), entries and next pages (taken over).
+ * Entries or next pages that are not one for each page are not used.
+ */
 static void
-known_digests(struct listing *l, const char *list)
+known_pages(struct listing *l, struct cursor_position *pos)
 {
+	const char *list = pos->digests;
 	unsigned n = 1;
+	bool whole;
 
-	free(l->known);
-	l->known = NULL;
-	l->n_known = 0;
+	forget_known(l);
 	if (list == NULL || l->dimension >= 0)
 		return;
 	for (const char *p = list; *p != '\0'; p++)
 		n += *p == ',';
+	whole = pos->n_entries == n && pos->n_next_urls == n;
 	l->known = xcalloc(n, sizeof(*l->known));
 	for (const char *p = list; l->n_known < n; l->n_known++) {
+		struct known_page *k = &l->known[l->n_known];
 		size_t len = strcspn(p, ",");
+		char *end;
 
-		if (len < sizeof(*l->known))
-			memcpy(l->known[l->n_known], p, len);
+		if (len < sizeof(k->digest))
+			memcpy(k->digest, p, len);
 		p += len + (p[len] == ',');
+		k->entries = -1;
+		if (!whole)
+			continue;
+		if (pos->entries[l->n_known] != NULL) {
+			k->entries = strtol(pos->entries[l->n_known], &end, 10);
+			if (*end != '\0' || k->entries < 0 || k->entries > MAX_ROWS_PER_PAGE)
+				k->entries = -1;
+		}
+		k->next_url = pos->next_urls[l->n_known];
+		pos->next_urls[l->n_known] = NULL;
 	}
 }
 
@@ -1010,9 +1266,8 @@ start(struct listing *l, size_t service_index, const char *user, char *first_url
 		free(pos->next_url);
 	pos->next_url = NULL;
 	l->page_no = pos->pages_done + 1;
-	known_digests(l, pos->digests);
-	free(pos->digests);
-	pos->digests = NULL;
+	known_pages(l, pos);
+	cursor_position_free(pos); /* what the listing did not take over */
 	l->all_skipped = l->first_page;
 	l->skipped_pages = l->skipped_rows = l->skipped_rejected = 0;
 	buf_reset(&l->earlier);

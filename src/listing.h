@@ -147,5 +147,11 @@ void listing_lease_lost(struct listing *l);
 void listing_committed(struct commit *c, const struct store_counts *counts);
 void listing_commit_failed(struct commit *c, struct db *wdb);
 void listing_commit_refused(struct commit *c);
+/*
+ * The listing's last page went as unchanged, but the stored digests were
+ * not those: makes the page whole to go again (see commit_queue.h); false
+ * if the listing failed instead.
+ */
+bool listing_commit_whole(struct commit *c);
 
 #endif

@@ -139,7 +139,7 @@ store_page_result(struct db *db, PGresult *res, struct store_counts *out)
 }
 
 bool
-store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
+store_send_unchanged(struct db *db, const struct store_page *page)
 {
 	char run_id[24], received[24], rejected[16], requests[16], retries[16], lease[24];
 	const char *params[9] = {run_id,
@@ -153,7 +153,7 @@ store_send_unchanged(struct db *db, const struct page_batch *b, const struct sto
 				 store_lease_param(lease, sizeof(lease), page->lease)};
 
 	snprintf(run_id, sizeof(run_id), "%" PRId64, page->run_id);
-	snprintf(received, sizeof(received), "%zu", page_batch_rows(b) + page->skipped_rows);
+	snprintf(received, sizeof(received), "%zu", page->rows + page->skipped_rows);
 	snprintf(rejected, sizeof(rejected), "%u", page->rejected);
 	snprintf(requests, sizeof(requests), "%u", page->requests);
 	snprintf(retries, sizeof(retries), "%u", page->retries);

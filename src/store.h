@@ -25,6 +25,7 @@ struct store_page {
 	bool first_page;      /* the first page of the user's listing */
 	unsigned page_no;     /* its number in the listing, from 1 */
 	const char *next_url; /* NULL: the listing's last page */
+	size_t rows;	      /* its entries: parsed, or as stored if its body was the stored one */
 	unsigned rejected;    /* entries that could not be stored, of this page and those skipped */
 	unsigned requests;    /* HTTP requests to count in the run */
 	unsigned retries;
@@ -84,7 +85,7 @@ bool store_page_result(struct db *db, PGresult *res, struct store_counts *out)
  * see sync_listing_unchanged() in sql/.  The received entries are those of
  * the last page's batch b and of the pages skipped.
  */
-bool store_send_unchanged(struct db *db, const struct page_batch *b, const struct store_page *page)
+bool store_send_unchanged(struct db *db, const struct store_page *page)
 	__attribute__((warn_unused_result));
 
 /*

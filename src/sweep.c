@@ -1062,6 +1062,13 @@ on_commit_refused(void *arg, struct commit *c)
 }
 
 static bool
+on_commit_whole(void *arg, struct commit *c)
+{
+	(void)arg;
+	return listing_commit_whole(c);
+}
+
+static bool
 may_send_commits(void *arg)
 {
 	const struct sweep *sw = arg;
@@ -1074,6 +1081,7 @@ static const struct commit_queue_events commit_events = {
 	.committed = on_committed,
 	.failed = on_commit_failed,
 	.refused = on_commit_refused,
+	.whole = on_commit_whole,
 	.may_send = may_send_commits,
 };
 

@@ -133,7 +133,7 @@ for n in 1 2 3 4; do
 	migrate
 	is "$?" 0 "--migrate upgrades version $n"
 	is "$(sql "SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM chatsync.schema_migrations")" \
-		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level,12:012_leases,13:013_listing_pages" \
+		"1:001_initial,2:002_listing_digest,3:003_custom_plans,4:004_current_versions,5:005_writer_fence,6:006_analyst_layer,7:007_analyst_indexes,8:008_dimension_sync,9:009_kept_state,10:010_conversations,11:011_notification_level,12:012_leases,13:013_listing_pages,14:014_page_bodies" \
 		"from version $n: every migration recorded, once"
 	same_schema "v$n" "from version $n: the schema is that of a fresh install, privileges included"
 
@@ -219,7 +219,7 @@ tamper
 is "$(body)" "SELECT false" "sync_user_failed() tampered with"
 migrate
 is "$?" 0 "--migrate again"
-is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 13 "applies no migration twice"
+is "$(sql 'SELECT count(*) FROM chatsync.schema_migrations')" 14 "applies no migration twice"
 same_schema fresh "but writes the functions again, and keeps the grants on the view"
 sql "INSERT INTO chatsync.schema_migrations VALUES (999, '999_future')"
 tamper

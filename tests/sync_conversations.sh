@@ -49,20 +49,23 @@ expect_conv() {
 			psql -X -q -v ON_ERROR_STOP=1 -c "\\copy public.conv_expected FROM STDIN"
 	done
 }
-# Live rows of user_conversations that differ from public.conv_expected, both ways.
+# diff_conv [SCHEMA]: live rows of user_conversations (of SCHEMA, default
+# chatsync) that differ from public.conv_expected, both ways.
 diff_conv() {
+	local schema=${1:-chatsync}
 	sql "SELECT count(*) FROM (
-	       (SELECT $CONV_COLS FROM chatsync.user_conversations WHERE deleted_at IS NULL
+	       (SELECT $CONV_COLS FROM $schema.user_conversations WHERE deleted_at IS NULL
 	        EXCEPT ALL SELECT * FROM public.conv_expected)
 	       UNION ALL
 	       (SELECT * FROM public.conv_expected
-	        EXCEPT ALL SELECT $CONV_COLS FROM chatsync.user_conversations
+	        EXCEPT ALL SELECT $CONV_COLS FROM $schema.user_conversations
 	         WHERE deleted_at IS NULL)) d"
 }
-# written: tuples inserted, updated and deleted in user_conversations and its history.
+# written [SCHEMA]: tuples inserted, updated and deleted in user_conversations
+# and its history.
 written() {
 	sql "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables
-	      WHERE schemaname = 'chatsync'
+	      WHERE schemaname = '${1:-chatsync}'
 	        AND relname IN ('user_conversations', 'user_conversation_past_versions',
 	                        'conversation_event_log')"
 }
@@ -90,7 +93,7 @@ is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log")|$(sql "SELECT 
 	"0|0" "a first listing writes no event and no past version"
 
 # ---------------------------------------------------------------- unchanged resync
-# calls FUNCTION: how many times it was called (track_functions).
+# calls FUNCTION: how many times it was called, in any schema (track_functions).
 calls() { sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '$1'"; }
 is "$(sql "SELECT count(*) || ':' || count(digest) || ':' || sum(entries) FROM chatsync.sync_listing_pages")" \
 	"9:9:$((CH * ${#USERS[@]}))" "each page of a listing on several pages is stored with its digest"
@@ -323,5 +326,98 @@ is "$(requests "$U" | awk -F'\t' '{ n[$3]++ } END { for (p = 0; p < 3; p++) prin
 expect_conv --seed 7 --channels 150 -- "$U"
 is "$(sql "SELECT count(*) FROM chatsync.user_conversations WHERE user_sid = '$U' AND deleted_at IS NULL")|$(sql "SELECT count(*) FROM (SELECT * FROM public.conv_expected EXCEPT SELECT $CONV_COLS FROM chatsync.user_conversations WHERE user_sid = '$U') d")" \
 	"150|0" "and the table holds the user's 150 conversations, each once"
+
+# ---------------------------------------------------------------- bodies as stored
+# A page whose body is, byte for byte, the one whose digest was stored is not
+# parsed (sql/014_page_bodies.sql).  The fake's page URLs name its port, so
+# these sweeps, into a schema of their own, keep the port of the first.
+B=bodies
+# unparsed LINE: the pages logged as not parsed, from line LINE of the log on.
+unparsed() { tail -n +"$1" "$TEST_TMP/chatsyncd.log" | grep -c 'body as stored: not parsed'; }
+log_end() { echo $(($(wc -l <"$TEST_TMP/chatsyncd.log") + 1)); }
+SCHEMA=$B serve convb "${DATA[@]}"
+port=${FAKE_URL##*:}
+run_once "$TEST_TMP/c.conf"
+is "$?" 0 "a first sweep into schema $B exits 0"
+is "$(sql "SELECT string_agg(page_no || ':' || (digest ~ '^[0-9a-f]{32}:[0-9a-f]{32}\$') || ':' ||
+                             coalesce(substring(next_page_url from 'Page=[0-9]+'), '-'), ','
+                             ORDER BY user_sid, page_no) FROM $B.sync_listing_pages")" \
+	"$(printf '1:true:Page=1,2:true:Page=2,3:true:-,%.0s' 1 2 3 | sed 's/,$//')" \
+	"each page's digest has its body's, and pages 1 and 2 keep the next page they named"
+
+settle_stats
+before=$(written $B)
+pages_before=$(calls sync_conversations_page)
+unchanged_before=$(calls sync_listing_unchanged)
+mark=$(log_end)
+run_once "$TEST_TMP/c.conf" -v -v
+is "$?" 0 "a resync from the same API exits 0"
+is "$(unparsed "$mark")" 9 "no page of the three listings was parsed: every body was the stored one"
+is "$(($(calls sync_conversations_page) - pages_before)):$(($(calls sync_listing_unchanged) - unchanged_before))" \
+	"0:${#USERS[@]}" "no page was sent: each listing is one sync_listing_unchanged() call"
+settle_stats
+is "$(written $B)" "$before" "nothing is written to user_conversations, its past versions or its events"
+is "$(sql "SELECT rows_received || ':' || rows_unchanged || ':' || pages || ':' || users_ok FROM $B.sync_runs ORDER BY run_id DESC LIMIT 1")" \
+	"$((CH * ${#USERS[@]})):$((CH * ${#USERS[@]})):9:3" \
+	"the run counts each page's entries as stored: every row received and unchanged, every page"
+is "$(wc -l <"$FAKE_LOG")" 18 "(every page was fetched, once)"
+
+# Digests stored before 014 have no body part: those pages are parsed and
+# compared by their entries, and skipped all the same.
+sql "CREATE TABLE public.kept_digests AS SELECT * FROM $B.sync_listing_pages;
+     UPDATE $B.sync_listing_pages SET digest = left(digest, 32)" >/dev/null
+pages_before=$(calls sync_conversations_page)
+unchanged_before=$(calls sync_listing_unchanged)
+mark=$(log_end)
+run_once "$TEST_TMP/c.conf" -v -v
+is "$?|$(unparsed "$mark")" "0|0" "with digests of entries alone, a resync exits 0 and parses every page"
+is "$(($(calls sync_conversations_page) - pages_before)):$(($(calls sync_listing_unchanged) - unchanged_before))" \
+	"0:${#USERS[@]}" "and sends none: each listing is found unchanged by its entries"
+settle_stats
+is "$(written $B)" "$before" "(nothing written)"
+sql "UPDATE $B.sync_listing_pages p SET digest = k.digest FROM public.kept_digests k
+      WHERE (p.user_sid, p.page_no) = (k.user_sid, k.page_no)" >/dev/null
+
+# Slot 70, on page 2 of 3, changes (same port): page 1 is skipped unparsed,
+# page 2 is parsed and applied, page 3 is parsed and sent whole, as a last
+# page after one that was sent always is.
+pages_before=$(calls sync_conversations_page)
+SCHEMA=$B serve convb2 "${DATA[@]}" --bump 70 --listen "127.0.0.1:$port"
+is "${FAKE_URL##*:}" "$port" "(the fake serves the changed data on the same port)"
+mark=$(log_end)
+run_once "$TEST_TMP/c.conf" -v -v
+is "$?" 0 "a resync with a change on page 2 exits 0"
+is "$(unparsed "$mark")" 3 "only page 1 of each listing went unparsed"
+is "$(($(calls sync_conversations_page) - pages_before))" $((2 * ${#USERS[@]})) \
+	"pages 2 and 3 of each user were sent"
+expect_conv "${DATA[@]}" --bump 70 -- "${USERS[@]}"
+is "$(diff_conv $B)|$(sql "SELECT count(*) FROM $B.user_conversation_past_versions")|$(sql "SELECT count(*) FROM $B.user_conversations WHERE deleted_at IS NOT NULL")" \
+	"0|${#USERS[@]}|0" "the table follows the API: one change a user, one past version each, nothing deleted"
+
+# The stored digest of each last page changes between the claim and the
+# end of the listing: the listing, sent as unchanged without parsing page
+# 3, is refused, and page 3 is parsed then and sent whole.
+SCHEMA=$B serve convb3 "${DATA[@]}" --bump 70 --listen "127.0.0.1:$port" --latency-ms 300
+settle_stats
+before=$(written $B)
+pages_before=$(calls sync_conversations_page)
+unchanged_before=$(calls sync_listing_unchanged)
+mark=$(log_end)
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/c.conf" --once -v -v 2>>"$TEST_TMP/chatsyncd.log" &
+pid=$!
+for _ in $(seq 200); do
+	[ "$(sql "SELECT count(*) FROM $B.sync_cursors WHERE lease_instance IS NOT NULL")" = "${#USERS[@]}" ] && break
+	sleep 0.02
+done
+sql "UPDATE $B.sync_listing_pages SET digest = repeat('0', 32) || substr(digest, 33) WHERE page_no = 3" >/dev/null
+wait "$pid"
+is "$?" 0 "a resync whose last pages' stored digests changed under it exits 0"
+is "$(unparsed "$mark")" 9 "(every body was the one stored at the claim)"
+is "$(($(calls sync_listing_unchanged) - unchanged_before)):$(($(calls sync_conversations_page) - pages_before))" \
+	"${#USERS[@]}:${#USERS[@]}" "each listing went as unchanged, was refused, and its page 3 went again whole"
+settle_stats
+is "$(written $B)|$(diff_conv $B)" "$before|0" "page 3, parsed, matched the table: nothing written, nothing deleted"
+is "$(sql "SELECT count(*) FROM $B.sync_listing_pages WHERE page_no = 3 AND digest ~ '^[0-9a-f]{32}:[0-9a-f]{32}\$' AND digest !~ '^0{32}'")" \
+	"${#USERS[@]}" "and its digest is stored again as the page's"
 
 done_testing

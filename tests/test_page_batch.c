@@ -61,6 +61,57 @@ test_array_literals(void)
 	buf_free(&b);
 }
 
+/* lit parsed: its elements joined by "|", NULL as <null>; or "refused". */
+static const char *
+parsed(const char *lit, char *out, size_t outsz)
+{
+	char **items;
+	size_t n, used = 0;
+
+	if (!db_array_parse(lit, &items, &n))
+		return "refused";
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		used += (size_t)snprintf(out + used, outsz - used, "%s%s", i > 0 ? "|" : "",
+					 items[i] != NULL ? items[i] : "<null>");
+	db_array_free(items, n);
+	return out;
+}
+
+static void
+test_array_parse(void)
+{
+	struct buf b;
+	char out[256];
+
+	is_str(parsed("{}", out, sizeof(out)), "", "parse: an empty array");
+	is_str(parsed("{50,50,20}", out, sizeof(out)), "50|50|20", "parse: bare elements");
+	is_str(parsed("{NULL,null,\"NULL\"}", out, sizeof(out)), "<null>|<null>|NULL",
+	       "parse: NULL bare in any case is NULL, quoted it is a string");
+	is_str(parsed("{\"http://h/a?b=1&c=d,e\",\"\",\"x \\\"y\\\\\"}", out, sizeof(out)),
+	       "http://h/a?b=1&c=d,e||x \"y\\",
+	       "parse: quoted elements with a comma, empty, escapes");
+	is_str(parsed("{\"{}\",a b}", out, sizeof(out)), "{}|a b",
+	       "parse: braces inside quotes, a space in a bare element");
+	static const char *const bad[] = {
+		"",	"50",	 "{",	     "{a",    "{a,}",	 "{,a}",
+		"{a}x", "{\"a}", "{\"a\"b}", "{{a}}", "{a,{b}}", "{\"a\\\"}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		is_str(parsed(bad[i], out, sizeof(out)), "refused", "parse: \"%s\" is refused",
+		       bad[i]);
+
+	/* What db_array_add_text() writes reads back as it was. */
+	buf_init(&b, 256);
+	ok(buf_append(&b, "{", 1) && db_array_add_text(&b, "a,b") && db_array_add_text(&b, NULL) &&
+		   db_array_add_text(&b, "q\"\\") && db_array_add_text(&b, "NULL") &&
+		   buf_append(&b, "}", 1),
+	   "parse: a literal written by db_array_add_text()");
+	is_str(parsed(buf_str(&b), out, sizeof(out)), "a,b|<null>|q\"\\|NULL",
+	       "parse: reads back every element as written");
+	buf_free(&b);
+}
+
 static void
 test_columns(void)
 {
@@ -156,6 +207,7 @@ int
 main(void)
 {
 	test_array_literals();
+	test_array_parse();
 	test_columns();
 	test_digest();
 	return tap_done();

@@ -146,16 +146,19 @@ $fn$;
 -- dropped, for a lost connection say), skipping those whose cursor another
 -- session has locked (a page being applied).  A user never listed gets its cursor here.  Returns a
 -- row per user of p_users, by its position (ord, from 1): outcome
--- 'claimed' (with the new lease token, where its listing stands, and the
--- digests of the pages stored for it, comma-separated by page number, ""
--- for one without: see sync_listing_unchanged.sql),
+-- 'claimed' (with the new lease token, where its listing stands, and of
+-- the pages stored for it, by page number: their digests, comma-separated,
+-- "" for one without (see sync_listing_unchanged.sql), their entries and
+-- the next page each named (014_page_bodies.sql); of a listing on one
+-- page, the digest on its cursor, entries and next page NULL),
 -- 'done' (finished or failed in this sweep), or 'pending' (due, but held by
 -- another or left for a later claim).
 CREATE OR REPLACE FUNCTION sync_lease_claim(
     p_run_id bigint, p_instance bigint, p_seconds integer, p_service text, p_users text[],
     p_limit integer)
 RETURNS TABLE (ord integer, outcome text, lease_token bigint, run_id bigint, state text,
-               next_page_url text, pages_done integer, digests text)
+               next_page_url text, pages_done integer, digests text, entries integer[],
+               next_urls text[])
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
     INSERT INTO sync_cursors AS c (service_sid, user_sid, run_id, state)
@@ -190,17 +193,23 @@ BEGIN
                 WHEN c.run_id = p_run_id AND c.state <> 'running' THEN 'done'
                 ELSE 'pending' END,
            k.lease_token, k.run_id, k.state, k.next_page_url, k.pages_done,
-           coalesce(k.digest,
-                    (SELECT string_agg(coalesce(p.digest, ''), ',' ORDER BY g.n)
-                       FROM generate_series(1, (SELECT max(m.page_no) FROM sync_listing_pages m
-                                                 WHERE m.service_sid = p_service
-                                                   AND m.user_sid = k.user_sid)) AS g(n)
-                       LEFT JOIN sync_listing_pages p
-                              ON p.service_sid = p_service AND p.user_sid = k.user_sid
-                             AND p.page_no = g.n))
+           coalesce(k.digest, s.digests),
+           CASE WHEN k.digest IS NOT NULL THEN ARRAY[NULL::integer] ELSE s.entries END,
+           CASE WHEN k.digest IS NOT NULL THEN ARRAY[NULL::text] ELSE s.next_urls END
       FROM unnest(p_users) WITH ORDINALITY AS w(user_sid, ord)
       LEFT JOIN sync_cursors c ON c.service_sid = p_service AND c.user_sid = w.user_sid
       LEFT JOIN claimed k ON k.ord = w.ord
+      LEFT JOIN LATERAL (
+          SELECT string_agg(coalesce(p.digest, ''), ',' ORDER BY g.n) AS digests,
+                 array_agg(p.entries ORDER BY g.n) AS entries,
+                 array_agg(p.next_page_url ORDER BY g.n) AS next_urls
+            FROM generate_series(1, (SELECT max(m.page_no) FROM sync_listing_pages m
+                                      WHERE m.service_sid = p_service
+                                        AND m.user_sid = k.user_sid)) AS g(n)
+            LEFT JOIN sync_listing_pages p
+                   ON p.service_sid = p_service AND p.user_sid = k.user_sid
+                  AND p.page_no = g.n
+           WHERE k.digest IS NULL) AS s ON k.ord IS NOT NULL
      ORDER BY w.ord;
 END
 $fn$;

@@ -117,9 +117,9 @@ $fn$;
 -- sync_listing_advance(): the end of applying page p_page of a listing, once
 -- its rows and (on a last page) its deletions are done.  A page of a listing
 -- on several pages is recorded in sync_listing_pages: its digest p_digest,
--- its entries and the SIDs it listed (p_listed); a last page drops the rows
--- of pages after it, and a listing on one page keeps its digest, and the
--- p_distinct rows it stands for, on the cursor.  The cursor moves; the run
+-- its entries, the SIDs it listed (p_listed) and its next page p_next_url;
+-- a last page drops the rows of pages after it, and a listing on one page
+-- keeps its digest, and the p_distinct rows it stands for, on the cursor.  The cursor moves; the run
 -- counts the page, and the p_skipped_pages pages before it that the client
 -- found unchanged, with their p_skipped_rows entries.
 CREATE OR REPLACE FUNCTION sync_listing_advance(
@@ -170,10 +170,12 @@ BEGIN
          WHERE service_sid = p_service AND user_sid = p_user;
     ELSE
         INSERT INTO sync_listing_pages AS p
-               (service_sid, user_sid, page_no, digest, entries, listed)
-        VALUES (p_service, p_user, p_page, p_digest, v_entries, coalesce(p_listed, '{}'))
+               (service_sid, user_sid, page_no, digest, entries, listed, next_page_url)
+        VALUES (p_service, p_user, p_page, p_digest, v_entries, coalesce(p_listed, '{}'),
+                p_next_url)
         ON CONFLICT (service_sid, user_sid, page_no) DO UPDATE
-           SET digest = EXCLUDED.digest, entries = EXCLUDED.entries, listed = EXCLUDED.listed;
+           SET digest = EXCLUDED.digest, entries = EXCLUDED.entries, listed = EXCLUDED.listed,
+               next_page_url = EXCLUDED.next_page_url;
         IF p_next_url IS NULL THEN
             DELETE FROM sync_listing_pages
              WHERE service_sid = p_service AND user_sid = p_user AND page_no > p_page;
