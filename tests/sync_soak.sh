@@ -686,8 +686,9 @@ check_final() {
 	             WHERE c.state = 'complete'")" \
 		"$N_USERS	$N_USERS" \
 		"$p: each complete listing (all of several pages) has exactly its pages stored, 1..pages_done, with digests and entries adding up to listing_rows"
-	is "$(rows_differ soak ref "user_sid, page_no, digest, entries, listed" sync_listing_pages)" 0 \
-		"$p: the stored pages equal ref's: digests and SIDs listed (EXCEPT ALL both ways)"
+	# (a digest's body part is that of the bytes received: ref's came from another fake)
+	is "$(rows_differ soak ref "user_sid, page_no, left(digest, 32), entries, listed" sync_listing_pages)" 0 \
+		"$p: the stored pages equal ref's: digests of their entries and SIDs listed (EXCEPT ALL both ways)"
 	is "$(sqlt "SELECT (SELECT count(*) FROM soak.sync_cursors
 	                     WHERE lease_instance IS NOT NULL AND lease_expires_at > now()),
 	                   (SELECT count(*) FROM soak.sync_dimension_cursors
