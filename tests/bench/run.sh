@@ -473,7 +473,8 @@ run_copy() {
 		die "could not write the rows to $file"
 	q postgres "DROP DATABASE IF EXISTS $db" >/dev/null
 	q postgres "CREATE DATABASE $db" >/dev/null
-	write_chatsyncd_config "$WORK/$scen-copy.conf" "$db" false
+	# --migrate asks nothing of the API: no fake runs yet
+	FAKE_URL=http://127.0.0.1:1 write_chatsyncd_config "$WORK/$scen-copy.conf" "$db" false
 	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen-copy.conf" --migrate \
 		>"$WORK/$scen-copy.log" 2>&1 || die "chatsyncd --migrate failed; log: $WORK/$scen-copy.log"
 	q "$db" "CREATE TABLE public.twin (LIKE chatsync.$listing_table INCLUDING ALL)" >/dev/null
