@@ -56,9 +56,11 @@
 #define BODY_KEEP_CAP ((size_t)1 << 20)
 
 /*
- * What the body digest stands for: bump it when the same bytes would no
- * longer make the same entries (a change of the parsers or of what they
- * accept), so that no page is taken for unchanged on a digest made before.
+ * What the body digest stands for, with the API, the parser's limits and
+ * its schema's fields (body_start()): bump it when the same bytes would no
+ * longer make the same entries otherwise (a change of what the parsers or
+ * the batches make of a field, or of what they accept), so that no page is
+ * taken for unchanged on a digest made before.
  */
 #define BODY_DIGEST_FORMAT "chatsync page body 1"
 
@@ -507,9 +509,22 @@ body_start(struct listing *l)
 	const uint64_t terms[] = {(uint64_t)svc->api, l->limits.max_bytes, l->limits.max_string,
 				  l->limits.max_depth, l->limits.max_rows};
 
+	const struct page_schema *schema =
+		l->conversations ? &conversation_schema : &membership_schema;
+
 	hash_digest_init(&l->body_hash);
 	hash_digest_add(&l->body_hash, BODY_DIGEST_FORMAT, sizeof(BODY_DIGEST_FORMAT));
 	hash_digest_add(&l->body_hash, terms, sizeof(terms));
+	/* The fields the parser reads, and how: a schema that changes makes other digests. */
+	hash_digest_add(&l->body_hash, schema->key, strlen(schema->key) + 1);
+	hash_digest_add(&l->body_hash, schema->sid_prefix, strlen(schema->sid_prefix) + 1);
+	for (unsigned i = 0; i < schema->n_fields; i++) {
+		const uint64_t type = schema->fields[i].type;
+
+		hash_digest_add(&l->body_hash, schema->fields[i].name,
+				strlen(schema->fields[i].name) + 1);
+		hash_digest_add(&l->body_hash, &type, sizeof(type));
+	}
 	l->keeping_body = k != NULL && has_body_digest(k->digest) && k->entries >= 0;
 }
 
@@ -518,12 +533,34 @@ static void queue_commit(struct listing *l);
 static void entries_digest(struct listing *l);
 
 /*
+ * The next page the parsed page names (a copy, or NULL).  With
+ * twilio.region or twilio.edge it is asked of that host, whatever Twilio's
+ * host the API names, as Twilio's helper libraries do; any other host is
+ * refused by next_url_ok().
+ */
+static char *
+parsed_next_url(struct listing *l)
+{
+	const char *next =
+		l->dimension == DIMENSION_SERVICE ? NULL : page_parser_next_url(l->parser);
+
+	if (next == NULL)
+		return NULL;
+	return l->st->s->region[0] != '\0' || l->st->s->edge[0] != '\0'
+		       ? url_regional(next, l->st->s->region, l->st->s->edge)
+		       : xstrdup(next);
+}
+
+/*
  * Parses the body of a page that was not parsed because it was the stored
  * one, for it to be sent whole after all; false if the user failed.
  */
 static bool
 parse_skipped_body(struct listing *l)
 {
+	char *next;
+	bool same;
+
 	page_parser_reset(l->parser);
 	page_batch_reset(l->batch);
 	l->rejected = l->remarks = 0;
@@ -540,6 +577,16 @@ parse_skipped_body(struct listing *l)
 			  l->foreign_service);
 		return false;
 	}
+	next = parsed_next_url(l);
+	same = next == NULL ? l->next_url == NULL
+			    : l->next_url != NULL && strcmp(next, l->next_url) == 0;
+	free(next);
+	if (!same) {
+		fail_user(l, "parse",
+			  "page %u names another next page than the one stored with its digest",
+			  l->page_no);
+		return false;
+	}
 	entries_digest(l);
 	return true;
 }
@@ -553,25 +600,30 @@ page_rows(const struct listing *l)
 
 /*
  * The page's body is the one stored, byte for byte: it makes the same
- * entries and names the same next page as then, so it is not parsed.  A
- * page before the last is skipped as unchanged; a last one ends the
- * listing as unchanged if every page before it was skipped (else it is
+ * entries and names the same next page as then (stored with the digest),
+ * so it is not parsed.  A page that names a next page is skipped as
+ * unchanged, whether or not pages after it were stored (a listing cut
+ * short); one that names none ends the listing as unchanged if it was the
+ * last page stored and every page before it was skipped (else it is
  * parsed, to be sent whole).  False: the page is to be parsed.
  */
 static bool
 body_unchanged(struct listing *l)
 {
 	const struct known_page *k = known_page(l);
-	bool last = l->page_no == l->n_known;
 	char hex[DIGEST_HEX + 1];
+	bool last;
 
 	if (k == NULL)
 		return false;
 	hash_digest_hex(&l->body_hash, hex);
-	if (strcmp(k->digest + DIGEST_HEX + 1, hex) != 0 || (last && !l->all_skipped))
+	if (strcmp(k->digest + DIGEST_HEX + 1, hex) != 0)
 		return false;
-	if (!last && (k->next_url == NULL || !url_same_listing(k->next_url, l->first_url) ||
-		      url_seen_has(l->fetched, k->next_url)))
+	last = k->next_url == NULL;
+	if (last && (l->page_no != l->n_known || !l->all_skipped))
+		return false;
+	if (!last &&
+	    (!url_same_listing(k->next_url, l->first_url) || url_seen_has(l->fetched, k->next_url)))
 		return false;
 	free(l->next_url);
 	l->next_url = last ? NULL : xstrdup(k->next_url);
@@ -870,9 +922,12 @@ queue_commit(struct listing *l)
 	/* Every page as stored, the last one too: the listing is unchanged. */
 	if (user && last && l->all_skipped && l->page_no == l->n_known &&
 	    same_entries(l->known[l->page_no - 1].digest, l->digest)) {
-		memcpy(l->digest, l->known[l->page_no - 1].digest, sizeof(l->digest));
+		/*
+		 * The digests as stored, for the server to compare; should it
+		 * refuse, the page goes whole with its own (l->digest).
+		 */
 		if (!array_literal(&l->unchanged_literal, buf_str(&l->earlier), l->earlier.len,
-				   l->digest)) {
+				   l->known[l->page_no - 1].digest)) {
 			fail_user(l, "limit", "listing has too many pages to remember");
 			return;
 		}
@@ -934,8 +989,6 @@ next_url_ok(struct listing *l, const char *next)
 static void
 page_received(struct listing *l)
 {
-	const char *next;
-
 	if (l->keeping_body) {
 		if (body_unchanged(l))
 			return;
@@ -962,21 +1015,11 @@ page_received(struct listing *l)
 		fail_user(l, "parse", "the service object was rejected");
 		return;
 	}
-	next = l->dimension == DIMENSION_SERVICE ? NULL : page_parser_next_url(l->parser);
 	/* The API may name this page differently from the URL we asked for. */
 	if (page_parser_self_url(l->parser) != NULL)
 		url_seen_add(l->fetched, page_parser_self_url(l->parser));
 	free(l->next_url);
-	l->next_url = NULL;
-	/*
-	 * With twilio.region or twilio.edge the next page is asked of that
-	 * host, whatever Twilio's host the API names, as Twilio's helper
-	 * libraries do; any other host is refused below.
-	 */
-	if (next != NULL)
-		l->next_url = l->st->s->region[0] != '\0' || l->st->s->edge[0] != '\0'
-				      ? url_regional(next, l->st->s->region, l->st->s->edge)
-				      : xstrdup(next);
+	l->next_url = parsed_next_url(l);
 	if (!next_url_ok(l, l->next_url))
 		return;
 	queue_commit(l);

@@ -420,4 +420,58 @@ is "$(written $B)|$(diff_conv $B)" "$before|0" "page 3, parsed, matched the tabl
 is "$(sql "SELECT count(*) FROM $B.sync_listing_pages WHERE page_no = 3 AND digest ~ '^[0-9a-f]{32}:[0-9a-f]{32}\$' AND digest !~ '^0{32}'")" \
 	"${#USERS[@]}" "and its digest is stored again as the page's"
 
+# The same, with bodies that are not the stored ones (another port): each
+# page is parsed and found unchanged by its entries; the listing, refused
+# as unchanged, sends page 3 whole with its own digest, its body's
+# included, not the one stored at the claim.
+SCHEMA=$B serve convb4 "${DATA[@]}" --bump 70 --latency-ms 300
+sql "DROP TABLE IF EXISTS public.claimed_pages;
+     CREATE TABLE public.claimed_pages AS SELECT user_sid, digest FROM $B.sync_listing_pages WHERE page_no = 3" >/dev/null
+settle_stats
+before=$(written $B)
+pages_before=$(calls sync_conversations_page)
+unchanged_before=$(calls sync_listing_unchanged)
+mark=$(log_end)
+TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/c.conf" --once -v -v 2>>"$TEST_TMP/chatsyncd.log" &
+pid=$!
+for _ in $(seq 200); do
+	[ "$(sql "SELECT count(*) FROM $B.sync_cursors WHERE lease_instance IS NOT NULL")" = "${#USERS[@]}" ] && break
+	sleep 0.02
+done
+sql "UPDATE $B.sync_listing_pages SET digest = repeat('0', 32) || substr(digest, 33) WHERE page_no = 3" >/dev/null
+wait "$pid"
+is "$?|$(unparsed "$mark")" "0|0" "(a resync from another port exits 0, every page parsed)"
+is "$(($(calls sync_listing_unchanged) - unchanged_before)):$(($(calls sync_conversations_page) - pages_before))" \
+	"${#USERS[@]}:${#USERS[@]}" "each listing, refused as unchanged, sent its page 3 whole"
+settle_stats
+is "$(written $B)" "$before" "(nothing written)"
+is "$(sql "SELECT count(*) FILTER (WHERE left(p.digest, 32) = left(c.digest, 32)) || ':' ||
+                  count(*) FILTER (WHERE p.digest <> c.digest AND p.digest ~ '^[0-9a-f]{32}:[0-9a-f]{32}\$')
+             FROM $B.sync_listing_pages p JOIN public.claimed_pages c USING (user_sid) WHERE p.page_no = 3")" \
+	"${#USERS[@]}:${#USERS[@]}" "page 3 is stored with its own digest: the same entries, the body it came with"
+
+# A listing cut short: zed's first listing stores pages 1 and 2, and page 3
+# fails.  The next sweep resumes at page 3, whose token has expired, and
+# lists again from page 1: pages 1 and 2 arrive as stored and are skipped
+# unparsed, page 2 because it names a next page, though no page after it is
+# stored; page 3 is fetched and ends the listing.
+Z=zed
+SCHEMA=$B serve convb5 "${DATA[@]}" --bump 70 --listen "127.0.0.1:$port" --fault "500:$Z:3@2"
+SCHEMA=$B write_config "$TEST_TMP/z.conf" "$Z"
+run_once "$TEST_TMP/z.conf"
+is "$?|$(sql "SELECT state || ':' || pages_done || ':' || (next_page_url IS NOT NULL) FROM $B.sync_cursors WHERE user_sid = '$Z'")|$(sql "SELECT string_agg(page_no || ':' || (next_page_url IS NOT NULL), ',' ORDER BY page_no) FROM $B.sync_listing_pages WHERE user_sid = '$Z'")" \
+	"3|failed:2:true|1:true,2:true" "(page 3 of $Z's first listing fails: pages 1 and 2 are stored, each naming its next page)"
+SCHEMA=$B serve convb6 "${DATA[@]}" --bump 70 --listen "127.0.0.1:$port" --fault "400:$Z:1@2"
+SCHEMA=$B write_config "$TEST_TMP/z.conf" "$Z"
+mark=$(log_end)
+run_once "$TEST_TMP/z.conf" -v -v
+is "$?" 0 "the next sweep exits 0"
+is "$(tail -n +"$mark" "$TEST_TMP/chatsyncd.log" | grep -c "user \"$Z\" page 3: .*restarting the listing from page 1")|$(unparsed "$mark")" \
+	"1|2" "the resumed page 3 is refused, the listing starts again, and pages 1 and 2 go unparsed"
+is "$(requests "$Z" | awk -F'\t' '{ printf "%s%s:%s", (NR > 1 ? "," : ""), $3, $1 }')" "2:400,0:200,1:200,2:200" \
+	"page 3 is fetched again after pages 1 and 2"
+expect_conv "${DATA[@]}" --bump 70 -- "$Z"
+is "$(sql "SELECT state || ':' || pages_done FROM $B.sync_cursors WHERE user_sid = '$Z'")|$(sql "SELECT count(*) FROM $B.user_conversations WHERE user_sid = '$Z' AND deleted_at IS NULL")|$(sql "SELECT count(*) FROM (SELECT * FROM public.conv_expected EXCEPT SELECT $CONV_COLS FROM $B.user_conversations WHERE user_sid = '$Z') d")" \
+	"complete:3|$CH|0" "the listing ends at page 3 with all $CH conversations, none deleted"
+
 done_testing
