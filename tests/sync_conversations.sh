@@ -394,23 +394,32 @@ expect_conv "${DATA[@]}" --bump 70 -- "${USERS[@]}"
 is "$(diff_conv $B)|$(sql "SELECT count(*) FROM $B.user_conversation_past_versions")|$(sql "SELECT count(*) FROM $B.user_conversations WHERE deleted_at IS NOT NULL")" \
 	"0|${#USERS[@]}|0" "the table follows the API: one change a user, one past version each, nothing deleted"
 
+# sweep_last_pages_moved: a sweep of c.conf (debug log) during which, once
+# every user is claimed, the stored digest of each page 3 changes; its exit
+# status is the sweep's.  Sets before, pages_before, unchanged_before and
+# mark as they stood before it.
+sweep_last_pages_moved() {
+	local pid
+	settle_stats
+	before=$(written $B)
+	pages_before=$(calls sync_conversations_page)
+	unchanged_before=$(calls sync_listing_unchanged)
+	mark=$(log_end)
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/c.conf" --once -v -v 2>>"$TEST_TMP/chatsyncd.log" &
+	pid=$!
+	for _ in $(seq 200); do
+		[ "$(sql "SELECT count(*) FROM $B.sync_cursors WHERE lease_instance IS NOT NULL")" = "${#USERS[@]}" ] && break
+		sleep 0.02
+	done
+	sql "UPDATE $B.sync_listing_pages SET digest = repeat('0', 32) || substr(digest, 33) WHERE page_no = 3" >/dev/null
+	wait "$pid"
+}
+
 # The stored digest of each last page changes between the claim and the
 # end of the listing: the listing, sent as unchanged without parsing page
 # 3, is refused, and page 3 is parsed then and sent whole.
 SCHEMA=$B serve convb3 "${DATA[@]}" --bump 70 --listen "127.0.0.1:$port" --latency-ms 300
-settle_stats
-before=$(written $B)
-pages_before=$(calls sync_conversations_page)
-unchanged_before=$(calls sync_listing_unchanged)
-mark=$(log_end)
-TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/c.conf" --once -v -v 2>>"$TEST_TMP/chatsyncd.log" &
-pid=$!
-for _ in $(seq 200); do
-	[ "$(sql "SELECT count(*) FROM $B.sync_cursors WHERE lease_instance IS NOT NULL")" = "${#USERS[@]}" ] && break
-	sleep 0.02
-done
-sql "UPDATE $B.sync_listing_pages SET digest = repeat('0', 32) || substr(digest, 33) WHERE page_no = 3" >/dev/null
-wait "$pid"
+sweep_last_pages_moved
 is "$?" 0 "a resync whose last pages' stored digests changed under it exits 0"
 is "$(unparsed "$mark")" 9 "(every body was the one stored at the claim)"
 is "$(($(calls sync_listing_unchanged) - unchanged_before)):$(($(calls sync_conversations_page) - pages_before))" \
@@ -427,19 +436,7 @@ is "$(sql "SELECT count(*) FROM $B.sync_listing_pages WHERE page_no = 3 AND dige
 SCHEMA=$B serve convb4 "${DATA[@]}" --bump 70 --latency-ms 300
 sql "DROP TABLE IF EXISTS public.claimed_pages;
      CREATE TABLE public.claimed_pages AS SELECT user_sid, digest FROM $B.sync_listing_pages WHERE page_no = 3" >/dev/null
-settle_stats
-before=$(written $B)
-pages_before=$(calls sync_conversations_page)
-unchanged_before=$(calls sync_listing_unchanged)
-mark=$(log_end)
-TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$TEST_TMP/c.conf" --once -v -v 2>>"$TEST_TMP/chatsyncd.log" &
-pid=$!
-for _ in $(seq 200); do
-	[ "$(sql "SELECT count(*) FROM $B.sync_cursors WHERE lease_instance IS NOT NULL")" = "${#USERS[@]}" ] && break
-	sleep 0.02
-done
-sql "UPDATE $B.sync_listing_pages SET digest = repeat('0', 32) || substr(digest, 33) WHERE page_no = 3" >/dev/null
-wait "$pid"
+sweep_last_pages_moved
 is "$?|$(unparsed "$mark")" "0|0" "(a resync from another port exits 0, every page parsed)"
 is "$(($(calls sync_listing_unchanged) - unchanged_before)):$(($(calls sync_conversations_page) - pages_before))" \
 	"${#USERS[@]}:${#USERS[@]}" "each listing, refused as unchanged, sent its page 3 whole"
