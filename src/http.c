@@ -303,13 +303,28 @@ multi_ok(CURLMcode mc, const char *what, char *err, size_t errsz)
 	return false;
 }
 
+/* Reports the transfers that have ended; returns how many. */
+static int
+report_ended(struct http *h)
+{
+	CURLMsg *msg;
+	int left, n = 0;
+
+	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		finish_transfer(h, msg->easy_handle, msg->data.result);
+		n++;
+	}
+	return n;
+}
+
 bool
 http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, char *err,
 	 size_t errsz)
 {
 	struct curl_waitfd extra[HTTP_MAX_EXTRA_FDS];
-	CURLMsg *msg;
-	int running = 0, left;
+	int running = 0;
 	bool ok;
 
 	if (n_fds > HTTP_MAX_EXTRA_FDS)
@@ -317,16 +332,19 @@ http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, cha
 	for (size_t i = 0; i < n_fds; i++)
 		extra[i] = (struct curl_waitfd){.fd = extra_fds[i], .events = CURL_WAIT_POLLIN};
 	ok = multi_ok(curl_multi_perform(h->multi, &running), "curl_multi_perform", err, errsz);
+	/*
+	 * A response that came in whole since the last call ends its transfer
+	 * here: it is reported now, not after a wait for activity that may
+	 * never come.
+	 */
+	if (ok && report_ended(h) > 0)
+		return true;
 	if (ok && !(h->opts.abort_flag && *h->opts.abort_flag && running > 0))
 		ok = multi_ok(curl_multi_poll(h->multi, n_fds > 0 ? extra : NULL, (unsigned)n_fds,
 					      timeout_ms, NULL),
 			      "curl_multi_poll", err, errsz);
 	ok = multi_ok(curl_multi_perform(h->multi, &running), "curl_multi_perform", err, errsz) &&
 	     ok;
-	for (msg = curl_multi_info_read(h->multi, &left); msg != NULL;
-	     msg = curl_multi_info_read(h->multi, &left)) {
-		if (msg->msg == CURLMSG_DONE)
-			finish_transfer(h, msg->easy_handle, msg->data.result);
-	}
+	report_ended(h);
 	return ok;
 }
