@@ -30,9 +30,13 @@ try_lock(struct db *db)
 	return got;
 }
 
+/* How often a process waiting for the migrations' lock tries it again. */
+#define LOCK_RETRY_MS 100
+
 /*
  * Serialises migrations of one schema between processes: while another
- * holds the lock, waiting(arg, first) is called every second, until it
+ * holds the lock, it is tried again every LOCK_RETRY_MS, and
+ * waiting(arg, first) is called at once and then every second, until it
  * returns false (a stop: the reason is then empty).
  */
 static bool
@@ -44,14 +48,15 @@ lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *ar
 
 	if (!db_exec(db, "BEGIN"))
 		return false;
-	for (bool first = true; (got = try_lock(db)) == 0; first = false) {
-		struct timespec second = {1, 0};
+	for (unsigned tries = 0; (got = try_lock(db)) == 0; tries++) {
+		struct timespec pause = {0, LOCK_RETRY_MS * 1000000L};
 
-		if (waiting != NULL && !waiting(arg, first)) {
+		if (tries % (1000 / LOCK_RETRY_MS) == 0 && waiting != NULL &&
+		    !waiting(arg, tries == 0)) {
 			db_set_error(db, "%s", "");
 			return false;
 		}
-		nanosleep(&second, NULL);
+		nanosleep(&pause, NULL);
 	}
 	if (got < 0)
 		return false;
