@@ -363,6 +363,21 @@ run_once() {
 		2>>"$TEST_TMP/chatsyncd.log"
 }
 
+# backends_gone: until chatsyncd's sessions have left the server (at most
+# 5 s), before its statistics (pg_stat_user_tables, pg_stat_user_functions)
+# are read: a backend sends them as it exits, after the client has gone.
+backends_gone() {
+	local i n
+	for ((i = 0; i < 50; i++)); do
+		# No server (a test that stopped it): nothing to wait for.
+		n=$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatsyncd%'" 2>/dev/null) ||
+			return 0
+		[ "$n" = 0 ] && return 0
+		nap 0.1
+	done
+	diag "chatsyncd's sessions still on the server after 5 s"
+}
+
 # The columns that hold a membership's values, key included: those of the
 # fake's --dump, in its order.
 VALUE_COLS="service_sid, user_sid, channel_sid, account_sid, member_sid, status,

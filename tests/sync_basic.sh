@@ -55,9 +55,11 @@ is "$(sql 'SELECT count(listing_digest) FROM chatsync.sync_cursors')|$(sql "SELE
 
 # --- unchanged resync costs no write ----------------------------------------
 writes() {
+	backends_gone
 	sql "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'chatsync' AND relname = '$1'"
 }
 calls() {
+	backends_gone
 	sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = 'chatsync' AND funcname = '$1'"
 }
 before=$(writes user_channels)

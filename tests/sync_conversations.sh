@@ -70,7 +70,11 @@ written() {
 	                        'conversation_event_log')"
 }
 # settle_stats: the statistics of the backends that wrote, flushed and visible.
-settle_stats() { sleep 1.1; sql "SELECT pg_stat_clear_snapshot()" >/dev/null; }
+settle_stats() {
+	backends_gone
+	sleep 1.1
+	sql "SELECT pg_stat_clear_snapshot()" >/dev/null
+}
 
 
 # ---------------------------------------------------------------- first sweep
@@ -94,7 +98,10 @@ is "$(sql "SELECT count(*) FROM chatsync.conversation_event_log")|$(sql "SELECT 
 
 # ---------------------------------------------------------------- unchanged resync
 # calls FUNCTION: how many times it was called, in any schema (track_functions).
-calls() { sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '$1'"; }
+calls() {
+	backends_gone
+	sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '$1'"
+}
 is "$(sql "SELECT count(*) || ':' || count(digest) || ':' || sum(entries) FROM chatsync.sync_listing_pages")" \
 	"9:9:$((CH * ${#USERS[@]}))" "each page of a listing on several pages is stored with its digest"
 settle_stats
