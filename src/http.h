@@ -63,10 +63,11 @@ bool http_get(struct http *h, const char *url, const struct http_auth *auth, htt
 int http_pending(const struct http *h);
 
 /*
- * Waits up to timeout_ms for activity on the transfers or for input on one
- * of the n_fds extra_fds (e.g. database sockets), moves transfers on,
- * reports those that ended.  With nothing running it simply waits.  False,
- * with the reason in err, if libcurl failed to wait or to move them on.
+ * Moves transfers on and reports those that ended; if none had, waits up
+ * to timeout_ms for activity on the transfers or for input on one of the
+ * n_fds extra_fds (e.g. database sockets), then does so again.  With
+ * nothing running it simply waits.  False, with the reason in err, if
+ * libcurl failed to wait or to move them on.
  */
 #define HTTP_MAX_EXTRA_FDS 32
 bool http_run(struct http *h, int timeout_ms, const int *extra_fds, size_t n_fds, char *err,
