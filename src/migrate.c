@@ -36,8 +36,8 @@ try_lock(struct db *db)
 /*
  * Serialises migrations of one schema between processes: while another
  * holds the lock, it is tried again every LOCK_RETRY_MS, and
- * waiting(arg, first) is called at once and then every second, until it
- * returns false (a stop: the reason is then empty).
+ * waiting(arg, first) is called at once, then every second and after a
+ * signal, until it returns false (a stop: the reason is then empty).
  */
 static bool
 lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *arg)
@@ -56,7 +56,11 @@ lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *ar
 			db_set_error(db, "%s", "");
 			return false;
 		}
-		nanosleep(&pause, NULL);
+		/* A signal (a stop?) cuts the pause short: ask at once. */
+		if (nanosleep(&pause, NULL) != 0 && waiting != NULL && !waiting(arg, false)) {
+			db_set_error(db, "%s", "");
+			return false;
+		}
 	}
 	if (got < 0)
 		return false;
