@@ -375,7 +375,7 @@ backends_gone() {
 		[ "$n" = 0 ] && return 0
 		nap 0.1
 	done
-	diag "chatsyncd's sessions still on the server after 5 s"
+	diag "chatsyncd's sessions still on the server after 5 s" >&2 # callers capture stdout
 }
 
 # The columns that hold a membership's values, key included: those of the

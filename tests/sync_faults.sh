@@ -592,14 +592,14 @@ TWILIO_AUTH_TOKEN=$AUTH_TOKEN "$CHATSYNCD" -c "$TEST_TMP/p11.conf" --migrate 2>>
 # (writes wait) for SECONDS; its psql's pid in LOCKER.
 hold_lock() {
 	LOCKED_TABLE=$1
-	psql -X -q -c "BEGIN" -c "LOCK TABLE $1 IN SHARE MODE" -c "SELECT pg_sleep($2)" \
-		-c "COMMIT" >/dev/null &
+	PGAPPNAME=hold_lock psql -X -q -c "BEGIN" -c "LOCK TABLE $1 IN SHARE MODE" \
+		-c "SELECT pg_sleep($2)" -c "COMMIT" >/dev/null 2>&1 &
 	LOCKER=$!
 	wait_for 5 locked || diag "the lock on $1 was not taken"
 }
-# release_lock: ends hold_lock's session's wait at once; its lock goes with it.
+# release_lock: ends hold_lock's session at once, whatever it runs; its lock goes with it.
 release_lock() {
-	sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'" >/dev/null
+	sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hold_lock'" >/dev/null
 	wait "$LOCKER" 2>/dev/null
 	wait_for 10 eval '! locked'
 }
@@ -664,10 +664,7 @@ ok $? "13: within 3 s, the stuck commit cancelled after its 1 s of grace ($(((t1
 grep_ok 'cancelling a commit still running' "$LOG" "13: it logs the cancel"
 is "$(rows u-t)|$(cursor u-t | cut -d' ' -f1)" "0|running" \
 	"13: nothing of the page is committed, and the user is not recorded failed (its cursor, made when it was claimed, is running)"
-kill "$LOCKER" 2>/dev/null
-wait "$LOCKER" 2>/dev/null
-sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(8)'" >/dev/null
-wait_for 10 eval '! locked'
+release_lock
 sweep "$TEST_TMP/p13.conf"
 is "$RC|$(cursor u-t | cut -d' ' -f1)" "0|complete" "13: the next run fetches the page again and completes"
 
