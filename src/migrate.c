@@ -43,7 +43,7 @@ static bool
 lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *arg)
 {
 	char *sql;
-	bool ok;
+	bool ok, interrupted = false;
 	int got;
 
 	if (!db_exec(db, "BEGIN"))
@@ -51,16 +51,13 @@ lock_and_prepare(struct db *db, bool (*waiting)(void *arg, bool first), void *ar
 	for (unsigned tries = 0; (got = try_lock(db)) == 0; tries++) {
 		struct timespec pause = {0, LOCK_RETRY_MS * 1000000L};
 
-		if (tries % (1000 / LOCK_RETRY_MS) == 0 && waiting != NULL &&
+		/* A signal (a stop?) that cut the last pause short is asked about at once. */
+		if ((tries % (1000 / LOCK_RETRY_MS) == 0 || interrupted) && waiting != NULL &&
 		    !waiting(arg, tries == 0)) {
 			db_set_error(db, "%s", "");
 			return false;
 		}
-		/* A signal (a stop?) cuts the pause short: ask at once. */
-		if (nanosleep(&pause, NULL) != 0 && waiting != NULL && !waiting(arg, false)) {
-			db_set_error(db, "%s", "");
-			return false;
-		}
+		interrupted = nanosleep(&pause, NULL) != 0;
 	}
 	if (got < 0)
 		return false;

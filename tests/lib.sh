@@ -162,6 +162,12 @@ wait_bg() {
 	BG_PID=
 }
 
+# chatsyncd_sessions: how many sessions of chatsyncd the server has (fails
+# without a server).
+chatsyncd_sessions() {
+	sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatsyncd%'"
+}
+
 # settle: until nothing of a killed chatsyncd can still land: its backends
 # may still be running the statements they were sent, and the fake logs a
 # request only once its latency has passed.
@@ -171,8 +177,7 @@ settle() {
 		count_lines
 		n=$LINES_N
 		nap 0.1
-		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatsyncd%'")" = 0 ] &&
-			count_lines && [ "$LINES_N" = "$n" ] && return 0
+		[ "$(chatsyncd_sessions)" = 0 ] && count_lines && [ "$LINES_N" = "$n" ] && return 0
 	done
 	diag "settle: still busy after 10 s"
 }
@@ -370,8 +375,7 @@ backends_gone() {
 	local i n
 	for ((i = 0; i < 50; i++)); do
 		# No server (a test that stopped it): nothing to wait for.
-		n=$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatsyncd%'" 2>/dev/null) ||
-			return 0
+		n=$(chatsyncd_sessions 2>/dev/null) || return 0
 		[ "$n" = 0 ] && return 0
 		nap 0.1
 	done
