@@ -59,6 +59,8 @@ Benchmarks chatsyncd --once against two Node.js references (tests/bench/README.m
   --skip-ref2           do not run reference 2 (the slow one)
   --skip-ref3           do not run reference 3
   --skip-copy           do not time the COPY ceiling (scenarios without latency)
+  --skip-floor          do not time the floors of one transaction per page and
+                        per listing (pgbench; scenarios without latency)
   --dimension-users K   the fake also lists K users of its own and their channels
                         (K x channels), for chatsyncd with sync.dimensions on
                         (default: 10000 / channels, so ten pages of channels)
@@ -83,6 +85,7 @@ skip_ref2=0
 ref_async=0
 skip_ref3=0
 skip_copy=0
+skip_floor=0
 o_dim_users=
 skip_dims=0
 fake_threads=2
@@ -117,6 +120,7 @@ while [ $# -gt 0 ]; do
 	--ref-async-commit) ref_async=1 ;;
 	--skip-ref3) skip_ref3=1 ;;
 	--skip-copy) skip_copy=1 ;;
+	--skip-floor) skip_floor=1 ;;
 	--dimension-users) need_arg "$@"; is_count "$2" "$1"; o_dim_users=$2; shift ;;
 	--skip-dimensions) skip_dims=1 ;;
 	--fake-threads) need_arg "$@"; is_count "$2" "$1"; fake_threads=$2; shift ;;
@@ -461,52 +465,121 @@ run_tool() {
 		"${R[$k/req]} requests, ${R[$k/written]} tuples written"
 }
 
-# run_copy SCENARIO: the ceiling of one connection: the scenario's rows (the
-# fake's data, from bench_expected) copied with one COPY into an empty twin of
-# chatsyncd's table (CREATE TABLE ... (LIKE ... INCLUDING ALL): its columns,
-# defaults, primary key and indexes; no trigger, no foreign key), in a
-# database of its own, committed synchronously (the server default).
-run_copy() {
-	local scen=$1 db=bench_copy file=$WORK/$1.rows tf=$WORK/$1-copy-initial.time k=$1/copy/initial
-	local cpu0 cpu1 wal0 wal1 tup0 tup1 wall ucpu scpu rss got want
-	psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected TO '$file'" ||
-		die "could not write the rows to $file"
+# twin_setup SCENARIO DB TAG: the fake's rows (from bench_expected) written to
+# $WORK/SCENARIO.rows, and a fresh database DB with chatsyncd's schema and an
+# empty twin of its table, public.twin (CREATE TABLE ... (LIKE ... INCLUDING
+# ALL): its columns, defaults, primary key and indexes; no trigger, no
+# foreign key).
+twin_setup() {
+	local scen=$1 db=$2 tag=$3
+	psql -X -q -v ON_ERROR_STOP=1 -d bench_expected -c "\\copy expected TO '$WORK/$scen.rows'" ||
+		die "could not write the rows to $WORK/$scen.rows"
 	q postgres "DROP DATABASE IF EXISTS $db" >/dev/null
 	q postgres "CREATE DATABASE $db" >/dev/null
 	# --migrate asks nothing of the API: no fake runs yet
-	FAKE_URL=http://127.0.0.1:1 write_chatsyncd_config "$WORK/$scen-copy.conf" "$db" false
-	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen-copy.conf" --migrate \
-		>"$WORK/$scen-copy.log" 2>&1 || die "chatsyncd --migrate failed; log: $WORK/$scen-copy.log"
+	FAKE_URL=http://127.0.0.1:1 write_chatsyncd_config "$WORK/$scen-$tag.conf" "$db" false
+	TWILIO_AUTH_TOKEN="$AUTH_TOKEN" "$CHATSYNCD" -c "$WORK/$scen-$tag.conf" --migrate \
+		>"$WORK/$scen-$tag.log" 2>&1 || die "chatsyncd --migrate failed; log: $WORK/$scen-$tag.log"
 	q "$db" "CREATE TABLE public.twin (LIKE chatsync.$listing_table INCLUDING ALL)" >/dev/null
+}
+
+# twin_begin DB: settles the server before a run into DB's twin and notes
+# PostgreSQL's CPU, the WAL position and the tuples written so far.
+twin_begin() {
 	wait_autovacuum
 	q postgres "CHECKPOINT" >/dev/null
-	cpu0=$(pg_cpu_ticks)
-	wal0=$(q postgres "SELECT pg_current_wal_lsn()")
-	tup0=$(tuples_written "$db")
-	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" copy initial "$users"
-	"$TIME" -f '%e %U %S %M' -o "$tf" psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
-		-c "\\copy public.twin ($(column_names "$columns")) FROM '$file'" >>"$WORK/$scen-copy.log" 2>&1 ||
-		die "the COPY failed; log: $WORK/$scen-copy.log"
+	TWIN_CPU0=$(pg_cpu_ticks)
+	TWIN_WAL0=$(q postgres "SELECT pg_current_wal_lsn()")
+	TWIN_TUP0=$(tuples_written "$1")
+}
+
+# twin_end SCENARIO TOOL DB CONNECTIONS TIMEFILE: after the run, fails unless
+# the twin holds exactly the fake's data, and records the run's numbers
+# (TIMEFILE: GNU time's "%e %U %S %M" of the client).
+twin_end() {
+	local scen=$1 tool=$2 db=$3 conc=$4 tf=$5 k=$1/$2/initial cpu1 wal1 tup1 got want wall ucpu scpu rss
 	wait_sessions_gone "$db"
 	cpu1=$(pg_cpu_ticks)
-	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
+	wal1=$(q postgres "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$TWIN_WAL0')")
 	tup1=$(tuples_written "$db")
 	want=$(fingerprint bench_expected expected)
 	got=$(fingerprint "$db" public.twin)
-	[ "$got" = "$want" ] || die "copy ($scen): the twin table differs from the fake's data ($got, want $want)"
-	rm -f "$file"
+	[ "$got" = "$want" ] || die "$tool ($scen): the twin table differs from the fake's data ($got, want $want)"
 	read -r wall ucpu scpu rss < <(tail -n 1 "$tf")
 	R[$k/users]=$users
 	R[$k/rows]=$((users * channels))
-	R[$k/conc]=1
+	R[$k/conc]=$conc
 	R[$k/wall]=$wall
 	R[$k/cpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN { printf "%.2f", u + s }')
-	R[$k/dbcpu]=$(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
+	R[$k/dbcpu]=$(awk -v t=$((cpu1 - TWIN_CPU0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
 	R[$k/rss]=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
 	R[$k/req]=0
-	R[$k/written]=$((tup1 - tup0))
+	R[$k/written]=$((tup1 - TWIN_TUP0))
 	R[$k/wal]=$(awk -v b="$wal1" 'BEGIN { printf "%.1f", b / 1048576 }')
 	echo "${wall} s, ${R[$k/dbcpu]} s PostgreSQL CPU, ${R[$k/written]} tuples written"
+}
+
+# run_copy SCENARIO: the ceiling of one connection: the scenario's rows
+# copied with one COPY into an empty twin of chatsyncd's table (twin_setup),
+# in a database of its own, committed synchronously (the server default).
+run_copy() {
+	local scen=$1 db=bench_copy
+	twin_setup "$scen" "$db" copy
+	twin_begin "$db"
+	printf '# %-8s %-10s %-8s %6d users ... ' "$scen" copy initial "$users"
+	"$TIME" -f '%e %U %S %M' -o "$WORK/$scen-copy-initial.time" psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+		-c "\\copy public.twin ($(column_names "$columns")) FROM '$WORK/$scen.rows'" >>"$WORK/$scen-copy.log" 2>&1 ||
+		die "the COPY failed; log: $WORK/$scen-copy.log"
+	rm -f "$WORK/$scen.rows"
+	twin_end "$scen" copy "$db" 1 "$WORK/$scen-copy-initial.time"
+}
+
+# run_floor SCENARIO UNIT: the floor of a load that commits every page with
+# its rows, as chatsyncd does (UNIT page), or every user's whole listing
+# (UNIT listing).  pgbench, from as many connections as chatsyncd's
+# --concurrency, runs one transaction per page (or listing): one INSERT ...
+# SELECT of its rows (the fake's data, from a table in the same database)
+# into an empty twin of chatsyncd's table, with synchronous_commit off, as
+# chatsyncd's sessions commit.  No HTTP, no JSON, no array to parse, no
+# cursor, page digest, history or run counter.  The connections take the
+# pages as chatsyncd's do: each its own users, one after the other, each
+# user's pages in order.
+run_floor() {
+	local scen=$1 unit=$2 db=bench_floor tool=floor order="u / $concurrency, p, u % $concurrency" cols slots
+	[ "$unit" = listing ] && tool=floor_listing order=u
+	local script=$WORK/$scen-$tool.sql
+	[ -x "$PG_BINDIR/pgbench" ] || die "pgbench not found in $PG_BINDIR (--skip-floor leaves the floor out)"
+	cols=$(column_names "$columns")
+	twin_setup "$scen" "$db" "$tool"
+	q "$db" "CREATE TABLE public.incoming (ord bigint GENERATED ALWAYS AS IDENTITY, $columns)" >/dev/null
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "\\copy public.incoming ($cols) FROM '$WORK/$scen.rows'" ||
+		die "could not load the rows into $db"
+	rm -f "$WORK/$scen.rows"
+	# slot: a transaction's rows, in the order the connections take them
+	# (client c takes slots c + 1, c + 1 + C, ...): the first page of users
+	# 1..C, their second pages, ..., then the next C users; or user 1, 2, ...
+	q "$db" "CREATE TABLE public.pages AS
+		SELECT dense_rank() OVER (ORDER BY $order) AS slot, $cols
+		  FROM (SELECT *, dense_rank() OVER (ORDER BY user_sid) - 1 AS u,
+		               (row_number() OVER (PARTITION BY user_sid ORDER BY ord) - 1) / $spage AS p
+		          FROM public.incoming) i;
+		CREATE INDEX ON public.pages (slot);
+		DROP TABLE public.incoming" >/dev/null
+	q "$db" "VACUUM ANALYZE public.pages" >/dev/null
+	slots=$(q "$db" "SELECT max(slot) FROM public.pages")
+	{
+		echo "\\set slot :client_id + 1 + :n * $concurrency"
+		echo '\set n :n + 1'
+		echo "INSERT INTO public.twin ($cols) SELECT $cols FROM public.pages WHERE slot = :slot;"
+	} >"$script"
+	twin_begin "$db"
+	printf '# %-8s %-10s %-8s %6d users, %d transactions ... ' "$scen" "$tool" initial "$users" "$slots"
+	PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" "$TIME" -f '%e %U %S %M' -o "$WORK/$scen-$tool-initial.time" \
+		"$PG_BINDIR/pgbench" -n -f "$script" -D n=0 -c "$concurrency" -j "$(nproc)" \
+		-t $(((slots + concurrency - 1) / concurrency)) "$db" >>"$WORK/$scen-$tool.log" 2>&1 ||
+		die "pgbench failed; log: $WORK/$scen-$tool.log"
+	twin_end "$scen" "$tool" "$db" "$concurrency" "$WORK/$scen-$tool-initial.time"
+	q postgres "DROP DATABASE $db" >/dev/null
 }
 
 # Fails loudly unless the tool's table holds exactly the fake's rows, none
@@ -609,6 +682,12 @@ run_scenario() {
 	S[$scen]="$users $channels $latency $ref2_users $dim_users $spage $api"
 	# the ceiling of one connection, where the API's latency is not what counts
 	[ "$latency" = 0 ] && [ "$skip_copy" = 0 ] && run_copy "$scen"
+	# the floor of a load committing each page with its rows, and each listing
+	if [ "$latency" = 0 ] && [ "$skip_floor" = 0 ]; then
+		run_floor "$scen" page
+		# (a listing on one page is the same)
+		[ "$channels" -gt "$spage" ] && run_floor "$scen" listing
+	fi
 	for tool in chatsyncd chatsyncd_dims ref2 ref3; do
 		# the dimension listings: IP Messaging's scenarios only
 		[ "$tool" = chatsyncd_dims ] && { [ "$skip_dims" = 1 ] || [ "$api" = conversations ]; } && continue
@@ -665,6 +744,8 @@ tool_label() {
 	ref2) echo "ref2 naive (sequential)" ;;
 	ref3) echo "ref3 pooled (R=$ref_concurrency)" ;;
 	copy) echo "COPY into an empty twin table, one connection" ;;
+	floor) echo "pgbench: one INSERT of a page per transaction (C=$concurrency)" ;;
+	floor_listing) echo "pgbench: one INSERT of a user's listing per transaction (C=$concurrency)" ;;
 	esac
 }
 
@@ -731,6 +812,21 @@ report_copy_ratio() {
 	[ -n "${R[$c/wall]:-}" ] && [ -n "${R[$o/wall]:-}" ] || return 0
 	echo "- initial, chatsyncd ÷ one COPY into a twin table: rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
 		"PostgreSQL CPU $(ratio "${R[$c/dbcpu]}" "${R[$o/dbcpu]}"), WAL $(ratio "${R[$c/wal]}" "${R[$o/wal]}")"
+}
+
+# The initial load against the floors of one transaction per page and per
+# listing, as lines.
+report_floor_ratio() {
+	local scen=$1 c=$1/chatsyncd/initial o tool what
+	[ -n "${R[$c/wall]:-}" ] || return 0
+	for tool in floor floor_listing; do
+		o=$scen/$tool/initial
+		[ -n "${R[$o/wall]:-}" ] || continue
+		what="a page's INSERT per transaction"
+		[ "$tool" = floor_listing ] && what="a listing's INSERT per transaction"
+		echo "- initial, chatsyncd ÷ $what alone (pgbench): rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
+			"PostgreSQL CPU $(ratio "${R[$c/dbcpu]}" "${R[$o/dbcpu]}"), WAL $(ratio "${R[$c/wal]}" "${R[$o/wal]}")"
+	done
 }
 
 # rows_per_s K: rows/s of run K (scenario/tool/phase), as measured
@@ -821,7 +917,12 @@ report_targets() {
 	conversations)
 		k=$scen/chatsyncd/initial
 		r=$(rows_per_s "$k")
-		target "initial load ≥ 50000 rows/s" "$([ "$r" -ge 50000 ] && echo 1)" "$r rows/s"
+		x=
+		[ -n "${R[$scen/floor/initial/wall]:-}" ] &&
+			x="; a page's INSERT per transaction alone: $(rows_per_s "$scen/floor/initial") rows/s"
+		[ -n "${R[$scen/floor_listing/initial/wall]:-}" ] &&
+			x="$x; a listing's: $(rows_per_s "$scen/floor_listing/initial") rows/s"
+		target "initial load ≥ 50000 rows/s" "$([ "$r" -ge 50000 ] && echo 1)" "$r rows/s$x"
 		k=$scen/chatsyncd/resync
 		r=$(rows_per_s "$k")
 		target "unchanged resync ≥ 200000 rows/s" "$([ "$r" -ge 200000 ] && echo 1)" "$r rows/s"
@@ -885,7 +986,7 @@ report() {
 		echo
 		echo "| tool | run | rows | wall s | rows/s | CPU s | PostgreSQL CPU s | peak RSS MB | HTTP requests | tuples written | WAL MB | wall ÷ ideal |"
 		echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-		for tool in chatsyncd chatsyncd_dims ref2 ref3 copy; do
+		for tool in chatsyncd chatsyncd_dims ref2 ref3 copy floor floor_listing; do
 			for phase in initial resync; do
 				report_row "$scen" "$tool" "$phase"
 			done
@@ -895,6 +996,7 @@ report() {
 			report_ratios "$scen" "$phase"
 		done
 		report_copy_ratio "$scen"
+		report_floor_ratio "$scen"
 		if [ "$api" = conversations ]; then
 			echo
 			report_conversation_tuples "$scen"
