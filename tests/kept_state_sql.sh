@@ -219,4 +219,19 @@ while [ "$(w "SELECT sync_prune(0, 50)")" != 0 ]; do :; done
 is "$(q "SELECT count(*) FROM user_channel_past_versions")|$(q "SELECT string_agg(user_sid || channel_sid || coalesce(first_invited_at::text, '-') || coalesce(first_joined_at::text, '-'), ',' ORDER BY 1) FROM user_channels")" \
 	"0|$firsts_now" "every past version pruned: the first invitations and joins stay"
 
+# --- a first listing on two pages -----------------------------------------------------
+R9=$(run)
+# A first listing on two pages whose second lists CH6 again, joined now: the
+# plain INSERT of page 2 fails on the key, and the page is compared.
+sp() { # sp USER FIRST NEXT CHANNELS STATUSES: one page; inserted|updated|unchanged
+	w "SELECT inserted || '|' || updated || '|' || unchanged
+	     FROM sync_page($R9, '$S', '$1', $2, $3, '{$4}', NULL, NULL, '{$5}', NULL, '{1}', NULL, NULL,
+	                    0, 1, 0, NULL)"
+}
+is "$(sp dora true "'http://x/dora/p2'" CH6,CH7 invited,joined)" "2|0|0" "dora's first page: 2 inserted"
+sleep 0.01
+is "$(sp dora false NULL CH6,CH8 joined,invited)|$(firsts dora)" \
+	"1|1|0|CH6:true:true:true,CH7:false:true:-,CH8:true:false:-" \
+	"her second page lists CH6 again, joined: compared, CH6 first joined after first invited, CH8 inserted"
+
 done_testing

@@ -241,6 +241,16 @@ is "$(conv "$M" dup true - D1,D2,D1,D2 inactive,active,closed,closed 4,2,3,2)" "
 is "$(listed dup)|$(events dup)" "D1:closed,D2:closed|D2:state_changed:active:closed" \
 	"the last of each is stored; the entries before it leave no trace"
 
+# --- a first listing whose later page lists a conversation again ---------------------
+# (the plain INSERT of a first listing's page fails on the key; the page is compared)
+is "$(conv "$M" repeat true http://x/repeat/p2 P1,P2,P3 active,active,active)|$(conv "$M" repeat false - P2,P4 closed,active)" \
+	"3|0|0|0|1|1|0|0" "a first listing's page 2 lists P2 again, closed: P4 inserted, P2 updated"
+is "$(listed repeat)|$(past repeat)|$(events repeat)|$(cursor repeat | cut -d'|' -f2,4,5)" \
+	"P1:active,P2:closed,P3:active,P4:active|P2:active||complete|2|t" \
+	"P2's first version ended, no event (a first listing), nothing deleted, the listing complete"
+is "$(conv "$M" repeat2 true http://x/repeat2/p2 Q1,Q2 active,active)|$(conv "$M" repeat2 false - Q3,Q2 active,active)|$(listed repeat2)|$(past repeat2)" \
+	"2|0|0|0|1|0|1|0|Q1:active,Q2:active,Q3:active|" "the same, unchanged: Q3 inserted, Q2 unchanged, no version ended"
+
 # --- a listing of three pages, and what it leaves out --------------------------------
 R=$(run)
 U2=$(sid 2)
@@ -652,7 +662,7 @@ plans() { # plans QUERY: the plans of the statements QUERY runs, nested ones too
 		-c "SET auto_explain.log_min_duration = 0" -c "SET auto_explain.log_nested_statements = on" \
 		-c "SET auto_explain.log_level = notice" -c "$1" 2>&1 >/dev/null
 }
-q "ANALYZE sync_cursors, sync_listing_pages, sync_runs"
+q "ANALYZE user_conversations, sync_cursors, sync_listing_pages, sync_runs"
 pages_sql=
 for n in 1 2 3 4 5 6 7 8; do
 	next="'http://x/planner/p$((n + 1))'"
@@ -663,11 +673,8 @@ for n in 1 2 3 4 5 6 7 8; do
 	  NULL, NULL, 0, 1, 0, 'dg-planner-$n');"
 done
 out=$(plans "$pages_sql")
-# The deletions of the last page (sync_conversations_gone()) are planned
-# afresh on every call, for the tables as they are: left out.
-is "$(echo "$out" | awk '/Query Text:/ { gone = /Query Text: WITH gone/ }
-	!gone && /Seq Scan on (sync_cursors|sync_listing_pages|sync_runs)( |$)/ { n++ } END { print n + 0 }')|$(echo "$out" | grep -cE 'Index (Only )?Scan.* on (sync_cursors|sync_listing_pages|sync_runs)\b' | awk '{ print ($1 >= 8) }')" \
-	"0|1" "no kept plan of a page's bookkeeping scans sync_cursors, sync_listing_pages or sync_runs sequentially; each uses an index"
+is "$(echo "$out" | grep -cE 'Seq Scan on (user_conversations|sync_cursors|sync_listing_pages|sync_runs)( |$)')|$(echo "$out" | grep -cE 'Index (Only )?Scan.* on (sync_cursors|sync_listing_pages|sync_runs)\b' | awk '{ print ($1 >= 8) }')|$(echo "$out" | grep -cE 'Index (Only )?Scan.* on user_conversations\b' | awk '{ print ($1 >= 2) }')" \
+	"0|1|1" "no kept plan of a page, its rows, deletions or bookkeeping, scans a table sequentially; each uses an index"
 is "$(listed planner)|$(q "SELECT count(*) || ':' || max(page_no) FROM sync_listing_pages WHERE user_sid = 'planner'")|$(q "SELECT state FROM sync_cursors WHERE user_sid = 'planner'")" \
 	"CH1:active,CH2:active,CH3:active,CH4:active,CH5:active,CH6:active,CH7:active,CH8:active|8:8|complete" \
 	"(the eight pages were applied, and the listing completed)"

@@ -21,7 +21,7 @@ CREATE OR REPLACE FUNCTION sync_conversations_gone(
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = auto SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_deleted integer;
@@ -94,7 +94,7 @@ CREATE OR REPLACE FUNCTION sync_conversations_page(
     p_skipped_pages integer DEFAULT 0, p_skipped_rows integer DEFAULT 0, OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = auto SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_distinct integer;
@@ -111,45 +111,46 @@ BEGIN
         RETURN;  -- the lease was taken over
     END IF;
     v_single := v_page = 1 AND p_next_url IS NULL;
-    -- The plain INSERT writes no events: only for a first listing.  On a
-    -- page after its first, a conversation that an earlier page listed is
-    -- compared as always.
+    -- The plain INSERT writes no events: only for a first listing.  It
+    -- stores the page when none of its conversations is stored for the user.
+    -- Else (an earlier page listed one of them) it fails on the key, its
+    -- subtransaction alone is undone, and the page is compared as always.
     IF NOT v_events THEN
         IF p_first THEN
             v_empty := NOT EXISTS (SELECT 1 FROM user_conversations
                                     WHERE service_sid = p_service AND user_sid = p_user);
         END IF;
-        v_fresh := v_empty;
-        IF NOT v_fresh THEN
-            v_fresh := NOT EXISTS (SELECT 1 FROM user_conversations
-                                    WHERE service_sid = p_service AND user_sid = p_user
-                                      AND conversation_sid = ANY (p_conversation));
-        END IF;
+        BEGIN
+            INSERT INTO user_conversations
+                   (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
+                    conversation_state, notification_level, unread_messages_count,
+                    last_read_message_index, friendly_name, unique_name, created_by,
+                    date_created, date_updated, date_inactive, date_closed, url,
+                    conversation_url, participant_url)
+            SELECT DISTINCT ON (t.conversation_sid)
+                   p_service, p_user, t.conversation_sid, t.account_sid, t.participant_sid,
+                   t.state, t.notification_level, t.unread, t.last_read, t.friendly_name,
+                   t.unique_name, t.created_by, t.date_created, t.date_updated,
+                   t.date_inactive, t.date_closed, t.url, t.conversation_url,
+                   t.participant_url
+              FROM unnest(p_conversation, p_account, p_participant, p_state,
+                          p_notification_level, p_unread, p_last_read, p_friendly_name,
+                          p_unique_name, p_created_by, p_date_created, p_date_updated,
+                          p_date_inactive, p_date_closed, p_url, p_conversation_url,
+                          p_participant_url) WITH ORDINALITY
+                   AS t(conversation_sid, account_sid, participant_sid, state,
+                        notification_level, unread, last_read, friendly_name, unique_name,
+                        created_by, date_created, date_updated, date_inactive, date_closed,
+                        url, conversation_url, participant_url, ord)
+             ORDER BY t.conversation_sid, t.ord DESC;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+            v_fresh := true;
+        EXCEPTION WHEN unique_violation THEN
+            v_fresh := false;
+        END;
     END IF;
 
     IF v_fresh THEN
-        -- Nothing to compare with.
-        INSERT INTO user_conversations
-               (service_sid, user_sid, conversation_sid, account_sid, participant_sid,
-                conversation_state, notification_level, unread_messages_count,
-                last_read_message_index, friendly_name, unique_name, created_by,
-                date_created, date_updated, date_inactive, date_closed, url,
-                conversation_url, participant_url)
-        SELECT DISTINCT ON (t.conversation_sid)
-               p_service, p_user, t.conversation_sid, t.account_sid, t.participant_sid,
-               t.state, t.notification_level, t.unread, t.last_read, t.friendly_name,
-               t.unique_name, t.created_by, t.date_created, t.date_updated, t.date_inactive,
-               t.date_closed, t.url, t.conversation_url, t.participant_url
-          FROM unnest(p_conversation, p_account, p_participant, p_state, p_notification_level,
-                      p_unread, p_last_read, p_friendly_name, p_unique_name, p_created_by,
-                      p_date_created, p_date_updated, p_date_inactive, p_date_closed, p_url,
-                      p_conversation_url, p_participant_url) WITH ORDINALITY
-               AS t(conversation_sid, account_sid, participant_sid, state, notification_level,
-                    unread, last_read, friendly_name, unique_name, created_by, date_created,
-                    date_updated, date_inactive, date_closed, url, conversation_url,
-                    participant_url, ord)
-         ORDER BY t.conversation_sid, t.ord DESC;
-        GET DIAGNOSTICS inserted = ROW_COUNT;
         updated := 0;
         v_distinct := inserted;
     ELSE

@@ -11,7 +11,7 @@ CREATE OR REPLACE FUNCTION sync_memberships_gone(
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = auto SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_deleted integer;
@@ -214,10 +214,11 @@ $fn$;
 -- sync_listing_begin()), and p_skipped_pages and p_skipped_rows what they
 -- held, for the run's counters.
 --
--- Each statement is planned afresh on every call (plan_cache_mode): PL/pgSQL
--- would otherwise keep generic plans made while the tables were empty
--- (sequential scans), and each page of a first sweep would cost more than the
--- one before.
+-- PL/pgSQL keeps each statement's plan (plan_cache_mode auto), made without
+-- sequential scans (enable_seqscan off): a plan made while the tables were
+-- small would scan them whole, and each page of a first sweep would cost
+-- more than the one before.  Every statement here reads a user's rows by
+-- their key.
 CREATE OR REPLACE FUNCTION sync_page(
     p_run_id bigint, p_service text, p_user text, p_first boolean, p_next_url text,
     p_channel text[], p_account text[], p_member text[], p_status text[],
@@ -229,7 +230,7 @@ CREATE OR REPLACE FUNCTION sync_page(
     OUT inserted integer, OUT updated integer, OUT unchanged integer, OUT deleted integer)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = auto SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_distinct integer;
@@ -246,39 +247,38 @@ BEGIN
         RETURN;  -- the lease was taken over
     END IF;
     v_single := v_page = 1 AND p_next_url IS NULL;
-    -- The plain INSERT writes no events: only for a first listing.  On a
-    -- page after its first, a membership that an earlier page listed is
-    -- compared as always.
+    -- The plain INSERT writes no events: only for a first listing.  It
+    -- stores the page when none of its memberships is stored for the user.
+    -- Else (an earlier page listed one of them) it fails on the key, its
+    -- subtransaction alone is undone, and the page is compared as always.
     IF NOT v_events THEN
         IF p_first THEN
             v_empty := NOT EXISTS (SELECT 1 FROM user_channels
                                     WHERE service_sid = p_service AND user_sid = p_user);
         END IF;
-        v_fresh := v_empty;
-        IF NOT v_fresh THEN
-            v_fresh := NOT EXISTS (SELECT 1 FROM user_channels
-                                    WHERE service_sid = p_service AND user_sid = p_user
-                                      AND channel_sid = ANY (p_channel));
-        END IF;
+        BEGIN
+            INSERT INTO user_channels
+                   (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
+                    last_consumed_message_index, unread_messages_count, channel_url,
+                    member_url, notification_level, first_invited_at, first_joined_at)
+            SELECT DISTINCT ON (t.channel_sid)
+                   p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
+                   t.lcmi, t.unread, t.channel_url, t.member_url, t.notification_level,
+                   CASE WHEN t.status = 'invited' THEN now() END,
+                   CASE WHEN t.status = 'joined' THEN now() END
+              FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
+                          p_channel_url, p_member_url, p_notification_level) WITH ORDINALITY
+                   AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
+                        channel_url, member_url, notification_level, ord)
+             ORDER BY t.channel_sid, t.ord DESC;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+            v_fresh := true;
+        EXCEPTION WHEN unique_violation THEN
+            v_fresh := false;
+        END;
     END IF;
 
     IF v_fresh THEN
-        -- Nothing to compare with.
-        INSERT INTO user_channels
-               (service_sid, user_sid, channel_sid, account_sid, member_sid, status,
-                last_consumed_message_index, unread_messages_count, channel_url, member_url,
-                notification_level, first_invited_at, first_joined_at)
-        SELECT DISTINCT ON (t.channel_sid)
-               p_service, p_user, t.channel_sid, t.account_sid, t.member_sid, t.status,
-               t.lcmi, t.unread, t.channel_url, t.member_url, t.notification_level,
-               CASE WHEN t.status = 'invited' THEN now() END,
-               CASE WHEN t.status = 'joined' THEN now() END
-          FROM unnest(p_channel, p_account, p_member, p_status, p_lcmi, p_unread,
-                      p_channel_url, p_member_url, p_notification_level) WITH ORDINALITY
-               AS t(channel_sid, account_sid, member_sid, status, lcmi, unread,
-                    channel_url, member_url, notification_level, ord)
-         ORDER BY t.channel_sid, t.ord DESC;
-        GET DIAGNOSTICS inserted = ROW_COUNT;
         updated := 0;
         v_distinct := inserted;
     ELSE
