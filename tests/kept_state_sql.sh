@@ -230,8 +230,10 @@ sp() { # sp USER FIRST NEXT CHANNELS STATUSES: one page; inserted|updated|unchan
 }
 is "$(sp dora true "'http://x/dora/p2'" CH6,CH7 invited,joined)" "2|0|0" "dora's first page: 2 inserted"
 sleep 0.01
-is "$(sp dora false NULL CH6,CH8 joined,invited)|$(firsts dora)" \
-	"1|1|0|CH6:true:true:true,CH7:false:true:-,CH8:true:false:-" \
-	"her second page lists CH6 again, joined: compared, CH6 first joined after first invited, CH8 inserted"
+is "$(sp dora false NULL CH0,CH6,CH8 invited,joined,invited)|$(firsts dora)" \
+	"2|1|0|CH0:true:false:-,CH6:true:true:true,CH7:false:true:-,CH8:true:false:-" \
+	"her second page lists CH6 again, joined: compared, CH6 first joined after first invited, CH0 and CH8 inserted"
+is "$(q "SELECT string_agg(channel_sid || ':' || status, ',') FROM user_channel_past_versions WHERE user_sid = 'dora'")|$(q "SELECT count(*) FROM membership_event_log WHERE user_sid = 'dora'")" \
+	"CH6:invited|0" "CH6's first version ended; no event (a first listing)"
 
 done_testing

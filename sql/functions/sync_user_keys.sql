@@ -18,7 +18,8 @@
 -- differs, deleted if the key has no cursor): what the trigger on
 -- sync_cursors runs for each cursor a first sweep adds.  Its statements
 -- look rows up by their keys only, so their plans are kept (plan_cache_mode
--- auto, also when sync_page(), which plans its own afresh, adds the cursor).
+-- auto, whatever the setting of the session or function that adds the
+-- cursor).
 CREATE OR REPLACE FUNCTION sync_user_keys_refresh_key(p_service text, p_key text)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = auto
