@@ -545,21 +545,27 @@ run_copy() {
 # pages as chatsyncd's do: each its own users, one after the other, each
 # user's pages in order.
 run_floor() {
-	local scen=$1 unit=$2 db=bench_floor tool=floor order="u / $concurrency, p, u % $concurrency" cols slots
-	[ "$unit" = listing ] && tool=floor_listing order=u
+	local scen=$1 unit=$2 db=bench_floor tool=floor cols slots tx pages=$(((channels + spage - 1) / spage))
+	# slot: a transaction's rows, numbered in the order the connections take
+	# them (client c takes slots c + 1, c + 1 + C, ...): each group of C
+	# users (u / C) holds C × pages slots, page p of user u being slot
+	# p × C + u % C + 1 in its group; or user u, alone, slot u + 1.  A slot
+	# of no row (the last group's users missing) is an empty transaction.
+	local slot="(u / $concurrency) * $((pages * concurrency)) + p * $concurrency + u % $concurrency + 1"
+	[ "$unit" = listing ] && tool=floor_listing slot="u + 1"
 	local script=$WORK/$scen-$tool.sql
-	[ -x "$PG_BINDIR/pgbench" ] || die "pgbench not found in $PG_BINDIR (--skip-floor leaves the floor out)"
+	if [ ! -x "$PG_BINDIR/pgbench" ]; then
+		echo "# $scen $tool: pgbench not found in $PG_BINDIR: left out"
+		return 0
+	fi
 	cols=$(column_names "$columns")
 	twin_setup "$scen" "$db" "$tool"
 	q "$db" "CREATE TABLE public.incoming (ord bigint GENERATED ALWAYS AS IDENTITY, $columns)" >/dev/null
 	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "\\copy public.incoming ($cols) FROM '$WORK/$scen.rows'" ||
 		die "could not load the rows into $db"
 	rm -f "$WORK/$scen.rows"
-	# slot: a transaction's rows, in the order the connections take them
-	# (client c takes slots c + 1, c + 1 + C, ...): the first page of users
-	# 1..C, their second pages, ..., then the next C users; or user 1, 2, ...
 	q "$db" "CREATE TABLE public.pages AS
-		SELECT dense_rank() OVER (ORDER BY $order) AS slot, $cols
+		SELECT $slot AS slot, $cols
 		  FROM (SELECT *, dense_rank() OVER (ORDER BY user_sid) - 1 AS u,
 		               (row_number() OVER (PARTITION BY user_sid ORDER BY ord) - 1) / $spage AS p
 		          FROM public.incoming) i;
@@ -567,15 +573,16 @@ run_floor() {
 		DROP TABLE public.incoming" >/dev/null
 	q "$db" "VACUUM ANALYZE public.pages" >/dev/null
 	slots=$(q "$db" "SELECT max(slot) FROM public.pages")
+	tx=$(q "$db" "SELECT count(DISTINCT slot) FROM public.pages")
 	{
 		echo "\\set slot :client_id + 1 + :n * $concurrency"
 		echo '\set n :n + 1'
 		echo "INSERT INTO public.twin ($cols) SELECT $cols FROM public.pages WHERE slot = :slot;"
 	} >"$script"
 	twin_begin "$db"
-	printf '# %-8s %-10s %-8s %6d users, %d transactions ... ' "$scen" "$tool" initial "$users" "$slots"
+	printf '# %-8s %-10s %-8s %6d users, %d transactions ... ' "$scen" "$tool" initial "$users" "$tx"
 	PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" "$TIME" -f '%e %U %S %M' -o "$WORK/$scen-$tool-initial.time" \
-		"$PG_BINDIR/pgbench" -n -f "$script" -D n=0 -c "$concurrency" -j "$(nproc)" \
+		"$PG_BINDIR/pgbench" -n -M prepared -f "$script" -D n=0 -c "$concurrency" -j "$(nproc)" \
 		-t $(((slots + concurrency - 1) / concurrency)) "$db" >>"$WORK/$scen-$tool.log" 2>&1 ||
 		die "pgbench failed; log: $WORK/$scen-$tool.log"
 	twin_end "$scen" "$tool" "$db" "$concurrency" "$WORK/$scen-$tool-initial.time"
