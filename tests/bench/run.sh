@@ -813,25 +813,19 @@ report_ratios() {
 	fi
 }
 
-# The initial load against the COPY ceiling, as a line.
-report_copy_ratio() {
-	local scen=$1 c=$1/chatsyncd/initial o=$1/copy/initial
-	[ -n "${R[$c/wall]:-}" ] && [ -n "${R[$o/wall]:-}" ] || return 0
-	echo "- initial, chatsyncd ÷ one COPY into a twin table: rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
-		"PostgreSQL CPU $(ratio "${R[$c/dbcpu]}" "${R[$o/dbcpu]}"), WAL $(ratio "${R[$c/wal]}" "${R[$o/wal]}")"
-}
-
-# The initial load against the floors of one transaction per page and per
-# listing, as lines.
-report_floor_ratio() {
+# The initial load against the COPY ceiling and the floors, a line each.
+report_twin_ratios() {
 	local scen=$1 c=$1/chatsyncd/initial o tool what
 	[ -n "${R[$c/wall]:-}" ] || return 0
-	for tool in floor floor_listing; do
+	for tool in copy floor floor_listing; do
 		o=$scen/$tool/initial
 		[ -n "${R[$o/wall]:-}" ] || continue
-		what="a page's INSERT per transaction"
-		[ "$tool" = floor_listing ] && what="a listing's INSERT per transaction"
-		echo "- initial, chatsyncd ÷ $what alone (pgbench): rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
+		case $tool in
+		copy) what="one COPY into a twin table" ;;
+		floor) what="a page's INSERT per transaction alone (pgbench)" ;;
+		floor_listing) what="a listing's INSERT per transaction alone (pgbench)" ;;
+		esac
+		echo "- initial, chatsyncd ÷ $what: rows/s $(ratio "$(rows_per_s "$c")" "$(rows_per_s "$o")")," \
 			"PostgreSQL CPU $(ratio "${R[$c/dbcpu]}" "${R[$o/dbcpu]}"), WAL $(ratio "${R[$c/wal]}" "${R[$o/wal]}")"
 	done
 }
@@ -1002,8 +996,7 @@ report() {
 		for phase in initial resync; do
 			report_ratios "$scen" "$phase"
 		done
-		report_copy_ratio "$scen"
-		report_floor_ratio "$scen"
+		report_twin_ratios "$scen"
 		if [ "$api" = conversations ]; then
 			echo
 			report_conversation_tuples "$scen"
